@@ -1,0 +1,25 @@
+"""User-facing errors: each carries one readable line; the CLI prints it and exits with its code."""
+
+
+class NeuronExportError(Exception):
+    """A problem with the user's input or environment, reported as one line (CLI exit code 2)."""
+
+    exit_code = 2
+
+
+class BackendUnavailableError(NeuronExportError):
+    """The chosen backend cannot run on this host (missing package, device or version)."""
+
+
+class ArtifactError(NeuronExportError):
+    """An artifact folder is missing, corrupt, or was made for another host."""
+
+
+class InputMismatchError(NeuronExportError):
+    """A compiled model was called with inputs that differ from the compiled signature."""
+
+
+class ValidationFailedError(NeuronExportError):
+    """The compiled model's outputs differ from eager PyTorch beyond atol (artifact and report kept)."""
+
+    exit_code = 1
