@@ -23,3 +23,9 @@ class ValidationFailedError(NeuronExportError):
     """The compiled model's outputs differ from eager PyTorch beyond atol (artifact and report kept)."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message: what a one-line error may quote of a library's error."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:limit]

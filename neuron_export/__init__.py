@@ -1,0 +1,23 @@
+"""neuron_export: compile Hugging Face models ahead of time (AWS Neuron, or portable AOTInductor /
+TorchScript builds), validate them against eager PyTorch, and run them like transformers models."""
+
+__version__ = "0.1.0"
+
+from .artifact import CompiledModel, load_artifact, read_manifest, read_validation  # noqa: E402
+from .errors import NeuronExportError  # noqa: E402
+from .exporter import ExportResult, export  # noqa: E402
+from .options import ExportOptions  # noqa: E402
+from .registry import supported_tasks  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "export",
+    "ExportOptions",
+    "ExportResult",
+    "supported_tasks",
+    "load_artifact",
+    "read_manifest",
+    "read_validation",
+    "CompiledModel",
+    "NeuronExportError",
+]

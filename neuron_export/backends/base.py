@@ -1,0 +1,52 @@
+"""The Backend protocol: one pipeline, pluggable compilers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import torch
+
+from ..options import ExportOptions
+
+# A loaded compiled model: positional tensors in, a tuple of tensors out.
+Runner = Callable[..., Sequence[torch.Tensor]]
+
+
+class Backend(Protocol):
+    name: str
+    model_file: str  # file name of the compiled model inside the artifact folder
+    # True when the compiled model itself takes any batch size with --dynamic-batch-size;
+    # otherwise CompiledModel splits/pads calls into chunks of the compiled batch.
+    native_dynamic_batch: bool
+
+    def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
+        """None when this host can compile with these options, else one line saying why not and what to do."""
+
+    def runs_on(self, options: ExportOptions) -> str:
+        """Where the artifact can run, in words, for the manifest and every screen."""
+
+    def compiler_version(self) -> str: ...
+
+    def prepare(self, module: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
+        """Apply what this backend captures in the graph itself (auto-cast, device placement)."""
+
+    def trace(self, module: torch.nn.Module, example: tuple[torch.Tensor, ...], options: ExportOptions) -> Any: ...
+
+    def compile(
+        self, traced: Any, example: tuple[torch.Tensor, ...], options: ExportOptions, model_path: Path, workdir: Optional[Path],
+        model_kind: str = "generic",
+    ) -> None:
+        """Compile and write the model file; model_kind (generic, transformer, unet-inference) tunes neuronx-cc."""
+
+    def load(self, model_path: Path, manifest: dict) -> Runner: ...
+
+    def runtime_problem(self, manifest: dict) -> Optional[str]:
+        """None when an artifact with this manifest can run on this host, else why not."""
+
+
+def cast_dtype(options: ExportOptions) -> Optional[torch.dtype]:
+    """The low-precision dtype of auto-cast, or None when auto-cast is off."""
+    if options.auto_cast == "none":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32}[options.auto_cast_type or "bf16"]

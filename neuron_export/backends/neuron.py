@@ -1,0 +1,125 @@
+"""torch_neuronx.trace: a TorchScript module embedding a NEFF, for AWS Inferentia2 / Trainium.
+
+Written against the documented torch-neuronx API (torch 2.9 line): it can only be exercised where
+the real Neuron SDK is installed. Imported lazily so the rest of the engine works without it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import BackendUnavailableError
+from ..options import ExportOptions
+
+INSTALL_HINT = (
+    "install the real Neuron SDK on an inf2/trn1 instance: "
+    "pip install --extra-index-url https://pip.repos.neuron.amazonaws.com torch-neuronx neuronx-cc "
+    "(torch 2.9; PyPI's packages of those names are placeholders)"
+)
+# neuronx-cc spells the matmul auto-cast mode "matmult".
+AUTO_CAST_FLAG = {"none": "none", "matmul": "matmult", "all": "all"}
+
+
+def neuron_compiler_args(options: ExportOptions, model_type: str = "transformer") -> list[str]:
+    """neuronx-cc arguments for these options; model_type is generic, transformer or unet-inference."""
+    args = ["--model-type", model_type, "--auto-cast", AUTO_CAST_FLAG[options.auto_cast]]
+    if options.auto_cast != "none":
+        args += ["--auto-cast-type", options.auto_cast_type or "bf16"]
+    args.append(f"--optlevel={options.optlevel}")
+    if options.instance_type:
+        args += ["--target", options.instance_type]
+    if options.compiler_workdir:
+        args += ["--logfile", str(Path(options.compiler_workdir) / "log-neuron-cc.txt")]
+    return args
+
+
+def import_torch_neuronx():
+    try:
+        import torch_neuronx
+    except ImportError as error:
+        placeholder = "WRONG PACKAGE" in str(error)
+        what = "the installed torch-neuronx is PyPI's placeholder" if placeholder else "torch-neuronx is not installed"
+        raise BackendUnavailableError(f"neuron backend: {what}; {INSTALL_HINT}") from None
+    return torch_neuronx
+
+
+def torch_neuronx_importable() -> bool:
+    try:
+        import_torch_neuronx()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def neuron_device_present() -> bool:
+    return bool(glob.glob("/dev/neuron*"))
+
+
+class NeuronBackend:
+    name = "neuron"
+    model_file = "model.neuron"
+    native_dynamic_batch = True  # torch_neuronx.dynamic_batch splits and pads on the device side
+
+    def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
+        if options.device != "cpu":
+            return "--device applies to the portable backends; the neuron backend targets NeuronCores"
+        if not torch_neuronx_importable():
+            return f"neuron backend: torch-neuronx is not usable here; {INSTALL_HINT}"
+        if not options.instance_type and not neuron_device_present():
+            return "no Neuron device on this host (/dev/neuron*): pass --instance_type inf2 (or trn1) to compile for one without validation"
+        if options.auto_cast_type == "tf32" and options.instance_type == "inf2":
+            return "--auto_cast_type tf32 is for trn1; inf2 casts to bf16 or fp16"
+        return None
+
+    def runs_on(self, options: ExportOptions) -> str:
+        target = options.instance_type or "inf2"
+        return f"AWS {target} NeuronCores only (torch-neuronx)"
+
+    def compiler_version(self) -> str:
+        try:
+            import neuronxcc
+
+            return f"neuronx-cc {neuronxcc.__version__}"
+        except ImportError:
+            return "neuronx-cc (version unknown)"
+
+    def prepare(self, module: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
+        return module  # the compiler casts (--auto-cast) and places the model itself
+
+    def trace(self, module, example, options: ExportOptions):
+        return module  # torch_neuronx.trace traces and compiles in one step (compile stage)
+
+    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
+        if options.instance_type:
+            # Must be set before the Neuron libraries load to compile for a device this host lacks.
+            os.environ["NEURON_PLATFORM_TARGET_OVERRIDE"] = options.instance_type
+        torch_neuronx = import_torch_neuronx()
+        compiled = torch_neuronx.trace(
+            traced,
+            example,
+            compiler_workdir=str(workdir) if workdir else None,
+            compiler_args=neuron_compiler_args(options, model_kind),
+            cpu_backend=bool(options.instance_type),
+        )
+        if options.dynamic_batch_size:
+            compiled = torch_neuronx.dynamic_batch(compiled)
+        torch.jit.save(compiled, str(model_path))
+
+    def load(self, model_path: Path, manifest: dict):
+        torch_neuronx = import_torch_neuronx()
+        module = torch.jit.load(str(model_path))  # loading places it on a NeuronCore
+        if manifest.get("dynamic_batch"):
+            module = torch_neuronx.dynamic_batch(module)
+        return module
+
+    def runtime_problem(self, manifest: dict) -> Optional[str]:
+        if not torch_neuronx_importable():
+            return f"it is a Neuron artifact and torch-neuronx is not usable here; {INSTALL_HINT}"
+        if not neuron_device_present():
+            return f"it is a Neuron artifact for {manifest.get('target') or 'inf2'} and this host has no Neuron device"
+        return None

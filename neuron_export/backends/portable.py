@@ -1,0 +1,53 @@
+"""What the portable backends (inductor, torchscript) share: device checks and in-graph auto-cast."""
+
+from __future__ import annotations
+
+import platform
+from typing import Optional
+
+import torch
+
+from ..options import ExportOptions
+from ..traceable import CastModel
+from .base import cast_dtype
+
+
+def torch_release(version: str) -> str:
+    """'2.13.0+cpu' -> '2.13': the part of torch's version an artifact depends on."""
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+class PortableBackend:
+    name = "portable"
+    model_file = ""
+    native_dynamic_batch = False
+
+    def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
+        if options.device == "cuda" and not torch.cuda.is_available():
+            return "--device cuda: this host has no CUDA device (torch sees none)"
+        if options.auto_cast != "none" and options.auto_cast_type == "tf32" and options.device == "cpu":
+            return "--auto_cast_type tf32 exists on NVIDIA GPUs and Neuron only; on CPU use bf16 or fp16"
+        return None
+
+    def runs_on(self, options: ExportOptions) -> str:
+        where = "an NVIDIA GPU (CUDA)" if options.device == "cuda" else f"a {platform.machine()} CPU"
+        return f"{where} with torch {torch_release(torch.__version__)} — portable {self.name} build, not a Neuron artifact"
+
+    def prepare(self, module: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
+        dtype = cast_dtype(options)
+        if options.auto_cast_type == "tf32":
+            # TF32 is a matmul precision mode, not a dtype: set for the compile and again at load.
+            torch.backends.cuda.matmul.allow_tf32 = True
+        elif dtype is not None:
+            module = CastModel(module, options.auto_cast, dtype, options.device)
+        return module.to(options.device)
+
+    def runtime_problem(self, manifest: dict) -> Optional[str]:
+        if manifest["device"] == "cuda" and not torch.cuda.is_available():
+            return "it was compiled for an NVIDIA GPU (CUDA) and this host has none"
+        made_with = torch_release(manifest["torch_version"])
+        if made_with != torch_release(torch.__version__):
+            return f"it was compiled with torch {made_with} and this host has torch {torch_release(torch.__version__)}"
+        if manifest.get("auto_cast_type") == "tf32" and manifest.get("auto_cast") != "none":
+            torch.backends.cuda.matmul.allow_tf32 = True
+        return None

@@ -1,0 +1,180 @@
+"""`neuron-export`: the command line over the engine. Argument names follow `optimum-cli export neuron`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from .errors import NeuronExportError, first_line
+from .options import AUTO_CAST, AUTO_CAST_TYPES, BACKENDS, DEVICES, INSTANCE_TYPES, ExportOptions
+
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr (exit 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_export_parser(commands) -> None:
+    p = commands.add_parser("export", help="compile a model into an artifact folder and validate it")
+    p.add_argument("-m", "--model", required=True, help="hub id, local model folder, or demo:NAME (see demo-models)")
+    p.add_argument("output", help="folder to write the compiled artifact to")
+    p.add_argument("--task", default="auto", help="task to export for (default: auto-detected from the model)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="neuron (Inferentia/Trainium), inductor or torchscript (portable); auto picks neuron where a Neuron device is present")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="device of the portable backends")
+    p.add_argument("--instance_type", choices=INSTANCE_TYPES, help="compile for this Neuron instance on a host without a Neuron device (no validation possible)")
+    p.add_argument("--atol", type=float, help="validation tolerance (default: per model family)")
+    p.add_argument("--cache_dir", help="Hugging Face cache folder for hub downloads")
+    p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", help="allow models that ship their own code (runs that code)")
+    p.add_argument("--compiler_workdir", help="keep the compiler's intermediate files in this folder")
+    p.add_argument("--disable-validation", dest="disable_validation", action="store_true", help="skip validation against eager PyTorch")
+    p.add_argument("--auto_cast", default="none", choices=AUTO_CAST, help="cast fp32 operations to a lower precision")
+    p.add_argument("--auto_cast_type", choices=AUTO_CAST_TYPES, help="the lower precision of --auto_cast (default bf16)")
+    p.add_argument("--dynamic-batch-size", dest="dynamic_batch_size", action="store_true", help="accept other batch sizes than the compiled one")
+    p.add_argument("--num_cores", type=int, help="NeuronCores to deploy on (text-generation only)")
+    p.add_argument("--unet", help="replace the UNet of a Stable Diffusion pipeline with this folder")
+    p.add_argument("--output_hidden_states", action="store_true", help="also output the hidden states")
+    p.add_argument("--output_attentions", action="store_true", help="also output the attentions")
+    for name, what in (
+        ("batch_size", "batch size"),
+        ("sequence_length", "sequence length (text)"),
+        ("num_beams", "number of beams (text generation; not exported by this tool)"),
+        ("num_choices", "number of choices (multiple-choice)"),
+        ("num_channels", "image channels (vision)"),
+        ("width", "image width (vision, stable diffusion)"),
+        ("height", "image height (vision, stable diffusion)"),
+        ("num_images_per_prompt", "images per prompt (stable diffusion)"),
+    ):
+        p.add_argument(f"--{name}", type=int, help=what)
+    level = p.add_mutually_exclusive_group()
+    for n, what in ((1, "fast compile"), (2, "balance (default)"), (3, "more speed, longer compile, more memory")):
+        level.add_argument(f"-O{n}", dest="optlevel", action="store_const", const=n, help=what)
+    p.add_argument("--force", action="store_true", help="replace an existing artifact in OUTPUT")
+    p.add_argument("--no-cache", dest="use_cache", action="store_false", help="always compile; do not use the compile cache")
+    p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
+    p.set_defaults(handler=run_export, optlevel=2)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .exporter import export
+
+    events = EventFile(args.events)
+    options = ExportOptions.from_dict({k: v for k, v in vars(args).items() if k not in ("model", "output")})
+    try:
+        result = export(args.model, args.output, options, on_event=events.write)
+    except NeuronExportError as error:
+        events.write({"type": "error", "message": str(error), "exit_code": error.exit_code})
+        raise
+    events.write({"type": "done", "artifact": str(result.artifact), "validation_passed": result.validation_passed})
+    if result.validation_passed is False:
+        failed = [o.name for r in result.reports for o in r.outputs if not o.passed] or ["output names"]
+        print(f"error: validation failed for {', '.join(failed)}; the artifact and its report are kept in {result.artifact}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class EventFile:
+    def __init__(self, path: Optional[str]):
+        self.path = path
+
+    def write(self, event: dict[str, Any]) -> None:
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(event, default=str) + "\n")
+
+
+def add_tasks_parser(commands) -> None:
+    p = commands.add_parser("tasks", help="list the tasks an architecture (or model folder) can be exported for")
+    p.add_argument("model", help="a model_type such as distilbert, or a model folder")
+    p.set_defaults(handler=run_tasks)
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    from .registry import supported_tasks
+
+    model_type = args.model
+    if Path(args.model).expanduser().is_dir() or args.model.startswith("demo:"):
+        from .sources import resolve_model_source
+
+        model_type = resolve_model_source(args.model, ExportOptions()).model_type
+    for task in supported_tasks(model_type):
+        print(task)
+    return 0
+
+
+def add_demo_parser(commands) -> None:
+    p = commands.add_parser("demo-models", help="list the built-in demo models (no hub needed)")
+    p.set_defaults(handler=run_demo_models)
+
+
+def run_demo_models(args: argparse.Namespace) -> int:
+    from .demo import DEMO_MODELS
+
+    width = max(len(name) for name in DEMO_MODELS)
+    for demo in DEMO_MODELS.values():
+        print(f"{demo.name:<{width}}  {demo.task:<22}  {demo.description}")
+    return 0
+
+
+# Each entry adds one sub-command; its parser sets `handler`.
+COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="neuron-export", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    # The job runner cancels with SIGTERM: unwind like Ctrl-C so temporary folders are removed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return args.handler(args)
+    except NeuronExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # never a traceback on screen; the debug switch shows it
+        if os.environ.get("NEURON_EXPORT_DEBUG"):
+            raise
+        print(f"error: internal error ({type(error).__name__}: {first_line(error)}); set NEURON_EXPORT_DEBUG=1 for the traceback", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _quiet_libraries() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)

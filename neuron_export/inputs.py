@@ -1,0 +1,109 @@
+"""Static input shapes and dummy inputs, derived from the registry's declarative input specs."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+
+from .errors import NeuronExportError
+from .options import ExportOptions
+from .registry import Family, InputSpec, TaskSpec
+
+DTYPES = {"int64": torch.int64, "float32": torch.float32}
+
+
+def input_axes(inputs: Iterable[InputSpec], task: TaskSpec) -> dict[str, tuple[str, ...]]:
+    """Axes of each input for a task: multiple-choice inserts num_choices after the batch axis."""
+    return {spec.name: spec.axes[:1] + task.extra_axes + spec.axes[1:] for spec in inputs}
+
+
+def resolve_shapes(
+    family: Family, inputs: Iterable[InputSpec], task: TaskSpec, options: ExportOptions, config: Any
+) -> tuple[dict[str, int], list[str]]:
+    """The value of every shape axis the task uses, and warnings for shape options it ignores."""
+    used = [axis for axes in input_axes(inputs, task).values() for axis in axes]
+    used = list(dict.fromkeys(used))
+    shapes: dict[str, int] = {}
+    for axis in used:
+        value = getattr(options, axis)
+        if value is None:
+            default = family.default_shapes.get(axis)
+            value = default(config) if callable(default) else default
+        if value is None:
+            raise NeuronExportError(f"missing --{axis}: {task.name} needs it (for example --{axis} 128)")
+        limit_attr = family.shape_limits.get(axis)
+        limit = getattr(config, limit_attr, None) if limit_attr else None
+        if isinstance(limit, int) and value > limit:
+            raise NeuronExportError(f"--{axis} {value} is beyond the model's {limit_attr} ({limit})")
+        shapes[axis] = value
+    warnings = [
+        f"--{name} is not used by {task.name}; ignored" for name in options.shapes() if name not in shapes
+    ]
+    return shapes, warnings
+
+
+def input_shapes(axes: dict[str, tuple[str, ...]], shapes: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(shapes[a] for a in names) for name, names in axes.items()}
+
+
+def make_inputs(
+    specs: Iterable[InputSpec],
+    shapes_by_input: dict[str, tuple[int, ...]],
+    config: Any,
+    seed: int = 0,
+    realistic: bool = False,
+    non_contiguous: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Random inputs of the given shapes.
+
+    realistic: padded attention masks and two token-type segments, like a tokenizer's batch.
+    non_contiguous: tensors that are strided views, as a caller slicing a larger batch passes.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for spec in specs:
+        shape = shapes_by_input[spec.name]
+        if non_contiguous:
+            wide = GENERATORS[spec.kind](shape[:-1] + (shape[-1] * 2,), config, generator, realistic)
+            tensors[spec.name] = wide[..., ::2]
+        else:
+            tensors[spec.name] = GENERATORS[spec.kind](shape, config, generator, realistic)
+    return tensors
+
+
+def _token_ids(shape, config, generator, realistic):
+    vocab = int(getattr(config, "vocab_size", 1000))
+    # Skip the first ids: they are special tokens (pad, unk, cls, ...) in the usual vocabularies.
+    low = min(5, vocab - 1)
+    return torch.randint(low, vocab, shape, generator=generator)
+
+
+def _attention_mask(shape, config, generator, realistic):
+    mask = torch.ones(shape, dtype=torch.int64)
+    if realistic and shape[-1] > 1:
+        flat = mask.view(-1, shape[-1])
+        # Every row but the first is padded at its end, keeping at least one real token.
+        for row in range(1, flat.shape[0]):
+            length = int(torch.randint(1, shape[-1] + 1, (1,), generator=generator))
+            flat[row, length:] = 0
+    return mask
+
+
+def _token_type_ids(shape, config, generator, realistic):
+    types = torch.zeros(shape, dtype=torch.int64)
+    if realistic and getattr(config, "type_vocab_size", 0) > 1:
+        types[..., shape[-1] // 2 :] = 1
+    return types
+
+
+def _pixel_values(shape, config, generator, realistic):
+    return torch.randn(shape, generator=generator)
+
+
+GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
+    "token_ids": _token_ids,
+    "attention_mask": _attention_mask,
+    "token_type_ids": _token_type_ids,
+    "pixel_values": _pixel_values,
+}

@@ -1,0 +1,110 @@
+"""ExportOptions: every choice of one export, passed whole from the CLI / API / dashboard to the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import NeuronExportError
+
+BACKENDS = ("auto", "neuron", "inductor", "torchscript")
+DEVICES = ("cpu", "cuda")
+INSTANCE_TYPES = ("inf2", "trn1")
+AUTO_CAST = ("none", "matmul", "all")
+AUTO_CAST_TYPES = ("bf16", "fp16", "tf32")
+OPTLEVELS = (1, 2, 3)
+
+# Shape options by the names of the seed CLI; each task declares which ones it uses.
+SHAPE_FIELDS = (
+    "batch_size",
+    "sequence_length",
+    "num_choices",
+    "num_channels",
+    "height",
+    "width",
+    "num_images_per_prompt",
+    "num_beams",
+)
+
+
+@dataclass
+class ExportOptions:
+    task: str = "auto"
+    backend: str = "auto"
+    device: str = "cpu"
+    instance_type: Optional[str] = None
+    # static input shapes (None = the task's default)
+    batch_size: Optional[int] = None
+    sequence_length: Optional[int] = None
+    num_choices: Optional[int] = None
+    num_channels: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    num_images_per_prompt: Optional[int] = None
+    num_beams: Optional[int] = None
+    # compiler
+    auto_cast: str = "none"
+    auto_cast_type: Optional[str] = None  # bf16 when --auto_cast is on and no type is given
+    optlevel: int = 2
+    dynamic_batch_size: bool = False
+    compiler_workdir: Optional[str] = None
+    num_cores: Optional[int] = None
+    # model
+    trust_remote_code: bool = False
+    cache_dir: Optional[str] = None
+    unet: Optional[str] = None
+    output_hidden_states: bool = False
+    output_attentions: bool = False
+    # validation / output
+    atol: Optional[float] = None
+    disable_validation: bool = False
+    force: bool = False
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Reject values that are wrong whatever the model (the task-dependent checks come later)."""
+        _one_of("--backend", self.backend, BACKENDS)
+        _one_of("--device", self.device, DEVICES)
+        _one_of("--auto_cast", self.auto_cast, AUTO_CAST)
+        if self.auto_cast_type is not None:
+            _one_of("--auto_cast_type", self.auto_cast_type, AUTO_CAST_TYPES)
+        if self.instance_type is not None:
+            _one_of("--instance_type", self.instance_type, INSTANCE_TYPES)
+        if self.optlevel not in OPTLEVELS:
+            raise NeuronExportError(f"-O{self.optlevel} is not a valid optimization level; use -O1, -O2 or -O3")
+        for name in SHAPE_FIELDS + ("num_cores",):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise NeuronExportError(f"--{name} must be a positive integer, got {value!r}")
+        if self.atol is not None and not self.atol > 0:
+            raise NeuronExportError(f"--atol must be a positive number, got {self.atol!r}")
+
+    def shapes(self) -> dict[str, int]:
+        """The shape options the user set."""
+        return {name: getattr(self, name) for name in SHAPE_FIELDS if getattr(self, name) is not None}
+
+    def replace(self, **changes: Any) -> "ExportOptions":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExportOptions":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def compiler_workdir_path(self) -> Optional[Path]:
+        return Path(self.compiler_workdir) if self.compiler_workdir else None
+
+
+def _one_of(flag: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise NeuronExportError(f"{flag} {value!r} is not one of: {', '.join(map(str, allowed))}")
+

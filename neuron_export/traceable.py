@@ -1,0 +1,136 @@
+"""Wrap a transformers model into the one signature every backend traces:
+positional tensors in (in the registry's input order), a flat tuple of named tensors out."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from .errors import NeuronExportError
+from .registry import SENTENCE_TRANSFORMERS_OUTPUTS
+
+
+class TraceableModel(torch.nn.Module):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ):
+        super().__init__()
+        self.model = model
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+        self.flags = {}
+        # Only pass the flags when asked: some heads reject unknown keyword arguments.
+        if output_hidden_states:
+            self.flags["output_hidden_states"] = True
+        if output_attentions:
+            self.flags["output_attentions"] = True
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(**dict(zip(self.input_names, inputs)), return_dict=True, **self.flags)
+        named = flatten_outputs(outputs)
+        return tuple(named[name] for name in self.output_names)
+
+
+def flatten_outputs(outputs) -> dict[str, torch.Tensor]:
+    """ModelOutput -> {name: tensor}; tuples such as hidden_states become hidden_states.0, .1, ..."""
+    flat: dict[str, torch.Tensor] = {}
+    for name, value in outputs.items():
+        if isinstance(value, torch.Tensor):
+            flat[name] = value
+        elif isinstance(value, (tuple, list)):
+            for index, item in enumerate(value):
+                if isinstance(item, torch.Tensor):
+                    flat[f"{name}.{index}"] = item
+    return flat
+
+
+def discover_output_names(model, task_outputs: Sequence[str], example: dict[str, torch.Tensor], flags: dict) -> list[str]:
+    """The task's outputs this model really returns, plus hidden states / attentions when asked."""
+    with torch.no_grad():
+        flat = flatten_outputs(model(**example, return_dict=True, **flags))
+    names = [n for n in task_outputs if n in flat]
+    if not names:
+        raise NeuronExportError(f"the model returns none of the task's outputs ({', '.join(task_outputs)})")
+    for prefix in ("hidden_states", "attentions"):
+        if flags.get(f"output_{prefix}"):
+            names += [n for n in flat if n.startswith(prefix + ".")]
+    return names
+
+
+class SentenceEmbeddingModel(torch.nn.Module):
+    """A sentence-transformers encoder: transformer, then pooling (mean or CLS), then optional L2 norm."""
+
+    def __init__(self, encoder: torch.nn.Module, input_names: Sequence[str], pooling: str, normalize: bool):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise NeuronExportError(f"sentence-transformers pooling {pooling!r} is not supported (mean and cls are)")
+        self.encoder = encoder
+        self.input_names = list(input_names)
+        self.output_names = list(SENTENCE_TRANSFORMERS_OUTPUTS)
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs = dict(zip(self.input_names, inputs))
+        tokens = self.encoder(**kwargs, return_dict=True).last_hidden_state
+        if self.pooling == "cls":
+            sentence = tokens[:, 0]
+        else:
+            mask = kwargs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+            sentence = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.normalize:
+            sentence = torch.nn.functional.normalize(sentence, p=2, dim=1)
+        return tokens, sentence
+
+
+def sentence_transformers_head(modules: list[dict], folder) -> tuple[str, bool]:
+    """(pooling mode, normalize) from a sentence-transformers folder's modules.json and pooling config."""
+    import json
+    from pathlib import Path
+
+    pooling: Optional[str] = None
+    normalize = False
+    for module in modules:
+        kind = module.get("type", "")
+        if kind.endswith("Pooling"):
+            config = json.loads((Path(folder) / module.get("path", "") / "config.json").read_text())
+            modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
+            modes = [m.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token") for m in modes]
+            if len(modes) != 1:
+                raise NeuronExportError(f"sentence-transformers pooling {modes} is not supported (one of mean, cls)")
+            pooling = modes[0]
+        elif kind.endswith("Normalize"):
+            normalize = True
+    return pooling or "mean", normalize
+
+
+class CastModel(torch.nn.Module):
+    """Auto-cast for the portable backends, captured in the graph.
+
+    "matmul": autocast inside forward (an outer autocast context is dropped by torch.export);
+    "all": the whole model in the low-precision dtype. Outputs always come back as fp32.
+    """
+
+    def __init__(self, model: torch.nn.Module, mode: str, dtype: torch.dtype, device_type: str):
+        super().__init__()
+        self.mode = mode
+        self.dtype = dtype
+        self.device_type = device_type
+        self.model = model.to(dtype) if mode == "all" else model
+        self.input_names = getattr(model, "input_names", None)
+        self.output_names = getattr(model, "output_names", None)
+
+    def forward(self, *inputs: torch.Tensor):
+        if self.mode == "all":
+            inputs = tuple(t.to(self.dtype) if t.is_floating_point() else t for t in inputs)
+            outputs = self.model(*inputs)
+        else:
+            with torch.autocast(self.device_type, dtype=self.dtype):
+                outputs = self.model(*inputs)
+        return tuple(o.float() for o in outputs)

@@ -1,0 +1,159 @@
+"""Validate a compiled artifact against eager PyTorch: output names, shapes, max/mean abs diff <= atol."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+# Absolute errors are summarised as a histogram over decades, for the dashboard's error chart.
+ERROR_BIN_EDGES = [0.0] + [10.0**e for e in range(-12, 3)] + [math.inf]
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    reference_shape: list[int]
+    compiled_shape: list[int]
+    shape_match: bool
+    max_abs_diff: Optional[float]
+    mean_abs_diff: Optional[float]
+    atol: float
+    error_histogram: list[int] = field(default_factory=list)
+
+    @property
+    def values_close(self) -> bool:
+        return self.max_abs_diff is not None and self.max_abs_diff <= self.atol
+
+    @property
+    def passed(self) -> bool:
+        return self.shape_match and self.values_close
+
+
+@dataclass
+class ValidationReport:
+    component: str
+    atol: float
+    atol_source: str
+    reference_output_names: list[str]
+    compiled_output_names: list[str]
+    outputs: list[OutputCheck]
+    runs: list[dict[str, list[int]]]  # input shapes of each validation run
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def names_match(self) -> bool:
+        return self.reference_output_names == self.compiled_output_names
+
+    @property
+    def passed(self) -> bool:
+        return self.names_match and all(o.passed for o in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        data["names_match"] = self.names_match
+        data["error_bin_edges"] = ERROR_BIN_EDGES
+        for check, out in zip(self.outputs, data["outputs"]):
+            out["values_close"] = check.values_close
+            out["passed"] = check.passed
+        return data
+
+    def log_lines(self) -> list[str]:
+        """The seed guide's validation log."""
+        mark = "✓" if self.names_match else "x"
+        lines = [f"Validating {self.component} model..."]
+        if self.names_match:
+            lines.append(f"\t-[{mark}] Compiled model output names match reference model ({', '.join(self.compiled_output_names)})")
+        else:
+            lines.append(
+                f"\t-[{mark}] Compiled model output names ({', '.join(self.compiled_output_names)}) do not match "
+                f"reference model ({', '.join(self.reference_output_names)})"
+            )
+        for check in self.outputs:
+            lines.append(f'\t- Validating compiled model output "{check.name}":')
+            shape = "matches" if check.shape_match else "does not match"
+            lines.append(
+                f"\t\t-[{'✓' if check.shape_match else 'x'}] {tuple(check.compiled_shape)} {shape} {tuple(check.reference_shape)}"
+            )
+            if check.values_close:
+                lines.append(f"\t\t-[✓] all values close (atol: {check.atol:g})")
+            elif check.max_abs_diff is None:
+                lines.append("\t\t-[x] values not compared (shape mismatch)")
+            else:
+                lines.append(f"\t\t-[x] values not close enough, max diff: {check.max_abs_diff:.3g} (atol: {check.atol:g})")
+        return lines
+
+
+def error_histogram(diff: torch.Tensor) -> list[int]:
+    """Counts of absolute errors per ERROR_BIN_EDGES bin (the first bin holds exact zeros and tiny ones)."""
+    interior = torch.tensor(ERROR_BIN_EDGES[1:-1], dtype=torch.float64)
+    bins = torch.bucketize(diff.double().flatten(), interior, right=True)
+    return torch.bincount(bins, minlength=len(ERROR_BIN_EDGES) - 1).tolist()
+
+
+def compare(
+    component: str,
+    reference: Callable[..., Sequence[torch.Tensor]],
+    reference_names: list[str],
+    compiled,  # CompiledModel
+    input_sets: list[dict[str, torch.Tensor]],
+    atol: float,
+    atol_source: str,
+) -> ValidationReport:
+    """Run the eager reference and the compiled model on each input set and compare every output."""
+    totals: dict[str, dict[str, Any]] = {}
+    runs = []
+    for inputs in input_sets:
+        runs.append({name: list(t.shape) for name, t in inputs.items()})
+        with torch.no_grad():
+            expected = dict(zip(reference_names, reference(*[inputs[n] for n in compiled.input_names])))
+            actual = compiled(**inputs)
+        for name in reference_names:
+            if name not in actual:
+                continue
+            got = actual[name].detach().float().cpu()
+            want = expected[name].detach().float().cpu()
+            entry = totals.setdefault(
+                name, {"reference_shape": list(want.shape), "compiled_shape": list(got.shape), "shape_match": True,
+                       "max": 0.0, "sum": 0.0, "count": 0, "hist": [0] * (len(ERROR_BIN_EDGES) - 1)}
+            )
+            if got.shape != want.shape:
+                entry.update(shape_match=False, reference_shape=list(want.shape), compiled_shape=list(got.shape))
+                continue
+            diff = (got - want).abs()
+            if not torch.isfinite(diff).all():
+                diff = torch.nan_to_num(diff, nan=math.inf)
+            entry["max"] = max(entry["max"], float(diff.max()) if diff.numel() else 0.0)
+            entry["sum"] += float(diff.sum())
+            entry["count"] += diff.numel()
+            entry["hist"] = [a + b for a, b in zip(entry["hist"], error_histogram(diff))]
+    outputs = []
+    for name in reference_names:
+        if name not in totals:
+            continue
+        t = totals[name]
+        compared = t["shape_match"] and t["count"] > 0
+        outputs.append(
+            OutputCheck(
+                name=name,
+                reference_shape=t["reference_shape"],
+                compiled_shape=t["compiled_shape"],
+                shape_match=t["shape_match"],
+                max_abs_diff=t["max"] if compared else None,
+                mean_abs_diff=t["sum"] / t["count"] if compared else None,
+                atol=atol,
+                error_histogram=t["hist"],
+            )
+        )
+    return ValidationReport(
+        component=component,
+        atol=atol,
+        atol_source=atol_source,
+        reference_output_names=list(reference_names),
+        compiled_output_names=list(compiled.output_names),
+        outputs=outputs,
+        runs=runs,
+    )
