@@ -1,0 +1,41 @@
+"""Test-wide isolation: no hub access, throw-away Inductor cache and demo folder per session."""
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="neuron-export-tests-"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+# Inductor's cache grows by hundreds of MB per compile: keep it in the session folder.
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_SESSION_DIR / "inductor")
+os.environ["NEURON_EXPORT_DEMO_DIR"] = str(_SESSION_DIR / "demo")
+os.environ["NEURON_EXPORT_CACHE"] = str(_SESSION_DIR / "compile-cache")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+def run_cli(*args: str, cwd=None, timeout: int = 600):
+    """Run the real `neuron-export` command in a subprocess."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "neuron_export", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
