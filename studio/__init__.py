@@ -1,0 +1,1 @@
+"""neuron_export studio: workspace, background jobs and the Streamlit dashboard built on them."""

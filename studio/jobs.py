@@ -1,0 +1,403 @@
+"""Background jobs: a SQLite store that pages poll, and a dispatcher that runs queued jobs as subprocesses.
+
+Streamlit stops in-script work whenever a widget is touched, so every job runs as
+`python -m studio.worker --db DB --job ID` in its own process group (session); the worker runs the job's
+argv and records progress in the store. Any process may read the store; one dispatcher per server process
+starts queued jobs and marks jobs whose worker vanished as interrupted.
+"""
+
+import contextlib
+import dataclasses
+import enum
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+STALE_HEARTBEAT_S = 30.0  # workers beat every ~2 s; this much silence means the worker is hung or gone
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent  # lets workers import studio and neuron_export from any cwd
+
+log = logging.getLogger(__name__)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str
+    title: str
+    argv: list[str]
+    status: JobStatus
+    stage: str | None
+    progress: float
+    message: str | None
+    artifact: str | None
+    validation_passed: bool | None
+    exit_code: int | None
+    pid: int | None  # the worker's pid, which is also the job's process-group id
+    pid_create_time: float | None  # tells the worker apart from a later process that reuses its pid
+    cancel_requested: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    heartbeat_at: float | None
+    log_path: str
+    events_path: str
+    metadata: dict
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds spent running so far (or in total once finished); 0 while queued."""
+        if self.started_at is None:
+            return 0.0
+        return max(0.0, (self.finished_at or time.time()) - self.started_at)
+
+
+_COLUMNS = tuple(field.name for field in dataclasses.fields(Job))
+_JSON_COLUMNS = ("argv", "metadata")
+_BOOL_COLUMNS = ("validation_passed", "cancel_requested")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    title TEXT NOT NULL,
+    argv TEXT NOT NULL,
+    status TEXT NOT NULL,
+    stage TEXT,
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT,
+    artifact TEXT,
+    validation_passed INTEGER,
+    exit_code INTEGER,
+    pid INTEGER,
+    pid_create_time REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    heartbeat_at REAL,
+    log_path TEXT NOT NULL,
+    events_path TEXT NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+"""
+
+
+class JobStore:
+    """Job records in SQLite (WAL mode, one short-lived connection per call: safe across threads and processes).
+
+    Each job gets a folder `jobs_dir/ID/` (default: `jobs/` next to the database) with `log.txt` and `events.jsonl`.
+    """
+
+    def __init__(self, db_path: str | os.PathLike, jobs_dir: str | os.PathLike | None = None):
+        self.db_path = Path(db_path).resolve()
+        self.jobs_dir = Path(jobs_dir).resolve() if jobs_dir else self.db_path.parent / "jobs"
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    def submit(self, kind: str, argv: list[str], title: str, artifact: str | None = None,
+               metadata: dict | None = None) -> Job:
+        """Queue a job; the dispatcher starts it. `argv` is the full command, e.g. [python, -m, neuron_export, ...]."""
+        if not argv or not all(isinstance(arg, str) for arg in argv):
+            raise ValueError(f"argv must be a non-empty list of strings, got {argv!r}")
+        job_id = secrets.token_urlsafe(6)  # 8 url-safe characters: fits a ?job= query parameter
+        job_dir = self.jobs_dir / job_id
+        job_dir.mkdir(parents=True)
+        row = {
+            "id": job_id, "kind": kind, "title": title, "argv": list(argv), "status": JobStatus.QUEUED,
+            "artifact": None if artifact is None else str(artifact), "created_at": time.time(),
+            "log_path": str(job_dir / "log.txt"), "events_path": str(job_dir / "events.jsonl"),
+            "metadata": metadata or {},
+        }
+        with self._connect() as conn:
+            conn.execute(f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                         [_to_sql(column, value) for column, value in row.items()])
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._connect() as conn:
+            row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _job_from_row(row)
+
+    def list(self, limit: int | None = 100, statuses: list[str] | None = None) -> list[Job]:
+        """Jobs newest first, optionally only those with one of `statuses`; limit=None for all."""
+        where, params = "", []
+        if statuses:
+            where = f"WHERE status IN ({', '.join('?' * len(statuses))})"
+            params = [str(status) for status in statuses]
+        query = f"SELECT {', '.join(_COLUMNS)} FROM jobs {where} ORDER BY seq DESC LIMIT ?"
+        with self._connect() as conn:
+            rows = conn.execute(query, [*params, -1 if limit is None else limit]).fetchall()
+        return [_job_from_row(row) for row in rows]
+
+    def update(self, job_id: str, **fields) -> None:
+        """Set columns of a job (used by the worker and dispatcher)."""
+        self._set(job_id, fields)
+
+    def finish(self, job_id: str, status: JobStatus, **fields) -> bool:
+        """Give a job its final status unless it already has one; False if someone else finished it first."""
+        return self._set(job_id, {**fields, "status": status, "finished_at": time.time()},
+                         only_if_status=ACTIVE_STATUSES)
+
+    def claim_next(self, max_running: int) -> Job | None:
+        """Mark the oldest queued job running, if fewer than `max_running` run; atomic across processes."""
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                running = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = ?",
+                                       (JobStatus.RUNNING,)).fetchone()[0]
+                row = conn.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq LIMIT 1",
+                                   (JobStatus.QUEUED,)).fetchone()
+                if running >= max_running or row is None:
+                    conn.execute("ROLLBACK")
+                    return None
+                now = time.time()
+                conn.execute("UPDATE jobs SET status = ?, started_at = ?, heartbeat_at = ? WHERE id = ?",
+                             (JobStatus.RUNNING, now, now, row[0]))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return self.get(row[0])
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued job now, or ask a running one to stop (SIGTERM to its process group).
+
+        The worker escalates to SIGKILL after ~5 s and records the final status `cancelled`.
+        False if the job is unknown or already finished.
+        """
+        if self._set(job_id, {"status": JobStatus.CANCELLED, "message": "cancelled", "finished_at": time.time()},
+                     only_if_status=(JobStatus.QUEUED,)):
+            return True
+        if not self._set(job_id, {"cancel_requested": True}, only_if_status=(JobStatus.RUNNING,)):
+            return False
+        job = self.get(job_id)
+        if job.pid is None:
+            return True  # its worker is starting; it checks the flag before running anything
+        if worker_alive(job):
+            signal_job_group(job, signal.SIGTERM)
+        else:
+            signal_job_group(job, signal.SIGKILL)
+            self.finish(job_id, JobStatus.CANCELLED, message="cancelled")
+        return True
+
+    def log_tail(self, job_id: str, max_bytes: int = 64_000) -> str:
+        """The end of the job's log (stdout + stderr of worker and job), at most `max_bytes`, whole lines."""
+        job = self.get(job_id)
+        if job is None:
+            return ""
+        try:
+            with open(job.log_path, "rb") as log_file:
+                size = log_file.seek(0, os.SEEK_END)
+                log_file.seek(max(0, size - max_bytes))
+                data = log_file.read()
+        except FileNotFoundError:
+            return ""
+        if size > max_bytes:
+            data = data.partition(b"\n")[2]  # drop the cut-off first line
+        return data.decode("utf-8", errors="replace")
+
+    def delete(self, job_id: str) -> bool:
+        """Delete a finished job and its folder; False if it is unknown or still active."""
+        job = self.get(job_id)
+        if job is None or not job.is_finished:
+            return False
+        with self._connect() as conn:
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        shutil.rmtree(Path(job.log_path).parent, ignore_errors=True)
+        return True
+
+    def delete_finished(self) -> int:
+        """Delete every finished job; returns how many."""
+        return sum(self.delete(job.id) for job in self.list(limit=None, statuses=list(FINISHED_STATUSES)))
+
+    def _set(self, job_id: str, fields: dict, only_if_status: tuple[JobStatus, ...] = ()) -> bool:
+        unknown = set(fields) - (set(_COLUMNS) - {"id"})
+        if unknown:
+            raise ValueError(f"cannot set job columns {sorted(unknown)}")
+        query = f"UPDATE jobs SET {', '.join(f'{column} = ?' for column in fields)} WHERE id = ?"
+        params = [_to_sql(column, value) for column, value in fields.items()] + [job_id]
+        if only_if_status:
+            query += f" AND status IN ({', '.join('?' * len(only_if_status))})"
+            params += [str(status) for status in only_if_status]
+        with self._connect() as conn:
+            return conn.execute(query, params).rowcount == 1
+
+    @contextlib.contextmanager
+    def _connect(self):
+        # Autocommit mode; the timeout is SQLite's busy timeout, so writers from several processes wait their turn.
+        conn = sqlite3.connect(self.db_path, timeout=15, isolation_level=None)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def _to_sql(column: str, value):
+    if column in _JSON_COLUMNS:
+        return json.dumps(value)
+    if column in _BOOL_COLUMNS and value is not None:
+        return int(bool(value))
+    if isinstance(value, JobStatus):
+        return str(value)
+    return value
+
+
+def _job_from_row(row) -> Job:
+    values = dict(zip(_COLUMNS, row))
+    for column in _JSON_COLUMNS:
+        values[column] = json.loads(values[column])
+    for column in _BOOL_COLUMNS:
+        if values[column] is not None:
+            values[column] = bool(values[column])
+    values["status"] = JobStatus(values["status"])
+    return Job(**values)
+
+
+def _worker_process(job: Job) -> psutil.Process | None:
+    """The job's worker process (possibly a zombie), unless its pid is gone or now names another process."""
+    if job.pid is None or job.pid_create_time is None:
+        return None
+    try:
+        process = psutil.Process(job.pid)
+        if abs(process.create_time() - job.pid_create_time) < 0.05:
+            return process
+    except psutil.Error:
+        pass
+    return None
+
+
+def worker_alive(job: Job) -> bool:
+    process = _worker_process(job)
+    try:
+        return process is not None and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def signal_job_group(job: Job, sig: int) -> None:
+    """Send `sig` to the job's process group: the worker, the job and everything they spawned.
+
+    Linux never reuses a pid while a process group of that number exists, so if the pid now names an
+    unrelated process, the job's group is already empty and nothing is sent.
+    """
+    if job.pid is None or (psutil.pid_exists(job.pid) and _worker_process(job) is None):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(job.pid, sig)
+
+
+class Dispatcher:
+    """Starts queued jobs (submission order, at most `max_concurrent` running) and reconciles running ones.
+
+    Constructing one (at server start) already marks jobs whose worker died as interrupted. `start()` runs
+    `tick()` every `poll_interval_s` in a daemon thread; tests call `tick()` directly.
+    """
+
+    def __init__(self, store: JobStore, max_concurrent: int = 1, poll_interval_s: float = 1.0,
+                 stale_after_s: float = STALE_HEARTBEAT_S):
+        self.store = store
+        self.max_concurrent = max_concurrent
+        self.poll_interval_s = poll_interval_s
+        self.stale_after_s = stale_after_s
+        self._workers: dict[str, subprocess.Popen] = {}  # kept so that finished workers get reaped
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reconcile()
+
+    def start(self) -> None:
+        """Start the background thread (no-op if it is already running)."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="studio-dispatcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background thread; running jobs carry on."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def tick(self) -> None:
+        """One pass: reap finished workers, reconcile running jobs, start queued jobs while slots are free."""
+        with self._lock:
+            for job_id, worker in list(self._workers.items()):
+                if worker.poll() is not None:
+                    del self._workers[job_id]
+            self.reconcile()
+            while (job := self.store.claim_next(self.max_concurrent)) is not None:
+                self._launch(job)
+
+    def reconcile(self) -> None:
+        """Finish running jobs whose worker is gone or silent, killing whatever is left of them."""
+        for job in self.store.list(limit=None, statuses=[JobStatus.RUNNING]):
+            # A job without a pid has just been claimed; its heartbeat dates from the claim.
+            if job.pid is not None and not worker_alive(job):
+                reason = "its worker process is gone"
+            elif time.time() - (job.heartbeat_at or 0) > self.stale_after_s:
+                reason = f"no heartbeat for over {self.stale_after_s:.0f} s"
+            else:
+                continue
+            signal_job_group(job, signal.SIGKILL)  # leave no orphaned compiler behind
+            if job.cancel_requested:
+                self.store.finish(job.id, JobStatus.CANCELLED, message="cancelled")
+            else:
+                self.store.finish(job.id, JobStatus.INTERRUPTED, message=f"interrupted: {reason}")
+
+    def _launch(self, job: Job) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+        argv = [sys.executable, "-m", "studio.worker", "--db", str(self.store.db_path), "--job", job.id]
+        try:
+            with open(job.log_path, "ab") as log_file:
+                worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
+                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            create_time = psutil.Process(worker.pid).create_time()  # readable even if it already exited
+        except (OSError, psutil.Error) as error:
+            self.store.finish(job.id, JobStatus.FAILED, message=f"could not start the worker: {error}")
+            return
+        self._workers[job.id] = worker
+        self.store.update(job.id, pid=worker.pid, pid_create_time=create_time)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:  # e.g. a long-locked database: log it and try again on the next pass
+                log.exception("job dispatcher pass failed")
+            if self._stop.wait(self.poll_interval_s):
+                return

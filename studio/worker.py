@@ -1,0 +1,176 @@
+"""Runs one job: `python -m studio.worker --db DB --job ID`, started by studio.jobs.Dispatcher.
+
+Output: the worker's stdout/stderr are the job's log file and the job's command inherits them.
+
+Events: the job learns where to append its JSON-lines events (the neuron_export CLI's `--events` format) in two ways:
+  * for kinds in EVENTS_ARG_KINDS ("export", "benchmark") `--events <jobs/ID/events.jsonl>` is appended to argv,
+    as the neuron_export CLI expects;
+  * for every kind the same path is in the environment variable NEURON_EXPORT_EVENTS (for other commands).
+The worker tails that file into stage / progress / message / artifact / validation_passed and beats every ~2 s.
+
+Stopping: the job runs in the worker's process group (the dispatcher starts the worker in a new session).
+On SIGTERM (JobStore.cancel signals the whole group) or on seeing the store's cancel flag, the job gets
+STOP_GRACE_S to exit by itself. Whatever happens, the worker records the final status and then SIGKILLs
+its own group, itself included: that one call also reaches anything the job left behind.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+from studio.jobs import Job, JobStatus, JobStore
+
+EVENTS_ENV = "NEURON_EXPORT_EVENTS"
+EVENTS_ARG_KINDS = ("export", "benchmark")
+HEARTBEAT_INTERVAL_S = 2.0
+STOP_GRACE_S = 5.0
+_POLL_INTERVAL_S = 0.1
+# Exit codes of a job stopped by SIGINT/SIGTERM/SIGKILL: the CLI's 130, a shell's 128+N, or Popen's -N.
+_STOPPED_EXIT_CODES = {130, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL}
+
+
+class _EventsFile:
+    """The job's events file, read incrementally: each read returns the job columns its new lines set."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.error_message: str | None = None  # from the last "error" event
+        self._offset = 0
+
+    def read_updates(self) -> dict:
+        try:
+            with open(self.path, "rb") as events_file:
+                events_file.seek(self._offset)
+                data = events_file.read()
+        except FileNotFoundError:
+            return {}
+        complete = data[: data.rfind(b"\n") + 1]  # a half-written last line waits for the next read
+        self._offset += len(complete)
+        updates = {}
+        for line in complete.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a garbled line must not stop the bookkeeping
+            if isinstance(event, dict):
+                updates.update(self._updates_from(event))
+        return updates
+
+    def _updates_from(self, event: dict) -> dict:
+        if event.get("type") == "stage":
+            updates = {"stage": event.get("stage"), "message": event.get("message")}
+            if isinstance(event.get("fraction"), (int, float)):
+                updates["progress"] = min(1.0, max(0.0, float(event["fraction"])))
+            return updates
+        if event.get("type") == "done":
+            updates = {"validation_passed": event.get("validation_passed"), "progress": 1.0}
+            if event.get("artifact"):
+                updates["artifact"] = event["artifact"]
+            return updates
+        if event.get("type") == "error":
+            self.error_message = event.get("message")
+            return {"message": self.error_message}
+        return {}
+
+
+def run_job(store: JobStore, job_id: str, sigterm: threading.Event) -> None:
+    """Run the job claimed by the dispatcher and record its outcome; `sigterm` is set when SIGTERM arrives."""
+    job = store.get(job_id)
+    if job is None or job.status != JobStatus.RUNNING:
+        return  # not (or no longer) claimed for a run, e.g. cancelled meanwhile
+    if job.cancel_requested:
+        _finish(store, job_id, JobStatus.CANCELLED, message="cancelled")
+        return
+    argv = job.argv + (["--events", job.events_path] if job.kind in EVENTS_ARG_KINDS else [])
+    print(f"[studio] $ {shlex.join(argv)}", flush=True)
+    try:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env={**os.environ, EVENTS_ENV: job.events_path})
+    except OSError as error:
+        _finish(store, job_id, JobStatus.FAILED, message=f"could not start {argv[0]}: {error}")
+        return
+    events = _EventsFile(job.events_path)
+    exit_code = _supervise(store, job_id, child, sigterm, events)
+    if updates := events.read_updates():
+        store.update(job_id, **updates)
+    job = store.get(job_id)
+    if exit_code is None:
+        status = JobStatus.CANCELLED if job.cancel_requested else JobStatus.INTERRUPTED
+        fields = {"message": f"did not stop within {STOP_GRACE_S:.0f} s of SIGTERM; killed"}
+    else:
+        status, fields = _outcome(exit_code, job, events.error_message, store.log_tail(job_id, 4096))
+        fields["exit_code"] = exit_code
+    _finish(store, job_id, status, **fields)
+
+
+def _finish(store: JobStore, job_id: str, status: JobStatus, **fields) -> None:
+    """Record the final status and say it in the log."""
+    store.finish(job_id, status, **fields)
+    detail = fields.get("message") or f"exit code {fields.get('exit_code')}"
+    print(f"[studio] {status}: {detail}", flush=True)
+
+
+def _supervise(store: JobStore, job_id: str, child: subprocess.Popen, sigterm: threading.Event,
+               events: _EventsFile) -> int | None:
+    """Wait for the child while recording events and heartbeats; None if it ignored SIGTERM for STOP_GRACE_S."""
+    next_heartbeat = kill_at = 0.0
+    while (exit_code := child.poll()) is None:
+        now = time.monotonic()
+        if updates := events.read_updates():
+            store.update(job_id, **updates)
+        if now >= next_heartbeat:
+            next_heartbeat = now + HEARTBEAT_INTERVAL_S
+            store.update(job_id, heartbeat_at=time.time())
+            if store.get(job_id).cancel_requested and not sigterm.is_set():
+                os.killpg(os.getpgrp(), signal.SIGTERM)  # cancelled before its pid was recorded: signal ourselves
+        if sigterm.is_set() and not kill_at:
+            kill_at = now + STOP_GRACE_S
+        if kill_at and now >= kill_at:
+            return None
+        time.sleep(_POLL_INTERVAL_S)
+    return exit_code
+
+
+def _outcome(exit_code: int, job: Job, error_message: str | None, log_tail: str) -> tuple[JobStatus, dict]:
+    """Final status and columns for a job that exited with `exit_code` (the neuron_export CLI's codes)."""
+    if exit_code == 0:
+        return JobStatus.SUCCEEDED, {"progress": 1.0}
+    if exit_code in _STOPPED_EXIT_CODES:
+        if job.cancel_requested:
+            return JobStatus.CANCELLED, {"message": "cancelled"}
+        return JobStatus.INTERRUPTED, {"message": f"interrupted (exit code {exit_code})"}
+    if exit_code == 1 and job.validation_passed is False:
+        return JobStatus.FAILED, {"message": "validation failed"}
+    last_line = next((line.strip() for line in reversed(log_tail.splitlines()) if line.strip()), None)
+    return JobStatus.FAILED, {"message": error_message or last_line or f"exited with code {exit_code}"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    sigterm = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sigterm.set())
+    parser = argparse.ArgumentParser(description="Run one studio job (started by studio.jobs.Dispatcher).")
+    parser.add_argument("--db", required=True, help="the job store's SQLite file")
+    parser.add_argument("--job", required=True, help="the job's id")
+    args = parser.parse_args(argv)
+    if os.getpgrp() != os.getpid():
+        os.setpgid(0, 0)  # started by hand: lead a group of our own, so the final SIGKILL stays within the job
+    store = JobStore(args.db)
+    try:
+        run_job(store, args.job, sigterm)
+    except Exception as error:
+        traceback.print_exc()
+        store.finish(args.job, JobStatus.FAILED, message=f"studio worker error: {error}")
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    main()
