@@ -381,7 +381,8 @@ class Dispatcher:
     def _launch(self, job: Job) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "studio.worker", "--db", str(self.store.db_path), "--job", job.id]
+        # `--job=ID`: an id may start with "-", which argparse would take for an option.
+        argv = [sys.executable, "-m", "studio.worker", f"--db={self.store.db_path}", f"--job={job.id}"]
         try:
             with open(job.log_path, "ab") as log_file:
                 worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,

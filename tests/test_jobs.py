@@ -99,9 +99,11 @@ def wait_for_status(store, job_id, status, dispatcher=None, timeout=15.0):
     return job
 
 
-def read_pids(path, dispatcher):
-    text = wait_for(lambda: path.exists() and path.read_text(), dispatcher)
-    return [int(pid) for pid in text.split()]
+def read_pids(path, store, job_id, dispatcher):
+    """The pids the fake job wrote to `path` (itself and its grandchild)."""
+    wait_for(lambda: path.exists() or store.get(job_id).is_finished, dispatcher)
+    assert path.exists(), (store.get(job_id), store.log_tail(job_id))
+    return [int(pid) for pid in path.read_text().split()]
 
 
 def process_gone(pid):
@@ -167,7 +169,7 @@ def test_cancel_queued_job(store, dispatcher, fake_job):
 def test_cancel_running_job_kills_its_process_tree(store, dispatcher, fake_job, tmp_path):
     pid_file = tmp_path / "pids"
     job = store.submit("export", fake_job("spawn-and-sleep", pid_file), "sleeper")
-    job_pid, grandchild_pid = read_pids(pid_file, dispatcher)
+    job_pid, grandchild_pid = read_pids(pid_file, store, job.id, dispatcher)
 
     assert store.cancel(job.id)
     job = wait_for_status(store, job.id, JobStatus.CANCELLED, dispatcher, timeout=5)
@@ -178,7 +180,7 @@ def test_cancel_running_job_kills_its_process_tree(store, dispatcher, fake_job, 
 def test_cancel_escalates_to_sigkill_when_the_job_ignores_sigterm(store, dispatcher, fake_job, tmp_path):
     pid_file = tmp_path / "pids"
     job = store.submit("export", fake_job("spawn-and-sleep", pid_file, "ignore-sigterm"), "stubborn")
-    job_pid, grandchild_pid = read_pids(pid_file, dispatcher)
+    job_pid, grandchild_pid = read_pids(pid_file, store, job.id, dispatcher)
 
     assert store.cancel(job.id)
     job = wait_for_status(store, job.id, JobStatus.CANCELLED, dispatcher, timeout=12)
@@ -190,7 +192,7 @@ def test_restart_marks_job_of_killed_worker_interrupted_and_kills_its_orphans(st
                                                                                tmp_path):
     pid_file = tmp_path / "pids"
     job = store.submit("export", fake_job("spawn-and-sleep", pid_file), "orphaned")
-    job_pid, grandchild_pid = read_pids(pid_file, dispatcher)
+    job_pid, grandchild_pid = read_pids(pid_file, store, job.id, dispatcher)
     os.kill(store.get(job.id).pid, signal.SIGKILL)
     wait_for(lambda: process_gone(store.get(job.id).pid))
 
@@ -246,3 +248,9 @@ def test_workspace_layout_artifact_path_and_listing(tmp_path, monkeypatch):
     (workspace.artifacts_dir / "bert_neuron" / "manifest.json").write_text("{}")
     (workspace.artifacts_dir / "half_written").mkdir()
     assert workspace.list_artifacts() == [workspace.artifacts_dir / "bert_neuron"]
+
+
+def test_a_job_id_starting_with_a_dash_reaches_the_worker(store, dispatcher, fake_job, monkeypatch):
+    monkeypatch.setattr("secrets.token_urlsafe", lambda nbytes: "-dashed1")
+    job = store.submit("export", fake_job("succeed", "a"), "dashed id")
+    assert wait_for_status(store, job.id, JobStatus.SUCCEEDED, dispatcher).id == "-dashed1"
