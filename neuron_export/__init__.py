@@ -9,6 +9,34 @@ from .exporter import ExportResult, export  # noqa: E402
 from .options import ExportOptions  # noqa: E402
 from .registry import supported_tasks  # noqa: E402
 
+# The inference classes and pipeline() import transformers (~1 s): loaded on first use only.
+_LAZY = {
+    "pipeline": "pipelines",
+    **{
+        name: "modeling"
+        for name in (
+            "NeuronModel",
+            "NeuronModelForFeatureExtraction",
+            "NeuronModelForSentenceTransformers",
+            "NeuronModelForMaskedLM",
+            "NeuronModelForSequenceClassification",
+            "NeuronModelForTokenClassification",
+            "NeuronModelForQuestionAnswering",
+            "NeuronModelForMultipleChoice",
+            "NeuronModelForImageClassification",
+        )
+    },
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
     "export",
@@ -20,4 +48,5 @@ __all__ = [
     "read_validation",
     "CompiledModel",
     "NeuronExportError",
+    *_LAZY,
 ]

@@ -127,8 +127,39 @@ def run_demo_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_cache_parser(commands) -> None:
+    p = commands.add_parser("cache", help="list or clear the compile cache ($NEURON_EXPORT_CACHE, default ~/.cache/neuron_export/compiled)")
+    p.add_argument("action", choices=("list", "clear"), help="list the stored artifacts, or delete them all")
+    p.set_defaults(handler=run_cache)
+
+
+def run_cache(args: argparse.Namespace) -> int:
+    from .cache import CompileCache
+
+    cache = CompileCache()
+    if args.action == "clear":
+        count, size = cache.clear()
+        print(f"Removed {count} compile cache entries ({_megabytes(size)}) from {cache.root}")
+        return 0
+    entries = cache.entries()
+    print(f"Compile cache {cache.root}: {len(entries)} entries, {_megabytes(sum(e.size for e in entries))}")
+    for entry in entries:
+        record = entry.record
+        if "corrupt" in record:
+            print(f"{entry.key[:12]}  corrupt ({record['corrupt']}); it will be recompiled on use")
+            continue
+        shapes = " ".join(f"{k}={v}" for k, v in (record.get("shapes") or {}).items())
+        print(f"{entry.key[:12]}  {_megabytes(entry.size):>9}  {record.get('stored', '')}  {record.get('task')}  "
+              f"{record.get('backend')}  {shapes}  {record.get('source')}")
+    return 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 # Each entry adds one sub-command; its parser sets `handler`.
-COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser]
+COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

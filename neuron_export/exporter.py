@@ -17,6 +17,7 @@ import torch
 from . import __version__
 from .artifact import MANIFEST, VALIDATION_REPORT, check_output_dir, load_artifact, publish, staging_dir, write_json
 from .backends import Backend, choose_backend
+from .cache import CompileCache
 from .errors import NeuronExportError, first_line
 from .inputs import input_axes, input_shapes, make_inputs, resolve_shapes
 from .options import ExportOptions
@@ -166,6 +167,16 @@ def _export_transformers(source: ModelSource, output: Path, options: ExportOptio
     if validate and backend.name == "neuron" and options.instance_type:
         validate, skip_reason = False, f"compiled for {options.instance_type} on a host without a Neuron device: it cannot run here, so it was not validated"
         log.warning("Warning: %s", skip_reason)
+    cache, cache_key = None, None
+    if options.use_cache and options.compiler_workdir:
+        log.info("--compiler_workdir: compiling without the compile cache, so the compiler's files are written")
+    elif options.use_cache:
+        # Everything so far needed config.json only: a hit never loads the eager model.
+        cache = CompileCache()
+        cache_key = cache.key(source.path, source.library, task, shapes, backend, options)
+        hit = _export_from_cache(cache, cache_key, source, output, options, warnings, on_event)
+        if hit is not None:
+            return hit
     total = 1 + len(COMPONENT_STAGES) - (0 if validate else 1)
     progress = Progress(on_event, total)
 
@@ -213,7 +224,34 @@ def _export_transformers(source: ModelSource, output: Path, options: ExportOptio
         write_json(staging / MANIFEST, manifest)
         publish(staging, output, options.force)
     log.info("The compiled model was saved at: %s", output)
+    if cache is not None and manifest["validation"]["passed"] is not False:
+        cache.store(cache_key, output)
     return ExportResult(output, manifest, [report] if report else [], progress.timings, warnings)
+
+
+def _export_from_cache(
+    cache: CompileCache, key: str, source: ModelSource, output: Path, options: ExportOptions, warnings: list[str], on_event
+) -> Optional[ExportResult]:
+    """OUTPUT from the compile cache entry `key` (same staging/publish rules as a compile), or None on a miss."""
+    start = time.perf_counter()
+    with staging_dir(output, options.force) as staging:
+        manifest = cache.restore(key, staging)
+        if manifest is None:
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        progress = Progress(on_event, 1)
+        message = f"Compile cache hit: reusing the artifact compiled {manifest.get('created', '')} (pass --no-cache to recompile)"
+        with progress.stage("cache", message):
+            # What this request asked for; the rest of the manifest describes the compile that made it.
+            manifest.update(source=source.origin, warnings=warnings, options=options.to_dict(),
+                            compile_cache={"hit": True, "key": key})
+            write_json(staging / MANIFEST, manifest)
+            publish(staging, output, options.force)
+    validation = manifest.get("validation", {})
+    log.info("Validated against eager PyTorch when compiled: %s",
+             f"passed (atol {validation.get('atol')})" if validation.get("passed") else f"skipped ({validation.get('skipped')})")
+    log.info("The compiled model was saved at: %s", output)
+    return ExportResult(output, manifest, [], {"cache": time.perf_counter() - start}, warnings, cache_hit=True)
 
 
 def build_component(

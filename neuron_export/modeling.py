@@ -1,0 +1,405 @@
+"""NeuronModelForXXX: compile (or load) an artifact and call it like the transformers model.
+
+    model = NeuronModelForSequenceClassification.from_pretrained("demo:tiny-bert", export=True, sequence_length=64)
+    model.save_pretrained("compiled/")
+    model = NeuronModelForSequenceClassification.from_pretrained("compiled/")
+    logits = model(**tokenizer("Hello", return_tensors="pt")).logits
+
+A compiled model has static shapes. Smaller inputs are padded up to them (input_ids with the pad
+token, masks and token type ids with 0, the batch with padding rows) and the padding is cut from
+the outputs again, so results equal transformers' on the unpadded input. Larger inputs are a clear
+error, except the batch of a model compiled with dynamic_batch_size=True.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Union
+
+import torch
+from transformers import AutoConfig, PreTrainedConfig
+from transformers import modeling_outputs
+from transformers.utils import ModelOutput
+
+from .artifact import CompiledModel, load_artifact, publish, read_manifest, staging_dir
+from .errors import ArtifactError, InputMismatchError, NeuronExportError, ValidationFailedError
+from .options import ExportOptions
+
+# Axes whose inputs can be padded: attention masks make padded tokens (and rows) inert.
+PADDABLE_AXES = frozenset({"batch_size", "num_choices", "sequence_length"})
+# Tokenizer outputs that an architecture may not take (distilbert: token_type_ids); dropped then.
+TOKENIZER_EXTRAS = frozenset({"token_type_ids", "special_tokens_mask", "offset_mapping", "overflow_to_sample_mapping", "length"})
+# Outputs whose second axis is the sequence (text models).
+SEQUENCE_OUTPUTS = frozenset({"last_hidden_state", "token_embeddings", "start_logits", "end_logits"})
+# Leading axis of the hidden states / attentions of a multiple-choice model: batch x choices, flattened.
+BATCH_TIMES_CHOICES = ("batch_size", "num_choices")
+
+
+@dataclasses.dataclass
+class SentenceEmbeddingOutput(ModelOutput):
+    """What a sentence-transformers model returns: per-token and pooled (normalized if it does) embeddings."""
+
+    token_embeddings: Optional[torch.Tensor] = None
+    sentence_embedding: Optional[torch.Tensor] = None
+
+
+class NeuronModel:
+    """Base class: a loaded artifact with the transformers calling convention."""
+
+    task: ClassVar[str] = ""
+    sentence_transformers: ClassVar[bool] = False
+    output_type: ClassVar[type[ModelOutput]] = ModelOutput
+    logits_axes: ClassVar[tuple] = ("batch_size",)
+    hidden_batch_axis: ClassVar[Union[str, tuple[str, ...]]] = "batch_size"
+
+    def __init__(self, compiled: CompiledModel, temporary_dir: Optional[Path] = None):
+        self.compiled = compiled
+        self.path = compiled.path
+        self.manifest = compiled.manifest
+        self._check_artifact_kind()
+        self.config_path = _config_folder(self.path)  # config.json and the tokenizer / image processor files
+        self.config = _load_config(self.config_path)
+        self.main_input_name = compiled.input_names[0]
+        self._inputs = {name: (tuple(spec["shape"]), tuple(spec["axes"])) for name, spec in compiled.inputs.items()}
+        self.compiled_shape, self._axes = self._inputs[self.main_input_name]
+        self._pad_values = {name: 0 for name in self._inputs}
+        if "input_ids" in self._pad_values:
+            self._pad_values["input_ids"] = self._pad_token_id()
+        self._output_axes = {name: self._axes_of_output(name) for name in compiled.output_names}
+        if temporary_dir is not None:
+            # An exported-but-not-saved model lives in a temporary folder: gone with the object.
+            weakref.finalize(self, shutil.rmtree, str(temporary_dir), True)
+
+    # ---- loading and saving -----------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, model: Union[str, Path], export: bool = False, **options: Any) -> "NeuronModel":
+        """Load an artifact folder, or with export=True compile `model` (hub id, model folder or demo:NAME)
+        first; `options` are ExportOptions fields (backend=, sequence_length=, auto_cast=, optlevel=, ...)."""
+        if not export:
+            if options:
+                raise NeuronExportError(
+                    f"{', '.join(sorted(options))}: compile options apply with export=True; a compiled artifact's shapes and options are fixed"
+                )
+            return cls(_load(model))
+        return cls._export(model, _export_options(cls.task, options))
+
+    @classmethod
+    def _export(cls, model: Union[str, Path], options: ExportOptions) -> "NeuronModel":
+        from .exporter import export
+        from .sources import resolve_model_source
+
+        is_sentence = resolve_model_source(model, options).library == "sentence_transformers"
+        if is_sentence != cls.sentence_transformers:
+            raise NeuronExportError(f"{model} is {_describe(is_sentence, options.task)}; use {_class_for(options.task, is_sentence)}")
+        temporary = Path(tempfile.mkdtemp(prefix="neuron_export_model_"))
+        try:
+            result = export(model, temporary / "artifact", options)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        if result.validation_passed is False:
+            failed = [o.name for r in result.reports for o in r.outputs if not o.passed] or ["output names"]
+            raise ValidationFailedError(
+                f"the compiled model's {', '.join(failed)} differ from eager PyTorch beyond atol; artifact and report kept in {result.artifact}"
+            )
+        return cls(load_artifact(result.artifact), temporary_dir=temporary)
+
+    def save_pretrained(self, save_directory: Union[str, Path]) -> Path:
+        """Copy the artifact (model, manifest, config, tokenizer files) into `save_directory`.
+        An artifact already there is replaced; another non-empty folder is refused."""
+        target = Path(save_directory).expanduser().resolve()
+        if target == self.path.resolve():
+            return target
+        with staging_dir(target, force=True) as staging:
+            shutil.copytree(self.path, staging, dirs_exist_ok=True)
+            publish(staging, target, force=True)
+        return target
+
+    def _check_artifact_kind(self) -> None:
+        task = self.manifest.get("task")
+        is_sentence = self.manifest.get("library") == "sentence_transformers"
+        if task != self.task or is_sentence != self.sentence_transformers:
+            raise ArtifactError(
+                f"{self.path} was compiled for {_describe(is_sentence, task)}, not for {type(self).__name__}; "
+                f"load it with {_class_for(task, is_sentence)}"
+            )
+
+    def _pad_token_id(self) -> int:
+        if self.config.pad_token_id is not None:
+            return int(self.config.pad_token_id)
+        from transformers import AutoTokenizer
+
+        try:
+            pad = AutoTokenizer.from_pretrained(self.config_path).pad_token_id
+        except (OSError, ValueError):
+            pad = None
+        return 0 if pad is None else int(pad)
+
+    # ---- calling ---------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.compiled.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32  # auto-cast happens inside the compiled graph; outputs are fp32
+
+    def to(self, device: Union[str, torch.device]) -> "NeuronModel":
+        if torch.device(device) != self.device:
+            raise NeuronExportError(f"this model was compiled for {self.device}; export it again with device={torch.device(device).type!r}")
+        return self
+
+    def eval(self) -> "NeuronModel":
+        return self  # always inference
+
+    @property
+    def input_modalities(self) -> tuple[str, ...]:
+        return ("image",) if self.main_input_name == "pixel_values" else ("text",)
+
+    def can_generate(self) -> bool:
+        return False  # encoders only; transformers' pipelines ask
+
+    def __call__(self, **inputs: Any):
+        return self.forward(**inputs)
+
+    def forward(self, **inputs: Any):
+        """Named inputs as the tokenizer / image processor returns them -> the transformers output type."""
+        return_dict = inputs.pop("return_dict", None) is not False
+        for flag in ("output_hidden_states", "output_attentions"):
+            kind = flag.removeprefix("output_")
+            if inputs.pop(flag, None) and not any(n.startswith(kind + ".") for n in self.compiled.output_names):
+                raise NeuronExportError(f"{flag}=True: this model was compiled without {kind}; export it with {flag}=True")
+        padded, sizes = self.pad_inputs(inputs)
+        outputs = self.unpad_outputs(self.compiled(**padded), sizes)
+        return outputs if return_dict else outputs.to_tuple()
+
+    def pad_inputs(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """The inputs padded to the compiled shape, and the size of each axis before padding."""
+        given = {}
+        for name, value in inputs.items():
+            if value is None:
+                continue
+            if name in self._inputs:
+                given[name] = value
+            elif name not in TOKENIZER_EXTRAS:
+                raise InputMismatchError(f"unexpected input {name!r}; this model takes {', '.join(self._inputs)}")
+        main = given.get(self.main_input_name)
+        if not isinstance(main, torch.Tensor):
+            raise InputMismatchError(f"input {self.main_input_name!r} is missing or not a tensor (tokenize with return_tensors='pt')")
+        shape = tuple(main.shape)
+        target = self._target_shape(shape)
+        padded = {}
+        for name in self._inputs:
+            tensor = given.get(name)
+            if tensor is None:
+                tensor = _default_input(name, main)
+            elif tuple(tensor.shape) != shape:
+                raise InputMismatchError(f"input {name!r} has shape {tuple(tensor.shape)} but {self.main_input_name!r} has {shape}")
+            padded[name] = tensor if target == shape else _pad(tensor, target, self._pad_values[name])
+        return padded, dict(zip(self._axes, shape))
+
+    def _target_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        compiled = self.compiled_shape
+        if len(shape) != len(compiled):
+            raise InputMismatchError(
+                f"input {self.main_input_name!r} has shape {shape}; the model was compiled for {compiled} ({', '.join(self._axes)})"
+            )
+        target = []
+        for axis, size, limit in zip(self._axes, shape, compiled):
+            if size == limit or (axis == "batch_size" and self.compiled.dynamic_batch):
+                target.append(size)  # dynamic batch: the compiled model runs any batch
+            elif size < limit and axis in PADDABLE_AXES:
+                target.append(limit)
+            elif size < limit:
+                raise InputMismatchError(
+                    f"input {self.main_input_name!r} has shape {shape}; the model was compiled for {compiled} and {axis} must be {limit}"
+                )
+            else:
+                hint = "split the batch, or export with a larger batch_size or dynamic_batch_size=True" if axis == "batch_size" else f"export with a larger {axis}"
+                raise InputMismatchError(
+                    f"input {self.main_input_name!r} has shape {shape}, larger than the compiled shape {compiled} "
+                    f"({axis} {size} > {limit}); {hint}"
+                )
+        return tuple(target)
+
+    def unpad_outputs(self, outputs: dict[str, torch.Tensor], sizes: dict[str, int]) -> ModelOutput:
+        """The compiled outputs without the padding rows / tokens, as the transformers output type."""
+        fields: dict[str, Any] = {}
+        for name, tensor in outputs.items():
+            tensor = self._strip(tensor, self._output_axes[name], sizes)
+            group, _, index = name.partition(".")
+            if index:  # hidden_states.0, .1, ... -> the tuple transformers returns
+                fields[group] = fields.get(group, ()) + (tensor,)
+            else:
+                fields[name] = tensor
+        return self.output_type(**fields)
+
+    def _strip(self, tensor: torch.Tensor, axes: tuple, sizes: dict[str, int]) -> torch.Tensor:
+        index = [slice(None)] * len(axes)
+        for dim, axis in enumerate(axes):
+            if axis in sizes and sizes[axis] < tensor.shape[dim]:
+                index[dim] = slice(0, sizes[axis])
+        return tensor[tuple(index)] if any(s != slice(None) for s in index) else tensor
+
+    def _axes_of_output(self, name: str) -> tuple:
+        group = name.partition(".")[0]
+        if group == "logits":
+            return self.logits_axes
+        if group == "hidden_states":
+            return (self.hidden_batch_axis, "sequence_length")
+        if group == "attentions":
+            return (self.hidden_batch_axis, None, "sequence_length", "sequence_length")
+        if group in SEQUENCE_OUTPUTS:
+            return ("batch_size", "sequence_length")
+        return ("batch_size",)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={v}" for k, v in self.manifest.get("shapes", {}).items())
+        return f"{type(self).__name__}({self.path}, backend={self.manifest.get('backend')}, {shapes})"
+
+
+class NeuronModelForFeatureExtraction(NeuronModel):
+    task = "feature-extraction"
+    output_type = modeling_outputs.BaseModelOutputWithPooling
+
+
+class NeuronModelForSentenceTransformers(NeuronModel):
+    """A sentence-transformers folder: token embeddings and the pooled (normalized if it does) sentence embedding."""
+
+    task = "feature-extraction"
+    sentence_transformers = True
+    output_type = SentenceEmbeddingOutput
+
+
+class NeuronModelForMaskedLM(NeuronModel):
+    task = "fill-mask"
+    output_type = modeling_outputs.MaskedLMOutput
+    logits_axes = ("batch_size", "sequence_length")
+
+
+class NeuronModelForSequenceClassification(NeuronModel):
+    task = "text-classification"
+    output_type = modeling_outputs.SequenceClassifierOutput
+
+
+class NeuronModelForTokenClassification(NeuronModel):
+    task = "token-classification"
+    output_type = modeling_outputs.TokenClassifierOutput
+    logits_axes = ("batch_size", "sequence_length")
+
+
+class NeuronModelForQuestionAnswering(NeuronModel):
+    task = "question-answering"
+    output_type = modeling_outputs.QuestionAnsweringModelOutput
+
+
+class NeuronModelForMultipleChoice(NeuronModel):
+    task = "multiple-choice"
+    output_type = modeling_outputs.MultipleChoiceModelOutput
+    logits_axes = ("batch_size", "num_choices")
+    hidden_batch_axis = BATCH_TIMES_CHOICES
+
+    def _strip(self, tensor: torch.Tensor, axes: tuple, sizes: dict[str, int]) -> torch.Tensor:
+        if axes[0] != BATCH_TIMES_CHOICES:
+            return super()._strip(tensor, axes, sizes)
+        # Hidden states run batch x choices rows: unflatten, cut both axes, flatten again.
+        choices = self.compiled_shape[self._axes.index("num_choices")]
+        rows = tensor.reshape(-1, choices, *tensor.shape[1:])
+        return super()._strip(rows, BATCH_TIMES_CHOICES + axes[1:], sizes).flatten(0, 1)
+
+
+class NeuronModelForImageClassification(NeuronModel):
+    task = "image-classification"
+    output_type = modeling_outputs.ImageClassifierOutput
+
+
+MODEL_CLASSES: tuple[type[NeuronModel], ...] = (
+    NeuronModelForFeatureExtraction,
+    NeuronModelForSentenceTransformers,
+    NeuronModelForMaskedLM,
+    NeuronModelForSequenceClassification,
+    NeuronModelForTokenClassification,
+    NeuronModelForQuestionAnswering,
+    NeuronModelForMultipleChoice,
+    NeuronModelForImageClassification,
+)
+
+
+def model_class_for_artifact(path: Union[str, Path]) -> type[NeuronModel]:
+    """The NeuronModel class that loads an artifact folder (by its manifest's task and library)."""
+    manifest = read_manifest(_artifact_path(path))
+    is_sentence = manifest.get("library") == "sentence_transformers"
+    for cls in MODEL_CLASSES:
+        if cls.task == manifest.get("task") and cls.sentence_transformers == is_sentence:
+            return cls
+    raise ArtifactError(f"{path} was compiled for {manifest.get('task')}, which no NeuronModel class runs")
+
+
+def _class_for(task: Optional[str], is_sentence: bool) -> str:
+    names = [c.__name__ for c in MODEL_CLASSES if c.task == task and c.sentence_transformers == is_sentence]
+    return names[0] if names else "load_artifact() (no NeuronModel class for it)"
+
+
+def _describe(is_sentence: bool, task: Optional[str]) -> str:
+    return "a sentence-transformers model" if is_sentence else f"task {task}"
+
+
+def _export_options(task: str, options: dict[str, Any]) -> ExportOptions:
+    known = {f.name for f in dataclasses.fields(ExportOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise NeuronExportError(f"unknown option(s) {', '.join(unknown)}; export options are: {', '.join(sorted(known - {'task'}))}")
+    if options.get("task", task) != task:
+        raise NeuronExportError(f"task={options['task']!r}: this class compiles for {task}; use the class of that task")
+    return ExportOptions(**{**options, "task": task})
+
+
+def _artifact_path(path: Union[str, Path]) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ArtifactError(f"{path} is not a compiled artifact folder; to compile a model, pass export=True")
+    if not (folder / "manifest.json").is_file() and (folder / "config.json").is_file():
+        raise ArtifactError(f"{path} is a model folder, not a compiled artifact; pass export=True to compile it")
+    return folder
+
+
+def _load(path: Union[str, Path]) -> CompiledModel:
+    return load_artifact(_artifact_path(path))
+
+
+def _load_config(path: Path) -> PreTrainedConfig:
+    """The transformers config saved with the artifact (id2label, pad_token_id, ...)."""
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{path} has no readable transformers config: {str(error).splitlines()[0]}") from None
+
+
+def _config_folder(path: Path) -> Path:
+    """A sentence-transformers artifact may keep its transformer in a sub-folder (modules.json)."""
+    if (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        from .sources import sentence_transformers_modules
+
+        return path / sentence_transformers_modules(path)[0].get("path", "")
+    return path
+
+
+def _default_input(name: str, main: torch.Tensor) -> torch.Tensor:
+    """What transformers assumes for an input left out: every token attended, one segment."""
+    if name == "attention_mask":
+        return torch.ones_like(main)
+    if name == "token_type_ids":
+        return torch.zeros_like(main)
+    raise InputMismatchError(f"missing input {name!r}")
+
+
+def _pad(tensor: torch.Tensor, target: tuple[int, ...], value: int) -> torch.Tensor:
+    padded = tensor.new_full(target, value)
+    padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
+    return padded
