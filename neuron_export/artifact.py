@@ -177,7 +177,10 @@ def load_artifact(path: str | Path) -> CompiledModel:
 
     path = Path(path)
     manifest = read_manifest(path)
-    backend = get_backend(manifest["backend"])
+    try:
+        backend = get_backend(manifest["backend"])
+    except NeuronExportError as error:  # made by a newer tool, or a hand-edited manifest
+        raise ArtifactError(f"cannot run {path} here: {error}") from None
     problem = backend.runtime_problem(manifest)
     if problem:
         raise ArtifactError(f"cannot run {path} here: {problem}")

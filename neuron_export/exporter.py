@@ -113,6 +113,8 @@ def check_option_scope(options: ExportOptions, task: str, backend: Backend) -> l
         warnings.append("--auto_cast_type has no effect without --auto_cast matmul|all; ignored")
     if options.compiler_workdir and backend.name == "torchscript":
         warnings.append("--compiler_workdir: torchscript has no compiler files to keep; ignored")
+    if options.optlevel == 3 and backend.name == "torchscript":
+        warnings.append("-O3: torchscript's further optimization (optimize_for_inference) cannot be saved; compiled as -O2")
     return warnings
 
 
@@ -154,7 +156,7 @@ def _export_transformers(source: ModelSource, output: Path, options: ExportOptio
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = check_option_scope(options, task, backend)
     axes = input_axes(arch.inputs, task_spec)
-    shapes, shape_warnings = resolve_shapes(arch.family, arch.inputs, task_spec, options, config)
+    shapes, shape_warnings = resolve_shapes(arch, task_spec, options, config)
     warnings += shape_warnings
     for warning in warnings:
         log.warning("Warning: %s", warning)

@@ -8,7 +8,7 @@ import torch
 
 from .errors import NeuronExportError
 from .options import ExportOptions
-from .registry import Family, InputSpec, TaskSpec
+from .registry import Architecture, InputSpec, TaskSpec
 
 DTYPES = {"int64": torch.int64, "float32": torch.float32}
 
@@ -19,10 +19,11 @@ def input_axes(inputs: Iterable[InputSpec], task: TaskSpec) -> dict[str, tuple[s
 
 
 def resolve_shapes(
-    family: Family, inputs: Iterable[InputSpec], task: TaskSpec, options: ExportOptions, config: Any
+    arch: Architecture, task: TaskSpec, options: ExportOptions, config: Any
 ) -> tuple[dict[str, int], list[str]]:
     """The value of every shape axis the task uses, and warnings for shape options it ignores."""
-    used = [axis for axes in input_axes(inputs, task).values() for axis in axes]
+    family = arch.family
+    used = [axis for axes in input_axes(arch.inputs, task).values() for axis in axes]
     used = list(dict.fromkeys(used))
     shapes: dict[str, int] = {}
     for axis in used:
@@ -34,8 +35,11 @@ def resolve_shapes(
             raise NeuronExportError(f"missing --{axis}: {task.name} needs it (for example --{axis} 128)")
         limit_attr = family.shape_limits.get(axis)
         limit = getattr(config, limit_attr, None) if limit_attr else None
-        if isinstance(limit, int) and value > limit:
-            raise NeuronExportError(f"--{axis} {value} is beyond the model's {limit_attr} ({limit})")
+        if isinstance(limit, int):
+            reserved = arch.reserved_positions(config) if arch.reserved_positions and limit_attr == "max_position_embeddings" else 0
+            if value > limit - reserved:
+                detail = f", of which {arch.model_type} reserves the first {reserved}: at most {limit - reserved}" if reserved else ""
+                raise NeuronExportError(f"--{axis} {value} is beyond the model's {limit_attr} ({limit}{detail})")
         shapes[axis] = value
     warnings = [
         f"--{name} is not used by {task.name}; ignored" for name in options.shapes() if name not in shapes

@@ -52,6 +52,9 @@ class Architecture:
     model_type: str
     family: Family
     without_inputs: tuple[str, ...] = ()
+    # Position ids that no token can use, from the config: RoBERTa-style models number positions
+    # from pad_token_id + 1, so max_position_embeddings overstates the longest sequence.
+    reserved_positions: Optional[Callable[[object], int]] = None
 
     @property
     def inputs(self) -> tuple[InputSpec, ...]:
@@ -147,17 +150,21 @@ VISION_ENCODER = Family(
 
 _NO_TOKEN_TYPES = ("token_type_ids",)
 
+
+def _positions_up_to_padding(config: object) -> int:
+    return int(getattr(config, "pad_token_id", None) or 0) + 1
+
 ARCHITECTURES: dict[str, Architecture] = {
     a.model_type: a
     for a in (
         Architecture("bert", TEXT_ENCODER),
         Architecture("distilbert", TEXT_ENCODER, _NO_TOKEN_TYPES),
-        Architecture("roberta", TEXT_ENCODER, _NO_TOKEN_TYPES),
-        Architecture("xlm-roberta", TEXT_ENCODER, _NO_TOKEN_TYPES),
-        Architecture("camembert", TEXT_ENCODER, _NO_TOKEN_TYPES),
+        Architecture("roberta", TEXT_ENCODER, _NO_TOKEN_TYPES, _positions_up_to_padding),
+        Architecture("xlm-roberta", TEXT_ENCODER, _NO_TOKEN_TYPES, _positions_up_to_padding),
+        Architecture("camembert", TEXT_ENCODER, _NO_TOKEN_TYPES, _positions_up_to_padding),
         Architecture("albert", TEXT_ENCODER),
         Architecture("electra", TEXT_ENCODER),
-        Architecture("mpnet", TEXT_ENCODER, _NO_TOKEN_TYPES),
+        Architecture("mpnet", TEXT_ENCODER, _NO_TOKEN_TYPES, _positions_up_to_padding),
         Architecture("deberta-v2", TEXT_ENCODER),
         Architecture("mobilebert", TEXT_ENCODER),
         Architecture("vit", VISION_ENCODER),

@@ -124,12 +124,15 @@ def load_eager_model(source: ModelSource, task: str, options: ExportOptions):
     import transformers
 
     auto_class = getattr(transformers, TASKS[task].auto_class)
+    # The default attention (sdpa) returns no attention weights: --output_attentions needs eager.
+    attention = {"attn_implementation": "eager"} if options.output_attentions else {}
     try:
         model = auto_class.from_pretrained(
             source.encoder_path,
             local_files_only=True,
             trust_remote_code=options.trust_remote_code,
             dtype=torch.float32,
+            **attention,
         )
     except Exception as error:  # corrupt / truncated weights surface as many exception types
         raise NeuronExportError(f"cannot load the weights of {source.origin}: {first_line(error)}") from None

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .errors import NeuronExportError
+from .errors import NeuronExportError, first_line
 from .registry import SENTENCE_TRANSFORMERS_OUTPUTS
 
 
@@ -52,14 +52,21 @@ def flatten_outputs(outputs) -> dict[str, torch.Tensor]:
 
 def discover_output_names(model, task_outputs: Sequence[str], example: dict[str, torch.Tensor], flags: dict) -> list[str]:
     """The task's outputs this model really returns, plus hidden states / attentions when asked."""
-    with torch.no_grad():
-        flat = flatten_outputs(model(**example, return_dict=True, **flags))
+    try:
+        with torch.no_grad():
+            flat = flatten_outputs(model(**example, return_dict=True, **flags))
+    except Exception as error:  # the model's own checks, e.g. ViT's fixed image size
+        shapes = ", ".join(f"{name} {tuple(t.shape)}" for name, t in example.items())
+        raise NeuronExportError(f"the model cannot run on the requested shapes ({shapes}): {first_line(error)}") from None
     names = [n for n in task_outputs if n in flat]
     if not names:
         raise NeuronExportError(f"the model returns none of the task's outputs ({', '.join(task_outputs)})")
     for prefix in ("hidden_states", "attentions"):
         if flags.get(f"output_{prefix}"):
-            names += [n for n in flat if n.startswith(prefix + ".")]
+            extra = [n for n in flat if n.startswith(prefix + ".")]
+            if not extra:
+                raise NeuronExportError(f"--output_{prefix}: this model returns no {prefix}")
+            names += extra
     return names
 
 

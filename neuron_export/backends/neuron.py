@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, first_line
 from ..options import ExportOptions
 
 INSTALL_HINT = (
@@ -38,12 +38,20 @@ def neuron_compiler_args(options: ExportOptions, model_type: str = "transformer"
     return args
 
 
-def import_torch_neuronx():
+def import_torch_neuronx(target: Optional[str] = None):
+    """torch_neuronx, or BackendUnavailableError saying why not; target: the instance type to compile
+    for on a host without a Neuron device (the override must be set before the library loads)."""
+    if target:
+        os.environ["NEURON_PLATFORM_TARGET_OVERRIDE"] = target
     try:
         import torch_neuronx
-    except ImportError as error:
-        placeholder = "WRONG PACKAGE" in str(error)
-        what = "the installed torch-neuronx is PyPI's placeholder" if placeholder else "torch-neuronx is not installed"
+    except Exception as error:  # a broken install (e.g. built for another torch) fails with any error type
+        if "WRONG PACKAGE" in str(error):
+            what = "the installed torch-neuronx is PyPI's placeholder"
+        elif isinstance(error, ModuleNotFoundError):
+            what = "torch-neuronx is not installed"
+        else:
+            what = f"torch-neuronx does not import ({type(error).__name__}: {first_line(error)})"
         raise BackendUnavailableError(f"neuron backend: {what}; {INSTALL_HINT}") from None
     return torch_neuronx
 
@@ -68,8 +76,10 @@ class NeuronBackend:
     def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
         if options.device != "cpu":
             return "--device applies to the portable backends; the neuron backend targets NeuronCores"
-        if not torch_neuronx_importable():
-            return f"neuron backend: torch-neuronx is not usable here; {INSTALL_HINT}"
+        try:
+            import_torch_neuronx(options.instance_type)  # the first import: it must see the target
+        except BackendUnavailableError as error:
+            return str(error)  # says whether it is missing, PyPI's placeholder or broken
         if not options.instance_type and not neuron_device_present():
             return "no Neuron device on this host (/dev/neuron*): pass --instance_type inf2 (or trn1) to compile for one without validation"
         if options.auto_cast_type == "tf32" and options.instance_type == "inf2":
@@ -95,10 +105,7 @@ class NeuronBackend:
         return module  # torch_neuronx.trace traces and compiles in one step (compile stage)
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
-        if options.instance_type:
-            # Must be set before the Neuron libraries load to compile for a device this host lacks.
-            os.environ["NEURON_PLATFORM_TARGET_OVERRIDE"] = options.instance_type
-        torch_neuronx = import_torch_neuronx()
+        torch_neuronx = import_torch_neuronx(options.instance_type)
         compiled = torch_neuronx.trace(
             traced,
             example,

@@ -27,13 +27,12 @@ class TorchScriptBackend(PortableBackend):
             return torch.jit.trace(module, example, check_trace=False)
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
-        # -O1: the plain trace; -O2: weights frozen as constants; -O3: also optimize_for_inference fusions.
+        # -O1: the plain trace; -O2 and -O3: weights frozen as constants. (optimize_for_inference is
+        # not used for -O3: its MKLDNN-prepacked graphs do not load back once saved, e.g. ConvNeXt.)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if options.optlevel >= 2:
                 traced = torch.jit.freeze(traced.eval())
-            if options.optlevel >= 3:
-                traced = torch.jit.optimize_for_inference(traced)
             torch.jit.save(traced, str(model_path))
 
     def load(self, model_path: Path, manifest: dict):
