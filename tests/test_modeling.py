@@ -5,6 +5,8 @@ Budget: < 4 minutes on 2 cores (torchscript for most; two inductor compiles).
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -207,7 +209,8 @@ def test_save_and_load_round_trip_and_wrong_class_is_refused(compiled, tmp_path)
         NeuronModelForSequenceClassification.from_pretrained("demo:tiny-bert", export=True, sequence_lenght=16)
 
 
-def test_failed_validation_raises(tmp_path):
+def test_failed_validation_raises(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the failed artifact is kept for inspection
     # bf16 everywhere cannot meet an fp32 tolerance of 1e-7
     with pytest.raises(ValidationFailedError, match="beyond atol"):
         NeuronModelForSequenceClassification.from_pretrained(
