@@ -158,8 +158,42 @@ def _megabytes(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
+def add_benchmark_parser(commands) -> None:
+    p = commands.add_parser("benchmark", help="time a compiled artifact against eager PyTorch and ONNX Runtime, in one run")
+    p.add_argument("artifact", help="a compiled artifact folder (made by `export`)")
+    p.add_argument("--iterations", type=int, default=30, help="timed calls per side and batch size (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up calls per side and batch size first (default 5)")
+    p.add_argument("--batch_size", type=int, nargs="+", dest="batch_sizes", metavar="N",
+                   help="batch sizes to time (default: the compiled one; others need a --dynamic-batch-size artifact)")
+    p.add_argument("--threads", type=int, help="intra-op threads of every side (default: all cores)")
+    p.add_argument("--rounds", type=int, default=10, help="interleave the sides in this many rounds (default 10)")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the ONNX Runtime peer")
+    p.add_argument("--json", help="also write the results to this file (they are always stored in ARTIFACT/benchmarks/)")
+    p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
+    p.set_defaults(handler=run_benchmark)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    from .artifact import write_json
+    from .benchmark import BenchmarkOptions, benchmark, format_report
+
+    events = EventFile(args.events)
+    try:
+        options = BenchmarkOptions(iterations=args.iterations, warmup=args.warmup, batch_sizes=args.batch_sizes,
+                                   onnx=args.onnx, threads=args.threads, rounds=args.rounds)
+        report = benchmark(args.artifact, options, on_event=events.write)
+    except NeuronExportError as error:
+        events.write({"type": "error", "message": str(error), "exit_code": error.exit_code})
+        raise
+    print("\n".join(format_report(report)))
+    if args.json:
+        write_json(Path(args.json), report)
+    events.write({"type": "done", "artifact": report["artifact"], "results": report.get("saved_to")})
+    return 0
+
+
 # Each entry adds one sub-command; its parser sets `handler`.
-COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser]
+COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser, add_benchmark_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

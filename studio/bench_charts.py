@@ -1,0 +1,172 @@
+"""Plotly figures and tables of benchmark reports (neuron_export.benchmark's JSON), as pure functions.
+
+Every function takes reports (dicts as stored in ARTIFACT/benchmarks/*.json) and returns a figure or
+rows; nothing here runs a model or touches Streamlit, so the page stays thin and this is unit-tested.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import plotly.graph_objects as go
+
+SIDE_LABELS = {"compiled": "compiled", "eager": "eager PyTorch", "onnxruntime": "ONNX Runtime"}
+SIDE_COLORS = {"compiled": "#1f77b4", "eager": "#7f7f7f", "onnxruntime": "#ff7f0e"}
+Report = dict[str, Any]
+
+
+def report_label(report: Report) -> str:
+    """Artifact folder name and the choices that trade compile time for speed: 'bert (inductor -O3, bf16 matmul)'."""
+    model = report["model"]
+    choices = f"{model['backend']} -O{model['optlevel']}"
+    if model.get("auto_cast") not in (None, "none"):
+        choices += f", {model['auto_cast_type']} {model['auto_cast']}"
+    return f"{Path(report['artifact']).name} ({choices})"
+
+
+def side_label(name: str) -> str:
+    return SIDE_LABELS.get(name, name)
+
+
+def run_for(report: Report, batch_size: Optional[int] = None) -> Optional[dict[str, Any]]:
+    """The report's run at `batch_size` (default: its first, the smallest), or None."""
+    runs = report.get("runs", [])
+    if batch_size is None:
+        return runs[0] if runs else None
+    return next((run for run in runs if run["batch_size"] == batch_size), None)
+
+
+def ok_sides(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: side for name, side in run["sides"].items() if side["status"] == "ok" and side.get("stats")}
+
+
+def latency_figure(reports: list[Report], batch_size: Optional[int] = None, violin: bool = False) -> go.Figure:
+    """Distribution of the timed calls: one box (or violin) per side, grouped by artifact."""
+    traces: dict[str, dict[str, list]] = {}
+    for report in reports:
+        run = run_for(report, batch_size)
+        if run is None:
+            continue
+        for name, side in ok_sides(run).items():
+            trace = traces.setdefault(name, {"x": [], "y": []})
+            trace["x"] += [report_label(report)] * len(side["latencies_ms"])
+            trace["y"] += side["latencies_ms"]
+    figure = go.Figure()
+    for name, data in traces.items():
+        common = {"x": data["x"], "y": data["y"], "name": side_label(name), "marker_color": SIDE_COLORS.get(name)}
+        figure.add_trace(go.Violin(**common, box_visible=True, points=False) if violin else go.Box(**common, boxpoints="outliers"))
+    where = f"batch size {batch_size}" if batch_size else "smallest batch size"
+    figure.update_layout(
+        title=f"Latency per call ({where})", yaxis_title="latency (ms)", boxmode="group", violinmode="group",
+        legend_title="side",
+    )
+    return figure
+
+
+def throughput_figure(reports: list[Report]) -> go.Figure:
+    """Inferences per second by batch size: one line per artifact and side."""
+    figure = go.Figure()
+    for report in reports:
+        by_side: dict[str, tuple[list, list]] = {}
+        for run in report.get("runs", []):
+            for name, side in ok_sides(run).items():
+                sizes, values = by_side.setdefault(name, ([], []))
+                sizes.append(run["batch_size"])
+                values.append(side["throughput"])
+        for name, (sizes, values) in by_side.items():
+            figure.add_trace(go.Scatter(
+                x=sizes, y=values, mode="lines+markers", name=f"{report_label(report)} · {side_label(name)}",
+                line={"dash": "solid" if name == "compiled" else "dot"},
+            ))
+    figure.update_layout(title="Throughput by batch size", xaxis_title="batch size", yaxis_title="inferences / s",
+                         xaxis={"type": "category"})
+    return figure
+
+
+def speedup_figure(reports: list[Report], batch_size: Optional[int] = None) -> go.Figure:
+    """Median-latency speed-up of each compiled artifact over eager PyTorch and over ONNX Runtime (1 = as fast)."""
+    labels, over_eager, over_onnx = [], [], []
+    for report in reports:
+        run = run_for(report, batch_size)
+        if run is None:
+            continue
+        labels.append(report_label(report))
+        over_eager.append(run["speedups"].get("compiled_vs_eager"))
+        over_onnx.append(run["speedups"].get("compiled_vs_onnxruntime"))
+    figure = go.Figure([
+        go.Bar(x=labels, y=over_eager, name="over eager PyTorch", marker_color=SIDE_COLORS["eager"],
+               text=[_times(v) for v in over_eager], textposition="outside"),
+        go.Bar(x=labels, y=over_onnx, name="over ONNX Runtime", marker_color=SIDE_COLORS["onnxruntime"],
+               text=[_times(v) for v in over_onnx], textposition="outside"),
+    ])
+    figure.add_hline(y=1.0, line_dash="dash", annotation_text="as fast", annotation_position="bottom right")
+    figure.update_layout(title="Speed-up of the compiled artifact (p50 latency ratio)", yaxis_title="times faster",
+                         barmode="group")
+    return figure
+
+
+def history_figure(reports: list[Report], batch_size: Optional[int] = None) -> go.Figure:
+    """Median latency of each side across the stored runs of one artifact, oldest first."""
+    ordered = sorted(reports, key=lambda r: r["created"])
+    figure = go.Figure()
+    series: dict[str, tuple[list, list]] = {}
+    for report in ordered:
+        run = run_for(report, batch_size)
+        if run is None:
+            continue
+        for name, side in ok_sides(run).items():
+            times, values = series.setdefault(name, ([], []))
+            times.append(report["created"])
+            values.append(side["stats"]["p50_ms"])
+    for name, (times, values) in series.items():
+        figure.add_trace(go.Scatter(x=times, y=values, mode="lines+markers", name=side_label(name),
+                                    marker_color=SIDE_COLORS.get(name)))
+    figure.update_layout(title="History: median latency of earlier runs", xaxis_title="run", yaxis_title="p50 latency (ms)")
+    return figure
+
+
+def tradeoff_figure(reports: list[Report], batch_size: Optional[int] = None) -> go.Figure:
+    """Compile time against median latency, one point per artifact: the -O level / auto-cast trade-off."""
+    xs, ys, labels = [], [], []
+    for report in reports:
+        run = run_for(report, batch_size)
+        compiled = ok_sides(run).get("compiled") if run else None
+        if compiled is None:
+            continue
+        xs.append(report["model"].get("compile_s"))
+        ys.append(compiled["stats"]["p50_ms"])
+        labels.append(report_label(report))
+    figure = go.Figure(go.Scatter(x=xs, y=ys, text=labels, mode="markers+text", textposition="top center",
+                                  marker={"size": 12, "color": SIDE_COLORS["compiled"]}))
+    figure.update_layout(title="Compile time vs latency per option", xaxis_title="compile time (s)",
+                         yaxis_title="p50 latency (ms)")
+    return figure
+
+
+def summary_rows(reports: list[Report]) -> list[dict[str, Any]]:
+    """One row per artifact, batch size and side: the numbers of the CLI's table."""
+    rows = []
+    for report in reports:
+        for run in report.get("runs", []):
+            for name, side in run["sides"].items():
+                row = {"artifact": report_label(report), "batch size": run["batch_size"], "side": side_label(name),
+                       "status": side["status"] if side["status"] == "ok" else f"{side['status']}: {side['detail']}"}
+                if side["status"] == "ok" and side.get("stats"):
+                    stats = side["stats"]
+                    row.update({
+                        "p50 ms": round(stats["p50_ms"], 3), "p90 ms": round(stats["p90_ms"], 3),
+                        "p99 ms": round(stats["p99_ms"], 3), "inferences/s": round(side["throughput"], 2),
+                        "peak RSS MB": round(side["peak_rss_mb"]), "model RSS MB": round(side["rss_growth_mb"]),
+                        "speed-up vs eager": _round(run["speedups"].get(f"{name}_vs_eager")),
+                    })
+                rows.append(row)
+    return rows
+
+
+def _times(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 2)

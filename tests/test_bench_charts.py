@@ -1,0 +1,108 @@
+"""studio.bench_charts: figures and rows built from synthetic benchmark reports. Budget: < 2 s."""
+
+import numpy as np
+import pytest
+
+from neuron_export.benchmark import BenchmarkOptions, SideResult, latency_stats, make_report, throughput
+from studio import bench_charts
+
+MANIFEST = {
+    "source": "demo:tiny-bert", "task": "text-classification", "model_type": "bert", "backend": "inductor",
+    "optlevel": 3, "auto_cast": "none", "auto_cast_type": None, "device": "cpu", "dynamic_batch": True,
+    "shapes": {"batch_size": 1, "sequence_length": 16},
+    "inputs": [{"name": "input_ids", "shape": [1, 16]}],
+    "timings": {"loading": 1.0, "text-classification.tracing": 2.0, "text-classification.compiling": 30.0},
+}
+
+
+def synthetic_report(name, latencies_by_batch, optlevel=3, created="2026-11-01T10:00:00+00:00", onnx_missing=False):
+    """A report as neuron_export.benchmark writes it, from made-up latencies (ms) per batch size and side."""
+    results = {}
+    for batch_size, by_side in latencies_by_batch.items():
+        sides = {}
+        for side, latencies in by_side.items():
+            result = SideResult(side, side, latencies_ms=list(latencies), calls=len(latencies), peak_rss_mb=500.0,
+                                rss_growth_mb=100.0, input_digest="same")
+            result.stats = latency_stats([ms / 1000 for ms in latencies])
+            result.throughput = throughput([ms / 1000 for ms in latencies], batch_size)
+            sides[side] = result
+        if onnx_missing:
+            sides["onnxruntime"] = SideResult("onnxruntime", "onnxruntime", status="not installed", detail="pip install onnxruntime")
+        results[batch_size] = sides
+    report = make_report(f"/artifacts/{name}", {**MANIFEST, "optlevel": optlevel}, BenchmarkOptions(), results, 3.0)
+    report["created"] = created
+    return report
+
+
+@pytest.fixture
+def reports():
+    rng = np.random.default_rng(0)
+    fast = {b: {"compiled": rng.normal(10 * b, 1, 30), "eager": rng.normal(30 * b, 2, 30), "onnxruntime": rng.normal(12 * b, 1, 30)}
+            for b in (1, 4)}
+    slow = {1: {"compiled": rng.normal(20, 1, 30), "eager": rng.normal(30, 2, 30)}}
+    return [synthetic_report("bert-o3", fast), synthetic_report("bert-o1", slow, optlevel=1, onnx_missing=True)]
+
+
+def test_labels_show_the_trade_off_choices(reports):
+    assert bench_charts.report_label(reports[0]) == "bert-o3 (inductor -O3)"
+    cast = synthetic_report("x", {1: {"compiled": [1.0]}})
+    cast["model"].update(auto_cast="matmul", auto_cast_type="bf16")
+    assert bench_charts.report_label(cast) == "x (inductor -O3, bf16 matmul)"
+
+
+def test_latency_figure_holds_every_timed_call_grouped_by_side(reports):
+    figure = bench_charts.latency_figure(reports, batch_size=1)
+    by_name = {trace.name: trace for trace in figure.data}
+    assert set(by_name) == {"compiled", "eager PyTorch", "ONNX Runtime"}
+    compiled = by_name["compiled"]
+    expected = reports[0]["runs"][0]["sides"]["compiled"]["latencies_ms"] + reports[1]["runs"][0]["sides"]["compiled"]["latencies_ms"]
+    assert list(compiled.y) == expected
+    assert set(compiled.x) == {"bert-o3 (inductor -O3)", "bert-o1 (inductor -O1)"}
+    assert len(by_name["ONNX Runtime"].y) == 30  # the second report has no ONNX Runtime numbers
+    violin = bench_charts.latency_figure(reports, violin=True)
+    assert {trace.type for trace in violin.data} == {"violin"}
+
+
+def test_throughput_figure_plots_each_batch_size(reports):
+    figure = bench_charts.throughput_figure(reports)
+    trace = next(t for t in figure.data if t.name == "bert-o3 (inductor -O3) · compiled")
+    assert list(trace.x) == [1, 4]
+    for batch_size, value in zip(trace.x, trace.y):
+        latencies = np.array(reports[0]["runs"][[1, 4].index(batch_size)]["sides"]["compiled"]["latencies_ms"]) / 1000
+        assert value == pytest.approx(batch_size * len(latencies) / latencies.sum())
+
+
+def test_speedup_figure_is_the_ratio_of_medians(reports):
+    figure = bench_charts.speedup_figure(reports)
+    over_eager, over_onnx = figure.data
+    for index, report in enumerate(reports):
+        sides = report["runs"][0]["sides"]
+        expected = np.median(sides["eager"]["latencies_ms"]) / np.median(sides["compiled"]["latencies_ms"])
+        assert over_eager.y[index] == pytest.approx(expected)
+    assert over_onnx.y[0] == pytest.approx(np.median(reports[0]["runs"][0]["sides"]["onnxruntime"]["latencies_ms"])
+                                           / np.median(reports[0]["runs"][0]["sides"]["compiled"]["latencies_ms"]))
+    assert over_onnx.y[1] is None  # not installed: no bar, not a zero
+
+
+def test_history_figure_orders_runs_by_time():
+    runs = [synthetic_report("a", {1: {"compiled": [float(ms)], "eager": [50.0]}}, created=created)
+            for ms, created in ((9, "2026-11-03T00:00:00+00:00"), (11, "2026-11-01T00:00:00+00:00"), (10, "2026-11-02T00:00:00+00:00"))]
+    figure = bench_charts.history_figure(runs)
+    compiled = next(t for t in figure.data if t.name == "compiled")
+    assert list(compiled.x) == sorted(r["created"] for r in runs)
+    assert list(compiled.y) == [11.0, 10.0, 9.0]
+
+
+def test_tradeoff_figure_pairs_compile_time_with_latency(reports):
+    (trace,) = bench_charts.tradeoff_figure(reports).data
+    assert list(trace.x) == [32.0, 32.0]  # tracing + compiling from the manifest's timings
+    assert list(trace.y) == [pytest.approx(np.median(r["runs"][0]["sides"]["compiled"]["latencies_ms"])) for r in reports]
+
+
+def test_summary_rows_cover_every_side_and_say_why_one_is_missing(reports):
+    rows = bench_charts.summary_rows(reports)
+    assert len(rows) == 3 * 2 + 3  # two batch sizes x three sides, then one batch size x three sides
+    missing = next(r for r in rows if r["artifact"].startswith("bert-o1") and r["side"] == "ONNX Runtime")
+    assert missing["status"].startswith("not installed") and "p50 ms" not in missing
+    compiled = next(r for r in rows if r["artifact"].startswith("bert-o3") and r["side"] == "compiled" and r["batch size"] == 4)
+    assert compiled["p50 ms"] == pytest.approx(np.median(reports[0]["runs"][1]["sides"]["compiled"]["latencies_ms"]), abs=1e-3)

@@ -1,0 +1,158 @@
+"""neuron_export.benchmark: statistics on synthetic timings, and real runs on a tiny TorchScript artifact.
+
+Budget: ~45 s on 2 busy cores (one tiny export, two in-process runs, one CLI run, two CLI errors).
+"""
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from neuron_export import ExportOptions, export, read_manifest
+from neuron_export import benchmark as bench
+from neuron_export.errors import NeuronExportError
+
+ITERATIONS, WARMUP, ROUNDS = 6, 2, 3
+
+
+def test_percentile_matches_numpy_on_synthetic_timings():
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 7, 100, 1001):
+        values = list(rng.lognormal(mean=3.0, sigma=0.5, size=size))
+        for q in (0, 1, 50, 90, 99, 100):
+            assert bench.percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-12)
+
+
+def test_percentile_rejects_empty_and_out_of_range():
+    with pytest.raises(ValueError):
+        bench.percentile([], 50)
+    with pytest.raises(ValueError):
+        bench.percentile([1.0], 101)
+
+
+def test_latency_stats_in_milliseconds():
+    rng = np.random.default_rng(1)
+    seconds = list(rng.uniform(0.01, 0.05, size=57))
+    stats = bench.latency_stats(seconds)
+    ms = [s * 1000 for s in seconds]
+    assert stats.count == 57
+    assert stats.mean_ms == pytest.approx(statistics.fmean(ms))
+    assert stats.std_ms == pytest.approx(statistics.stdev(ms))
+    assert (stats.min_ms, stats.max_ms) == pytest.approx((min(ms), max(ms)))
+    for q, value in ((50, stats.p50_ms), (90, stats.p90_ms), (99, stats.p99_ms)):
+        assert value == pytest.approx(float(np.percentile(ms, q)))
+    assert bench.latency_stats([0.002]).std_ms == 0.0
+
+
+def test_throughput_counts_samples_not_calls():
+    seconds = [0.1, 0.3, 0.2, 0.4]  # 4 calls in 1 s
+    assert bench.throughput(seconds, batch_size=1) == pytest.approx(4 / sum(seconds))
+    assert bench.throughput(seconds, batch_size=8) == pytest.approx(32 / sum(seconds))
+
+
+def _side(name, kind, p50_ms, status="ok"):
+    result = bench.SideResult(name, kind, status=status)
+    if status == "ok":
+        result.stats = bench.latency_stats([p50_ms / 1000])
+    return result
+
+
+def test_speedups_are_p50_ratios_over_eager_and_onnxruntime():
+    sides = {
+        "compiled": _side("compiled", bench.COMPILED, 20.0),
+        "eager": _side("eager", bench.EAGER, 50.0),
+        "onnxruntime": _side("onnxruntime", bench.ONNXRUNTIME, 25.0),
+    }
+    ratios = bench.speedups(sides)
+    assert ratios == pytest.approx({"compiled_vs_eager": 50 / 20, "compiled_vs_onnxruntime": 25 / 20, "onnxruntime_vs_eager": 50 / 25})
+    sides["onnxruntime"] = _side("onnxruntime", bench.ONNXRUNTIME, 0, status="not installed")
+    assert set(bench.speedups(sides)) == {"compiled_vs_eager"}
+    assert bench.speedup(None, 3.0) is None
+
+
+def test_batch_sizes_of_a_static_artifact_are_refused_with_one_line():
+    manifest = {"inputs": [{"name": "input_ids", "shape": [2, 16]}], "dynamic_batch": False}
+    assert bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions()) == [2]
+    with pytest.raises(NeuronExportError, match="compiled for batch size 2 only"):
+        bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions(batch_sizes=[2, 4]))
+    manifest["dynamic_batch"] = True
+    assert bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions(batch_sizes=[4, 1, 4])) == [1, 4]
+    with pytest.raises(NeuronExportError, match="--iterations"):
+        bench.BenchmarkOptions(iterations=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench") / "tiny-bert"
+    export("demo:tiny-bert", folder, ExportOptions(backend="torchscript", sequence_length=16, use_cache=False))
+    return folder
+
+
+def test_real_run_times_every_side_on_the_same_inputs(tiny_artifact):
+    manifest = read_manifest(tiny_artifact)
+    events = []
+    options = bench.BenchmarkOptions(iterations=ITERATIONS, warmup=WARMUP, rounds=ROUNDS)
+    report = bench.benchmark(tiny_artifact, options, on_event=events.append)
+
+    (run,) = report["runs"]
+    assert run["batch_size"] == 1 and set(run["sides"]) == {"compiled", "eager", "onnxruntime"}
+    compiled_shapes = {spec["name"]: spec["shape"] for spec in manifest["inputs"]}
+    for name, side in run["sides"].items():
+        assert side["status"] == "ok", (name, side["detail"])
+        assert len(side["latencies_ms"]) == ITERATIONS and all(ms > 0 for ms in side["latencies_ms"])
+        # warm-up, one call for the accuracy check, one untimed call per round, the timed calls
+        assert side["calls"] == WARMUP + 1 + ROUNDS + ITERATIONS, name
+        assert side["input_shapes"] == compiled_shapes
+        assert side["peak_rss_mb"] > 0 and side["throughput"] > 0
+    assert run["same_inputs"]
+    assert len({side["input_digest"] for side in run["sides"].values()}) == 1
+    # Outputs of random-weight models on other inputs would differ by far more than the export's atol:
+    # the compiled model and ONNX Runtime agree with transformers' eager model on these inputs.
+    for name in ("compiled", "onnxruntime"):
+        assert run["sides"][name]["max_abs_diff"]["logits"] <= 1e-4
+    assert run["speedups"]["compiled_vs_eager"] == pytest.approx(
+        run["sides"]["eager"]["stats"]["p50_ms"] / run["sides"]["compiled"]["stats"]["p50_ms"]
+    )
+    assert report["model"]["backend"] == "torchscript" and report["model"]["optlevel"] == 2
+    assert report["onnx_export_s"] > 0
+    assert events[-1]["fraction"] == pytest.approx(1.0)
+
+    history = bench.benchmark_history(tiny_artifact)
+    assert report["saved_to"] in [entry["saved_to"] for entry in history]
+    assert json.loads(open(report["saved_to"]).read())["runs"][0]["sides"]["compiled"]["calls"] == run["sides"]["compiled"]["calls"]
+
+
+def test_without_onnxruntime_the_peer_column_says_not_installed(tiny_artifact, monkeypatch):
+    real_find_spec = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    report = bench.benchmark(tiny_artifact, bench.BenchmarkOptions(iterations=2, warmup=0, rounds=1, save=False))
+    peer = report["runs"][0]["sides"]["onnxruntime"]
+    assert peer["status"] == "not installed" and "pip install onnxruntime" in peer["detail"]
+    assert "saved_to" not in report
+    assert any("ONNX Runtime   not installed" in line for line in bench.format_report(report))
+
+
+def test_cli_benchmark_prints_the_table_and_writes_json(tiny_artifact, tmp_path):
+    before = len(bench.benchmark_history(tiny_artifact))
+    out = tmp_path / "results.json"
+    result = run_cli("benchmark", str(tiny_artifact), "--iterations", "3", "--warmup", "1", "--rounds", "1", "--no-onnx",
+                     "--json", str(out), "--events", str(tmp_path / "events.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "p50 ms" in result.stdout and "eager PyTorch" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["runs"][0]["sides"]["onnxruntime"]["status"] == "skipped"
+    assert len(report["runs"][0]["sides"]["compiled"]["latencies_ms"]) == 3
+    assert len(bench.benchmark_history(tiny_artifact)) == before + 1
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["type"] == "done" and events[-1]["results"] == report["saved_to"]
+
+
+def test_cli_benchmark_errors_are_one_line(tiny_artifact, tmp_path):
+    for args, expected in (((str(tmp_path),), "not a compiled artifact"),
+                           ((str(tiny_artifact), "--batch_size", "3"), "compiled for batch size 1 only")):
+        result = run_cli("benchmark", *args)
+        assert result.returncode == 2
+        assert result.stderr.strip().startswith("error:") and expected in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
