@@ -53,7 +53,9 @@ class InductorBackend(PortableBackend):
             # --compiler_workdir keeps Inductor's generated sources and build files there.
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(workdir)
         try:
-            torch._inductor.aoti_compile_and_package(traced, package_path=str(model_path), inductor_configs=configs)
+            # Inductor freezes weights only when grad is off: without no_grad, "freezing" is ignored.
+            with torch.no_grad():
+                torch._inductor.aoti_compile_and_package(traced, package_path=str(model_path), inductor_configs=configs)
         finally:
             if workdir is not None:
                 _restore_env("TORCHINDUCTOR_CACHE_DIR", previous)
