@@ -101,12 +101,14 @@ def add_tasks_parser(commands) -> None:
 
 
 def run_tasks(args: argparse.Namespace) -> int:
-    from .registry import supported_tasks
+    from transformers import CONFIG_MAPPING
+
+    from .registry import ARCHITECTURES, supported_tasks
+    from .sources import resolve_model_source
 
     model_type = args.model
-    if Path(args.model).expanduser().is_dir() or args.model.startswith("demo:"):
-        from .sources import resolve_model_source
-
+    if model_type not in ARCHITECTURES and model_type not in CONFIG_MAPPING:
+        # a folder, demo:NAME or hub id: read its config
         model_type = resolve_model_source(args.model, ExportOptions()).model_type
     for task in supported_tasks(model_type):
         print(task)

@@ -6,7 +6,7 @@ from ..errors import BackendUnavailableError, NeuronExportError
 from ..options import ExportOptions
 from .base import Backend, Runner
 from .inductor import InductorBackend
-from .neuron import NeuronBackend, neuron_device_present, torch_neuronx_importable
+from .neuron import NeuronBackend, neuron_device_present, torch_neuronx_importable, torch_neuronx_problem
 from .torchscript import TorchScriptBackend
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (NeuronBackend(), InductorBackend(), TorchScriptBackend())}
@@ -28,7 +28,7 @@ def choose_backend(options: ExportOptions) -> tuple[Backend, str]:
     elif torch_neuronx_importable() and neuron_device_present():
         backend, reason = BACKENDS["neuron"], "torch-neuronx and a Neuron device are present"
     else:
-        why = "no Neuron device on this host" if torch_neuronx_importable() else "torch-neuronx is not installed"
+        why = torch_neuronx_problem() or "no Neuron device on this host"
         backend, reason = BACKENDS["inductor"], f"auto: {why}, so the portable AOTInductor backend"
     problem = backend.unavailable_reason(options)
     if problem:

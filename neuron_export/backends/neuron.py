@@ -46,22 +46,29 @@ def import_torch_neuronx(target: Optional[str] = None):
     try:
         import torch_neuronx
     except Exception as error:  # a broken install (e.g. built for another torch) fails with any error type
-        if "WRONG PACKAGE" in str(error):
-            what = "the installed torch-neuronx is PyPI's placeholder"
-        elif isinstance(error, ModuleNotFoundError):
-            what = "torch-neuronx is not installed"
-        else:
-            what = f"torch-neuronx does not import ({type(error).__name__}: {first_line(error)})"
-        raise BackendUnavailableError(f"neuron backend: {what}; {INSTALL_HINT}") from None
+        raise BackendUnavailableError(f"neuron backend: {_import_problem(error)}; {INSTALL_HINT}") from None
     return torch_neuronx
 
 
-def torch_neuronx_importable() -> bool:
+def _import_problem(error: Exception) -> str:
+    if "WRONG PACKAGE" in str(error):
+        return "the installed torch-neuronx is PyPI's placeholder"
+    if isinstance(error, ModuleNotFoundError):
+        return "torch-neuronx is not installed"
+    return f"torch-neuronx does not import ({type(error).__name__}: {first_line(error)})"
+
+
+def torch_neuronx_problem() -> Optional[str]:
+    """None when torch_neuronx imports, else why not (not installed, placeholder, broken)."""
     try:
         import_torch_neuronx()
-    except BackendUnavailableError:
-        return False
-    return True
+    except BackendUnavailableError as error:
+        return str(error).removeprefix("neuron backend: ").split(";")[0]
+    return None
+
+
+def torch_neuronx_importable() -> bool:
+    return torch_neuronx_problem() is None
 
 
 def neuron_device_present() -> bool:
