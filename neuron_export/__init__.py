@@ -26,6 +26,16 @@ _LAZY = {
             "NeuronModelForImageClassification",
         )
     },
+    # Stable Diffusion (XL) pipelines: import diffusers' pipelines.
+    **{
+        name: "diffusion"
+        for name in (
+            "NeuronStableDiffusionPipeline",
+            "NeuronStableDiffusionImg2ImgPipeline",
+            "NeuronStableDiffusionXLPipeline",
+            "NeuronStableDiffusionXLImg2ImgPipeline",
+        )
+    },
 }
 
 

@@ -177,6 +177,12 @@ def load_artifact(path: str | Path) -> CompiledModel:
 
     path = Path(path)
     manifest = read_manifest(path)
+    if "components" in manifest:
+        raise ArtifactError(
+            f"{path} is a compiled {manifest.get('task')} pipeline of {len(manifest['components'])} components; load it with "
+            "neuron_export.NeuronStableDiffusionPipeline (or the XL / Img2Img variants), or one component with "
+            f"load_artifact({str(path / manifest['components'][0])!r})"
+        )
     try:
         backend = get_backend(manifest["backend"])
     except NeuronExportError as error:  # made by a newer tool, or a hand-edited manifest

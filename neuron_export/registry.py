@@ -97,6 +97,66 @@ DIFFUSION_TASKS = {
     "StableDiffusionXLImg2ImgPipeline": "stable-diffusion-xl",
 }
 
+
+@dataclass(frozen=True)
+class DiffusionComponent:
+    """One compiled component of a diffusion pipeline. Input axes name shape values that the
+    exporter resolves from the pipeline's configs and the shape options (see diffusion/export.py)."""
+
+    name: str  # its folder in the artifact, e.g. "vae_decoder"
+    source: str  # the pipeline folder it is built from ("vae" for both VAE halves)
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]  # absent ones (CLIPTextModel has no text_embeds) are skipped
+    atol: float
+    neuron_model_type: str = "generic"  # neuronx-cc --model-type
+    hidden_states: bool = False  # text encoders: also every layer's output (SDXL reads the penultimate)
+
+
+_UNET_INPUTS = (
+    InputSpec("sample", ("unet_batch_size", "latent_channels", "latent_height", "latent_width"), "gaussian", "float32"),
+    InputSpec("timestep", ("unet_batch_size",), "timestep", "float32"),
+    InputSpec("encoder_hidden_states", ("unet_batch_size", "sequence_length", "cross_attention_dim"), "gaussian", "float32"),
+)
+# SDXL's added conditions (added_cond_kwargs): the pooled text_encoder_2 embedding and the size / crop ids.
+_SDXL_UNET_INPUTS = _UNET_INPUTS + (
+    InputSpec("text_embeds", ("unet_batch_size", "text_embeds_dim"), "gaussian", "float32"),
+    InputSpec("time_ids", ("unet_batch_size", "time_ids_dim"), "time_ids", "float32"),
+)
+_CLIP_INPUTS = (InputSpec("input_ids", ("batch_size", "sequence_length"), "clip_token_ids"),)
+# The UNet runs on batch_size x num_images_per_prompt x 2 rows: classifier-free guidance.
+_UNET = DiffusionComponent("unet", "unet", _UNET_INPUTS, ("sample",), 1e-3, "unet-inference")
+_SDXL_UNET = DiffusionComponent("unet", "unet", _SDXL_UNET_INPUTS, ("sample",), 1e-3, "unet-inference")
+_VAE_ENCODER = DiffusionComponent(
+    "vae_encoder",
+    "vae",
+    (InputSpec("sample", ("batch_size", "image_channels", "height", "width"), "gaussian", "float32"),),
+    ("latent_parameters",),  # mean and log-variance of the latent distribution, concatenated
+    1e-3,
+)
+_VAE_DECODER = DiffusionComponent(
+    "vae_decoder",
+    "vae",
+    (InputSpec("latent_sample", ("images_batch_size", "latent_channels", "latent_height", "latent_width"), "gaussian", "float32"),),
+    ("sample",),
+    1e-3,
+)
+
+DIFFUSION_COMPONENTS: dict[str, tuple[DiffusionComponent, ...]] = {
+    "stable-diffusion": (
+        DiffusionComponent("text_encoder", "text_encoder", _CLIP_INPUTS, ("last_hidden_state",), 1e-3, "transformer"),
+        _UNET,
+        _VAE_ENCODER,
+        _VAE_DECODER,
+    ),
+    "stable-diffusion-xl": (
+        DiffusionComponent("text_encoder", "text_encoder", _CLIP_INPUTS, ("text_embeds", "last_hidden_state"), 1e-3, "transformer", True),
+        DiffusionComponent("text_encoder_2", "text_encoder_2", _CLIP_INPUTS, ("text_embeds", "last_hidden_state"), 1e-3, "transformer", True),
+        _SDXL_UNET,
+        _VAE_ENCODER,
+        _VAE_DECODER,
+    ),
+}
+
 TEXT_ENCODER = Family(
     name="text-encoder",
     modality="text",

@@ -1,0 +1,189 @@
+"""Stable Diffusion 2.1-sized components, compiled vs eager diffusers, in one run.
+
+Builds the SD 2.1 UNet, VAE and OpenCLIP-H text encoder from their configs with random weights (no
+hub), compiles the text encoder, UNet and VAE decoder with the export engine's diffusion components
+(the same wrappers, validation and loading as `neuron-export export --task stable-diffusion`), then
+times both and prints seconds per image:
+
+    s/image = 2 x text encoder (prompt + negative prompt) + steps x UNet step (batch 2: guidance)
+              + VAE decode
+
+    python benchmarks/bench_sd.py                                   # CPU, 128 px, inductor
+    python benchmarks/bench_sd.py --device cuda --resolution 512    # GPU, the issue's figure
+    python benchmarks/bench_sd.py --device cuda --auto_cast matmul --auto_cast_type bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuron_export.artifact import load_artifact  # noqa: E402
+from neuron_export.backends import choose_backend  # noqa: E402
+from neuron_export.backends.base import cast_dtype  # noqa: E402
+from neuron_export.diffusion.export import input_config, make_component, pipeline_shapes  # noqa: E402
+from neuron_export.exporter import Progress, build_component  # noqa: E402
+from neuron_export.options import ExportOptions  # noqa: E402
+from neuron_export.registry import DIFFUSION_COMPONENTS  # noqa: E402
+
+# stabilityai/stable-diffusion-2-1 (768 px, v-prediction), as in its unet/ and vae/ config.json.
+SD21_UNET = dict(
+    sample_size=96,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+)
+SD21_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=768,
+)
+# OpenCLIP ViT-H/14 text tower (SD 2.x text_encoder/config.json).
+SD21_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=512,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=1,
+)
+COMPONENTS = ("text_encoder", "unet", "vae_decoder")
+
+
+def build_modules() -> dict[str, torch.nn.Module]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**SD21_VAE).eval()
+    return {
+        "text_encoder": CLIPTextModel(CLIPTextConfig(**SD21_TEXT)).eval(),
+        "unet": UNet2DConditionModel(**SD21_UNET).eval(),
+        "vae_decoder": vae,
+    }
+
+
+def timed_pair(eager, compiled, inputs: dict[str, torch.Tensor], iterations: int, device: str) -> tuple[float, float]:
+    """Median seconds of an eager and a compiled call, alternated (so load from other processes hits
+    both alike), after one warm-up call of each."""
+    times: dict[object, list[float]] = {eager: [], compiled: []}
+    for index in range(iterations + 1):
+        for call in (eager, compiled):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            with torch.no_grad():
+                call(inputs)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if index:
+                times[call].append(time.perf_counter() - start)
+    return statistics.median(times[eager]), statistics.median(times[compiled])
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--backend", choices=("inductor", "torchscript"), default="inductor")
+    parser.add_argument("--resolution", type=int, help="image height and width (default: 128 on CPU, 512 on GPU)")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps per image")
+    parser.add_argument("--iterations", type=int, help="timed calls per component (default: 3 on CPU, 20 on GPU)")
+    parser.add_argument("--auto_cast", choices=("none", "matmul", "all"), default="none")
+    parser.add_argument("--auto_cast_type", choices=("bf16", "fp16", "tf32"))
+    parser.add_argument("-O", dest="optlevel", type=int, choices=(1, 2, 3), default=2)
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("skipped: --device cuda and this host has no CUDA device")
+        return 0
+    resolution = args.resolution or (512 if args.device == "cuda" else 128)
+    iterations = args.iterations or (20 if args.device == "cuda" else 3)
+    options = ExportOptions(
+        backend=args.backend, device=args.device, height=resolution, width=resolution, optlevel=args.optlevel,
+        auto_cast=args.auto_cast, auto_cast_type=args.auto_cast_type if args.auto_cast != "none" else None,
+    )
+    if options.auto_cast != "none" and options.auto_cast_type is None:
+        options = options.replace(auto_cast_type="bf16")
+    backend, reason = choose_backend(options)
+
+    print(f"Building SD 2.1-sized components (random weights) for {resolution}x{resolution} ...", flush=True)
+    modules = build_modules()
+    shapes = pipeline_shapes(dict(modules["unet"].config), dict(modules["vae_decoder"].config), 77, None, options)
+    specs = {spec.name: spec for spec in DIFFUSION_COMPONENTS["stable-diffusion"]}
+    dtype = cast_dtype(options)
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="bench-sd-") as scratch:
+        for name in COMPONENTS:
+            spec, eager = specs[name], modules.pop(name)
+            component = make_component(spec, eager, shapes, input_config(spec, eager), options, validate=True)
+            folder = Path(scratch) / name
+            folder.mkdir()
+            start = time.perf_counter()
+            _, report = build_component(component, backend, reason, options, folder, Progress(None, 4), {})
+            compile_s = time.perf_counter() - start
+            compiled = load_artifact(folder)
+            reference = component.module.to(args.device)
+            inputs = {n: t.to(args.device) for n, t in component.example.items()}
+
+            def run_eager(named, module=reference, order=component.input_names):
+                # Same precision as the compiled model, so the ratio measures compilation alone.
+                with torch.autocast(args.device, dtype=dtype, enabled=dtype is not None and dtype != torch.float32):
+                    return module(*[named[n] for n in order])
+
+            eager_s, compiled_s = timed_pair(run_eager, lambda named: compiled(**named), inputs, iterations, args.device)
+            rows[name] = (eager_s, compiled_s, compile_s, report.passed if report else None)
+            print(f"  {name:<13} eager {eager_s * 1e3:9.1f} ms   compiled {compiled_s * 1e3:9.1f} ms   "
+                  f"x{eager_s / compiled_s:5.2f}   (compile {compile_s:.0f} s, validation {'passed' if report and report.passed else 'FAILED'})",
+                  flush=True)
+            del component, compiled, reference, eager
+            gc.collect()
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+
+    def per_image(column: int) -> float:
+        return 2 * rows["text_encoder"][column] + args.steps * rows["unet"][column] + rows["vae_decoder"][column]
+
+    eager_image, compiled_image = per_image(0), per_image(1)
+    print()
+    print(f"device: {device_name(args.device)}; torch {torch.__version__}; backend {backend.name} -O{options.optlevel}; "
+          f"auto_cast {options.auto_cast}{' ' + options.auto_cast_type if options.auto_cast_type else ''}")
+    print(f"{resolution}x{resolution}, {args.steps} steps, batch 1 (UNet batch 2 for guidance), median of {iterations} calls")
+    print(f"UNet step:  eager {rows['unet'][0] * 1e3:.1f} ms, compiled {rows['unet'][1] * 1e3:.1f} ms, "
+          f"speed-up x{rows['unet'][0] / rows['unet'][1]:.2f}")
+    print(f"s/image:    eager {eager_image:.2f} s, compiled {compiled_image:.2f} s, speed-up x{eager_image / compiled_image:.2f}")
+    return 0 if all(row[3] is not False for row in rows.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The diffusers modules of a pipeline as traceable components: positional tensors in, a tuple out."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+class UNetModule(torch.nn.Module):
+    """UNet2DConditionModel; SDXL's added conditions (text_embeds, time_ids) are explicit inputs."""
+
+    def __init__(self, unet: torch.nn.Module, added_condition_names: Sequence[str] = ()):
+        super().__init__()
+        self.unet = unet
+        self.added_condition_names = list(added_condition_names)
+
+    def forward(self, sample, timestep, encoder_hidden_states, *added_conditions):
+        added_cond_kwargs = dict(zip(self.added_condition_names, added_conditions)) or None
+        noise = self.unet(
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs, return_dict=False
+        )[0]
+        return (noise,)
+
+
+class VaeEncoderModule(torch.nn.Module):
+    """AutoencoderKL's encoder: the latent distribution's parameters (mean and log-variance, concatenated).
+    Sampling stays outside the compiled model, where the caller's generator draws the noise."""
+
+    def __init__(self, vae: torch.nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, sample):
+        return (self.vae.encode(sample).latent_dist.parameters,)
+
+
+class VaeDecoderModule(torch.nn.Module):
+    def __init__(self, vae: torch.nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent_sample):
+        return (self.vae.decode(latent_sample, return_dict=False)[0],)

@@ -1,0 +1,211 @@
+"""diffusers' Stable Diffusion (XL) pipelines running the compiled components of an artifact folder.
+
+Each class is the diffusers pipeline itself (same __call__, schedulers swappable with
+`pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`), holding the
+compiled text encoder(s), UNet and VAE in place of the eager modules.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import torch
+from diffusers import (
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+)
+from diffusers.configuration_utils import FrozenDict
+
+from ..artifact import load_artifact, read_manifest, write_json
+from ..errors import ArtifactError, NeuronExportError, ValidationFailedError
+from ..options import SHAPE_FIELDS, ExportOptions
+from .adapters import CompiledTextEncoder, CompiledUNet, CompiledVae
+
+TASK_PIPELINES = {
+    "stable-diffusion": "NeuronStableDiffusionPipeline / NeuronStableDiffusionImg2ImgPipeline",
+    "stable-diffusion-xl": "NeuronStableDiffusionXLPipeline / NeuronStableDiffusionXLImg2ImgPipeline",
+}
+
+
+class NeuronPipelineMixin:
+    """from_pretrained / save_pretrained for artifact folders, and the checks the compiled shapes need."""
+
+    task: ClassVar[str]
+    uses_vae_encoder: ClassVar[bool] = False
+    artifact: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, export: bool = False, options: Optional[ExportOptions] = None, **shapes: int):
+        """Load a compiled pipeline folder, or with export=True compile `model` (hub id, diffusers
+        folder or demo:NAME) first, e.g. from_pretrained(folder, export=True, height=512, width=512)."""
+        unknown = sorted(set(shapes) - set(SHAPE_FIELDS))
+        if unknown:
+            raise NeuronExportError(f"from_pretrained takes the shape options {', '.join(SHAPE_FIELDS)}; not {', '.join(unknown)}")
+        if not export:
+            if options is not None or shapes:
+                raise NeuronExportError("shapes and options apply to export=True; a compiled folder has its shapes already")
+            return cls._load(Path(model).expanduser())
+
+        from ..exporter import export as export_model
+
+        options = (options or ExportOptions()).replace(**shapes)
+        scratch = Path(tempfile.mkdtemp(prefix="neuron-export-pipeline-"))
+        try:
+            result = export_model(model, scratch / "pipeline", options)
+            if result.validation_passed is False:
+                failed = [r.component for r in result.reports if not r.passed]
+                raise ValidationFailedError(f"validation failed for {', '.join(failed)}; the reports are in {result.artifact}")
+            pipe = cls._load(result.artifact)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        weakref.finalize(pipe, shutil.rmtree, scratch, True)  # save_pretrained() keeps a copy
+        return pipe
+
+    @classmethod
+    def _load(cls, folder: Path):
+        manifest = read_manifest(folder)
+        task = manifest.get("task")
+        if "components" not in manifest:
+            raise ArtifactError(f"{folder} is a compiled {task} model, not a pipeline; load it with neuron_export.load_artifact")
+        if task != cls.task:
+            raise ArtifactError(f"{folder} is a compiled {task} pipeline; load it with {TASK_PIPELINES.get(task, 'another pipeline class')}")
+        model_index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        components = load_components(folder, manifest["components"], cls.uses_vae_encoder)
+        parameters = inspect.signature(cls.__init__).parameters
+        arguments: dict[str, Any] = {}
+        for name in parameters:
+            entry = model_index.get(name)
+            if name in components:
+                arguments[name] = components[name]
+            elif isinstance(entry, list):
+                arguments[name] = load_pipeline_part(folder, name, entry)
+            elif name in model_index:
+                arguments[name] = entry  # pipeline settings: force_zeros_for_empty_prompt, ...
+        if "requires_safety_checker" in parameters:
+            arguments["requires_safety_checker"] = False  # the safety checker is not exported
+        pipe = cls(**arguments)
+        pipe.artifact = folder
+        pipe.manifest = manifest
+        return pipe
+
+    def save_pretrained(self, save_directory: str | Path, **unused) -> None:
+        """Copy the compiled pipeline folder, with the scheduler as currently set (it may have been swapped)."""
+        target = Path(save_directory).expanduser()
+        if target.exists():
+            raise NeuronExportError(f"{target} already exists; choose a new folder")
+        shutil.copytree(self.artifact, target)
+        shutil.rmtree(target / "scheduler", ignore_errors=True)
+        self.scheduler.save_pretrained(target / "scheduler")
+        model_index = json.loads((target / "model_index.json").read_text(encoding="utf-8"))
+        model_index["scheduler"] = ["diffusers", type(self.scheduler).__name__]
+        write_json(target / "model_index.json", model_index)
+
+    @property
+    def compiled_shapes(self) -> dict[str, int]:
+        return self.manifest["shapes"]
+
+    def __call__(self, prompt=None, *, seed: Optional[int] = None, **kwargs):
+        """diffusers' __call__ (prompt, negative_prompt, num_inference_steps, guidance_scale, generator,
+        image for img2img, ...), plus seed as a shortcut for a CPU generator; refuses up front what
+        the compiled shapes cannot run."""
+        if seed is not None:
+            if kwargs.get("generator") is not None:
+                raise NeuronExportError("pass either seed or generator, not both")
+            kwargs["generator"] = torch.Generator().manual_seed(seed)
+        if kwargs.get("ip_adapter_image") is not None or kwargs.get("ip_adapter_image_embeds") is not None:
+            raise NeuronExportError("IP-Adapter images are not supported by the compiled UNet")
+        self._check_shapes(prompt, kwargs)
+        if "height" in inspect.signature(super().__call__).parameters:
+            # txt2img: the compiled size by default (SDXL's own default assumes square images).
+            kwargs["height"] = kwargs.get("height") or self.compiled_shapes["height"]
+            kwargs["width"] = kwargs.get("width") or self.compiled_shapes["width"]
+        return super().__call__(prompt, **kwargs)
+
+    def _check_shapes(self, prompt, kwargs: dict[str, Any]) -> None:
+        shapes = self.compiled_shapes
+        for name in ("height", "width"):
+            value = kwargs.get(name)
+            if value is not None and value != shapes[name]:
+                raise NeuronExportError(
+                    f"{name} {value}: this pipeline was compiled for {shapes['width']}x{shapes['height']} images; "
+                    f"re-export with --{name} {value} for other sizes"
+                )
+        if self.manifest.get("dynamic_batch"):
+            return
+        if isinstance(prompt, str):
+            prompts = 1
+        elif isinstance(prompt, list):
+            prompts = len(prompt)
+        elif kwargs.get("prompt_embeds") is not None:
+            prompts = kwargs["prompt_embeds"].shape[0]
+        else:
+            return  # diffusers reports the missing prompt
+        images = kwargs.get("num_images_per_prompt") or 1
+        if prompts > shapes["batch_size"] or prompts * images > shapes["batch_size"] * shapes["num_images_per_prompt"]:
+            raise NeuronExportError(
+                f"{prompts} prompt(s) x {images} image(s) each: this pipeline was compiled for batch_size {shapes['batch_size']} "
+                f"x num_images_per_prompt {shapes['num_images_per_prompt']}; re-export with larger ones (or --dynamic-batch-size)"
+            )
+
+
+def load_components(folder: Path, names: list[str], with_vae_encoder: bool) -> dict[str, torch.nn.Module]:
+    """The compiled components as the pipeline's text_encoder(_2), unet and vae."""
+    from transformers import AutoConfig
+
+    def config_of(name: str) -> FrozenDict:
+        return FrozenDict(json.loads((folder / name / "config.json").read_text(encoding="utf-8")))
+
+    components: dict[str, torch.nn.Module] = {}
+    for name in names:
+        if name.startswith("text_encoder"):
+            components[name] = CompiledTextEncoder(load_artifact(folder / name), AutoConfig.from_pretrained(folder / name))
+    unet = load_artifact(folder / "unet")
+    latent_height, latent_width = unet.inputs["sample"]["shape"][2:]
+    unet_config = {**config_of("unet"), "sample_size": latent_height if latent_height == latent_width else [latent_height, latent_width]}
+    components["unet"] = CompiledUNet(unet, FrozenDict(unet_config))
+    encoder = load_artifact(folder / "vae_encoder") if with_vae_encoder else None
+    components["vae"] = CompiledVae(load_artifact(folder / "vae_decoder"), encoder, config_of("vae_decoder"))
+    return components
+
+
+def load_pipeline_part(folder: Path, name: str, entry: list) -> Any:
+    """A tokenizer or scheduler of the folder (as model_index.json names it); None for parts that
+    were not exported (safety checker, image encoder)."""
+    library, class_name = entry
+    if library is None or not (folder / name).is_dir():
+        return None
+    if library == "transformers":
+        import transformers
+
+        return getattr(transformers, class_name).from_pretrained(folder / name)
+    import diffusers
+
+    return getattr(diffusers, class_name).from_pretrained(folder, subfolder=name)
+
+
+class NeuronStableDiffusionPipeline(NeuronPipelineMixin, StableDiffusionPipeline):
+    task = "stable-diffusion"
+
+
+class NeuronStableDiffusionImg2ImgPipeline(NeuronPipelineMixin, StableDiffusionImg2ImgPipeline):
+    task = "stable-diffusion"
+    uses_vae_encoder = True
+
+
+class NeuronStableDiffusionXLPipeline(NeuronPipelineMixin, StableDiffusionXLPipeline):
+    task = "stable-diffusion-xl"
+
+
+class NeuronStableDiffusionXLImg2ImgPipeline(NeuronPipelineMixin, StableDiffusionXLImg2ImgPipeline):
+    task = "stable-diffusion-xl"
+    uses_vae_encoder = True
