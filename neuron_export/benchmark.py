@@ -286,8 +286,6 @@ class SideRunner:
 
 def _load_eager(manifest: dict[str, Any]):
     """The artifact's source model, eager, fp32, on the artifact's device, called with named tensors."""
-    if "components" in manifest or manifest.get("library") == "diffusers":
-        raise NeuronExportError("the eager side of a Stable Diffusion artifact is not supported by the benchmark")
     module = eager_module(manifest).to(manifest["device"])
     names = [spec["name"] for spec in manifest["inputs"]]
     outputs = list(manifest["outputs"])
@@ -575,8 +573,11 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
     options = options or BenchmarkOptions()
     artifact = Path(artifact).expanduser().resolve()
     manifest = read_manifest(artifact)
-    if "components" in manifest:
-        raise NeuronExportError(f"{artifact} is a Stable Diffusion pipeline artifact; the benchmark runs single-model artifacts for now")
+    if manifest.get("library") == "diffusers":
+        raise NeuronExportError(
+            f"{artifact} is a Stable Diffusion pipeline (or one of its components): this command benchmarks transformers "
+            "models for now; benchmarks/bench_sd.py times Stable Diffusion (seconds per image)"
+        )
     problem = get_backend(manifest["backend"]).runtime_problem(manifest)
     if problem:
         raise ArtifactError(f"cannot benchmark {artifact} here: {problem}")
@@ -763,9 +764,8 @@ def format_report(report: dict[str, Any]) -> list[str]:
                 f"  {label:<15}{stats['p50_ms']:>10.2f}{stats['p90_ms']:>10.2f}{stats['p99_ms']:>10.2f}{side['throughput']:>10.1f}"
                 f"{side['peak_rss_mb']:>13.0f}{side['rss_growth_mb']:>+10.0f}{'' if diff is None else f'{diff:.1e}':>10}"
             )
-        ratios = run["speedups"]
-        said = [f"{SIDE_LABELS.get(k.split('_vs_')[0], k.split('_vs_')[0])} is {v:.2f}x {SIDE_LABELS.get(k.split('_vs_')[1])}"
-                for k, v in ratios.items() if v]
+        said = [f"{SIDE_LABELS.get(side, side)} is {ratio:.2f}x {SIDE_LABELS[baseline]}"
+                for (side, baseline), ratio in _ratios(run).items()]
         if said:
             lines.append("  speed-up (p50): " + "; ".join(said))
     if report.get("onnx_export_s"):
@@ -773,3 +773,16 @@ def format_report(report: dict[str, Any]) -> list[str]:
     if report.get("saved_to"):
         lines.append(f"Results saved to {report['saved_to']}")
     return lines
+
+
+def _ratios(run: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """{(side, baseline): p50 speed-up} of a report's run."""
+    return {tuple(key.split("_vs_")): value for key, value in run["speedups"].items() if value}
+
+
+def headline(report: dict[str, Any]) -> str:
+    """One line for job lists: the compiled artifact's speed-ups at the first batch size."""
+    run = report["runs"][0]
+    said = [f"{ratio:.2f}x {SIDE_LABELS[baseline]}" for (side, baseline), ratio in _ratios(run).items() if side == COMPILED]
+    p50 = run["sides"][COMPILED]["stats"]["p50_ms"]
+    return f"compiled p50 {p50:.2f} ms at batch {run['batch_size']}" + (f": {', '.join(said)}" if said else "")

@@ -84,6 +84,29 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_argv(model: str, output: str | Path, options: ExportOptions) -> list[str]:
+    """The `export` sub-command's arguments for these options (what the dashboard's jobs run).
+
+    Derived from the export parser itself, so every option it knows round-trips."""
+    parser = OneLineParser(prog="neuron-export")
+    add_export_parser(parser.add_subparsers())
+    export_parser = parser._subparsers._group_actions[0].choices["export"]
+    defaults = ExportOptions()
+    argv = ["export", "--model", model, str(output)]
+    for action in export_parser._actions:
+        if not hasattr(defaults, action.dest):
+            continue
+        value = getattr(options, action.dest)
+        if value == getattr(defaults, action.dest):
+            continue
+        if isinstance(action, argparse._StoreConstAction):  # -O1 / -O2 / -O3 and the boolean flags
+            if action.const == value:
+                argv.append(action.option_strings[0])
+        else:
+            argv += [action.option_strings[-1], str(value)]
+    return argv
+
+
 class EventFile:
     def __init__(self, path: Optional[str]):
         self.path = path
@@ -177,7 +200,7 @@ def add_benchmark_parser(commands) -> None:
 
 def run_benchmark(args: argparse.Namespace) -> int:
     from .artifact import write_json
-    from .benchmark import BenchmarkOptions, benchmark, format_report
+    from .benchmark import BenchmarkOptions, benchmark, format_report, headline
 
     events = EventFile(args.events)
     try:
@@ -190,6 +213,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     print("\n".join(format_report(report)))
     if args.json:
         write_json(Path(args.json), report)
+    events.write({"type": "stage", "stage": "done", "fraction": 1.0, "message": headline(report)})
     events.write({"type": "done", "artifact": report["artifact"], "results": report.get("saved_to")})
     return 0
 

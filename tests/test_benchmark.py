@@ -150,7 +150,11 @@ def test_cli_benchmark_prints_the_table_and_writes_json(tiny_artifact, tmp_path)
 
 
 def test_cli_benchmark_errors_are_one_line(tiny_artifact, tmp_path):
+    pipeline = tmp_path / "sd"
+    pipeline.mkdir()
+    (pipeline / "manifest.json").write_text(json.dumps({"format_version": 1, "library": "diffusers", "components": ["unet"]}))
     for args, expected in (((str(tmp_path),), "not a compiled artifact"),
+                           ((str(pipeline),), "benchmarks/bench_sd.py"),
                            ((str(tiny_artifact), "--batch_size", "3"), "compiled for batch size 1 only")):
         result = run_cli("benchmark", *args)
         assert result.returncode == 2
