@@ -1,0 +1,84 @@
+"""What a model is before compiling it: architecture, detected task, supported tasks, shape options.
+
+Reads config files only (no weights), so a form can show it as the user types.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+from .errors import NeuronExportError
+from .options import ExportOptions
+from .registry import ARCHITECTURES, TASKS, detect_task, supported_tasks
+from .sources import resolve_model_source
+
+DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
+
+
+@dataclass
+class ModelInfo:
+    origin: str
+    path: Path
+    library: str
+    model_type: str
+    tasks: list[str]
+    detected_task: Optional[str]
+    detection_note: str  # how the task was found, or why it could not be
+    default_shapes: dict[str, int] = field(default_factory=dict)
+    shape_limits: dict[str, int] = field(default_factory=dict)
+
+    def shape_options(self, task: str) -> list[str]:
+        """The shape options `task` uses, in the CLI's order."""
+        if self.library == "diffusers":
+            return list(DIFFUSION_SHAPE_OPTIONS)
+        arch = ARCHITECTURES[self.model_type]
+        axes = [a for spec in arch.inputs for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
+        return list(dict.fromkeys(axes))
+
+
+def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
+    source = resolve_model_source(model, ExportOptions(), demo_root)
+    if source.library == "diffusers":
+        task = source.model_type
+        if task not in ("stable-diffusion", "stable-diffusion-xl"):
+            raise NeuronExportError(f"{model}: diffusers pipeline {source.config.get('_class_name')} is not supported")
+        size = _diffusion_image_size(source.path)
+        return ModelInfo(source.origin, source.path, source.library, task, [task], task, "from model_index.json",
+                         {"batch_size": 1, "height": size, "width": size, "num_images_per_prompt": 1})
+    tasks = supported_tasks(source.model_type)
+    if source.library == "sentence_transformers":
+        detected, note = "feature-extraction", "sentence-transformers folder (modules.json)"
+    else:
+        architectures = source.config.get("architectures")
+        try:
+            detected = detect_task(source.model_type, architectures)
+            note = f"from config.json (architectures: {', '.join(architectures)})"
+        except NeuronExportError as error:
+            detected, note = None, str(error)
+    config = source.config
+    defaults: dict[str, int] = {"batch_size": 1, "num_choices": 4}
+    limits: dict[str, int] = {}
+    max_positions = config.get("max_position_embeddings")
+    if isinstance(max_positions, int):
+        reserved_positions = ARCHITECTURES[source.model_type].reserved_positions
+        reserved = reserved_positions(SimpleNamespace(**config)) if reserved_positions else 0
+        limits["sequence_length"] = max_positions - reserved
+        defaults["sequence_length"] = min(128, limits["sequence_length"])
+    image_size = config.get("image_size")
+    if isinstance(image_size, int):
+        defaults.update(height=image_size, width=image_size, num_channels=config.get("num_channels", 3))
+    return ModelInfo(source.origin, source.path, source.library, source.model_type, tasks, detected, note, defaults, limits)
+
+
+def _diffusion_image_size(path: Path) -> int:
+    """Default image size: the UNet's sample size times the VAE's downscaling factor."""
+    try:
+        unet = json.loads((path / "unet" / "config.json").read_text())
+        vae = json.loads((path / "vae" / "config.json").read_text())
+    except (OSError, ValueError):
+        return 512
+    return int(unet.get("sample_size", 64)) * 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
