@@ -1,5 +1,8 @@
 """Benchmark a compiled artifact against eager PyTorch and ONNX Runtime, in one interleaved run.
 
+A Stable Diffusion pipeline artifact is timed per image against the eager diffusers pipeline
+(same prompts, steps and seed); the ONNX Runtime peer is for transformers models.
+
 Every side (the compiled artifact, the eager transformers model, the same model exported to ONNX and
 run by ONNX Runtime) runs in a process of its own, so:
 - the peak memory reported for a side is its own process's (peak RSS, and its growth over the
@@ -40,6 +43,7 @@ from .errors import ArtifactError, NeuronExportError, first_line
 RESULTS_DIR = "benchmarks"  # inside the artifact folder: one JSON file per run
 RESULTS_FORMAT = 1
 COMPILED, EAGER, ONNXRUNTIME = "compiled", "eager", "onnxruntime"
+PIPELINE_CLASSES = {"stable-diffusion": "NeuronStableDiffusionPipeline", "stable-diffusion-xl": "NeuronStableDiffusionXLPipeline"}
 # A side that just ran may still spin its thread pool for a moment: pause before the next side.
 HANDOFF_PAUSE_S = 0.02
 
@@ -104,12 +108,13 @@ class BenchmarkOptions:
     batch_sizes: Optional[list[int]] = None  # None: the artifact's compiled batch size
     onnx: bool = True  # add the ONNX Runtime peer side
     threads: Optional[int] = None  # intra-op threads of every side (None: the libraries' default, all cores)
-    seed: int = 0  # of the generated inputs
+    seed: int = 0  # of the generated inputs (and a pipeline's latents)
+    steps: int = 10  # denoising steps per image (Stable Diffusion pipelines)
     rounds: int = 10  # the timed calls are split into this many interleaved rounds
     save: bool = True  # store the results in ARTIFACT/benchmarks/
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "rounds"):
+        for name in ("iterations", "rounds", "steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise NeuronExportError(f"--{name} must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
@@ -216,12 +221,17 @@ class SideRunner:
         self.calls = 0
         self.device = "cpu"
         self._bound: Callable[[], Any] = lambda: None
+        self.pipeline = False
         if side.kind == ONNXRUNTIME:
             self._load_onnxruntime()
         else:
             manifest = read_manifest(side.path)
             self.device = manifest["device"]
-            self._model = load_artifact(side.path) if side.kind == COMPILED else _load_eager(manifest)
+            self.pipeline = is_pipeline(manifest)
+            if self.pipeline:
+                self._model = _load_pipeline(side, manifest)
+            else:
+                self._model = load_artifact(side.path) if side.kind == COMPILED else _load_eager(manifest)
 
     def _load_onnxruntime(self) -> None:
         import onnxruntime
@@ -232,8 +242,11 @@ class SideRunner:
         self._model = onnxruntime.InferenceSession(self.side.path, session_options, providers=["CPUExecutionProvider"])
 
     def bind(self, arrays: dict[str, Any]) -> tuple[str, dict[str, list[int]]]:
-        """Place the inputs the way this side's user would (restarting the call count); return their digest and shapes."""
+        """Place the inputs the way this side's user would (restarting the call count); return their digest and shapes.
+        A pipeline's "arrays" are its call's arguments (prompts, steps, seed)."""
         self.calls = 0
+        if self.pipeline:
+            return self._bind_pipeline(arrays)
         if self.side.kind == ONNXRUNTIME:
             feeds = dict(arrays)
             self._bound = lambda: dict(zip(self.output_names, self._model.run(None, feeds)))
@@ -252,6 +265,22 @@ class SideRunner:
 
         self._bound = call
         return input_digest(tensors), {n: list(t.shape) for n, t in tensors.items()}
+
+    def _bind_pipeline(self, arguments: dict[str, Any]) -> tuple[str, dict[str, list[int]]]:
+        import torch
+
+        call_arguments = {k: v for k, v in arguments.items() if k != "seed"}
+
+        def call():
+            # A fresh generator per call: every call (and side) starts from the same latents.
+            generator = torch.Generator().manual_seed(arguments["seed"])
+            with torch.no_grad():
+                images = self._model(**call_arguments, generator=generator).images
+            return {"images": torch.as_tensor(images)}
+
+        self._bound = call
+        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
+        return digest, {"prompt": [len(arguments["prompt"])]}
 
     def call(self) -> Any:
         self.calls += 1
@@ -294,6 +323,47 @@ def _load_eager(manifest: dict[str, Any]):
         return dict(zip(outputs, module(*[tensors[n] for n in names])))
 
     return run
+
+
+def is_pipeline(manifest: dict[str, Any]) -> bool:
+    """A Stable Diffusion (XL) pipeline artifact: its manifest lists the compiled components."""
+    return "components" in manifest
+
+
+def _load_pipeline(side: Side, manifest: dict[str, Any]):
+    """The compiled pipeline of the artifact, or the eager diffusers pipeline of its source (fp32)."""
+    import torch
+
+    if side.kind == COMPILED:
+        from . import diffusion
+
+        return getattr(diffusion, PIPELINE_CLASSES[manifest["task"]]).from_pretrained(side.path)
+    from diffusers import DiffusionPipeline
+
+    from .options import ExportOptions
+    from .sources import resolve_model_source
+
+    try:
+        source = resolve_model_source(manifest["source"], ExportOptions.from_dict(manifest.get("options", {})))
+    except NeuronExportError as error:
+        raise NeuronExportError(f"the eager pipeline {manifest['source']!r} is not available: {error}") from None
+    # Like the compiled pipeline, without the safety checker (it is not exported).
+    extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in source.config else {}
+    return DiffusionPipeline.from_pretrained(source.path, torch_dtype=torch.float32, **extra).to(manifest["device"])
+
+
+def pipeline_inputs(manifest: dict[str, Any], batch_size: int, options: "BenchmarkOptions") -> dict[str, Any]:
+    """A pipeline call: batch_size prompts, the compiled images per prompt, options.steps steps, NumPy images out."""
+    shapes = manifest["shapes"]
+    return {
+        "prompt": [f"a photograph of an astronaut riding a horse, variation {i}" for i in range(batch_size)],
+        "num_images_per_prompt": shapes["num_images_per_prompt"],
+        "num_inference_steps": options.steps,
+        "height": shapes["height"],
+        "width": shapes["width"],
+        "output_type": "np",
+        "seed": options.seed,
+    }
 
 
 def eager_module(manifest: dict[str, Any]):
@@ -573,10 +643,11 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
     options = options or BenchmarkOptions()
     artifact = Path(artifact).expanduser().resolve()
     manifest = read_manifest(artifact)
-    if manifest.get("library") == "diffusers":
+    pipeline = is_pipeline(manifest)
+    if manifest.get("library") == "diffusers" and not pipeline:
         raise NeuronExportError(
-            f"{artifact} is a Stable Diffusion pipeline (or one of its components): this command benchmarks transformers "
-            "models for now; benchmarks/bench_sd.py times Stable Diffusion (seconds per image)"
+            f"{artifact} is one component of a Stable Diffusion pipeline: benchmark the pipeline folder "
+            f"({artifact.parent}) for seconds per image, or time components with benchmarks/bench_sd.py"
         )
     problem = get_backend(manifest["backend"]).runtime_problem(manifest)
     if problem:
@@ -589,11 +660,16 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
         peer = SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail="--no-onnx")
     elif missing := onnxruntime_missing():
         peer = SideResult(ONNXRUNTIME, ONNXRUNTIME, status="not installed", detail=missing)
+    elif pipeline:
+        peer = SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail="the ONNX Runtime peer runs transformers models only")
     elif manifest["device"] != "cpu":
         peer = SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail=f"the peer runs on CPU; this artifact runs on {manifest['device']}")
     onnx_export_s = None
     progress = Progress(on_event, (1 if peer else 2) + len(batch_sizes))
-    inputs_for = functools.partial(benchmark_inputs, manifest, artifact, seed=options.seed)
+    if pipeline:
+        inputs_for = functools.partial(pipeline_inputs, manifest, options=options)
+    else:
+        inputs_for = functools.partial(benchmark_inputs, manifest, artifact, seed=options.seed)
     with side_processes(sides, options.threads) as processes, tempfile.TemporaryDirectory(prefix="neuron-export-onnx-") as folder:
         if peer is None:  # export while the other sides load
             with progress.stage("onnx", "Exporting the eager model to ONNX for the ONNX Runtime peer"):
@@ -609,14 +685,26 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
     compiled = results[batch_sizes[0]][COMPILED]
     if not compiled.ok:
         raise NeuronExportError(f"the compiled artifact could not be benchmarked: {compiled.detail}")
+    if pipeline:
+        for batch_size, by_side in results.items():
+            per_image(by_side.values(), batch_size * manifest["shapes"]["num_images_per_prompt"])
     report = make_report(artifact, manifest, options, results, onnx_export_s)
     if options.save:
         report["saved_to"] = str(save_results(artifact, report))
     return report
 
 
+def per_image(results, images_per_call: int) -> None:
+    """A pipeline call makes images_per_call images: throughput in images/s and p50 seconds per image."""
+    for result in results:
+        if result.ok and result.stats:
+            seconds = [ms / 1000 for ms in result.latencies_ms]
+            result.throughput = throughput(seconds, images_per_call)
+            result.seconds_per_image = result.stats.p50_ms / 1000 / images_per_call
+
+
 def resolve_batch_sizes(manifest: dict[str, Any], options: BenchmarkOptions) -> list[int]:
-    compiled = manifest["inputs"][0]["shape"][0]
+    compiled = manifest["shapes"]["batch_size"] if is_pipeline(manifest) else manifest["inputs"][0]["shape"][0]
     sizes = sorted(set(options.batch_sizes or [compiled]))
     if not manifest.get("dynamic_batch"):
         other = [size for size in sizes if size != compiled]
@@ -764,6 +852,10 @@ def format_report(report: dict[str, Any]) -> list[str]:
                 f"  {label:<15}{stats['p50_ms']:>10.2f}{stats['p90_ms']:>10.2f}{stats['p99_ms']:>10.2f}{side['throughput']:>10.1f}"
                 f"{side['peak_rss_mb']:>13.0f}{side['rss_growth_mb']:>+10.0f}{'' if diff is None else f'{diff:.1e}':>10}"
             )
+        per_image_said = [f"{SIDE_LABELS.get(n, n)} {side['seconds_per_image']:.3f} s"
+                          for n, side in run["sides"].items() if side.get("seconds_per_image")]
+        if per_image_said:
+            lines.append(f"  seconds per image (p50, {settings['steps']} steps; inf/s above = images/s): " + ", ".join(per_image_said))
         said = [f"{SIDE_LABELS.get(side, side)} is {ratio:.2f}x {SIDE_LABELS[baseline]}"
                 for (side, baseline), ratio in _ratios(run).items()]
         if said:

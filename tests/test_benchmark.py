@@ -1,6 +1,6 @@
-"""neuron_export.benchmark: statistics on synthetic timings, and real runs on a tiny TorchScript artifact.
+"""neuron_export.benchmark: statistics on synthetic timings, and real runs on tiny TorchScript artifacts.
 
-Budget: ~45 s on 2 busy cores (one tiny export, two in-process runs, one CLI run, two CLI errors).
+Budget: ~60 s on 2 quiet cores (two tiny exports, three in-process runs, one CLI run, three CLI errors).
 """
 
 import json
@@ -134,6 +134,21 @@ def test_without_onnxruntime_the_peer_column_says_not_installed(tiny_artifact, m
     assert any("ONNX Runtime   not installed" in line for line in bench.format_report(report))
 
 
+def test_stable_diffusion_pipeline_is_timed_per_image_against_diffusers(tmp_path):
+    artifact = tmp_path / "tiny-sd"
+    export("demo:tiny-sd", artifact, ExportOptions(backend="torchscript", use_cache=False))
+    report = bench.benchmark(artifact, bench.BenchmarkOptions(iterations=3, warmup=1, rounds=1, steps=2, save=False))
+    (run,) = report["runs"]
+    assert run["same_inputs"] and run["sides"]["onnxruntime"]["status"] == "skipped"
+    for name in ("compiled", "eager"):
+        side = run["sides"][name]
+        assert side["status"] == "ok" and len(side["latencies_ms"]) == 3 and side["calls"] == 1 + 1 + 1 + 3
+        assert side["seconds_per_image"] == pytest.approx(side["stats"]["p50_ms"] / 1000)  # batch 1, one image per prompt
+    # Same prompts, steps and latents: the compiled pipeline's images match diffusers' eager ones.
+    assert run["sides"]["compiled"]["max_abs_diff"]["images"] <= 1e-3
+    assert any("seconds per image" in line for line in bench.format_report(report))
+
+
 def test_cli_benchmark_prints_the_table_and_writes_json(tiny_artifact, tmp_path):
     before = len(bench.benchmark_history(tiny_artifact))
     out = tmp_path / "results.json"
@@ -150,11 +165,11 @@ def test_cli_benchmark_prints_the_table_and_writes_json(tiny_artifact, tmp_path)
 
 
 def test_cli_benchmark_errors_are_one_line(tiny_artifact, tmp_path):
-    pipeline = tmp_path / "sd"
-    pipeline.mkdir()
-    (pipeline / "manifest.json").write_text(json.dumps({"format_version": 1, "library": "diffusers", "components": ["unet"]}))
+    component = tmp_path / "sd" / "unet"
+    component.mkdir(parents=True)
+    (component / "manifest.json").write_text(json.dumps({"format_version": 1, "library": "diffusers", "task": "stable-diffusion"}))
     for args, expected in (((str(tmp_path),), "not a compiled artifact"),
-                           ((str(pipeline),), "benchmarks/bench_sd.py"),
+                           ((str(component),), "benchmark the pipeline folder"),
                            ((str(tiny_artifact), "--batch_size", "3"), "compiled for batch size 1 only")):
         result = run_cli("benchmark", *args)
         assert result.returncode == 2
