@@ -10,14 +10,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from neuron_export.benchmark import benchmark_history
+from neuron_export.benchmark import benchmark_history, is_pipeline
 from studio import bench_charts, ui
 
 JOB_KIND = "benchmark"
 
 
-def benchmark_argv(path: Path, iterations: int, warmup: int, batch_sizes: list[int], onnx: bool) -> list[str]:
-    argv = [sys.executable, "-m", "neuron_export", "benchmark", str(path), "--iterations", str(iterations), "--warmup", str(warmup)]
+def benchmark_argv(path: Path, iterations: int, warmup: int, batch_sizes: list[int], onnx: bool, steps: int) -> list[str]:
+    argv = [sys.executable, "-m", "neuron_export", "benchmark", str(path), "--iterations", str(iterations), "--warmup", str(warmup),
+            "--steps", str(steps)]
     if batch_sizes:
         argv += ["--batch_size", *map(str, batch_sizes)]
     if not onnx:
@@ -34,7 +35,8 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 def caption(name: str, manifest: dict) -> str:
     cast = f", {manifest['auto_cast_type']} {manifest['auto_cast']}" if manifest.get("auto_cast") not in (None, "none") else ""
-    batch = "any batch" if manifest.get("dynamic_batch") else f"batch {manifest['inputs'][0]['shape'][0]}"
+    compiled_batch = manifest["shapes"]["batch_size"] if is_pipeline(manifest) else manifest["inputs"][0]["shape"][0]
+    batch = "any batch" if manifest.get("dynamic_batch") and not is_pipeline(manifest) else f"batch {compiled_batch}"
     return f"{name}  —  {manifest['task']}, -O{manifest['optlevel']}{cast}, {batch}, {ui.where_it_runs(manifest)}"
 
 
@@ -44,10 +46,9 @@ st.title("Benchmark")
 st.caption("Latency, throughput and memory of compiled artifacts against eager PyTorch and ONNX Runtime, in one run: "
            "every side in its own process, on the same inputs, interleaved. Runs as a job; you can leave this page.")
 
-# Stable Diffusion pipelines are timed per image by benchmarks/bench_sd.py, not by this command.
-manifests = {path: m for path, m in ui.artifact_manifests(services.workspace).items() if m.get("library") != "diffusers"}
+manifests = ui.artifact_manifests(services.workspace)
 if not manifests:
-    st.info("No artifact to benchmark yet: compile a transformers model on the **Compile** page.")
+    st.info("No artifact to benchmark yet: compile a model on the **Compile** page.")
     st.stop()
 paths = list(manifests)
 wanted = [p for p in paths if p.name == st.query_params.get("artifact")]
@@ -55,7 +56,8 @@ selected = st.multiselect("Artifacts to compare", paths, default=wanted or paths
                           format_func=lambda p: caption(p.name, manifests[p]))
 
 # --- Run --------------------------------------------------------------------------------------------
-dynamic = [p for p in selected if manifests[p].get("dynamic_batch")]
+dynamic = [p for p in selected if manifests[p].get("dynamic_batch") and not is_pipeline(manifests[p])]
+pipelines = [p for p in selected if is_pipeline(manifests[p])]
 with st.form("benchmark"):
     left, middle, right = st.columns(3)
     iterations = left.number_input("Timed calls per side", min_value=1, max_value=10_000, value=30)
@@ -63,6 +65,8 @@ with st.form("benchmark"):
     onnx = right.checkbox("Compare with ONNX Runtime", value=True, help="exports the eager model to ONNX for each run")
     batch_text = st.text_input("Batch sizes (artifacts compiled with --dynamic-batch-size)", disabled=not dynamic,
                                placeholder="e.g. 1, 4, 8 — empty: the compiled batch size")
+    steps = st.number_input("Denoising steps per image (Stable Diffusion)", min_value=1, max_value=200, value=10,
+                            disabled=not pipelines)
     submitted = st.form_submit_button("Run benchmark", type="primary", icon=":material/speed:", disabled=not selected)
 if submitted:
     try:
@@ -71,7 +75,7 @@ if submitted:
         st.error(str(error))
     else:
         for path in selected:
-            argv = benchmark_argv(path, int(iterations), int(warmup), batch_sizes if path in dynamic else [], onnx)
+            argv = benchmark_argv(path, int(iterations), int(warmup), batch_sizes if path in dynamic else [], onnx, int(steps))
             job = store.submit(JOB_KIND, argv, title=f"Benchmark {path.name}", artifact=str(path))
             st.session_state.setdefault("benchmark_jobs", []).append(job.id)
         st.toast(f"Queued {len(selected)} benchmark job(s)")
