@@ -30,8 +30,13 @@ class PortableBackend:
         return None
 
     def runs_on(self, options: ExportOptions) -> str:
-        where = "an NVIDIA GPU (CUDA)" if options.device == "cuda" else f"a {platform.machine()} CPU"
-        return f"{where} with torch {torch_release(torch.__version__)} — portable {self.name} build, not a Neuron artifact"
+        if options.device == "cuda":
+            where = "NVIDIA GPUs (CUDA)"
+        else:
+            where = f"{platform.machine()} CPUs"
+            if self.name == "inductor":  # generated kernels and packed weights target this host's vector ISA
+                where += f" with {torch.backends.cpu.get_cpu_capability()} (like this host)"
+        return f"{where} and torch {torch_release(torch.__version__)} — portable {self.name} build, not a Neuron artifact"
 
     def prepare(self, module: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
         dtype = cast_dtype(options)
