@@ -303,6 +303,7 @@ def build_component(
             "target": options.instance_type or ("inf2" if backend.name == "neuron" else None),
             "runs_on": backend.runs_on(options),
             "torch_version": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "compiler": backend.compiler_version(),
             "model_file": backend.model_file,
             "inputs": [

@@ -203,3 +203,15 @@ def test_failed_forced_export_keeps_the_existing_artifact(model_dir, torchscript
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
     assert sibling_names(output) == ["artifact"]
     load_artifact(output)  # still a working artifact
+
+
+def test_inductor_artifact_built_for_a_wider_isa_is_refused(tmp_path, monkeypatch):
+    """An AOTInductor CPU package holds kernels for the compile host's vector ISA: loading it on a
+    CPU without that ISA would crash, so it is refused with a clear error."""
+    from neuron_export.backends.inductor import InductorBackend
+
+    manifest = {"device": "cpu", "torch_version": torch.__version__, "cpu_capability": "AVX512"}
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert "built for AVX512" in InductorBackend().runtime_problem(manifest)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert InductorBackend().runtime_problem(manifest) is None

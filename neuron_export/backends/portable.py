@@ -53,6 +53,14 @@ class PortableBackend:
         made_with = torch_release(manifest["torch_version"])
         if made_with != torch_release(torch.__version__):
             return f"it was compiled with torch {made_with} and this host has torch {torch_release(torch.__version__)}"
+        built_for = manifest.get("cpu_capability")
+        if self.name == "inductor" and manifest["device"] == "cpu" and _isa_rank(built_for) > _isa_rank(torch.backends.cpu.get_cpu_capability()):
+            return f"its CPU kernels were built for {built_for} and this CPU has {torch.backends.cpu.get_cpu_capability()} only"
         if manifest.get("auto_cast_type") == "tf32" and manifest.get("auto_cast") != "none":
             torch.backends.cuda.matmul.allow_tf32 = True
         return None
+
+
+def _isa_rank(capability) -> int:
+    """Order of x86 vector ISAs; unknown values (other architectures) rank 0."""
+    return {"AVX2": 1, "AVX512": 2}.get(str(capability), 0)
