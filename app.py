@@ -1,0 +1,30 @@
+"""neuron_export studio: `streamlit run app.py`."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from studio import auth, ui
+
+st.set_page_config(page_title="neuron_export studio", page_icon=":material/bolt:", layout="wide")
+auth.require_password()
+services = ui.services()
+
+PAGES = [
+    ("pages/compile.py", "Compile", ":material/bolt:"),
+    ("pages/jobs.py", "Jobs", ":material/list_alt:"),
+    ("pages/artifacts.py", "Artifacts", ":material/inventory_2:"),
+    ("pages/report.py", "Validation report", ":material/fact_check:"),
+    ("pages/playground.py", "Playground", ":material/science:"),
+    ("pages/benchmark.py", "Benchmark", ":material/speed:"),
+    ("pages/system.py", "System", ":material/monitor_heart:"),
+]
+here = Path(__file__).parent
+navigation = st.navigation(
+    [st.Page(page, title=title, icon=icon, default=index == 0)
+     for index, (page, title, icon) in enumerate(PAGES) if (here / page).is_file()]
+)
+with st.sidebar:
+    st.markdown("**neuron_export studio**")
+    st.caption(f"Workspace: `{services.workspace.root}`")
+navigation.run()

@@ -1,0 +1,194 @@
+"""Reusable dashboard pieces: the shared services, artifact picker, badges and units."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import streamlit as st
+
+from neuron_export import read_manifest, read_validation
+from neuron_export.errors import NeuronExportError
+from studio.jobs import Dispatcher, JobStore
+from studio.workspace import Workspace
+
+MAX_JOBS_ENV = "NEURON_EXPORT_MAX_JOBS"
+
+
+@dataclass(frozen=True)
+class Services:
+    workspace: Workspace
+    store: JobStore
+    dispatcher: Dispatcher
+
+
+@st.cache_resource
+def services() -> Services:
+    """One workspace, job store and queue dispatcher per server process, shared by all sessions."""
+    workspace = Workspace()
+    # Demo models and the compile cache live in the workspace too; job subprocesses inherit this.
+    os.environ.setdefault("NEURON_EXPORT_DEMO_DIR", str(workspace.demo_dir))
+    os.environ.setdefault("NEURON_EXPORT_CACHE", str(workspace.cache_dir))
+    store = JobStore(workspace.db_path, workspace.jobs_dir)
+    dispatcher = Dispatcher(store, max_concurrent=int(os.environ.get(MAX_JOBS_ENV, "1")))
+    dispatcher.start()
+    return Services(workspace, store, dispatcher)
+
+
+def fmt_ms(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "—"
+    ms = seconds * 1000
+    return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
+
+
+def fmt_duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def fmt_mb(size: Optional[int]) -> str:
+    return "—" if size is None else f"{size / 1e6:,.1f} MB"
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def where_it_runs(manifest: dict) -> str:
+    """Short label of the backend and where an artifact can run; never calls a portable build Neuron."""
+    if manifest.get("is_neuron"):
+        return f"Neuron · {manifest.get('target') or 'inf2'}"
+    return f"{manifest['backend']} · {manifest.get('device', 'cpu').upper()} · not Neuron"
+
+
+def backend_badge(manifest: dict) -> None:
+    if manifest.get("is_neuron"):
+        st.badge(where_it_runs(manifest), icon=":material/memory:", color="green")
+    else:
+        st.badge(where_it_runs(manifest), icon=":material/computer:", color="orange")
+    st.caption(f"Runs on {manifest.get('runs_on', 'unknown')}")
+
+
+def verdict(manifest: dict) -> tuple[str, str]:
+    """(label, colour) of an artifact's validation verdict."""
+    passed = manifest.get("validation", {}).get("passed")
+    if passed is True:
+        return "validated ✓", "green"
+    if passed is False:
+        return "validation failed ✗", "red"
+    return "not validated", "gray"
+
+
+def verdict_badge(manifest: dict) -> None:
+    label, colour = verdict(manifest)
+    st.badge(label, color=colour)
+
+
+def artifact_manifests(workspace: Workspace) -> dict[Path, dict]:
+    """Readable artifacts of the workspace, newest first, with their manifests."""
+    found = {}
+    for path in workspace.list_artifacts():
+        try:
+            found[path] = read_manifest(path)
+        except NeuronExportError:
+            continue  # a damaged folder is shown on the Artifacts page, not offered for use
+    return dict(sorted(found.items(), key=lambda item: item[1].get("created", ""), reverse=True))
+
+
+def artifact_picker(
+    workspace: Workspace,
+    label: str = "Artifact",
+    key: str = "artifact",
+    accept: Optional[Callable[[dict], bool]] = None,
+) -> Optional[Path]:
+    """A select box of the workspace's artifacts, remembered in the URL (?artifact=NAME)."""
+    artifacts = {p.name: m for p, m in artifact_manifests(workspace).items() if accept is None or accept(m)}
+    if not artifacts:
+        st.info("No compiled artifact yet: compile one on the **Compile** page.")
+        return None
+    names = list(artifacts)
+    wanted = st.query_params.get("artifact")
+    index = names.index(wanted) if wanted in names else 0
+    name = st.selectbox(
+        label,
+        names,
+        index=index,
+        key=key,
+        format_func=lambda n: f"{n}  —  {artifacts[n]['task']}, {where_it_runs(artifacts[n])}",
+    )
+    st.query_params["artifact"] = name
+    return workspace.artifacts_dir / name
+
+
+def validation_of(path: Path) -> Optional[dict]:
+    try:
+        return read_validation(path)
+    except (OSError, ValueError):
+        return None
+
+
+def show_error(error: BaseException) -> None:
+    """Engine errors are one readable line; anything else is summarised (the log has the rest)."""
+    if isinstance(error, NeuronExportError):
+        st.error(str(error), icon=":material/error:")
+    else:
+        st.error(f"Something went wrong: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                 icon=":material/error:")
+
+
+STATUS_ICONS = {
+    "queued": ":material/schedule:",
+    "running": ":material/progress_activity:",
+    "succeeded": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/block:",
+    "interrupted": ":material/warning:",
+}
+STATUS_COLOURS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red", "cancelled": "gray",
+                  "interrupted": "orange"}
+
+
+def job_panel(store: JobStore, job_id: str, log_lines: int = 20) -> None:
+    """Status, stage, progress, elapsed time, log tail and Cancel of one job; links when it is done."""
+    job = store.get(job_id)
+    if job is None:
+        st.warning(f"No job {job_id} in this workspace.")
+        return
+    status = str(job.status)
+    top = st.columns([3, 2, 2, 1.4], vertical_alignment="center")
+    top[0].markdown(f"**{job.title}**  \n`{job.id}` · {job.kind}")
+    with top[1]:
+        st.badge(status, icon=STATUS_ICONS.get(status), color=STATUS_COLOURS.get(status, "gray"))
+    top[2].metric("Elapsed", fmt_duration(job.elapsed_s), label_visibility="collapsed")
+    if not job.is_finished:
+        if top[3].button("Cancel", key=f"cancel-{job.id}", icon=":material/stop_circle:", type="secondary"):
+            store.cancel(job.id)
+            st.toast(f"Cancelling {job.title}…")
+        stage = job.stage or "waiting for a free compile slot"
+        st.progress(min(max(job.progress, 0.0), 1.0), text=f"{stage.capitalize()} — {job.message or ''}".rstrip(" —"))
+    elif status == "succeeded":
+        st.success(job.message or "Done.", icon=":material/check_circle:")
+    elif status in ("failed", "interrupted"):
+        st.error(job.message or f"The job {status}.", icon=":material/error:")
+    else:
+        st.info(job.message or f"The job was {status}.")
+    if job.is_finished and job.artifact and Path(job.artifact, "manifest.json").is_file():
+        name = Path(job.artifact).name
+        links = st.columns(3)
+        links[0].page_link("pages/report.py", label="Validation report", icon=":material/fact_check:",
+                           query_params={"artifact": name})
+        links[1].page_link("pages/playground.py", label="Playground", icon=":material/science:",
+                           query_params={"artifact": name})
+        links[2].page_link("pages/artifacts.py", label="Artifacts", icon=":material/inventory_2:",
+                           query_params={"artifact": name})
+    log = store.log_tail(job.id, max_bytes=16_000)
+    if log.strip():
+        with st.expander("Log", expanded=not job.is_finished):
+            st.code("\n".join(log.splitlines()[-log_lines:]), language=None)
