@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from neuron_export.errors import NeuronExportError
+from neuron_export.registry import TASKS
 
 TEXT_ARCHITECTURES = (
     "bert",
@@ -41,27 +42,8 @@ TEXT_TASKS = (
 )
 VISION_TASKS = ("feature-extraction", "image-classification")
 
-# The transformers Auto class used for each task.
-TASK_TO_AUTO_CLASS = {
-    "feature-extraction": "AutoModel",
-    "fill-mask": "AutoModelForMaskedLM",
-    "text-classification": "AutoModelForSequenceClassification",
-    "token-classification": "AutoModelForTokenClassification",
-    "question-answering": "AutoModelForQuestionAnswering",
-    "multiple-choice": "AutoModelForMultipleChoice",
-    "image-classification": "AutoModelForImageClassification",
-}
-
-# Name of the mapping (in transformers.models.auto.modeling_auto) behind each Auto class.
-_TASK_TO_MAPPING = {
-    "feature-extraction": "MODEL_MAPPING_NAMES",
-    "fill-mask": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
-    "text-classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
-    "token-classification": "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
-    "question-answering": "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
-    "multiple-choice": "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES",
-    "image-classification": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
-}
+# The transformers Auto class used for each task: the engine registry's.
+TASK_TO_AUTO_CLASS = {task: spec.auto_class for task, spec in TASKS.items()}
 
 SEQUENCE_LABELS = ("NEGATIVE", "POSITIVE")
 TOKEN_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
@@ -177,12 +159,12 @@ def _make_tokenizer(model_type: str):
 
 def _heads_for(model_type: str, tasks: tuple[str, ...]) -> dict[str, str]:
     """{task: model class name} for the tasks transformers has a head for."""
-    from transformers.models.auto import modeling_auto
+    import transformers
 
     out = {}
     for task in tasks:
-        mapping = getattr(modeling_auto, _TASK_TO_MAPPING[task])
-        cls_name = mapping.get(model_type)
+        # The Auto class's lazy mapping is keyed by model_type (as in registry.supported_tasks).
+        cls_name = getattr(transformers, TASK_TO_AUTO_CLASS[task])._model_mapping._model_mapping.get(model_type)
         if isinstance(cls_name, (tuple, list)):
             cls_name = cls_name[0]
         if cls_name:

@@ -125,10 +125,11 @@ def test_text_errors(tmp_path, monkeypatch):
     with pytest.raises(NeuronExportError, match="unknown text task 'image-classification'.*fill-mask"):
         demo.build_tiny_text_model("bert", "image-classification", tmp_path)
     # An architecture without a head for the task: the error names the valid tasks.
-    from transformers.models.auto import modeling_auto
+    import transformers
 
-    without_bert = {k: v for k, v in modeling_auto.MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES.items() if k != "bert"}
-    monkeypatch.setattr(modeling_auto, "MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES", without_bert)
+    mapping = transformers.AutoModelForMultipleChoice._model_mapping
+    without_bert = {k: v for k, v in mapping._model_mapping.items() if k != "bert"}
+    monkeypatch.setattr(mapping, "_model_mapping", without_bert)
     with pytest.raises(NeuronExportError, match="no multiple-choice head for bert; valid tasks for bert: .*fill-mask"):
         demo.build_tiny_text_model("bert", "multiple-choice", tmp_path)
     assert "multiple-choice" not in demo.available_tasks("bert")
