@@ -1,0 +1,250 @@
+"""Playground page: try a compiled artifact on your own input, with eager PyTorch's latency beside it."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from neuron_export import read_manifest
+from neuron_export.errors import NeuronExportError
+from studio import charts, playground, ui
+
+RESULT_KEY = "playground_result"
+DEFAULT_SENTENCES = "A man is eating food.\nA man is eating a piece of bread.\nThe girl is carrying a baby.\nA man is riding a horse."
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the compiled model and its eager PyTorch source…")
+def loaded_artifact(path: str, created: str, demo_root: str) -> playground.LoadedArtifact:
+    """Shared by every session (hold .lock to run it); `created` is in the key so a replaced artifact reloads."""
+    return playground.load(Path(path), Path(demo_root))
+
+
+def run(loaded: playground.LoadedArtifact, function, *args) -> None:
+    """Run a task function under the model's lock and keep its result for this artifact (errors: st.error)."""
+    try:
+        with st.spinner("Running…"), loaded.lock:
+            result = function(loaded, *args)
+    except Exception as error:  # engine errors are one line; anything else is summarised too
+        st.session_state.pop(RESULT_KEY, None)
+        ui.show_error(error)
+        return
+    st.session_state[RESULT_KEY] = (str(loaded.path), loaded.manifest.get("created"), result)
+
+
+def last_result(loaded: playground.LoadedArtifact):
+    stored = st.session_state.get(RESULT_KEY)
+    if stored and stored[:2] == (str(loaded.path), loaded.manifest.get("created")):
+        return stored[2]
+    return None
+
+
+def latency_row(loaded: playground.LoadedArtifact, stats: playground.RunStats) -> None:
+    per_image = stats.unit == "image"
+    show = ui.fmt_duration if per_image else ui.fmt_ms
+    compiled, eager, speedup = st.columns(3)
+    compiled.metric(f"Compiled ({loaded.manifest['backend']})", show(stats.compiled_s), help=f"per {stats.unit}")
+    eager.metric("Eager PyTorch", show(stats.eager_s), help=f"per {stats.unit}; the source model, uncompiled")
+    ratio = "—" if not stats.speedup else f"{stats.speedup:.2f}×" if stats.speedup >= 0.1 else f"{stats.speedup:.2g}×"
+    speedup.metric("Speed-up", ratio, help="eager time / compiled time")
+    how = "One run each, time per image." if per_image else f"Median of up to {playground.TIMED_CALLS} calls after a warm-up, same input on both sides."
+    if stats.max_abs_diff is not None:
+        scale = " (pixels, 0-1 scale)" if per_image else ""
+        how += f" Compiled and eager outputs differ by at most {stats.max_abs_diff:.2g}{scale}."
+    elif loaded.eager_note:
+        how += " Compiled latency only: the eager model is not available (see above)."
+    st.caption(how)
+    for note in stats.notes:
+        st.caption(f":material/info: {note}")
+
+
+# ---- one view per task --------------------------------------------------------------------------
+
+
+def text_classification(loaded: playground.LoadedArtifact) -> None:
+    with st.form("text-classification"):
+        text = st.text_area("Text", "Hamilton is considered to be the best musical of human history.")
+        submitted = st.form_submit_button("Classify", type="primary")
+    if submitted:
+        run(loaded, playground.classify_text, text)
+    if result := last_result(loaded):
+        scores, stats = result
+        st.metric("Label", scores[0][0], f"{scores[0][1]:.1%}", delta_color="off", delta_arrow="off")
+        st.plotly_chart(charts.scores_figure(scores, "Labels"), width="stretch")
+        latency_row(loaded, stats)
+
+
+def token_classification(loaded: playground.LoadedArtifact) -> None:
+    with st.form("token-classification"):
+        text = st.text_area("Text", "My name is Mary Smith, I work at Google in London.")
+        submitted = st.form_submit_button("Tag entities", type="primary")
+    if submitted:
+        run(loaded, playground.tag_tokens, text)
+    if result := last_result(loaded):
+        segments, stats = result
+        st.html(playground.entities_html(segments))
+        entities = [s for s in segments if s.entity]
+        if entities:
+            st.dataframe([{"Entity": s.text, "Type": s.entity, "Score": s.score} for s in entities], hide_index=True,
+                         column_config={"Score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
+        else:
+            st.caption("No entity found.")
+        latency_row(loaded, stats)
+
+
+def question_answering(loaded: playground.LoadedArtifact) -> None:
+    with st.form("question-answering"):
+        question = st.text_input("Question", "Where does Mary work?")
+        context = st.text_area("Context", "Mary Smith lives in Paris. She works at Google in London and loves music.")
+        submitted = st.form_submit_button("Answer", type="primary")
+    if submitted:
+        run(loaded, playground.answer_question, question, context)
+    if result := last_result(loaded):
+        answer, stats = result
+        st.metric("Answer", answer.text or "(empty)", f"{answer.score:.1%} likely", delta_color="off", delta_arrow="off")
+        st.html(playground.highlight_html(context, answer.start, answer.end))
+        latency_row(loaded, stats)
+
+
+def fill_mask(loaded: playground.LoadedArtifact) -> None:
+    mask = loaded.processor.mask_token or "[MASK]"
+    with st.form("fill-mask"):
+        text = st.text_input(f"Sentence with {mask}", f"Paris is the {mask} of France.")
+        submitted = st.form_submit_button("Fill the mask", type="primary")
+    if submitted:
+        run(loaded, playground.fill_mask, text)
+    if result := last_result(loaded):
+        tokens, stats = result
+        st.markdown(f"**Best fill:** {text.replace(mask, f'**`{tokens[0][0]}`**', 1)}")
+        st.plotly_chart(charts.scores_figure(tokens, f"Top {len(tokens)} tokens for {mask}"), width="stretch")
+        latency_row(loaded, stats)
+
+
+def feature_extraction(loaded: playground.LoadedArtifact) -> None:
+    with st.form("feature-extraction"):
+        text = st.text_area("Sentences, one per line", DEFAULT_SENTENCES, height=150)
+        submitted = st.form_submit_button("Embed and compare", type="primary")
+    if submitted:
+        run(loaded, playground.embed_sentences, text)
+    if result := last_result(loaded):
+        sentences, embeddings, similarity, stats = result
+        st.plotly_chart(charts.similarity_figure(sentences, similarity.tolist()), width="stretch")
+        pooling = "the model's own pooling" if loaded.manifest.get("library") == "sentence_transformers" else "mean of the token embeddings"
+        st.caption(f"{embeddings.shape[1]}-dimensional embeddings ({pooling}); cosine similarity from -1 to 1.")
+        with st.expander("Similarity values"):
+            st.dataframe({"Sentence": sentences, **{f"{i + 1}": column for i, column in enumerate(similarity.T.tolist())}},
+                         hide_index=False, column_config={f"{i + 1}": st.column_config.NumberColumn(format="%.3f")
+                                                          for i in range(len(sentences))})
+        latency_row(loaded, stats)
+
+
+def multiple_choice(loaded: playground.LoadedArtifact) -> None:
+    limit = loaded.shapes.get("num_choices")
+    with st.form("multiple-choice"):
+        prompt = st.text_input("Prompt", "The cat sat on the")
+        choices = st.text_area(f"Choices, one per line (at most {limit})", "mat\nmoon\ncomputer")
+        submitted = st.form_submit_button("Choose", type="primary")
+    if submitted:
+        run(loaded, playground.choose, prompt, choices)
+    if result := last_result(loaded):
+        scores, stats = result
+        best = max(scores, key=lambda item: item[1])
+        st.metric("Most likely choice", best[0], f"{best[1]:.1%}", delta_color="off", delta_arrow="off")
+        st.plotly_chart(charts.scores_figure(scores, "Choices"), width="stretch")
+        latency_row(loaded, stats)
+
+
+def image_classification(loaded: playground.LoadedArtifact) -> None:
+    with st.form("image-classification"):
+        upload = st.file_uploader("Image (PNG, JPEG or WebP); without one, the generated sample picture is used",
+                                  type=["png", "jpg", "jpeg", "webp"])
+        submitted = st.form_submit_button("Classify", type="primary")
+    if submitted:
+        def classify_upload(model: playground.LoadedArtifact):
+            image = playground.read_image(upload)
+            return (image, *playground.classify_image(model, image))
+
+        run(loaded, classify_upload)
+    if result := last_result(loaded):
+        image, labels, stats = result
+        picture, scores = st.columns([1, 2])
+        picture.image(image, caption="input", width="stretch")
+        with scores:
+            st.metric("Label", labels[0][0], f"{labels[0][1]:.1%}", delta_color="off", delta_arrow="off")
+            st.plotly_chart(charts.scores_figure(labels, "Top labels"), width="stretch")
+        latency_row(loaded, stats)
+
+
+def stable_diffusion(loaded: playground.LoadedArtifact) -> None:
+    most = playground.max_images(loaded)
+    shapes = loaded.shapes
+    with st.form("stable-diffusion"):
+        prompt = st.text_area("Prompt", "a photo of an astronaut riding a horse on mars", height=80)
+        negative = st.text_input("Negative prompt", "blurry, low quality")
+        steps_col, guidance_col, seed_col, count_col = st.columns(4)
+        steps = steps_col.slider("Steps", 1, 100, 20)
+        guidance = guidance_col.slider("Guidance", 1.0, 20.0, 7.5, 0.5)
+        seed = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
+        if most > 1:
+            count = count_col.slider("Images", 1, most, 1)
+        else:
+            count = 1
+            count_col.caption("1 image per run (the compiled batch)")
+        compare = st.checkbox("Also run the eager diffusers pipeline (same seed) for its time", value=loaded.eager_source is not None,
+                              disabled=loaded.eager_source is None,
+                              help="runs the whole request a second time, uncompiled (the first time also loads it)")
+        submitted = st.form_submit_button("Generate", type="primary")
+    st.caption(f"Compiled for {shapes.get('width')}×{shapes.get('height')} images.")
+    if submitted:
+        run(loaded, playground.generate_images, prompt, negative, steps, guidance, seed, count, compare)
+    if result := last_result(loaded):
+        images, stats = result
+        columns = st.columns(min(max(len(images), 2), 4))
+        for index, image in enumerate(images):
+            columns[index % len(columns)].image(image, caption=f"image {index + 1} · {ui.fmt_duration(stats.compiled_s)}", width="stretch")
+        latency_row(loaded, stats)
+
+
+VIEWS = {
+    "text-classification": text_classification,
+    "token-classification": token_classification,
+    "question-answering": question_answering,
+    "fill-mask": fill_mask,
+    "feature-extraction": feature_extraction,
+    "multiple-choice": multiple_choice,
+    "image-classification": image_classification,
+    "stable-diffusion": stable_diffusion,
+    "stable-diffusion-xl": stable_diffusion,
+}
+
+
+def main() -> None:
+    st.title("Playground")
+    st.caption("Run a compiled artifact on your own input; every run also times the eager PyTorch model it came from.")
+    services = ui.services()
+    path = ui.artifact_picker(services.workspace, key="playground_artifact",
+                              accept=lambda manifest: playground.playground_task(manifest) is not None)
+    if path is None:
+        return
+    try:
+        manifest = read_manifest(path)
+    except NeuronExportError as error:
+        ui.show_error(error)
+        return
+    with st.container(horizontal=True, vertical_alignment="center"):
+        ui.verdict_badge(manifest)
+        ui.backend_badge(manifest)
+    shapes = " · ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.get("shapes", {}).items())
+    st.caption(f"{manifest.get('source')} · {manifest.get('task')} · compiled for {shapes}")
+    if playground.random_weights_demo(manifest):
+        st.warning(f"{manifest.get('source')} is a demo model with random weights: its outputs are meaningless. "
+                   "It is here to try the tool; the latencies are real.", icon=":material/casino:")
+    try:
+        loaded = loaded_artifact(str(path), manifest.get("created", ""), str(services.workspace.demo_dir))
+    except Exception as error:  # cannot run here, missing files, ...: the page stays usable
+        ui.show_error(error)
+        return
+    if loaded.eager_note:
+        st.info(loaded.eager_note, icon=":material/info:")
+    VIEWS[loaded.task](loaded)
+
+
+main()

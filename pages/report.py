@@ -1,0 +1,99 @@
+"""Validation report page: how close each compiled output is to eager PyTorch's, per component."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from neuron_export import read_manifest
+from neuron_export.errors import NeuronExportError
+from studio import charts, ui
+
+DIFF_FORMAT = "%.2e"
+
+
+def summary(report: dict) -> None:
+    verdict, atol, names = st.columns([1, 1, 2])
+    with verdict:
+        st.markdown("**Verdict**")
+        st.badge("passed ✓" if report["passed"] else "failed ✗", color="green" if report["passed"] else "red")
+    atol.metric("atol", f"{report['atol']:g}", help="Largest absolute difference allowed between compiled and eager outputs")
+    atol.caption(f"Source: {report['atol_source']}")
+    with names:
+        st.markdown("**Output names**")
+        if report["names_match"]:
+            st.markdown(f"✓ match the reference: {', '.join(f'`{n}`' for n in report['compiled_output_names'])}")
+        else:
+            st.markdown(f"✗ compiled {', '.join(f'`{n}`' for n in report['compiled_output_names']) or 'none'} · "
+                        f"reference {', '.join(f'`{n}`' for n in report['reference_output_names'])}")
+    runs = charts.run_rows(report)
+    st.markdown(f"**Validation runs** · {len(runs)} run(s) on fresh inputs (input shapes)")
+    st.dataframe(runs, hide_index=True)
+    for note in report.get("notes", []):
+        st.caption(note)
+
+
+def component_section(folder: Path) -> None:
+    """One model's report: summary, the per-output table and the two charts."""
+    try:
+        manifest = read_manifest(folder)
+    except NeuronExportError as error:
+        ui.show_error(error)
+        return
+    validation = manifest.get("validation", {})
+    if validation.get("passed") is None:
+        st.info(f"Validation was skipped ({validation.get('skipped', 'reason not recorded')}): "
+                "there is nothing to report. Export again without --disable-validation to get a report.",
+                icon=":material/info:")
+        return
+    report = ui.validation_of(folder)
+    if report is None:
+        st.warning(f"{folder.name}: validation.json is missing or unreadable.", icon=":material/warning:")
+        return
+    summary(report)
+    st.markdown("**Outputs**")
+    diff_column = {"format": DIFF_FORMAT, "help": "absolute difference, compiled vs eager PyTorch, over all runs"}
+    st.dataframe(
+        charts.output_rows(report),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Max abs diff": st.column_config.NumberColumn(**diff_column),
+            "Mean abs diff": st.column_config.NumberColumn(**diff_column),
+            "atol": st.column_config.NumberColumn(format="%g"),
+        },
+    )
+    if not report["outputs"]:
+        return
+    left, right = st.columns(2)
+    left.plotly_chart(charts.max_diff_figure(report), width="stretch", key=f"max-diff-{folder}")
+    right.plotly_chart(charts.error_distribution_figure(report), width="stretch", key=f"errors-{folder}")
+
+
+def main() -> None:
+    st.title("Validation report")
+    st.caption("Each compiled output against eager PyTorch on fresh inputs: shapes, largest and mean differences, and atol.")
+    services = ui.services()
+    path = ui.artifact_picker(services.workspace, key="report_artifact")
+    if path is None:
+        return
+    try:
+        manifest = read_manifest(path)
+    except NeuronExportError as error:
+        ui.show_error(error)
+        return
+    with st.container(horizontal=True, vertical_alignment="center"):
+        ui.verdict_badge(manifest)
+        ui.backend_badge(manifest)
+    st.caption(f"{manifest.get('source')} · {manifest.get('task')} · compiled {manifest.get('created', '')[:16].replace('T', ' ')}")
+    components = manifest.get("components")
+    if not components:
+        component_section(path)
+        return
+    passed = manifest.get("validation", {}).get("components", {})
+    tabs = st.tabs([f"{name} {charts.mark(passed[name]) if name in passed else ''}".strip() for name in components])
+    for tab, name in zip(tabs, components):
+        with tab:
+            component_section(path / name)
+
+
+main()

@@ -1,0 +1,269 @@
+"""Host and Neuron device metrics for the System page: psutil, and the JSON of `neuron-ls` / `neuron-monitor`.
+
+Formats (AWS Neuron tools docs):
+- `neuron-ls --json-output`: a list of devices, each {"neuron_device": 0, "nc_count": 2, "memory_size": bytes,
+  "neuroncore_ids": [0, 1] (newer tools), "neuron_processes": [{"pid": ..., "command": ...}], ...}.
+- `neuron-monitor`: one JSON report per period on stdout; per-core figures live in
+  neuron_runtime_data[].report.neuroncore_counters.neuroncores_in_use{"<core>": {"neuroncore_utilization": %}}
+  and report.memory_used.neuron_runtime_used_bytes.usage_breakdown.neuroncore_memory_usage{"<core>": {kind: bytes}}.
+Nothing here imports streamlit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import psutil
+
+from neuron_export.errors import NeuronExportError, first_line
+
+# Where the Neuron SDK installs its tools when they are not on PATH.
+NEURON_TOOLS_DIR = "/opt/aws/neuron/bin"
+NEURON_LS_TIMEOUT_S = 15
+# neuron-monitor's config: one report a second with the per-core counters and memory.
+MONITOR_CONFIG = {
+    "period": "1s",
+    "neuron_runtimes": [{"tag_filter": ".*", "metrics": [{"type": "neuroncore_counters"}, {"type": "memory_used"}]}],
+    "system_metrics": [{"type": "memory_info"}],
+}
+
+
+# ---- host ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    used: int  # bytes
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.used / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class ProcessGroupUsage:
+    """CPU and memory of one job: every process of its process group (worker, CLI, compiler)."""
+
+    group: int
+    processes: int
+    cpu_percent: float  # 100 = one core busy
+    rss: int  # bytes
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    cpu_percent: list[float]  # per logical core
+    memory: Usage
+    disk: Usage  # of the filesystem holding `disk_path`
+    disk_path: str
+    groups: dict[int, ProcessGroupUsage] = field(default_factory=dict)
+
+
+def _group_members(groups: set[int]) -> dict[int, list[psutil.Process]]:
+    members: dict[int, list[psutil.Process]] = {group: [] for group in groups}
+    if not groups:
+        return members
+    for process in psutil.process_iter():
+        try:
+            group = os.getpgid(process.pid)
+        except (OSError, psutil.Error):
+            continue
+        if group in members:
+            members[group].append(process)
+    return members
+
+
+def _cpu_seconds(processes: Iterable[psutil.Process]) -> dict[int, float]:
+    seconds = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            seconds[process.pid] = times.user + times.system
+        except psutil.Error:
+            continue
+    return seconds
+
+
+def host_snapshot(disk_path: str | os.PathLike, process_groups: Iterable[int] = (), interval: float = 0.25) -> HostSnapshot:
+    """CPU per core and of each process group, measured over `interval` seconds; memory and disk now."""
+    members = _group_members(set(process_groups))
+    everyone = [p for processes in members.values() for p in processes]
+    before = _cpu_seconds(everyone)
+    started = time.perf_counter()
+    per_core = psutil.cpu_percent(interval=interval, percpu=True)
+    elapsed = time.perf_counter() - started
+    after = _cpu_seconds(everyone)
+    groups = {}
+    for group, processes in members.items():
+        alive = [p for p in processes if p.pid in after]
+        if not alive:
+            continue
+        busy = sum(after[p.pid] - before.get(p.pid, after[p.pid]) for p in alive)
+        groups[group] = ProcessGroupUsage(group, len(alive), 100.0 * busy / elapsed, sum(_rss(p) for p in alive))
+    memory = psutil.virtual_memory()
+    disk = psutil.disk_usage(str(disk_path))
+    return HostSnapshot(per_core, Usage(memory.total - memory.available, memory.total), Usage(disk.used, disk.total),
+                        str(disk_path), groups)
+
+
+def _rss(process: psutil.Process) -> int:
+    try:
+        return process.memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+# ---- Neuron tools -------------------------------------------------------------------------------
+
+
+def find_neuron_tool(name: str) -> Optional[str]:
+    """Path of a Neuron tool (neuron-ls, neuron-monitor) on PATH or in the SDK's folder, else None."""
+    return shutil.which(name) or shutil.which(name, path=NEURON_TOOLS_DIR)
+
+
+@dataclass(frozen=True)
+class NeuronDevice:
+    index: int
+    cores: list[int]  # global NeuronCore ids
+    memory: int  # bytes of device memory
+    processes: list[tuple[int, str]]  # (pid, command)
+
+    @property
+    def memory_per_core(self) -> int:
+        return self.memory // len(self.cores) if self.cores else 0
+
+
+def parse_neuron_ls(text: str) -> list[NeuronDevice]:
+    """`neuron-ls --json-output` -> the devices; NeuronExportError if it is not that format."""
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise NeuronExportError(f"neuron-ls printed no JSON: {first_line(error)}") from None
+    if not isinstance(data, list):
+        raise NeuronExportError("neuron-ls JSON is not a list of devices (a newer format?)")
+    devices, next_core = [], 0
+    for entry in data:
+        try:
+            count = int(entry["nc_count"])
+            cores = [int(c) for c in entry.get("neuroncore_ids") or range(next_core, next_core + count)]
+            processes = [(int(p["pid"]), str(p.get("command", ""))) for p in entry.get("neuron_processes") or []]
+            devices.append(NeuronDevice(int(entry["neuron_device"]), cores, int(entry.get("memory_size") or 0), processes))
+        except (KeyError, TypeError, ValueError) as error:
+            raise NeuronExportError(f"unexpected neuron-ls device entry ({type(error).__name__}: {error})") from None
+        next_core = max(cores, default=next_core - 1) + 1
+    return devices
+
+
+def read_neuron_ls(tool: str) -> list[NeuronDevice]:
+    try:
+        done = subprocess.run([tool, "--json-output"], capture_output=True, text=True, timeout=NEURON_LS_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise NeuronExportError(f"neuron-ls did not run: {first_line(error)}") from None
+    if done.returncode != 0:
+        raise NeuronExportError(f"neuron-ls failed: {first_line(done.stderr or done.stdout) or f'exit code {done.returncode}'}")
+    return parse_neuron_ls(done.stdout)
+
+
+@dataclass(frozen=True)
+class CoreActivity:
+    utilization: float  # percent
+    memory_used: int  # bytes of device memory held by the runtimes on this core
+    pids: tuple[int, ...]  # runtimes using it
+
+
+def parse_neuron_monitor(report: dict[str, Any]) -> dict[int, CoreActivity]:
+    """One neuron-monitor report -> activity per NeuronCore in use (cores without a runtime are absent)."""
+    utilization: dict[int, float] = {}
+    memory: dict[int, int] = {}
+    pids: dict[int, list[int]] = {}
+    for runtime in report.get("neuron_runtime_data") or []:
+        body = runtime.get("report") or {}
+        in_use = (body.get("neuroncore_counters") or {}).get("neuroncores_in_use") or {}
+        for core, counters in in_use.items():
+            core = int(core)
+            utilization[core] = utilization.get(core, 0.0) + float((counters or {}).get("neuroncore_utilization") or 0.0)
+            pids.setdefault(core, []).append(int(runtime.get("pid") or 0))
+        used = ((body.get("memory_used") or {}).get("neuron_runtime_used_bytes") or {}).get("usage_breakdown") or {}
+        for core, kinds in (used.get("neuroncore_memory_usage") or {}).items():
+            core = int(core)
+            memory[core] = memory.get(core, 0) + sum(int(v) for v in (kinds or {}).values() if isinstance(v, (int, float)))
+            pids.setdefault(core, []).append(int(runtime.get("pid") or 0))
+    return {
+        core: CoreActivity(min(utilization.get(core, 0.0), 100.0), memory.get(core, 0), tuple(sorted(set(pids[core]))))
+        for core in sorted(pids)
+    }
+
+
+def core_rows(devices: list[NeuronDevice], activity: dict[int, CoreActivity]) -> list[dict[str, Any]]:
+    """One row per NeuronCore of the host: device, utilization, device memory used / its share."""
+    rows = []
+    for device in devices:
+        for core in device.cores:
+            active = activity.get(core)
+            rows.append({
+                "NeuronCore": core,
+                "Device": device.index,
+                "Utilization %": active.utilization if active else 0.0,
+                "Memory used MB": (active.memory_used if active else 0) / 1e6,
+                "Memory MB": device.memory_per_core / 1e6,
+                "Processes": ", ".join(map(str, active.pids)) if active else "",
+            })
+    return rows
+
+
+class NeuronMonitor:
+    """`neuron-monitor` running in the background; `latest()` is its most recent report (None until the first)."""
+
+    def __init__(self, tool: str):
+        self._latest: Optional[dict[str, Any]] = None
+        self._received_at = 0.0
+        self._lock = threading.Lock()
+        config = tempfile.NamedTemporaryFile("w", suffix=".json", prefix="neuron-monitor-", delete=False)
+        with config:
+            json.dump(MONITOR_CONFIG, config)
+        self.config_path = Path(config.name)
+        self._process = subprocess.Popen([tool, "-c", str(self.config_path)], stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, text=True)
+        threading.Thread(target=self._read, name="neuron-monitor-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self._process.stdout:
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue  # a partial or diagnostic line
+            with self._lock:
+                self._latest, self._received_at = report, time.time()
+        self.config_path.unlink(missing_ok=True)
+
+    def latest(self) -> Optional[dict[str, Any]]:
+        with self._lock:
+            return self._latest
+
+    @property
+    def age_s(self) -> Optional[float]:
+        with self._lock:
+            return time.time() - self._received_at if self._latest is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None
+
+    def stop(self) -> None:
+        if self.running:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
