@@ -11,13 +11,13 @@ auth.require_password()
 services = ui.services()
 
 PAGES = [
-    ("pages/compile.py", "Compile", ":material/bolt:"),
-    ("pages/jobs.py", "Jobs", ":material/list_alt:"),
-    ("pages/artifacts.py", "Artifacts", ":material/inventory_2:"),
-    ("pages/report.py", "Validation report", ":material/fact_check:"),
-    ("pages/playground.py", "Playground", ":material/science:"),
-    ("pages/benchmark.py", "Benchmark", ":material/speed:"),
-    ("pages/system.py", "System", ":material/monitor_heart:"),
+    ("views/compile.py", "Compile", ":material/bolt:"),
+    ("views/jobs.py", "Jobs", ":material/list_alt:"),
+    ("views/artifacts.py", "Artifacts", ":material/inventory_2:"),
+    ("views/report.py", "Validation report", ":material/fact_check:"),
+    ("views/playground.py", "Playground", ":material/science:"),
+    ("views/benchmark.py", "Benchmark", ":material/speed:"),
+    ("views/system.py", "System", ":material/monitor_heart:"),
 ]
 here = Path(__file__).parent
 navigation = st.navigation(

@@ -182,11 +182,11 @@ def job_panel(store: JobStore, job_id: str, log_lines: int = 20) -> None:
     if job.is_finished and job.artifact and Path(job.artifact, "manifest.json").is_file():
         name = Path(job.artifact).name
         links = st.columns(3)
-        links[0].page_link("pages/report.py", label="Validation report", icon=":material/fact_check:",
+        links[0].page_link("views/report.py", label="Validation report", icon=":material/fact_check:",
                            query_params={"artifact": name})
-        links[1].page_link("pages/playground.py", label="Playground", icon=":material/science:",
+        links[1].page_link("views/playground.py", label="Playground", icon=":material/science:",
                            query_params={"artifact": name})
-        links[2].page_link("pages/artifacts.py", label="Artifacts", icon=":material/inventory_2:",
+        links[2].page_link("views/artifacts.py", label="Artifacts", icon=":material/inventory_2:",
                            query_params={"artifact": name})
     log = store.log_tail(job.id, max_bytes=16_000)
     if log.strip():

@@ -78,12 +78,12 @@ def test_compile_form_runs_a_real_job_to_success(workspace):
     at.run()  # the live panel now shows the finished job
     assert not at.exception and len(at.success) == 1 and not at.error
 
-    at.switch_page("pages/jobs.py").run()
+    at.switch_page("views/jobs.py").run()
     assert not at.exception
     frame = at.dataframe[0].value
     assert list(frame["status"]) == ["succeeded"] and list(frame["job"]) == [job_id]
 
-    at.switch_page("pages/artifacts.py").run()
+    at.switch_page("views/artifacts.py").run()
     assert not at.exception
     table = at.dataframe[0].value
     row = table[table["name"] == "tiny-bert-ts"].iloc[0]

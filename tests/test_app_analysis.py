@@ -25,7 +25,7 @@ from studio import system
 from studio.jobs import JobStore
 from studio.workspace import Workspace
 
-PAGES = Path(__file__).resolve().parents[1] / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "views"
 TIMEOUT = 90
 
 

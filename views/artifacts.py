@@ -80,8 +80,8 @@ if path is not None:
         if timings:
             st.markdown("**Compile time:** " + " · ".join(f"{k.split('.')[-1]} {ui.fmt_duration(v)}" for k, v in timings.items()))
     with right:
-        st.page_link("pages/report.py", label="Validation report", icon=":material/fact_check:", query_params={"artifact": path.name})
-        st.page_link("pages/playground.py", label="Try it in the playground", icon=":material/science:", query_params={"artifact": path.name})
+        st.page_link("views/report.py", label="Validation report", icon=":material/fact_check:", query_params={"artifact": path.name})
+        st.page_link("views/playground.py", label="Try it in the playground", icon=":material/science:", query_params={"artifact": path.name})
         with st.popover("Delete…", icon=":material/delete:"):
             st.write(f"Delete **{path.name}** ({ui.fmt_mb(ui.folder_size(path))}) from the workspace? This cannot be undone.")
             if st.button("Delete for good", type="primary", key=f"delete-{path.name}"):
