@@ -1,5 +1,6 @@
 """neuron_export studio: `streamlit run app.py`."""
 
+import logging
 from pathlib import Path
 
 import streamlit as st
@@ -27,4 +28,8 @@ navigation = st.navigation(
 with st.sidebar:
     st.markdown("**neuron_export studio**")
     st.caption(f"Workspace: `{services.workspace.root}`")
-navigation.run()
+try:
+    navigation.run()
+except Exception as error:  # a page bug: one readable line on screen, the traceback in the server log
+    logging.getLogger("neuron_export.studio").exception("page %s failed", navigation.title)
+    ui.show_error(error)

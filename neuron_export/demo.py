@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from neuron_export.errors import NeuronExportError
-from neuron_export.registry import TASKS
+from neuron_export.registry import TASKS, head_class_name
 
 TEXT_ARCHITECTURES = (
     "bert",
@@ -159,17 +159,8 @@ def _make_tokenizer(model_type: str):
 
 def _heads_for(model_type: str, tasks: tuple[str, ...]) -> dict[str, str]:
     """{task: model class name} for the tasks transformers has a head for."""
-    import transformers
-
-    out = {}
-    for task in tasks:
-        # The Auto class's lazy mapping is keyed by model_type (as in registry.supported_tasks).
-        cls_name = getattr(transformers, TASK_TO_AUTO_CLASS[task])._model_mapping._model_mapping.get(model_type)
-        if isinstance(cls_name, (tuple, list)):
-            cls_name = cls_name[0]
-        if cls_name:
-            out[task] = cls_name
-    return out
+    heads = {task: head_class_name(model_type, task) for task in tasks}
+    return {task: name for task, name in heads.items() if name}
 
 
 def available_tasks(model_type: str) -> tuple[str, ...]:

@@ -250,14 +250,22 @@ def supported_tasks(model_type: str) -> list[str]:
     if model_type in ("stable-diffusion", "stable-diffusion-xl"):
         return [model_type]
     arch = get_architecture(model_type)
-    return sorted(t for t in arch.family.tasks if _has_head(model_type, TASKS[t].auto_class))
+    return sorted(t for t in arch.family.tasks if head_class_name(model_type, t))
 
 
-def _has_head(model_type: str, auto_class_name: str) -> bool:
-    import transformers
+def auto_class(task: str):
+    """The transformers Auto class of a task, imported from its module directly: the package's lazy
+    attribute lookup is not safe while another thread (a dashboard rerun) is importing it."""
+    from transformers.models.auto import modeling_auto
 
+    return getattr(modeling_auto, TASKS[task].auto_class)
+
+
+def head_class_name(model_type: str, task: str) -> Optional[str]:
+    """Name of transformers' head class for (architecture, task), or None when it has none."""
     # The Auto class's lazy mapping is keyed by model_type; reading keys imports nothing.
-    return model_type in getattr(transformers, auto_class_name)._model_mapping._model_mapping
+    name = auto_class(task)._model_mapping._model_mapping.get(model_type)
+    return name[0] if isinstance(name, (tuple, list)) else name
 
 
 def check_task(model_type: str, task: str) -> TaskSpec:

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from .errors import NeuronExportError, first_line
 from .options import ExportOptions
-from .registry import DIFFUSION_TASKS, TASKS, get_architecture
+from .registry import DIFFUSION_TASKS, auto_class, get_architecture
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 # Files worth downloading from a hub repo: configs, tokenizers, weights; never other formats.
@@ -121,13 +121,12 @@ def load_config(source: ModelSource, options: ExportOptions):
 def load_eager_model(source: ModelSource, task: str, options: ExportOptions):
     """The transformers model for a task, in fp32 eval mode, from local safetensors (or weights_only pickles)."""
     import torch
-    import transformers
 
-    auto_class = getattr(transformers, TASKS[task].auto_class)
+    auto = auto_class(task)
     # The default attention (sdpa) returns no attention weights: --output_attentions needs eager.
     attention = {"attn_implementation": "eager"} if options.output_attentions else {}
     try:
-        model = auto_class.from_pretrained(
+        model = auto.from_pretrained(
             source.encoder_path,
             local_files_only=True,
             trust_remote_code=options.trust_remote_code,

@@ -27,6 +27,9 @@ class Services:
 @st.cache_resource
 def services() -> Services:
     """One workspace, job store and queue dispatcher per server process, shared by all sessions."""
+    # Import transformers' model registry once, here, before pages use it from several threads.
+    import transformers.models.auto.modeling_auto  # noqa: F401
+
     workspace = Workspace()
     # Demo models and the compile cache live in the workspace too; job subprocesses inherit this.
     os.environ.setdefault("NEURON_EXPORT_DEMO_DIR", str(workspace.demo_dir))
@@ -174,7 +177,9 @@ def job_panel(store: JobStore, job_id: str, log_lines: int = 20) -> None:
         stage = job.stage or "waiting for a free compile slot"
         st.progress(min(max(job.progress, 0.0), 1.0), text=f"{stage.capitalize()} — {job.message or ''}".rstrip(" —"))
     elif status == "succeeded":
-        st.success(job.message or "Done.", icon=":material/check_circle:")
+        checked = {True: "validated against eager PyTorch ✓", None: "not validated"}.get(job.validation_passed, "")
+        st.success(f"Done in {fmt_duration(job.elapsed_s)}" + (f" — {checked}" if checked else ""),
+                   icon=":material/check_circle:")
     elif status in ("failed", "interrupted"):
         st.error(job.message or f"The job {status}.", icon=":material/error:")
     else:

@@ -104,7 +104,9 @@ if backend == "neuron":
 device = c2.selectbox("Device (portable backends)", ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"], key="device",
                       disabled=backend == "neuron")
 optlevel = c3.segmented_control("Optimization", [1, 2, 3], default=2, key="optlevel",
-                                format_func=lambda n: {1: "-O1 fast compile", 2: "-O2 balanced", 3: "-O3 fastest model"}[n]) or 2
+                                format_func=lambda n: {1: "-O1 fast", 2: "-O2 balanced", 3: "-O3 max"}[n],
+                                help="-O1: fastest compile. -O2: the default balance. -O3: most optimization, "
+                                     "longest compile and most memory.") or 2
 c4, c5, c6 = st.columns(3)
 auto_cast = c4.selectbox("Auto-cast", AUTO_CAST, key="auto_cast",
                          help="Cast fp32 operations to a lower precision for speed (matmul: matrix products only).")

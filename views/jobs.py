@@ -52,7 +52,7 @@ job_list()
 jobs = store.list(limit=200)
 if jobs:
     ids = [j.id for j in jobs]
-    titles = {j.id: f"{j.title} · {j.status} · {j.id}" for j in jobs}
+    titles = {j.id: f"{j.title} · {j.id}" for j in jobs}  # live status is in the panel below
     wanted = st.query_params.get("job")
     chosen = st.selectbox("Job details", ids, index=ids.index(wanted) if wanted in ids else 0, format_func=titles.get)
     st.query_params["job"] = chosen

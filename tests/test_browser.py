@@ -1,0 +1,155 @@
+"""End to end in a real headless Chromium: `streamlit run app.py` on a free loopback port, then
+compile a demo model from the form, watch the job succeed, open its validation report and plot,
+run it in the playground. Screenshots of each page go to test-output/screenshots/.
+
+Needs Debian's chromium (/usr/bin/chromium; `.ci/run` installs it) and Playwright (python)."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "test-output" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    workspace = tmp_path_factory.mktemp("workspace")
+    port = free_port()
+    env = {**os.environ, "NEURON_EXPORT_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT)}
+    env.pop("NEURON_EXPORT_PASSWORD", None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("streamlit did not start listening within 60 s")
+    yield f"http://127.0.0.1:{port}"
+    os.killpg(server.pid, 15)
+    server.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.set_default_timeout(60_000)
+        yield page
+        browser.close()
+
+
+def settle(page) -> None:
+    """Wait for the rerun a widget change triggered: typing during a rerun can be lost."""
+    page.wait_for_timeout(300)
+    page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=60_000)
+
+
+def shot(page, name: str) -> None:
+    page.wait_for_timeout(800)  # let charts finish their transition
+    # Streamlit scrolls inside its main container, so the tall viewport is the whole page.
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def test_compile_report_playground_end_to_end(page, app_url):
+    try:
+        walk_through(page, app_url)
+    except Exception:
+        shot(page, "failure")  # what the browser showed when a step failed
+        raise
+
+
+def walk_through(page, app_url):
+    from playwright.sync_api import expect
+
+    page.goto(app_url)
+    page.get_by_text("Compile a model").wait_for()
+    # Model: the demo tiny BERT classifier; backend torchscript; sequence length 16.
+    page.get_by_label("Built-in model (no download)", exact=True).click()
+    page.get_by_role("option", name="demo:tiny-bert —").click()
+    page.get_by_text("Detected task:").wait_for()
+    page.get_by_label("Backend", exact=True).click()
+    page.get_by_role("option", name="torchscript").click()
+    seq = page.get_by_label("Sequence length (tokens)")
+    seq.fill("16")
+    seq.press("Enter")
+    settle(page)
+    name = page.get_by_label("Artifact name (a folder in the workspace)")
+    name.fill("e2e-bert")
+    name.press("Enter")
+    settle(page)
+    expect(name).to_have_value("e2e-bert")
+    expect(seq).to_have_value("16")
+    shot(page, "1-compile-form")
+    page.get_by_role("button", name="Compile").click()
+
+    # The live job panel reaches succeeded and links to the report.
+    try:
+        page.get_by_role("link", name="Validation report").wait_for(timeout=180_000)
+    finally:
+        shot(page, "2-compile-job")
+
+    page.goto(f"{app_url}/jobs")
+    page.get_by_role("heading", name="Jobs").wait_for()
+    page.get_by_text("validated against eager PyTorch ✓").first.wait_for()
+    shot(page, "3-jobs")
+
+    page.goto(f"{app_url}/artifacts")
+    page.get_by_role("heading", name="Artifacts").wait_for()
+    page.get_by_text("portable torchscript build, not a Neuron artifact").first.wait_for()
+    shot(page, "4-artifacts")
+
+    # Validation report with its plotly charts.
+    page.goto(f"{app_url}/report?artifact=e2e-bert")
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_text("logits").first.wait_for()
+    shot(page, "5-validation-report")
+
+    # Playground: classify a sentence; the compiled and eager latencies are shown.
+    page.goto(f"{app_url}/playground?artifact=e2e-bert")
+    page.get_by_label("Text", exact=True).fill("the cat sat on the mat")
+    page.get_by_role("button", name="Classify").click()
+    page.get_by_text("Eager PyTorch").first.wait_for()
+    page.get_by_text("Compiled (torchscript)").first.wait_for()
+    # random weights: either label, but one of the model's own
+    page.locator('[data-testid="stMetricValue"]').filter(has_text=re.compile("^(NEGATIVE|POSITIVE)$")).first.wait_for()
+    shot(page, "6-playground")
+
+    page.goto(f"{app_url}/system")
+    page.get_by_text("CPU").first.wait_for()
+    shot(page, "7-system")
+    assert all((SHOTS / f"{n}.png").stat().st_size > 10_000 for n in ("1-compile-form", "5-validation-report", "6-playground"))
