@@ -376,9 +376,9 @@ def pipeline_inputs(manifest: dict[str, Any], batch_size: int, options: "Benchma
 
 def eager_module(manifest: dict[str, Any]):
     """The artifact's source model wrapped like at export (positional inputs -> tuple of outputs)."""
+    from .exporter import eager_traceable
     from .options import ExportOptions
-    from .sources import load_eager_model, resolve_model_source, sentence_transformers_modules
-    from .traceable import SentenceEmbeddingModel, TraceableModel, sentence_transformers_head
+    from .sources import load_eager_model, resolve_model_source
 
     options = ExportOptions.from_dict(manifest.get("options", {}))
     try:
@@ -386,12 +386,7 @@ def eager_module(manifest: dict[str, Any]):
     except NeuronExportError as error:
         raise NeuronExportError(f"the eager model {manifest['source']!r} is not available: {error}") from None
     eager = load_eager_model(source, manifest["task"], options)
-    names = [spec["name"] for spec in manifest["inputs"]]
-    if source.library == "sentence_transformers":
-        pooling, normalize = sentence_transformers_head(sentence_transformers_modules(source.path), source.path)
-        return SentenceEmbeddingModel(eager, names, pooling, normalize).eval()
-    flags = {k: True for k in ("output_hidden_states", "output_attentions") if manifest.get("options", {}).get(k)}
-    return TraceableModel(eager, names, manifest["outputs"], **flags).eval()
+    return eager_traceable(source, eager, [spec["name"] for spec in manifest["inputs"]], manifest["outputs"], options)
 
 
 def _side_process(side: Side, threads: Optional[int], connection) -> None:

@@ -21,7 +21,7 @@ from .cache import CompileCache
 from .errors import NeuronExportError, first_line
 from .inputs import input_axes, input_shapes, make_inputs, resolve_shapes
 from .options import ExportOptions
-from .registry import SENTENCE_TRANSFORMERS_OUTPUTS, TASKS, check_task, detect_task, get_architecture
+from .registry import SENTENCE_TRANSFORMERS_OUTPUTS, check_task, detect_task, get_architecture
 from .sources import ModelSource, load_config, load_eager_model, resolve_model_source, sentence_transformers_modules
 from .traceable import SentenceEmbeddingModel, TraceableModel, discover_output_names, sentence_transformers_head
 from .validation import ValidationReport, compare
@@ -100,6 +100,33 @@ def default_atol(family_atol: float, options: ExportOptions) -> tuple[float, str
     return family_atol, "default for the model family"
 
 
+def settle_options(options: ExportOptions, backend: Backend) -> tuple[ExportOptions, bool, Optional[str]]:
+    """Defaults that depend on the choices made (the cast type), and whether validation can run here."""
+    if options.auto_cast != "none" and options.auto_cast_type is None:
+        options = options.replace(auto_cast_type="bf16")
+    if options.disable_validation:
+        return options, False, None
+    if backend.name == "neuron" and options.instance_type:
+        reason = f"compiled for {options.instance_type} on a host without a Neuron device: it cannot run here, so it was not validated"
+        log.warning("Warning: %s", reason)
+        return options, False, reason
+    return options, True, None
+
+
+def eager_traceable(source: ModelSource, eager: torch.nn.Module, input_names: list[str], output_names: list[str],
+                    options: ExportOptions) -> torch.nn.Module:
+    """The eager model with the traced signature: positional inputs -> tuple of the named outputs
+    (for a sentence-transformers folder, with its pooling and normalization)."""
+    if source.library == "sentence_transformers":
+        pooling, normalize = sentence_transformers_head(sentence_transformers_modules(source.path), source.path)
+        return SentenceEmbeddingModel(eager, input_names, pooling, normalize).eval()
+    return TraceableModel(eager, input_names, output_names, **output_flags(options)).eval()
+
+
+def output_flags(options: ExportOptions) -> dict[str, bool]:
+    return {k: True for k in ("output_hidden_states", "output_attentions") if getattr(options, k)}
+
+
 def check_option_scope(options: ExportOptions, task: str, backend: Backend) -> list[str]:
     """Options that do not apply here: an error when it would change the result, else a warning."""
     if options.unet and not task.startswith("stable-diffusion"):
@@ -160,15 +187,8 @@ def _export_transformers(source: ModelSource, output: Path, options: ExportOptio
     warnings += shape_warnings
     for warning in warnings:
         log.warning("Warning: %s", warning)
-    if options.auto_cast != "none" and options.auto_cast_type is None:
-        options = options.replace(auto_cast_type="bf16")
+    options, validate, skip_reason = settle_options(options, backend)
     atol, atol_source = default_atol(arch.family.atol, options)
-
-    validate = not options.disable_validation
-    skip_reason = None
-    if validate and backend.name == "neuron" and options.instance_type:
-        validate, skip_reason = False, f"compiled for {options.instance_type} on a host without a Neuron device: it cannot run here, so it was not validated"
-        log.warning("Warning: %s", skip_reason)
     cache, cache_key = None, None
     if options.use_cache and options.compiler_workdir:
         log.info("--compiler_workdir: compiling without the compile cache, so the compiler's files are written")
@@ -189,13 +209,10 @@ def _export_transformers(source: ModelSource, output: Path, options: ExportOptio
             specs = arch.inputs
             example = make_inputs(specs, shapes_by_input, config, seed=0)
             if source.library == "sentence_transformers":
-                pooling, normalize = sentence_transformers_head(sentence_transformers_modules(source.path), source.path)
-                module = SentenceEmbeddingModel(eager, list(axes), pooling, normalize)
                 output_names = list(SENTENCE_TRANSFORMERS_OUTPUTS)
             else:
-                flags = {k: True for k in ("output_hidden_states", "output_attentions") if getattr(options, k)}
-                output_names = discover_output_names(eager, task_spec.outputs, example, flags)
-                module = TraceableModel(eager, list(axes), output_names, **flags)
+                output_names = discover_output_names(eager, task_spec.outputs, example, output_flags(options))
+            module = eager_traceable(source, eager, list(axes), output_names, options)
             validation_inputs = [make_inputs(specs, shapes_by_input, config, seed=1, realistic=True, non_contiguous=True)]
             if options.dynamic_batch_size:
                 other = {n: (s[0] + 1,) + s[1:] for n, s in shapes_by_input.items()}

@@ -20,7 +20,7 @@ import torch
 from ..artifact import MANIFEST, publish, staging_dir, write_json
 from ..backends import choose_backend
 from ..errors import NeuronExportError, first_line
-from ..exporter import COMPONENT_STAGES, Component, ExportResult, Progress, build_component, check_option_scope, copy_model_files, default_atol
+from ..exporter import COMPONENT_STAGES, Component, ExportResult, Progress, build_component, check_option_scope, copy_model_files, default_atol, settle_options
 from ..inputs import GENERATORS, input_shapes, make_inputs
 from ..options import ExportOptions
 from ..registry import DIFFUSION_COMPONENTS, DIFFUSION_TASKS, DiffusionComponent
@@ -303,14 +303,7 @@ def export_diffusion_pipeline(
         warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
     for warning in warnings:
         log.warning("Warning: %s", warning)
-    if options.auto_cast != "none" and options.auto_cast_type is None:
-        options = options.replace(auto_cast_type="bf16")
-
-    validate = not options.disable_validation
-    skip_reason = None
-    if validate and backend.name == "neuron" and options.instance_type:
-        validate, skip_reason = False, f"compiled for {options.instance_type} on a host without a Neuron device: it cannot run here, so it was not validated"
-        log.warning("Warning: %s", skip_reason)
+    options, validate, skip_reason = settle_options(options, backend)
     stages_per_component = 1 + len(COMPONENT_STAGES) - (0 if validate else 1)
     progress = Progress(on_event, len(specs) * stages_per_component)
     manifest_base = {"source": source.origin, "library": "diffusers", "model_type": task, "task": task, "shapes": shapes, "warnings": warnings}
