@@ -17,30 +17,13 @@ from pathlib import Path
 from typing import Callable
 
 from neuron_export.errors import NeuronExportError
-from neuron_export.registry import TASKS, head_class_name
+from neuron_export.registry import ARCHITECTURES, TASKS, TEXT_ENCODER, VISION_ENCODER, head_class_name
 
-TEXT_ARCHITECTURES = (
-    "bert",
-    "distilbert",
-    "roberta",
-    "xlm-roberta",
-    "camembert",
-    "albert",
-    "electra",
-    "mpnet",
-    "deberta-v2",
-    "mobilebert",
-)
-VISION_ARCHITECTURES = ("vit", "deit", "convnext", "swin", "beit")
-TEXT_TASKS = (
-    "feature-extraction",
-    "fill-mask",
-    "text-classification",
-    "token-classification",
-    "question-answering",
-    "multiple-choice",
-)
-VISION_TASKS = ("feature-extraction", "image-classification")
+# Demos exist for every architecture and task of the engine's registry.
+TEXT_ARCHITECTURES = tuple(name for name, arch in ARCHITECTURES.items() if arch.family is TEXT_ENCODER)
+VISION_ARCHITECTURES = tuple(name for name, arch in ARCHITECTURES.items() if arch.family is VISION_ENCODER)
+TEXT_TASKS = TEXT_ENCODER.tasks
+VISION_TASKS = VISION_ENCODER.tasks
 
 # The transformers Auto class used for each task: the engine registry's.
 TASK_TO_AUTO_CLASS = {task: spec.auto_class for task, spec in TASKS.items()}

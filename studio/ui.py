@@ -130,6 +130,24 @@ def artifact_picker(
     return workspace.artifacts_dir / name
 
 
+def artifact_header(
+    workspace: Workspace, key: str, accept: Optional[Callable[[dict], bool]] = None
+) -> Optional[tuple[Path, dict]]:
+    """Pick an artifact, read its manifest (errors on screen) and show its verdict and backend badges."""
+    path = artifact_picker(workspace, key=key, accept=accept)
+    if path is None:
+        return None
+    try:
+        manifest = read_manifest(path)
+    except NeuronExportError as error:
+        show_error(error)
+        return None
+    with st.container(horizontal=True, vertical_alignment="center"):
+        verdict_badge(manifest)
+        backend_badge(manifest)
+    return path, manifest
+
+
 def validation_of(path: Path) -> Optional[dict]:
     try:
         return read_validation(path)

@@ -4,8 +4,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from neuron_export import read_manifest
-from neuron_export.errors import NeuronExportError
 from studio import charts, playground, ui
 
 RESULT_KEY = "playground_result"
@@ -220,18 +218,11 @@ def main() -> None:
     st.title("Playground")
     st.caption("Run a compiled artifact on your own input; every run also times the eager PyTorch model it came from.")
     services = ui.services()
-    path = ui.artifact_picker(services.workspace, key="playground_artifact",
-                              accept=lambda manifest: playground.playground_task(manifest) is not None)
-    if path is None:
+    picked = ui.artifact_header(services.workspace, key="playground_artifact",
+                                accept=lambda manifest: playground.playground_task(manifest) is not None)
+    if picked is None:
         return
-    try:
-        manifest = read_manifest(path)
-    except NeuronExportError as error:
-        ui.show_error(error)
-        return
-    with st.container(horizontal=True, vertical_alignment="center"):
-        ui.verdict_badge(manifest)
-        ui.backend_badge(manifest)
+    path, manifest = picked
     shapes = " · ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.get("shapes", {}).items())
     st.caption(f"{manifest.get('source')} · {manifest.get('task')} · compiled for {shapes}")
     if playground.random_weights_demo(manifest):

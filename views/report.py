@@ -73,17 +73,10 @@ def main() -> None:
     st.title("Validation report")
     st.caption("Each compiled output against eager PyTorch on fresh inputs: shapes, largest and mean differences, and atol.")
     services = ui.services()
-    path = ui.artifact_picker(services.workspace, key="report_artifact")
-    if path is None:
+    picked = ui.artifact_header(services.workspace, key="report_artifact")
+    if picked is None:
         return
-    try:
-        manifest = read_manifest(path)
-    except NeuronExportError as error:
-        ui.show_error(error)
-        return
-    with st.container(horizontal=True, vertical_alignment="center"):
-        ui.verdict_badge(manifest)
-        ui.backend_badge(manifest)
+    path, manifest = picked
     st.caption(f"{manifest.get('source')} · {manifest.get('task')} · compiled {manifest.get('created', '')[:16].replace('T', ' ')}")
     components = manifest.get("components")
     if not components:
