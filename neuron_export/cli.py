@@ -243,7 +243,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        # The temporary folder is gone already. Exit now: compiler worker pools and threads left
+        # mid-compile can re-raise the interrupt during interpreter shutdown (exit status -2).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
     except Exception as error:  # never a traceback on screen; the debug switch shows it
         if os.environ.get("NEURON_EXPORT_DEBUG"):
             raise
@@ -252,6 +256,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _raise_interrupt(signum, frame) -> None:
+    # Unwind once: a second SIGTERM (e.g. from compiler worker pools shutting down) must not
+    # interrupt the cleanup or escape at exit; a stuck process still yields to SIGKILL.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
