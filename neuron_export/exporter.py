@@ -19,7 +19,7 @@ from .artifact import MANIFEST, VALIDATION_REPORT, check_output_dir, load_artifa
 from .backends import Backend, choose_backend
 from .cache import CompileCache
 from .errors import NeuronExportError, first_line
-from .inputs import input_axes, input_shapes, make_inputs, resolve_shapes
+from .inputs import input_axes, input_shapes, make_inputs, resolve_shapes, validation_input_sets
 from .options import ExportOptions
 from .registry import SENTENCE_TRANSFORMERS_OUTPUTS, check_task, detect_task, get_architecture
 from .sources import ModelSource, load_config, load_eager_model, resolve_model_source, sentence_transformers_modules
@@ -213,10 +213,7 @@ def _export_transformers(source: ModelSource, output: Path, options: ExportOptio
             else:
                 output_names = discover_output_names(eager, task_spec.outputs, example, output_flags(options))
             module = eager_traceable(source, eager, list(axes), output_names, options)
-            validation_inputs = [make_inputs(specs, shapes_by_input, config, seed=1, realistic=True, non_contiguous=True)]
-            if options.dynamic_batch_size:
-                other = {n: (s[0] + 1,) + s[1:] for n, s in shapes_by_input.items()}
-                validation_inputs.append(make_inputs(specs, other, config, seed=2, realistic=True))
+            validation_inputs = validation_input_sets(specs, shapes_by_input, config, options.dynamic_batch_size)
         component = Component(
             name=task,
             module=module,

@@ -76,6 +76,19 @@ def make_inputs(
     return tensors
 
 
+def validation_input_sets(
+    specs: Iterable[InputSpec], shapes_by_input: dict[str, tuple[int, ...]], config: Any, dynamic_batch: bool
+) -> list[dict[str, torch.Tensor]]:
+    """Inputs to validate on: fresh values as strided views (as a caller slicing a batch passes
+    them), and with a dynamic batch also another batch size than the compiled one."""
+    specs = list(specs)
+    sets = [make_inputs(specs, shapes_by_input, config, seed=1, realistic=True, non_contiguous=True)]
+    if dynamic_batch:
+        other = {name: (shape[0] + 1,) + shape[1:] for name, shape in shapes_by_input.items()}
+        sets.append(make_inputs(specs, other, config, seed=3, realistic=True))
+    return sets
+
+
 def _token_ids(shape, config, generator, realistic):
     vocab = int(getattr(config, "vocab_size", 1000))
     # Skip the first ids: they are special tokens (pad, unk, cls, ...) in the usual vocabularies.

@@ -21,7 +21,7 @@ from ..artifact import MANIFEST, publish, staging_dir, write_json
 from ..backends import choose_backend
 from ..errors import NeuronExportError, first_line
 from ..exporter import COMPONENT_STAGES, Component, ExportResult, Progress, build_component, check_option_scope, copy_model_files, default_atol, settle_options
-from ..inputs import GENERATORS, input_shapes, make_inputs
+from ..inputs import GENERATORS, input_shapes, make_inputs, validation_input_sets
 from ..options import ExportOptions
 from ..registry import DIFFUSION_COMPONENTS, DIFFUSION_TASKS, DiffusionComponent
 from ..sources import ModelSource
@@ -251,16 +251,12 @@ def make_component(
     module, output_names = traceable_module(spec, eager, example)
     validation_inputs = []
     if validate:
-        # Fresh values, strided views (as a caller slicing a batch passes them) ...
-        validation_inputs.append(make_inputs(spec.inputs, shapes_by_input, generator_config, seed=1, realistic=True, non_contiguous=True))
+        validation_inputs = validation_input_sets(spec.inputs, shapes_by_input, generator_config, options.dynamic_batch_size)
         if "timestep" in axes:
-            # ... and one timestep for the whole batch, expanded (stride 0), as the pipelines pass it.
+            # Also one timestep for the whole batch, expanded (stride 0), as the pipelines pass it.
             expanded = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=2, realistic=True)
             expanded["timestep"] = expanded["timestep"][:1].expand(shapes_by_input["timestep"])
-            validation_inputs.append(expanded)
-        if options.dynamic_batch_size:
-            other = {n: (s[0] + 1,) + s[1:] for n, s in shapes_by_input.items()}
-            validation_inputs.append(make_inputs(spec.inputs, other, generator_config, seed=3, realistic=True))
+            validation_inputs.insert(1, expanded)
     atol, atol_source = default_atol(spec.atol, options)
     return Component(
         name=spec.name,
