@@ -3,39 +3,20 @@ TorchScript builds), validate them against eager PyTorch, and run them like tran
 
 __version__ = "0.1.0"
 
-from .artifact import CompiledModel, load_artifact, read_manifest, read_validation  # noqa: E402
+from .artifact import CompiledModel, Manifest, load_artifact, read_manifest, read_validation  # noqa: E402
 from .errors import NeuronExportError  # noqa: E402
-from .exporter import ExportResult, export  # noqa: E402
+from .export import ExportResult, export  # noqa: E402
 from .options import ExportOptions  # noqa: E402
-from .registry import supported_tasks  # noqa: E402
+from .registry import PIPELINE_CLASSES, SENTENCE_TRANSFORMERS, TASKS, supported_tasks  # noqa: E402
 
-# The inference classes and pipeline() import transformers (~1 s): loaded on first use only.
+# The inference classes and pipeline() import transformers / diffusers (seconds): loaded on first use.
+# Their names come from the registry: one class per task, one pipeline class per diffusion pipeline.
 _LAZY = {
     "pipeline": "pipelines",
-    **{
-        name: "modeling"
-        for name in (
-            "NeuronModel",
-            "NeuronModelForFeatureExtraction",
-            "NeuronModelForSentenceTransformers",
-            "NeuronModelForMaskedLM",
-            "NeuronModelForSequenceClassification",
-            "NeuronModelForTokenClassification",
-            "NeuronModelForQuestionAnswering",
-            "NeuronModelForMultipleChoice",
-            "NeuronModelForImageClassification",
-        )
-    },
-    # Stable Diffusion (XL) pipelines: import diffusers' pipelines.
-    **{
-        name: "diffusion"
-        for name in (
-            "NeuronStableDiffusionPipeline",
-            "NeuronStableDiffusionImg2ImgPipeline",
-            "NeuronStableDiffusionXLPipeline",
-            "NeuronStableDiffusionXLImg2ImgPipeline",
-        )
-    },
+    "NeuronModel": "modeling",
+    **{spec.model_class: "modeling" for spec in TASKS.values()},
+    SENTENCE_TRANSFORMERS.model_class: "modeling",
+    **{name: "diffusion" for name in PIPELINE_CLASSES},
 }
 
 
@@ -52,6 +33,7 @@ __all__ = [
     "export",
     "ExportOptions",
     "ExportResult",
+    "Manifest",
     "supported_tasks",
     "load_artifact",
     "read_manifest",

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import NeuronExportError, first_line
-from .options import AUTO_CAST, AUTO_CAST_TYPES, BACKENDS, DEVICES, INSTANCE_TYPES, ExportOptions
+from .options import AUTO_CAST, AUTO_CAST_TYPES, DEVICES, INSTANCE_TYPES, ExportOptions
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 3
@@ -26,48 +28,93 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+@dataclass(frozen=True)
+class Flag:
+    """The command-line spelling of one ExportOptions field (optimum-cli's names where it has them)."""
+
+    field: str
+    flag: str
+    help: str
+    kind: str = "value"  # value | switch (store_true) | negated (store_false) | level (-O1/-O2/-O3)
+    type: Optional[Callable[[str], Any]] = None
+    choices: Optional[tuple] = None
+
+
+def _shape(name: str, what: str) -> Flag:
+    return Flag(name, f"--{name}", what, type=int)
+
+
+EXPORT_FLAGS: tuple[Flag, ...] = (
+    Flag("task", "--task", "task to export for (default: auto-detected from the model)"),
+    Flag("backend", "--backend", "neuron (Inferentia/Trainium), inductor or torchscript (portable); auto picks neuron where a Neuron device is present"),
+    Flag("device", "--device", "device of the portable backends", choices=DEVICES),
+    Flag("instance_type", "--instance_type", "compile for this Neuron instance on a host without a Neuron device (no validation possible)", choices=INSTANCE_TYPES),
+    Flag("atol", "--atol", "validation tolerance (default: per model family)", type=float),
+    Flag("cache_dir", "--cache_dir", "Hugging Face cache folder for hub downloads"),
+    Flag("trust_remote_code", "--trust-remote-code", "allow models that ship their own code (runs that code)", "switch"),
+    Flag("compiler_workdir", "--compiler_workdir", "keep the compiler's intermediate files in this folder"),
+    Flag("disable_validation", "--disable-validation", "skip validation against eager PyTorch", "switch"),
+    Flag("auto_cast", "--auto_cast", "cast fp32 operations to a lower precision", choices=AUTO_CAST),
+    Flag("auto_cast_type", "--auto_cast_type", "the lower precision of --auto_cast (default bf16)", choices=AUTO_CAST_TYPES),
+    Flag("dynamic_batch_size", "--dynamic-batch-size", "accept other batch sizes than the compiled one", "switch"),
+    Flag("num_cores", "--num_cores", "NeuronCores to deploy on (text-generation only)", type=int),
+    Flag("unet", "--unet", "replace the UNet of a Stable Diffusion pipeline with this folder"),
+    Flag("output_hidden_states", "--output_hidden_states", "also output the hidden states", "switch"),
+    Flag("output_attentions", "--output_attentions", "also output the attentions", "switch"),
+    _shape("batch_size", "batch size"),
+    _shape("sequence_length", "sequence length (text)"),
+    _shape("num_beams", "number of beams (text generation; not exported by this tool)"),
+    _shape("num_choices", "number of choices (multiple-choice)"),
+    _shape("num_channels", "image channels (vision)"),
+    _shape("width", "image width (vision, stable diffusion)"),
+    _shape("height", "image height (vision, stable diffusion)"),
+    _shape("num_images_per_prompt", "images per prompt (stable diffusion)"),
+    Flag("optlevel", "-O", "1: fast compile; 2: balance (default); 3: more speed, longer compile, more memory", "level"),
+    Flag("force", "--force", "replace an existing artifact in OUTPUT", "switch"),
+    Flag("use_cache", "--no-cache", "always compile; do not use the compile cache", "negated"),
+)
+OPTLEVEL_HELP = {1: "fast compile", 2: "balance (default)", 3: "more speed, longer compile, more memory"}
+
+
 def add_export_parser(commands) -> None:
+    from .backends import BACKENDS
+
     p = commands.add_parser("export", help="compile a model into an artifact folder and validate it")
     p.add_argument("-m", "--model", required=True, help="hub id, local model folder, or demo:NAME (see demo-models)")
     p.add_argument("output", help="folder to write the compiled artifact to")
-    p.add_argument("--task", default="auto", help="task to export for (default: auto-detected from the model)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="neuron (Inferentia/Trainium), inductor or torchscript (portable); auto picks neuron where a Neuron device is present")
-    p.add_argument("--device", default="cpu", choices=DEVICES, help="device of the portable backends")
-    p.add_argument("--instance_type", choices=INSTANCE_TYPES, help="compile for this Neuron instance on a host without a Neuron device (no validation possible)")
-    p.add_argument("--atol", type=float, help="validation tolerance (default: per model family)")
-    p.add_argument("--cache_dir", help="Hugging Face cache folder for hub downloads")
-    p.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true", help="allow models that ship their own code (runs that code)")
-    p.add_argument("--compiler_workdir", help="keep the compiler's intermediate files in this folder")
-    p.add_argument("--disable-validation", dest="disable_validation", action="store_true", help="skip validation against eager PyTorch")
-    p.add_argument("--auto_cast", default="none", choices=AUTO_CAST, help="cast fp32 operations to a lower precision")
-    p.add_argument("--auto_cast_type", choices=AUTO_CAST_TYPES, help="the lower precision of --auto_cast (default bf16)")
-    p.add_argument("--dynamic-batch-size", dest="dynamic_batch_size", action="store_true", help="accept other batch sizes than the compiled one")
-    p.add_argument("--num_cores", type=int, help="NeuronCores to deploy on (text-generation only)")
-    p.add_argument("--unet", help="replace the UNet of a Stable Diffusion pipeline with this folder")
-    p.add_argument("--output_hidden_states", action="store_true", help="also output the hidden states")
-    p.add_argument("--output_attentions", action="store_true", help="also output the attentions")
-    for name, what in (
-        ("batch_size", "batch size"),
-        ("sequence_length", "sequence length (text)"),
-        ("num_beams", "number of beams (text generation; not exported by this tool)"),
-        ("num_choices", "number of choices (multiple-choice)"),
-        ("num_channels", "image channels (vision)"),
-        ("width", "image width (vision, stable diffusion)"),
-        ("height", "image height (vision, stable diffusion)"),
-        ("num_images_per_prompt", "images per prompt (stable diffusion)"),
-    ):
-        p.add_argument(f"--{name}", type=int, help=what)
-    level = p.add_mutually_exclusive_group()
-    for n, what in ((1, "fast compile"), (2, "balance (default)"), (3, "more speed, longer compile, more memory")):
-        level.add_argument(f"-O{n}", dest="optlevel", action="store_const", const=n, help=what)
-    p.add_argument("--force", action="store_true", help="replace an existing artifact in OUTPUT")
-    p.add_argument("--no-cache", dest="use_cache", action="store_false", help="always compile; do not use the compile cache")
+    for flag in EXPORT_FLAGS:
+        if flag.kind == "level":
+            level = p.add_mutually_exclusive_group()
+            for n, what in OPTLEVEL_HELP.items():
+                level.add_argument(f"-O{n}", dest=flag.field, action="store_const", const=n, help=what)
+        elif flag.kind in ("switch", "negated"):
+            p.add_argument(flag.flag, dest=flag.field, action="store_true" if flag.kind == "switch" else "store_false", help=flag.help)
+        else:
+            choices = ("auto", *BACKENDS) if flag.field == "backend" else flag.choices
+            p.add_argument(flag.flag, dest=flag.field, type=flag.type, choices=choices, help=flag.help)
     p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
-    p.set_defaults(handler=run_export, optlevel=2)
+    p.set_defaults(handler=run_export, **{f.name: f.default for f in dataclasses.fields(ExportOptions)})
+
+
+def export_argv(model: str, output: str | Path, options: ExportOptions) -> list[str]:
+    """The `export` sub-command's arguments for these options (what the dashboard's jobs run)."""
+    defaults = ExportOptions()
+    argv = ["export", "--model", model, str(output)]
+    for flag in EXPORT_FLAGS:
+        value = getattr(options, flag.field)
+        if value == getattr(defaults, flag.field):
+            continue
+        if flag.kind == "level":
+            argv.append(f"-O{value}")
+        elif flag.kind in ("switch", "negated"):
+            argv.append(flag.flag)
+        else:
+            argv += [flag.flag, str(value)]
+    return argv
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .exporter import export
+    from .export import export
 
     events = EventFile(args.events)
     options = ExportOptions.from_dict({k: v for k, v in vars(args).items() if k not in ("model", "output")})
@@ -82,29 +129,6 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"error: validation failed for {', '.join(failed)}; the artifact and its report are kept in {result.artifact}", file=sys.stderr)
         return 1
     return 0
-
-
-def export_argv(model: str, output: str | Path, options: ExportOptions) -> list[str]:
-    """The `export` sub-command's arguments for these options (what the dashboard's jobs run).
-
-    Derived from the export parser itself, so every option it knows round-trips."""
-    parser = OneLineParser(prog="neuron-export")
-    add_export_parser(parser.add_subparsers())
-    export_parser = parser._subparsers._group_actions[0].choices["export"]
-    defaults = ExportOptions()
-    argv = ["export", "--model", model, str(output)]
-    for action in export_parser._actions:
-        if not hasattr(defaults, action.dest):
-            continue
-        value = getattr(options, action.dest)
-        if value == getattr(defaults, action.dest):
-            continue
-        if isinstance(action, argparse._StoreConstAction):  # -O1 / -O2 / -O3 and the boolean flags
-            if action.const == value:
-                argv.append(action.option_strings[0])
-        else:
-            argv += [action.option_strings[-1], str(value)]
-    return argv
 
 
 class EventFile:
@@ -159,7 +183,7 @@ def add_cache_parser(commands) -> None:
 
 
 def run_cache(args: argparse.Namespace) -> int:
-    from .cache import CompileCache
+    from .export.cache import CompileCache
 
     cache = CompileCache()
     if args.action == "clear":

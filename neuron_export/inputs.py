@@ -10,9 +10,6 @@ from .errors import NeuronExportError
 from .options import ExportOptions
 from .registry import Architecture, InputSpec, TaskSpec
 
-DTYPES = {"int64": torch.int64, "float32": torch.float32}
-
-
 def input_axes(inputs: Iterable[InputSpec], task: TaskSpec) -> dict[str, tuple[str, ...]]:
     """Axes of each input for a task: multiple-choice inserts num_choices after the batch axis."""
     return {spec.name: spec.axes[:1] + task.extra_axes + spec.axes[1:] for spec in inputs}
@@ -114,13 +111,41 @@ def _token_type_ids(shape, config, generator, realistic):
     return types
 
 
-def _pixel_values(shape, config, generator, realistic):
+def _gaussian(shape, config, generator, realistic):
     return torch.randn(shape, generator=generator)
 
 
+def _clip_token_ids(shape, config, generator, realistic):
+    """Ids like a CLIP tokenizer's padded batch: start token, words, end token, then end tokens as padding."""
+    special = {config.bos_token_id, config.eos_token_id}
+    ids = torch.randint(0, config.vocab_size, shape, generator=generator)
+    ids[torch.isin(ids, torch.tensor(sorted(special)))] = 0
+    if realistic and shape[-1] > 2:
+        flat = ids.view(-1, shape[-1])
+        for row in range(flat.shape[0]):
+            length = int(torch.randint(1, shape[-1] - 1, (1,), generator=generator))
+            flat[row, 0] = config.bos_token_id
+            flat[row, length + 1 :] = config.eos_token_id
+    return ids
+
+
+def _timestep(shape, config, generator, realistic):
+    return torch.randint(0, config.num_train_timesteps, shape, generator=generator).float()
+
+
+def _size_ids(shape, config, generator, realistic):
+    """SDXL's time ids: original size, crop top-left and target size, in pixels."""
+    return torch.randint(0, 1025, shape, generator=generator).float()
+
+
+# Input kinds (InputSpec.kind) -> generator(shape, config, generator, realistic).
 GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
     "token_ids": _token_ids,
     "attention_mask": _attention_mask,
     "token_type_ids": _token_type_ids,
-    "pixel_values": _pixel_values,
+    "pixel_values": _gaussian,
+    "gaussian": _gaussian,
+    "clip_token_ids": _clip_token_ids,
+    "timestep": _timestep,
+    "time_ids": _size_ids,
 }

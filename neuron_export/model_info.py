@@ -13,7 +13,7 @@ from typing import Optional
 
 from .errors import NeuronExportError
 from .options import ExportOptions
-from .registry import ARCHITECTURES, TASKS, detect_task, supported_tasks
+from .registry import ARCHITECTURES, DIFFUSERS_PIPELINES, TASKS, detect_task, is_diffusion_task, supported_tasks
 from .sources import resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
@@ -44,8 +44,10 @@ def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
     source = resolve_model_source(model, ExportOptions(), demo_root)
     if source.library == "diffusers":
         task = source.model_type
-        if task not in ("stable-diffusion", "stable-diffusion-xl"):
-            raise NeuronExportError(f"{model}: diffusers pipeline {source.config.get('_class_name')} is not supported")
+        if not is_diffusion_task(task):
+            raise NeuronExportError(
+                f"{model}: diffusers pipeline {source.config.get('_class_name')} is not supported; supported: {', '.join(sorted(DIFFUSERS_PIPELINES))}"
+            )
         size = _diffusion_image_size(source.path)
         return ModelInfo(source.origin, source.path, source.library, task, [task], task, "from model_index.json",
                          {"batch_size": 1, "height": size, "width": size, "num_images_per_prompt": 1})

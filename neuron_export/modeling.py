@@ -25,18 +25,15 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers import modeling_outputs
 from transformers.utils import ModelOutput
 
-from .artifact import CompiledModel, load_artifact, publish, read_manifest, staging_dir
+from .artifact import CompiledModel, Manifest, check_output_dir, load_artifact, publish, staging
 from .errors import ArtifactError, InputMismatchError, NeuronExportError, ValidationFailedError
 from .options import ExportOptions
+from .registry import SENTENCE_TRANSFORMERS, TASKS
 
 # Axes whose inputs can be padded: attention masks make padded tokens (and rows) inert.
 PADDABLE_AXES = frozenset({"batch_size", "num_choices", "sequence_length"})
 # Tokenizer outputs that an architecture may not take (distilbert: token_type_ids); dropped then.
 TOKENIZER_EXTRAS = frozenset({"token_type_ids", "special_tokens_mask", "offset_mapping", "overflow_to_sample_mapping", "length"})
-# Outputs whose second axis is the sequence (text models).
-SEQUENCE_OUTPUTS = frozenset({"last_hidden_state", "token_embeddings", "start_logits", "end_logits"})
-# Leading axis of the hidden states / attentions of a multiple-choice model: batch x choices, flattened.
-BATCH_TIMES_CHOICES = ("batch_size", "num_choices")
 
 
 @dataclasses.dataclass
@@ -53,8 +50,8 @@ class NeuronModel:
     task: ClassVar[str] = ""
     sentence_transformers: ClassVar[bool] = False
     output_type: ClassVar[type[ModelOutput]] = ModelOutput
-    logits_axes: ClassVar[tuple] = ("batch_size",)
-    hidden_batch_axis: ClassVar[Union[str, tuple[str, ...]]] = "batch_size"
+    output_axes: ClassVar[dict[str, tuple]] = {}  # axes of each output (the rest: batch only)
+    hidden_batch_axes: ClassVar[tuple[str, ...]] = ("batch_size",)  # leading rows of hidden states, flattened
 
     def __init__(self, compiled: CompiledModel, temporary_dir: Optional[Path] = None):
         self.compiled = compiled
@@ -90,7 +87,7 @@ class NeuronModel:
 
     @classmethod
     def _export(cls, model: Union[str, Path], options: ExportOptions) -> "NeuronModel":
-        from .exporter import export
+        from .export import export
         from .sources import resolve_model_source
 
         is_sentence = resolve_model_source(model, options).library == "sentence_transformers"
@@ -115,14 +112,15 @@ class NeuronModel:
         target = Path(save_directory).expanduser().resolve()
         if target == self.path.resolve():
             return target
-        with staging_dir(target, force=True) as staging:
-            shutil.copytree(self.path, staging, dirs_exist_ok=True)
-            publish(staging, target, force=True)
+        check_output_dir(target, force=True)
+        with staging(target) as folder:
+            shutil.copytree(self.path, folder, dirs_exist_ok=True)
+            publish(folder, target, replace=True)
         return target
 
     def _check_artifact_kind(self) -> None:
-        task = self.manifest.get("task")
-        is_sentence = self.manifest.get("library") == "sentence_transformers"
+        task = self.manifest.task
+        is_sentence = self.manifest.library == "sentence_transformers"
         if task != self.task or is_sentence != self.sentence_transformers:
             raise ArtifactError(
                 f"{self.path} was compiled for {_describe(is_sentence, task)}, not for {type(self).__name__}; "
@@ -241,6 +239,11 @@ class NeuronModel:
         return self.output_type(**fields)
 
     def _strip(self, tensor: torch.Tensor, axes: tuple, sizes: dict[str, int]) -> torch.Tensor:
+        if isinstance(axes[0], tuple) and len(axes[0]) > 1:
+            # Rows of several axes flattened (multiple-choice: batch x choices): unflatten, cut, flatten again.
+            inner = tuple(self.compiled_shape[self._axes.index(axis)] for axis in axes[0][1:])
+            rows = tensor.reshape(-1, *inner, *tensor.shape[1:])
+            return self._strip(rows, axes[0] + axes[1:], sizes).flatten(0, len(axes[0]) - 1)
         index = [slice(None)] * len(axes)
         for dim, axis in enumerate(axes):
             if axis in sizes and sizes[axis] < tensor.shape[dim]:
@@ -249,96 +252,45 @@ class NeuronModel:
 
     def _axes_of_output(self, name: str) -> tuple:
         group = name.partition(".")[0]
-        if group == "logits":
-            return self.logits_axes
         if group == "hidden_states":
-            return (self.hidden_batch_axis, "sequence_length")
+            return (self.hidden_batch_axes, "sequence_length")
         if group == "attentions":
-            return (self.hidden_batch_axis, None, "sequence_length", "sequence_length")
-        if group in SEQUENCE_OUTPUTS:
-            return ("batch_size", "sequence_length")
-        return ("batch_size",)
+            return (self.hidden_batch_axes, None, "sequence_length", "sequence_length")
+        return self.output_axes.get(group, ("batch_size",))
 
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{k}={v}" for k, v in self.manifest.get("shapes", {}).items())
-        return f"{type(self).__name__}({self.path}, backend={self.manifest.get('backend')}, {shapes})"
+        shapes = ", ".join(f"{k}={v}" for k, v in self.manifest.shapes.items())
+        return f"{type(self).__name__}({self.path}, backend={self.manifest.backend}, {shapes})"
 
 
-class NeuronModelForFeatureExtraction(NeuronModel):
-    task = "feature-extraction"
-    output_type = modeling_outputs.BaseModelOutputWithPooling
+def _model_class(name: str, task: str, output_type: type[ModelOutput], output_axes: dict, hidden_batch_axes: tuple,
+                 sentence_transformers: bool = False) -> type[NeuronModel]:
+    doc = f"A compiled {task} model with the transformers calling convention; returns {output_type.__name__}."
+    attributes = dict(task=task, output_type=output_type, output_axes=output_axes, hidden_batch_axes=hidden_batch_axes,
+                      sentence_transformers=sentence_transformers, __module__=__name__, __doc__=doc)
+    return type(name, (NeuronModel,), attributes)
 
 
-class NeuronModelForSentenceTransformers(NeuronModel):
-    """A sentence-transformers folder: token embeddings and the pooled (normalized if it does) sentence embedding."""
-
-    task = "feature-extraction"
-    sentence_transformers = True
-    output_type = SentenceEmbeddingOutput
-
-
-class NeuronModelForMaskedLM(NeuronModel):
-    task = "fill-mask"
-    output_type = modeling_outputs.MaskedLMOutput
-    logits_axes = ("batch_size", "sequence_length")
-
-
-class NeuronModelForSequenceClassification(NeuronModel):
-    task = "text-classification"
-    output_type = modeling_outputs.SequenceClassifierOutput
-
-
-class NeuronModelForTokenClassification(NeuronModel):
-    task = "token-classification"
-    output_type = modeling_outputs.TokenClassifierOutput
-    logits_axes = ("batch_size", "sequence_length")
-
-
-class NeuronModelForQuestionAnswering(NeuronModel):
-    task = "question-answering"
-    output_type = modeling_outputs.QuestionAnsweringModelOutput
-
-
-class NeuronModelForMultipleChoice(NeuronModel):
-    task = "multiple-choice"
-    output_type = modeling_outputs.MultipleChoiceModelOutput
-    logits_axes = ("batch_size", "num_choices")
-    hidden_batch_axis = BATCH_TIMES_CHOICES
-
-    def _strip(self, tensor: torch.Tensor, axes: tuple, sizes: dict[str, int]) -> torch.Tensor:
-        if axes[0] != BATCH_TIMES_CHOICES:
-            return super()._strip(tensor, axes, sizes)
-        # Hidden states run batch x choices rows: unflatten, cut both axes, flatten again.
-        choices = self.compiled_shape[self._axes.index("num_choices")]
-        rows = tensor.reshape(-1, choices, *tensor.shape[1:])
-        return super()._strip(rows, BATCH_TIMES_CHOICES + axes[1:], sizes).flatten(0, 1)
-
-
-class NeuronModelForImageClassification(NeuronModel):
-    task = "image-classification"
-    output_type = modeling_outputs.ImageClassifierOutput
-
-
-MODEL_CLASSES: tuple[type[NeuronModel], ...] = (
-    NeuronModelForFeatureExtraction,
-    NeuronModelForSentenceTransformers,
-    NeuronModelForMaskedLM,
-    NeuronModelForSequenceClassification,
-    NeuronModelForTokenClassification,
-    NeuronModelForQuestionAnswering,
-    NeuronModelForMultipleChoice,
-    NeuronModelForImageClassification,
+# One class per task of the registry (NeuronModelForSequenceClassification, ...), plus the
+# sentence-transformers one.
+MODEL_CLASSES: tuple[type[NeuronModel], ...] = tuple(
+    _model_class(spec.model_class, spec.name, getattr(modeling_outputs, spec.output_type), spec.output_axes, spec.hidden_batch_axes)
+    for spec in TASKS.values()
+) + (
+    _model_class(SENTENCE_TRANSFORMERS.model_class, SENTENCE_TRANSFORMERS.task, SentenceEmbeddingOutput,
+                 SENTENCE_TRANSFORMERS.output_axes, ("batch_size",), sentence_transformers=True),
 )
+globals().update({cls.__name__: cls for cls in MODEL_CLASSES})
 
 
 def model_class_for_artifact(path: Union[str, Path]) -> type[NeuronModel]:
     """The NeuronModel class that loads an artifact folder (by its manifest's task and library)."""
-    manifest = read_manifest(_artifact_path(path))
-    is_sentence = manifest.get("library") == "sentence_transformers"
+    manifest = Manifest.read(_artifact_path(path))
+    is_sentence = manifest.library == "sentence_transformers"
     for cls in MODEL_CLASSES:
-        if cls.task == manifest.get("task") and cls.sentence_transformers == is_sentence:
+        if cls.task == manifest.task and cls.sentence_transformers == is_sentence:
             return cls
-    raise ArtifactError(f"{path} was compiled for {manifest.get('task')}, which no NeuronModel class runs")
+    raise ArtifactError(f"{path} was compiled for {manifest.task}, which no NeuronModel class runs")
 
 
 def _class_for(task: Optional[str], is_sentence: bool) -> str:

@@ -9,7 +9,6 @@ from typing import Any, Optional
 
 from .errors import NeuronExportError
 
-BACKENDS = ("auto", "neuron", "inductor", "torchscript")
 DEVICES = ("cpu", "cuda")
 INSTANCE_TYPES = ("inf2", "trn1")
 AUTO_CAST = ("none", "matmul", "all")
@@ -32,7 +31,7 @@ SHAPE_FIELDS = (
 @dataclass
 class ExportOptions:
     task: str = "auto"
-    backend: str = "auto"
+    backend: str = "auto"  # a name of backends.BACKENDS, or auto (checked when the backend is chosen)
     device: str = "cpu"
     instance_type: Optional[str] = None
     # static input shapes (None = the task's default)
@@ -68,7 +67,6 @@ class ExportOptions:
 
     def check(self) -> None:
         """Reject values that are wrong whatever the model (the task-dependent checks come later)."""
-        _one_of("--backend", self.backend, BACKENDS)
         _one_of("--device", self.device, DEVICES)
         _one_of("--auto_cast", self.auto_cast, AUTO_CAST)
         if self.auto_cast_type is not None:

@@ -14,36 +14,35 @@ from typing import Any, Iterator, Union
 
 from .errors import NeuronExportError
 from .modeling import NeuronModel, model_class_for_artifact
+from .registry import ARCHITECTURES, TASKS
 
-# Each runs an artifact compiled for the task of the same name.
-PIPELINE_TASKS = ("feature-extraction", "fill-mask", "text-classification", "token-classification", "image-classification")
-VISION_TASKS = ("image-classification",)
+# transformers pipeline -> the task whose artifacts it runs (registry: TaskSpec.pipeline).
+PIPELINE_TASKS = {spec.pipeline: name for name, spec in TASKS.items() if spec.pipeline}
 
 
 def pipeline(task: str, model: Union[str, Path, NeuronModel], **pipeline_kwargs: Any):
     """transformers.pipeline(task) on a compiled model: `model` is an artifact folder or a loaded NeuronModel;
     `pipeline_kwargs` go to transformers.pipeline (e.g. top_k=, aggregation_strategy=)."""
-    if task == "question-answering":
-        raise NeuronExportError(
-            "transformers 5 removed the question-answering pipeline; call NeuronModelForQuestionAnswering directly "
-            "and take the argmax of start_logits / end_logits"
-        )
     if task not in PIPELINE_TASKS:
+        if task in TASKS:
+            spec = TASKS[task]
+            raise NeuronExportError(f"{spec.no_pipeline}; call {spec.model_class} directly")
         raise NeuronExportError(f"pipeline task {task!r} is not supported; one of: {', '.join(PIPELINE_TASKS)}")
     if not isinstance(model, NeuronModel):
         model = model_class_for_artifact(model).from_pretrained(model)
-    if model.task != task:
+    if model.task != PIPELINE_TASKS[task]:
         raise NeuronExportError(f"{model.path} was compiled for {model.task}, not for {task}")
 
     import transformers
 
-    if task in VISION_TASKS:
-        preprocessors = {"image_processor": transformers.AutoImageProcessor.from_pretrained(model.config_path)}
+    processor = ARCHITECTURES[model.manifest.model_type].family.processor if model.manifest.model_type in ARCHITECTURES else "AutoTokenizer"
+    if processor != "AutoTokenizer":
+        preprocessors = {"image_processor": getattr(transformers, processor).from_pretrained(model.config_path)}
     else:
         tokenizer = transformers.AutoTokenizer.from_pretrained(model.config_path)
-        if "sequence_length" in model.manifest.get("shapes", {}):
+        if "sequence_length" in model.manifest.shapes:
             # Pipelines that truncate (token-classification) then stop at the compiled length.
-            tokenizer.model_max_length = min(tokenizer.model_max_length, model.manifest["shapes"]["sequence_length"])
+            tokenizer.model_max_length = min(tokenizer.model_max_length, model.manifest.shapes["sequence_length"])
         preprocessors = {"tokenizer": tokenizer}
     with _accepting(type(model).__name__):
         return transformers.pipeline(task, model=model, device=model.device, **preprocessors, **pipeline_kwargs)

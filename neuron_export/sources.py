@@ -10,12 +10,11 @@ from typing import Any, Optional
 
 from .errors import NeuronExportError, first_line
 from .options import ExportOptions
-from .registry import DIFFUSION_TASKS, auto_class, get_architecture
+from .registry import DIFFUSERS_PIPELINES, auto_class, get_architecture
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 # Files worth downloading from a hub repo: configs, tokenizers, weights; never other formats.
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model.bin", "*/*.json", "*/*.txt", "*/*.safetensors"]
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".neuron", ".pt2")
 
 
 @dataclass
@@ -28,7 +27,7 @@ class ModelSource:
     @property
     def model_type(self) -> str:
         if self.library == "diffusers":
-            return DIFFUSION_TASKS.get(self.config.get("_class_name", ""), "unknown-diffusers-pipeline")
+            return DIFFUSERS_PIPELINES.get(self.config.get("_class_name", ""), "unknown-diffusers-pipeline")
         return self.config.get("model_type", "")
 
     @property
@@ -46,15 +45,15 @@ def resolve_model_source(model: str | Path, options: ExportOptions, demo_root: O
     if name.startswith("demo:"):
         from .demo import resolve_demo
 
-        return _read_folder(name, resolve_demo(name, demo_root), options)
+        return read_model_folder(name, resolve_demo(name, demo_root), options)
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise NeuronExportError(f"{name} is a file; --model takes a model folder or a hub id")
-        return _read_folder(name, path, options)
+        return read_model_folder(name, path, options)
     if name.startswith((".", "/", "~")) or not HUB_ID.match(name):
         raise NeuronExportError(f"model folder {name} does not exist")
-    return _read_folder(name, _download(name, options), options)
+    return read_model_folder(name, _download(name, options), options)
 
 
 def _download(repo_id: str, options: ExportOptions) -> Path:
@@ -72,7 +71,8 @@ def _download(repo_id: str, options: ExportOptions) -> Path:
         ) from None
 
 
-def _read_folder(origin: str, path: Path, options: ExportOptions) -> ModelSource:
+def read_model_folder(origin: str, path: Path, options: ExportOptions) -> ModelSource:
+    """The model in a local folder (transformers, sentence-transformers or diffusers), from its configs."""
     if (path / "model_index.json").is_file():
         return ModelSource(origin, path, "diffusers", _read_json(path / "model_index.json"))
     library = "sentence_transformers" if (path / "modules.json").is_file() else "transformers"
@@ -136,8 +136,3 @@ def load_eager_model(source: ModelSource, task: str, options: ExportOptions):
     except Exception as error:  # corrupt / truncated weights surface as many exception types
         raise NeuronExportError(f"cannot load the weights of {source.origin}: {first_line(error)}") from None
     return model.eval()
-
-
-def weight_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-

@@ -8,7 +8,9 @@ from typing import Optional, Sequence
 import torch
 
 from .errors import NeuronExportError, first_line
-from .registry import SENTENCE_TRANSFORMERS_OUTPUTS
+from .options import ExportOptions
+from .registry import SENTENCE_TRANSFORMERS
+from .sources import ModelSource, sentence_transformers_modules
 
 
 class TraceableModel(torch.nn.Module):
@@ -79,7 +81,7 @@ class SentenceEmbeddingModel(torch.nn.Module):
             raise NeuronExportError(f"sentence-transformers pooling {pooling!r} is not supported (mean and cls are)")
         self.encoder = encoder
         self.input_names = list(input_names)
-        self.output_names = list(SENTENCE_TRANSFORMERS_OUTPUTS)
+        self.output_names = list(SENTENCE_TRANSFORMERS.outputs)
         self.pooling = pooling
         self.normalize = normalize
 
@@ -115,6 +117,20 @@ def sentence_transformers_head(modules: list[dict], folder) -> tuple[str, bool]:
         elif kind.endswith("Normalize"):
             normalize = True
     return pooling or "mean", normalize
+
+
+def output_flags(options: ExportOptions) -> dict[str, bool]:
+    return {k: True for k in ("output_hidden_states", "output_attentions") if getattr(options, k)}
+
+
+def eager_traceable(source: ModelSource, eager: torch.nn.Module, input_names: list[str], output_names: list[str],
+                    options: ExportOptions) -> torch.nn.Module:
+    """The eager model with the traced signature: positional inputs -> tuple of the named outputs
+    (for a sentence-transformers folder, with its pooling and normalization)."""
+    if source.library == "sentence_transformers":
+        pooling, normalize = sentence_transformers_head(sentence_transformers_modules(source.path), source.path)
+        return SentenceEmbeddingModel(eager, input_names, pooling, normalize).eval()
+    return TraceableModel(eager, input_names, output_names, **output_flags(options)).eval()
 
 
 class CastModel(torch.nn.Module):

@@ -9,7 +9,9 @@ from .inductor import InductorBackend
 from .neuron import NeuronBackend, neuron_device_present, torch_neuronx_importable, torch_neuronx_problem
 from .torchscript import TorchScriptBackend
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (NeuronBackend(), InductorBackend(), TorchScriptBackend())}
+NEURON: Backend = NeuronBackend()
+PORTABLE_DEFAULT: Backend = InductorBackend()  # what auto picks where Neuron cannot run
+BACKENDS: dict[str, Backend] = {b.name: b for b in (NEURON, PORTABLE_DEFAULT, TorchScriptBackend())}
 
 
 def get_backend(name: str) -> Backend:
@@ -19,23 +21,28 @@ def get_backend(name: str) -> Backend:
         raise NeuronExportError(f"unknown backend {name!r}; one of: {', '.join(BACKENDS)}") from None
 
 
+def auto_backend(options: ExportOptions) -> tuple[Backend, str]:
+    """What --backend auto picks on this host for these options, and why."""
+    if options.instance_type:
+        return NEURON, f"--instance_type {options.instance_type} compiles for Neuron"
+    if torch_neuronx_importable() and neuron_device_present():
+        return NEURON, "torch-neuronx and a Neuron device are present"
+    why = torch_neuronx_problem() or "no Neuron device on this host"
+    return PORTABLE_DEFAULT, f"auto: {why}, so the portable AOTInductor backend"
+
+
 def choose_backend(options: ExportOptions) -> tuple[Backend, str]:
     """The backend to use and why (the reason goes into the log and the manifest)."""
     if options.backend != "auto":
         backend, reason = get_backend(options.backend), "chosen with --backend"
-    elif options.instance_type:
-        backend, reason = BACKENDS["neuron"], f"--instance_type {options.instance_type} compiles for Neuron"
-    elif torch_neuronx_importable() and neuron_device_present():
-        backend, reason = BACKENDS["neuron"], "torch-neuronx and a Neuron device are present"
     else:
-        why = torch_neuronx_problem() or "no Neuron device on this host"
-        backend, reason = BACKENDS["inductor"], f"auto: {why}, so the portable AOTInductor backend"
+        backend, reason = auto_backend(options)
     problem = backend.unavailable_reason(options)
     if problem:
         raise BackendUnavailableError(problem)
-    if options.instance_type and backend.name != "neuron":
+    if options.instance_type and not backend.is_neuron:
         raise NeuronExportError(f"--instance_type compiles for Neuron; it does not apply to --backend {backend.name}")
     return backend, reason
 
 
-__all__ = ["Backend", "Runner", "BACKENDS", "get_backend", "choose_backend"]
+__all__ = ["Backend", "Runner", "BACKENDS", "get_backend", "choose_backend", "auto_backend"]

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
 
 import torch
 
 from ..options import ExportOptions
+
+if TYPE_CHECKING:
+    from ..artifact import Manifest
 
 # A loaded compiled model: positional tensors in, a tuple of tensors out.
 Runner = Callable[..., Sequence[torch.Tensor]]
 
 
 class Backend(Protocol):
+    """What a compiler plugs into the one export pipeline. Nothing outside a backend asks for its
+    name: it declares what the rest needs to know (is_neuron, where it runs, what it ignores)."""
+
     name: str
     model_file: str  # file name of the compiled model inside the artifact folder
+    is_neuron: bool  # its artifacts run on NeuronCores only (never presented otherwise)
     # True when the compiled model itself takes any batch size with --dynamic-batch-size;
     # otherwise CompiledModel splits/pads calls into chunks of the compiled batch.
     native_dynamic_batch: bool
@@ -28,6 +35,19 @@ class Backend(Protocol):
 
     def compiler_version(self) -> str: ...
 
+    def device(self, options: ExportOptions) -> str:
+        """The torch device the artifact's inputs go to ("cpu" for Neuron: torch-neuronx takes CPU tensors)."""
+
+    def target(self, options: ExportOptions) -> Optional[str]:
+        """The Neuron instance type it compiles for, or None for a portable build."""
+
+    def option_warnings(self, options: ExportOptions) -> list[str]:
+        """Options this backend ignores, as warnings (an option that would change the result is
+        refused by unavailable_reason instead)."""
+
+    def validation_problem(self, options: ExportOptions) -> Optional[str]:
+        """None when an artifact compiled with these options can be validated on this host, else why not."""
+
     def prepare(self, module: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
         """Apply what this backend captures in the graph itself (auto-cast, device placement)."""
 
@@ -39,9 +59,9 @@ class Backend(Protocol):
     ) -> None:
         """Compile and write the model file; model_kind (generic, transformer, unet-inference) tunes neuronx-cc."""
 
-    def load(self, model_path: Path, manifest: dict) -> Runner: ...
+    def load(self, model_path: Path, manifest: "Manifest") -> Runner: ...
 
-    def runtime_problem(self, manifest: dict) -> Optional[str]:
+    def runtime_problem(self, manifest: "Manifest") -> Optional[str]:
         """None when an artifact with this manifest can run on this host, else why not."""
 
 

@@ -28,6 +28,7 @@ class InductorBackend(PortableBackend):
     name = "inductor"
     model_file = "model.pt2"
     native_dynamic_batch = True
+    records_cpu_isa = True
 
     def compiler_version(self) -> str:
         return f"torch.export + AOTInductor {torch.__version__}"
@@ -60,7 +61,7 @@ class InductorBackend(PortableBackend):
             if workdir is not None:
                 _restore_env("TORCHINDUCTOR_CACHE_DIR", previous)
 
-    def load(self, model_path: Path, manifest: dict):
+    def load(self, model_path: Path, manifest):
         package = torch._inductor.aoti_load_package(str(model_path))
 
         def run(*inputs):

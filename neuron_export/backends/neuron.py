@@ -78,7 +78,22 @@ def neuron_device_present() -> bool:
 class NeuronBackend:
     name = "neuron"
     model_file = "model.neuron"
+    is_neuron = True
     native_dynamic_batch = True  # torch_neuronx.dynamic_batch splits and pads on the device side
+
+    def device(self, options: ExportOptions) -> str:
+        return "cpu"  # a traced Neuron module takes CPU tensors and moves them to its NeuronCore
+
+    def target(self, options: ExportOptions) -> Optional[str]:
+        return options.instance_type or "inf2"
+
+    def option_warnings(self, options: ExportOptions) -> list[str]:
+        return []
+
+    def validation_problem(self, options: ExportOptions) -> Optional[str]:
+        if options.instance_type:
+            return f"compiled for {options.instance_type} on a host without a Neuron device: it cannot run here, so it was not validated"
+        return None
 
     def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
         if options.device != "cpu":
@@ -124,16 +139,16 @@ class NeuronBackend:
             compiled = torch_neuronx.dynamic_batch(compiled)
         torch.jit.save(compiled, str(model_path))
 
-    def load(self, model_path: Path, manifest: dict):
+    def load(self, model_path: Path, manifest):
         torch_neuronx = import_torch_neuronx()
         module = torch.jit.load(str(model_path))  # loading places it on a NeuronCore
-        if manifest.get("dynamic_batch"):
+        if manifest.dynamic_batch:
             module = torch_neuronx.dynamic_batch(module)
         return module
 
-    def runtime_problem(self, manifest: dict) -> Optional[str]:
+    def runtime_problem(self, manifest) -> Optional[str]:
         if not torch_neuronx_importable():
             return f"it is a Neuron artifact and torch-neuronx is not usable here; {INSTALL_HINT}"
         if not neuron_device_present():
-            return f"it is a Neuron artifact for {manifest.get('target') or 'inf2'} and this host has no Neuron device"
+            return f"it is a Neuron artifact for {manifest.target or 'inf2'} and this host has no Neuron device"
         return None

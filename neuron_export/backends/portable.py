@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import platform
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from ..options import ExportOptions
 from ..traceable import CastModel
 from .base import cast_dtype
+
+if TYPE_CHECKING:
+    from ..artifact import Manifest
 
 
 def torch_release(version: str) -> str:
@@ -20,7 +23,21 @@ def torch_release(version: str) -> str:
 class PortableBackend:
     name = "portable"
     model_file = ""
+    is_neuron = False
     native_dynamic_batch = False
+    records_cpu_isa = False  # its CPU artifacts are tied to the build host's vector ISA
+
+    def device(self, options: ExportOptions) -> str:
+        return options.device
+
+    def target(self, options: ExportOptions) -> Optional[str]:
+        return None
+
+    def option_warnings(self, options: ExportOptions) -> list[str]:
+        return []
+
+    def validation_problem(self, options: ExportOptions) -> Optional[str]:
+        return None
 
     def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
         if options.device == "cuda" and not torch.cuda.is_available():
@@ -34,7 +51,7 @@ class PortableBackend:
             where = "NVIDIA GPUs (CUDA)"
         else:
             where = f"{platform.machine()} CPUs"
-            if self.name == "inductor":  # generated kernels and packed weights target this host's vector ISA
+            if self.records_cpu_isa:  # generated kernels and packed weights target this host's vector ISA
                 where += f" with {torch.backends.cpu.get_cpu_capability()} (like this host)"
         return f"{where} and torch {torch_release(torch.__version__)} — portable {self.name} build, not a Neuron artifact"
 
@@ -47,16 +64,16 @@ class PortableBackend:
             module = CastModel(module, options.auto_cast, dtype, options.device)
         return module.to(options.device)
 
-    def runtime_problem(self, manifest: dict) -> Optional[str]:
-        if manifest["device"] == "cuda" and not torch.cuda.is_available():
+    def runtime_problem(self, manifest: "Manifest") -> Optional[str]:
+        if manifest.device == "cuda" and not torch.cuda.is_available():
             return "it was compiled for an NVIDIA GPU (CUDA) and this host has none"
-        made_with = torch_release(manifest["torch_version"])
+        made_with = torch_release(manifest.torch_version)
         if made_with != torch_release(torch.__version__):
             return f"it was compiled with torch {made_with} and this host has torch {torch_release(torch.__version__)}"
-        built_for = manifest.get("cpu_capability")
-        if self.name == "inductor" and manifest["device"] == "cpu" and _isa_rank(built_for) > _isa_rank(torch.backends.cpu.get_cpu_capability()):
+        built_for = manifest.cpu_capability
+        if self.records_cpu_isa and manifest.device == "cpu" and _isa_rank(built_for) > _isa_rank(torch.backends.cpu.get_cpu_capability()):
             return f"its CPU kernels were built for {built_for} and this CPU has {torch.backends.cpu.get_cpu_capability()} only"
-        if manifest.get("auto_cast_type") == "tf32" and manifest.get("auto_cast") != "none":
+        if manifest.auto_cast_type == "tf32" and manifest.auto_cast != "none":
             torch.backends.cuda.matmul.allow_tf32 = True
         return None
 

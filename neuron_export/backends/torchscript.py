@@ -21,6 +21,14 @@ class TorchScriptBackend(PortableBackend):
     def compiler_version(self) -> str:
         return f"torch.jit {torch.__version__}"
 
+    def option_warnings(self, options: ExportOptions) -> list[str]:
+        warnings = []
+        if options.compiler_workdir:
+            warnings.append("--compiler_workdir: torchscript has no compiler files to keep; ignored")
+        if options.optlevel == 3:
+            warnings.append("-O3: torchscript's further optimization (optimize_for_inference) cannot be saved; compiled as -O2")
+        return warnings
+
     def trace(self, module, example, options: ExportOptions):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -35,10 +43,10 @@ class TorchScriptBackend(PortableBackend):
                 traced = torch.jit.freeze(traced.eval())
             torch.jit.save(traced, str(model_path))
 
-    def load(self, model_path: Path, manifest: dict):
+    def load(self, model_path: Path, manifest):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = torch.jit.load(str(model_path), map_location=manifest["device"])
+            module = torch.jit.load(str(model_path), map_location=manifest.device)
 
         def run(*inputs):
             # Every call of a TorchScript module warns that TorchScript is deprecated.

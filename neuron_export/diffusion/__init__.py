@@ -1,18 +1,9 @@
-"""Stable Diffusion and SDXL: component-wise export and the pipelines that run the compiled components.
+"""Stable Diffusion and SDXL at run time: the Neuron*Pipeline classes (registry/diffusion.py) that
+run the compiled components. They import diffusers' pipelines (slow): they load on first access."""
 
-The pipeline classes import diffusers' pipelines (slow): they load on first access.
-"""
+from ..registry import PIPELINE_CLASSES
 
-from .export import export_diffusion_pipeline
-
-PIPELINE_CLASSES = (
-    "NeuronStableDiffusionPipeline",
-    "NeuronStableDiffusionImg2ImgPipeline",
-    "NeuronStableDiffusionXLPipeline",
-    "NeuronStableDiffusionXLImg2ImgPipeline",
-)
-
-__all__ = ["export_diffusion_pipeline", *PIPELINE_CLASSES]
+__all__ = list(PIPELINE_CLASSES)
 
 
 def __getattr__(name: str):

@@ -25,7 +25,7 @@ def run_at_compiled_batch(compiled: CompiledModel, inputs: dict[str, torch.Tenso
         return compiled(**inputs)
     if batch > compiled_batch:
         raise InputMismatchError(
-            f"the compiled {compiled.manifest.get('component')} takes at most {compiled_batch} rows and this call needs {batch}: "
+            f"the compiled {compiled.manifest.component} takes at most {compiled_batch} rows and this call needs {batch}: "
             "re-export with a larger --batch_size / --num_images_per_prompt, or with --dynamic-batch-size"
         )
     missing = compiled_batch - batch
@@ -48,7 +48,7 @@ class CompiledComponent(torch.nn.Module):
         return torch.float32  # inputs and outputs are fp32 (auto-cast happens inside the compiled graph)
 
     def extra_repr(self) -> str:
-        return f"path={self.compiled.path}, backend={self.compiled.manifest.get('backend')}"
+        return f"path={self.compiled.path}, backend={self.compiled.manifest.backend}"
 
 
 class CompiledTextEncoder(CompiledComponent):
@@ -133,7 +133,7 @@ class CompiledVae(CompiledComponent):
 
         if self.encoder_model is None:
             raise NeuronExportError("this pipeline was loaded without the VAE encoder; use an img2img pipeline class")
-        compiled_size = tuple(self.encoder_model.inputs["sample"]["shape"][-2:])
+        compiled_size = tuple(self.encoder_model.inputs["sample"].shape[-2:])
         if tuple(sample.shape[-2:]) != compiled_size:
             height, width = sample.shape[-2:]
             raise NeuronExportError(

@@ -15,24 +15,15 @@ import weakref
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+import diffusers
 import torch
-from diffusers import (
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLImg2ImgPipeline,
-    StableDiffusionXLPipeline,
-)
 from diffusers.configuration_utils import FrozenDict
 
-from ..artifact import load_artifact, read_manifest, write_json
+from ..artifact import Manifest, inside, load_artifact, write_json
 from ..errors import ArtifactError, NeuronExportError, ValidationFailedError
 from ..options import SHAPE_FIELDS, ExportOptions
+from ..registry import DIFFUSION_TASKS, PIPELINE_CLASSES, pipeline_task_of
 from .adapters import CompiledTextEncoder, CompiledUNet, CompiledVae
-
-TASK_PIPELINES = {
-    "stable-diffusion": "NeuronStableDiffusionPipeline / NeuronStableDiffusionImg2ImgPipeline",
-    "stable-diffusion-xl": "NeuronStableDiffusionXLPipeline / NeuronStableDiffusionXLImg2ImgPipeline",
-}
 
 
 class NeuronPipelineMixin:
@@ -41,7 +32,7 @@ class NeuronPipelineMixin:
     task: ClassVar[str]
     uses_vae_encoder: ClassVar[bool] = False
     artifact: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def from_pretrained(cls, model: str | Path, export: bool = False, options: Optional[ExportOptions] = None, **shapes: int):
@@ -55,7 +46,7 @@ class NeuronPipelineMixin:
                 raise NeuronExportError("shapes and options apply to export=True; a compiled folder has its shapes already")
             return cls._load(Path(model).expanduser())
 
-        from ..exporter import export as export_model
+        from ..export import export as export_model
 
         options = (options or ExportOptions()).replace(**shapes)
         scratch = Path(tempfile.mkdtemp(prefix="neuron-export-pipeline-"))
@@ -73,14 +64,15 @@ class NeuronPipelineMixin:
 
     @classmethod
     def _load(cls, folder: Path):
-        manifest = read_manifest(folder)
-        task = manifest.get("task")
-        if "components" not in manifest:
+        manifest = Manifest.read(folder)
+        task = manifest.task
+        if not manifest.is_pipeline:
             raise ArtifactError(f"{folder} is a compiled {task} model, not a pipeline; load it with neuron_export.load_artifact")
         if task != cls.task:
-            raise ArtifactError(f"{folder} is a compiled {task} pipeline; load it with {TASK_PIPELINES.get(task, 'another pipeline class')}")
+            classes = " / ".join(p.class_name for p in DIFFUSION_TASKS[task].pipelines) if task in DIFFUSION_TASKS else "another pipeline class"
+            raise ArtifactError(f"{folder} is a compiled {task} pipeline; load it with {classes}")
         model_index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        components = load_components(folder, manifest["components"], cls.uses_vae_encoder)
+        components = load_components(folder, manifest, cls.uses_vae_encoder)
         parameters = inspect.signature(cls.__init__).parameters
         arguments: dict[str, Any] = {}
         for name in parameters:
@@ -112,7 +104,7 @@ class NeuronPipelineMixin:
 
     @property
     def compiled_shapes(self) -> dict[str, int]:
-        return self.manifest["shapes"]
+        return self.manifest.shapes
 
     def __call__(self, prompt=None, *, seed: Optional[int] = None, **kwargs):
         """diffusers' __call__ (prompt, negative_prompt, num_inference_steps, guidance_scale, generator,
@@ -140,7 +132,7 @@ class NeuronPipelineMixin:
                     f"{name} {value}: this pipeline was compiled for {shapes['width']}x{shapes['height']} images; "
                     f"re-export with --{name} {value} for other sizes"
                 )
-        if self.manifest.get("dynamic_batch"):
+        if self.manifest.dynamic_batch:
             return
         if isinstance(prompt, str):
             prompts = 1
@@ -158,24 +150,30 @@ class NeuronPipelineMixin:
             )
 
 
-def load_components(folder: Path, names: list[str], with_vae_encoder: bool) -> dict[str, torch.nn.Module]:
-    """The compiled components as the pipeline's text_encoder(_2), unet and vae."""
+def load_components(folder: Path, manifest: Manifest, with_vae_encoder: bool) -> dict[str, torch.nn.Module]:
+    """The compiled components, by kind, as the pipeline's text_encoder(_2), unet and vae modules."""
     from transformers import AutoConfig
 
-    def config_of(name: str) -> FrozenDict:
-        return FrozenDict(json.loads((folder / name / "config.json").read_text(encoding="utf-8")))
-
-    components: dict[str, torch.nn.Module] = {}
-    for name in names:
-        if name.startswith("text_encoder"):
-            components[name] = CompiledTextEncoder(load_artifact(folder / name), AutoConfig.from_pretrained(folder / name))
-    unet = load_artifact(folder / "unet")
-    latent_height, latent_width = unet.inputs["sample"]["shape"][2:]
-    unet_config = {**config_of("unet"), "sample_size": latent_height if latent_height == latent_width else [latent_height, latent_width]}
+    specs = [spec for spec in DIFFUSION_TASKS[manifest.task].components if spec.name in manifest.components]
+    missing = sorted(set(manifest.components) - {spec.name for spec in specs})
+    if missing:
+        raise ArtifactError(f"{folder} lists components this tool does not know: {', '.join(missing)}")
+    by_kind = {spec.kind: inside(folder, spec.name) for spec in specs}
+    components: dict[str, torch.nn.Module] = {
+        spec.source: CompiledTextEncoder(load_artifact(inside(folder, spec.name)), AutoConfig.from_pretrained(inside(folder, spec.name)))
+        for spec in specs if spec.kind == "text_encoder"
+    }
+    unet = load_artifact(by_kind["unet"])
+    latent_height, latent_width = unet.inputs["sample"].shape[2:]
+    unet_config = {**_config_of(by_kind["unet"]), "sample_size": latent_height if latent_height == latent_width else [latent_height, latent_width]}
     components["unet"] = CompiledUNet(unet, FrozenDict(unet_config))
-    encoder = load_artifact(folder / "vae_encoder") if with_vae_encoder else None
-    components["vae"] = CompiledVae(load_artifact(folder / "vae_decoder"), encoder, config_of("vae_decoder"))
+    encoder = load_artifact(by_kind["vae_encoder"]) if with_vae_encoder else None
+    components["vae"] = CompiledVae(load_artifact(by_kind["vae_decoder"]), encoder, _config_of(by_kind["vae_decoder"]))
     return components
+
+
+def _config_of(component_folder: Path) -> FrozenDict:
+    return FrozenDict(json.loads((component_folder / "config.json").read_text(encoding="utf-8")))
 
 
 def load_pipeline_part(folder: Path, name: str, entry: list) -> Any:
@@ -193,19 +191,13 @@ def load_pipeline_part(folder: Path, name: str, entry: list) -> Any:
     return getattr(diffusers, class_name).from_pretrained(folder, subfolder=name)
 
 
-class NeuronStableDiffusionPipeline(NeuronPipelineMixin, StableDiffusionPipeline):
-    task = "stable-diffusion"
+def _pipeline_class(name: str) -> type:
+    """A Neuron*Pipeline class: the mixin over the diffusers pipeline the registry names."""
+    spec = PIPELINE_CLASSES[name]
+    base = getattr(diffusers, spec.diffusers_class)
+    attributes = {"task": pipeline_task_of(name), "uses_vae_encoder": spec.uses_vae_encoder, "__module__": __name__,
+                  "__doc__": f"diffusers' {spec.diffusers_class} running the compiled components of an artifact folder."}
+    return type(name, (NeuronPipelineMixin, base), attributes)
 
 
-class NeuronStableDiffusionImg2ImgPipeline(NeuronPipelineMixin, StableDiffusionImg2ImgPipeline):
-    task = "stable-diffusion"
-    uses_vae_encoder = True
-
-
-class NeuronStableDiffusionXLPipeline(NeuronPipelineMixin, StableDiffusionXLPipeline):
-    task = "stable-diffusion-xl"
-
-
-class NeuronStableDiffusionXLImg2ImgPipeline(NeuronPipelineMixin, StableDiffusionXLImg2ImgPipeline):
-    task = "stable-diffusion-xl"
-    uses_vae_encoder = True
+globals().update({name: _pipeline_class(name) for name in PIPELINE_CLASSES})

@@ -25,10 +25,10 @@ from typing import Any, Optional
 
 import torch
 
-from . import __version__
-from .artifact import MANIFEST, read_manifest, write_json
-from .errors import NeuronExportError, first_line
-from .options import SHAPE_FIELDS, ExportOptions
+from .. import __version__
+from ..artifact import MANIFEST, Manifest, publish, remove_tree, staging, write_json
+from ..errors import NeuronExportError, first_line
+from ..options import SHAPE_FIELDS, ExportOptions
 
 log = logging.getLogger("neuron_export")
 
@@ -39,7 +39,6 @@ ENTRY_RECORD = "entry.json"
 ENTRY_ARTIFACT = "artifact"
 FILE_DIGESTS = "file-digests.json"  # sha256 of model files by (path, size, mtime): no rehash of big weights
 ENTRY_NAME = re.compile(r"^[0-9a-f]{64}$")
-TEMP_PREFIXES = (".tmp-", ".trash-")
 CHUNK = 1 << 20
 
 # ExportOptions fields left out of the key because they do not change the compiled artifact.
@@ -90,16 +89,6 @@ def _artifact_files(folder: Path) -> list[Path]:
     )
 
 
-def _remove_tree(path: Path) -> None:
-    """Rename aside, then delete: a concurrent reader never sees a half-deleted entry under its key."""
-    trash = path.parent / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        os.replace(path, trash)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 @dataclass
 class CacheEntry:
     key: str
@@ -117,15 +106,17 @@ class CompileCache:
 
     # ---- the key --------------------------------------------------------------------------
 
-    def key(self, model_folder: Path, library: str, task: str, shapes: dict[str, int], backend, options: ExportOptions) -> str:
+    def key(self, model_folders: Path | list[Path], library: str, task: str, shapes: dict[str, int], backend,
+            options: ExportOptions) -> str:
         """sha256 of everything that determines the artifact; `options` as the export normalized them."""
+        folders = [model_folders] if isinstance(model_folders, Path) else list(model_folders)
         options_in_key = {k: v for k, v in options.to_dict().items() if k not in NOT_IN_KEY}
         if options.auto_cast == "none":
             options_in_key["auto_cast_type"] = None  # ignored without auto-cast
         fields = {
             "format": CACHE_FORMAT,
             "tool": __version__,
-            "model_files": self.files_digest(model_folder),
+            "model_files": [self.files_digest(folder) for folder in folders],
             "library": library,
             "task": task,
             "shapes": shapes,
@@ -168,7 +159,7 @@ class CompileCache:
 
     # ---- lookup and store -----------------------------------------------------------------
 
-    def restore(self, key: str, destination: Path) -> Optional[dict[str, Any]]:
+    def restore(self, key: str, destination: Path) -> Optional[Manifest]:
         """Copy the entry's artifact into the empty folder `destination`, verifying every file.
         Returns its manifest, or None on a miss; a corrupt entry is deleted (and is a miss)."""
         entry = self.root / key
@@ -184,13 +175,13 @@ class CompileCache:
                     raise CorruptEntry(f"{relative} is missing")
                 if _copy_hashing(source, target) != expected:
                     raise CorruptEntry(f"{relative} does not match its checksum")
-            return read_manifest(destination)
+            return Manifest.read(destination)
         except OSError as error:  # unreadable cache folder, entry deleted meanwhile: just compile
             log.warning("Warning: could not read compile cache entry %s (%s); compiling", key[:12], first_line(error))
             return None
         except (CorruptEntry, NeuronExportError) as error:
             log.warning("Warning: compile cache entry %s is corrupt (%s); deleted it, compiling again", key[:12], error)
-            _remove_tree(entry)
+            remove_tree(entry)
             return None
 
     def store(self, key: str, artifact: Path) -> None:
@@ -198,40 +189,37 @@ class CompileCache:
         entry = self.root / key
         if entry.is_dir():
             return
-        temporary = self.root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         try:
-            (temporary / ENTRY_ARTIFACT).mkdir(parents=True)
-            checksums, size = {}, 0
-            for relative in _artifact_files(artifact):
-                target = temporary / ENTRY_ARTIFACT / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                checksums[relative.as_posix()] = _copy_hashing(artifact / relative, target)
-                size += target.stat().st_size
-            manifest = read_manifest(artifact)
-            write_json(temporary / ENTRY_RECORD, {
-                "format": CACHE_FORMAT,
-                "key": key,
-                "stored": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "size": size,
-                "source": manifest.get("source"),
-                "task": manifest.get("task"),
-                "backend": manifest.get("backend"),
-                "shapes": manifest.get("shapes"),
-                "checksums": checksums,
-            })
-            try:
-                os.replace(temporary, entry)
-            except OSError:
-                if not entry.is_dir():
-                    raise
-                # another export stored the same key first: keep that one
+            with staging(entry) as temporary:
+                self._fill_entry(temporary, key, artifact)
+                publish(temporary, entry, replace=False)  # another export stored the same key first: keep that one
             log.info("Stored in the compile cache (%s)", key[:12])
         except (OSError, NeuronExportError) as error:
             # A full disk or a read-only cache must not fail an export that succeeded.
             log.warning("Warning: could not store the artifact in the compile cache %s: %s", self.root, first_line(error))
-        finally:
-            if temporary.exists():
-                shutil.rmtree(temporary, ignore_errors=True)
+
+    @staticmethod
+    def _fill_entry(temporary: Path, key: str, artifact: Path) -> None:
+        """The entry's files: a checksummed copy of the artifact and its record."""
+        (temporary / ENTRY_ARTIFACT).mkdir(parents=True)
+        checksums, size = {}, 0
+        for relative in _artifact_files(artifact):
+            target = temporary / ENTRY_ARTIFACT / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            checksums[relative.as_posix()] = _copy_hashing(artifact / relative, target)
+            size += target.stat().st_size
+        manifest = Manifest.read(artifact)
+        write_json(temporary / ENTRY_RECORD, {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "stored": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "size": size,
+            "source": manifest.source,
+            "task": manifest.task,
+            "backend": manifest.backend,
+            "shapes": manifest.shapes,
+            "checksums": checksums,
+        })
 
     @staticmethod
     def _read_record(entry: Path) -> dict[str, Any]:
@@ -269,9 +257,9 @@ class CompileCache:
         for entry in entries:
             _remove_tree(entry.path)
         for path in self.root.iterdir():
-            if path.name.startswith(TEMP_PREFIXES) and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.name.startswith(TEMP_PREFIXES):
+            if path.name.startswith(".") and path.name != f".{FILE_DIGESTS}" and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)  # leftovers of interrupted stores and removals
+            elif path.name.startswith(".tmp-"):
                 path.unlink(missing_ok=True)
         (self.root / FILE_DIGESTS).unlink(missing_ok=True)
         return len(entries), sum(e.size for e in entries)

@@ -1,8 +1,8 @@
-"""Export a diffusers Stable Diffusion (XL) pipeline folder component by component.
+"""Plan the export of a diffusers Stable Diffusion (XL) pipeline folder, component by component.
 
-Each component (text encoder(s), UNet, VAE encoder, VAE decoder; see registry.DIFFUSION_COMPONENTS)
-goes through the engine's build_component into its own folder; the root folder mirrors diffusers
-(model_index.json, scheduler/, tokenizer(_2)/) and its manifest lists the components.
+Each component (text encoder(s), UNet, VAE encoder, VAE decoder; registry/diffusion.py) becomes a
+folder of its own; the artifact mirrors diffusers (model_index.json, scheduler/, tokenizer(_2)/)
+and its root manifest lists the components.
 """
 
 from __future__ import annotations
@@ -10,23 +10,22 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import shutil
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
 
 import torch
 
-from ..artifact import MANIFEST, publish, staging_dir, write_json
 from ..backends import choose_backend
+from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
-from ..exporter import COMPONENT_STAGES, Component, ExportResult, Progress, build_component, check_option_scope, copy_model_files, default_atol, settle_options
-from ..inputs import GENERATORS, input_shapes, make_inputs, validation_input_sets
+from ..inputs import input_shapes, make_inputs, validation_input_sets
 from ..options import ExportOptions
-from ..registry import DIFFUSION_COMPONENTS, DIFFUSION_TASKS, DiffusionComponent
+from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, DiffusionComponent
 from ..sources import ModelSource
 from ..traceable import TraceableModel, discover_output_names
-from .modules import UNetModule, VaeDecoderModule, VaeEncoderModule
+from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
 
 log = logging.getLogger("neuron_export")
 
@@ -38,43 +37,49 @@ PUBLIC_SHAPES = ("batch_size", "num_images_per_prompt", "height", "width", "sequ
 NO_LENGTH_LIMIT = 10**12
 
 
-def _clip_token_ids(shape, config, generator, realistic):
-    """Ids like a CLIP tokenizer's padded batch: start token, words, end token, then end tokens as padding."""
-    special = {config.bos_token_id, config.eos_token_id}
-    ids = torch.randint(0, config.vocab_size, shape, generator=generator)
-    ids[torch.isin(ids, torch.tensor(sorted(special)))] = 0
-    if realistic and shape[-1] > 2:
-        flat = ids.view(-1, shape[-1])
-        for row in range(flat.shape[0]):
-            length = int(torch.randint(1, shape[-1] - 1, (1,), generator=generator))
-            flat[row, 0] = config.bos_token_id
-            flat[row, length + 1 :] = config.eos_token_id
-    return ids
-
-
-def _timestep(shape, config, generator, realistic):
-    return torch.randint(0, config.num_train_timesteps, shape, generator=generator).float()
-
-
-def _size_ids(shape, config, generator, realistic):
-    """SDXL's time ids: original size, crop top-left and target size, in pixels."""
-    return torch.randint(0, 1025, shape, generator=generator).float()
-
-
-# Dummy-input kinds of the diffusion components, registered with the engine's generators.
-GENERATORS.update(
-    clip_token_ids=_clip_token_ids,
-    timestep=_timestep,
-    time_ids=_size_ids,
-    gaussian=lambda shape, config, generator, realistic: torch.randn(shape, generator=generator),
-)
+def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
+    task = pipeline_task(source, options)
+    specs = pipeline_components(source, task)
+    backend, reason = choose_backend(options)
+    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
+    warnings = option_warnings(options, task, backend, has_unet=True)
+    shapes, shape_warnings = resolve_shapes(source, specs, options)
+    warnings += shape_warnings
+    if source.config.get("safety_checker", [None])[0] is not None:
+        warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
+    for warning in warnings:
+        log.warning("Warning: %s", warning)
+    options, skip_reason = settle_options(options, backend)
+    timesteps = train_timesteps(source)
+    components = [
+        ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, shapes, timesteps, options, skip_reason is None),
+                      component_folder(source, spec, options) / "config.json")
+        for spec in specs
+    ]
+    files = [(source.path / name, name) for name in PIPELINE_FILES if (source.path / name).is_dir()]
+    unet = unet_folder(source, options)
+    return ExportPlan(
+        source=source,
+        task=task,
+        backend=backend,
+        backend_reason=reason,
+        options=options,
+        shapes=shapes,
+        public_shapes={key: shapes[key] for key in PUBLIC_SHAPES},
+        components=components,
+        warnings=warnings,
+        skip_reason=skip_reason,
+        files=files + [(source.path / "model_index.json", "model_index.json")],
+        cache_folders=[source.path] + ([unet] if unet != source.path / "unet" else []),
+        pipeline_class=source.config.get("_class_name"),
+    )
 
 
 def pipeline_task(source: ModelSource, options: ExportOptions) -> str:
     class_name = source.config.get("_class_name", "")
-    detected = DIFFUSION_TASKS.get(class_name)
+    detected = DIFFUSERS_PIPELINES.get(class_name)
     if detected is None:
-        supported = ", ".join(sorted(DIFFUSION_TASKS))
+        supported = ", ".join(sorted(DIFFUSERS_PIPELINES))
         raise NeuronExportError(f"{source.origin} is a diffusers {class_name or 'pipeline'}; supported pipelines: {supported}")
     if options.task not in ("auto", detected):
         raise NeuronExportError(f"{source.origin} is a {class_name} ({detected}); --task {options.task} does not apply to it")
@@ -87,11 +92,10 @@ def pipeline_components(source: ModelSource, task: str) -> list[DiffusionCompone
     """The task's components this pipeline has (an SDXL refiner has no first text encoder);
     refuse a folder that lists a component without its folder, or lacks a required one."""
     present = []
-    for spec in DIFFUSION_COMPONENTS[task]:
+    for spec in DIFFUSION_TASKS[task].components:
         entry = source.config.get(spec.source)
         if not isinstance(entry, list) or entry[0] is None:
-            # Only SDXL's first text encoder is optional (refiners have none); the rest are required.
-            if not (task == "stable-diffusion-xl" and spec.source == "text_encoder"):
+            if not spec.optional:
                 raise NeuronExportError(f"{source.origin}: model_index.json has no {spec.source}; {task} needs it")
             continue
         if not (source.path / spec.source / "config.json").is_file():
@@ -120,7 +124,7 @@ def unet_folder(source: ModelSource, options: ExportOptions) -> Path:
 
 
 def component_folder(source: ModelSource, spec: DiffusionComponent, options: ExportOptions) -> Path:
-    return unet_folder(source, options) if spec.source == "unet" else source.path / spec.source
+    return unet_folder(source, options) if spec.kind == "unet" else source.path / spec.source
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -130,22 +134,20 @@ def read_json(path: Path) -> dict[str, Any]:
         raise NeuronExportError(f"cannot read {path}: {first_line(error)}") from None
 
 
-def text_sequence_length(source: ModelSource, tokenizer: str, text_config: dict[str, Any]) -> int:
+def text_sequence_length(source: ModelSource, spec: DiffusionComponent, text_config: dict[str, Any]) -> int:
     """The pipelines pad prompts to the tokenizer's model_max_length (77 for CLIP)."""
-    tokenizer_config = source.path / tokenizer / "tokenizer_config.json"
+    tokenizer_config = source.path / (spec.tokenizer or "tokenizer") / "tokenizer_config.json"
     length = read_json(tokenizer_config).get("model_max_length") if tokenizer_config.is_file() else None
     if not isinstance(length, int) or length >= NO_LENGTH_LIMIT:
         length = text_config.get("max_position_embeddings", 77)
     return length
 
 
-def resolve_shapes(
-    source: ModelSource, specs: list[DiffusionComponent], options: ExportOptions
-) -> tuple[dict[str, int], list[str]]:
+def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options: ExportOptions) -> tuple[dict[str, int], list[str]]:
     """Every axis value of the components, from the shape options and the pipeline folder's configs."""
-    text_specs = [s for s in specs if s.source.startswith("text_encoder")]
+    text_specs = [s for s in specs if s.kind == "text_encoder"]
     text_configs = {s.source: read_json(source.path / s.source / "config.json") for s in text_specs}
-    lengths = {text_sequence_length(source, s.source.replace("text_encoder", "tokenizer"), text_configs[s.source]) for s in text_specs}
+    lengths = {text_sequence_length(source, s, text_configs[s.source]) for s in text_specs}
     if len(lengths) != 1:
         raise NeuronExportError(f"{source.origin}: its tokenizers pad to different lengths {sorted(lengths)}")
     pooled_dim = text_configs["text_encoder_2"]["projection_dim"] if "text_encoder_2" in text_configs else None
@@ -155,7 +157,8 @@ def resolve_shapes(
     if any(i.name == "time_ids" for s in specs for i in s.inputs) and "time_ids_dim" not in shapes:
         raise NeuronExportError(f"{source.origin}: its UNet takes no SDXL added conditions (addition_embed_type 'text_time')")
     warnings = [f"--{name} is not used by Stable Diffusion; ignored" for name in ("num_choices", "num_channels") if getattr(options, name)]
-    warnings += [f"--{flag} does not apply to Stable Diffusion components; ignored" for flag in ("output_hidden_states", "output_attentions") if getattr(options, flag)]
+    warnings += [f"--{flag} does not apply to Stable Diffusion components; ignored"
+                 for flag in ("output_hidden_states", "output_attentions") if getattr(options, flag)]
     if options.sequence_length not in (None, shapes["sequence_length"]):
         warnings.append(
             f"--sequence_length {options.sequence_length}: the pipeline pads prompts to its tokenizer's length "
@@ -223,32 +226,31 @@ def load_module(source: ModelSource, spec: DiffusionComponent, options: ExportOp
     return module.eval()
 
 
-def traceable_module(spec: DiffusionComponent, eager: torch.nn.Module, example: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, list[str]]:
-    if spec.name == "unet":
-        added = [i.name for i in spec.inputs[3:]]  # after sample, timestep, encoder_hidden_states
-        return UNetModule(eager, added), list(spec.outputs)
-    if spec.name == "vae_encoder":
-        return VaeEncoderModule(eager), list(spec.outputs)
-    if spec.name == "vae_decoder":
-        return VaeDecoderModule(eager), list(spec.outputs)
+def _text_encoder_module(spec: DiffusionComponent, eager: torch.nn.Module, example: dict[str, torch.Tensor]):
     flags = {"output_hidden_states": True} if spec.hidden_states else {}
     output_names = discover_output_names(eager, spec.outputs, example, flags)
     return TraceableModel(eager, ["input_ids"], output_names, **flags), output_names
 
 
+# Component kind -> (spec, eager module, example) -> (traceable module, output names).
+WRAPPERS = {
+    "text_encoder": _text_encoder_module,
+    # the UNet's inputs after sample, timestep and encoder_hidden_states are SDXL's added conditions
+    "unet": lambda spec, eager, example: (UNetModule(eager, [i.name for i in spec.inputs[3:]]), list(spec.outputs)),
+    "vae_encoder": lambda spec, eager, example: (VaeEncoderModule(eager), list(spec.outputs)),
+    "vae_decoder": lambda spec, eager, example: (VaeDecoderModule(eager), list(spec.outputs)),
+}
+
+
 def make_component(
-    spec: DiffusionComponent,
-    eager: torch.nn.Module,
-    shapes: dict[str, int],
-    generator_config: Any,
-    options: ExportOptions,
+    spec: DiffusionComponent, eager: torch.nn.Module, shapes: dict[str, int], generator_config: Any, options: ExportOptions,
     validate: bool,
 ) -> Component:
     """A component for build_component: the wrapped module, its example and fresh validation inputs."""
     axes = {i.name: i.axes for i in spec.inputs}
     shapes_by_input = input_shapes(axes, shapes)
     example = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=0)
-    module, output_names = traceable_module(spec, eager, example)
+    module, output_names = WRAPPERS[spec.kind](spec, eager, example)
     validation_inputs = []
     if validate:
         validation_inputs = validation_input_sets(spec.inputs, shapes_by_input, generator_config, options.dynamic_batch_size)
@@ -258,23 +260,13 @@ def make_component(
             expanded["timestep"] = expanded["timestep"][:1].expand(shapes_by_input["timestep"])
             validation_inputs.insert(1, expanded)
     atol, atol_source = default_atol(spec.atol, options)
-    return Component(
-        name=spec.name,
-        module=module,
-        input_names=list(axes),
-        output_names=output_names,
-        axes=axes,
-        example=example,
-        validation_inputs=validation_inputs,
-        atol=atol,
-        atol_source=atol_source,
-        model_kind=spec.neuron_model_type,
-    )
+    return Component(spec.name, module, list(axes), output_names, axes, example, validation_inputs, atol, atol_source,
+                     spec.neuron_model_type)
 
 
 def input_config(spec: DiffusionComponent, eager: torch.nn.Module, num_train_timesteps: int = 1000) -> Any:
     """What the dummy-input generators read: the text config for text encoders, else the timestep range."""
-    if spec.source.startswith("text_encoder"):
+    if spec.kind == "text_encoder":
         return eager.config
     return SimpleNamespace(num_train_timesteps=num_train_timesteps)
 
@@ -284,83 +276,7 @@ def train_timesteps(source: ModelSource) -> int:
     return read_json(scheduler).get("num_train_timesteps", 1000) if scheduler.is_file() else 1000
 
 
-def export_diffusion_pipeline(
-    source: ModelSource, output: Path, options: ExportOptions, on_event=None
-) -> ExportResult:
-    """Compile a Stable Diffusion (XL) pipeline folder into the artifact folder `output`."""
-    task = pipeline_task(source, options)
-    specs = pipeline_components(source, task)
-    backend, reason = choose_backend(options)
-    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
-    warnings = check_option_scope(options, task, backend)
-    shapes, shape_warnings = resolve_shapes(source, specs, options)
-    warnings += shape_warnings
-    if source.config.get("safety_checker", [None])[0] is not None:
-        warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
-    for warning in warnings:
-        log.warning("Warning: %s", warning)
-    options, validate, skip_reason = settle_options(options, backend)
-    stages_per_component = 1 + len(COMPONENT_STAGES) - (0 if validate else 1)
-    progress = Progress(on_event, len(specs) * stages_per_component)
-    manifest_base = {"source": source.origin, "library": "diffusers", "model_type": task, "task": task, "shapes": shapes, "warnings": warnings}
-
-    timesteps = train_timesteps(source)
-    manifests, reports = {}, []
-    with staging_dir(output, options.force) as staging:
-        for spec in specs:
-            folder = staging / spec.name
-            folder.mkdir()
-            with progress.stage("loading", f"Loading {spec.name} of {source.origin}", key=f"{spec.name}.loading"):
-                eager = load_module(source, spec, options)
-                component = make_component(spec, eager, shapes, input_config(spec, eager, timesteps), options, validate)
-            manifests[spec.name], report = build_component(component, backend, reason, options, folder, progress, manifest_base, skip_reason)
-            shutil.copy2(component_folder(source, spec, options) / "config.json", folder / "config.json")
-            reports += [report] if report else []
-            del eager, component  # one component's weights in memory at a time
-        shutil.copy2(source.path / "model_index.json", staging / "model_index.json")
-        for name in PIPELINE_FILES:
-            if (source.path / name).is_dir():
-                copy_model_files(source.path / name, staging / name)
-        manifest = root_manifest(source, task, specs, manifests, reports, shapes, warnings, validate, skip_reason)
-        manifest["timings"] = progress.timings
-        write_json(staging / MANIFEST, manifest)
-        publish(staging, output, options.force)
-    log.info("The compiled pipeline was saved at: %s", output)
-    return ExportResult(output, manifest, reports, progress.timings, warnings)
-
-
-# Manifest fields every component shares with the pipeline (where and how it was compiled).
-SHARED_MANIFEST_FIELDS = (
-    "format_version", "tool", "created", "backend", "backend_reason", "is_neuron", "device", "target", "runs_on",
-    "torch_version", "compiler", "dynamic_batch", "auto_cast", "auto_cast_type", "optlevel", "options",
-)
-
-
-def root_manifest(
-    source: ModelSource,
-    task: str,
-    specs: list[DiffusionComponent],
-    manifests: dict[str, dict[str, Any]],
-    reports: list,
-    shapes: dict[str, int],
-    warnings: list[str],
-    validate: bool,
-    skip_reason: Optional[str],
-) -> dict[str, Any]:
-    first = manifests[specs[0].name]
-    if validate:
-        validation = {"passed": all(r.passed for r in reports), "components": {r.component: r.passed for r in reports}}
-    else:
-        validation = {"passed": None, "skipped": skip_reason or "--disable-validation"}
-    return {
-        **{key: first[key] for key in SHARED_MANIFEST_FIELDS},
-        "source": source.origin,
-        "library": "diffusers",
-        "model_type": task,
-        "task": task,
-        "pipeline_class": source.config.get("_class_name"),
-        "components": [spec.name for spec in specs],
-        "shapes": {key: shapes[key] for key in PUBLIC_SHAPES},
-        "warnings": warnings,
-        "validation": validation,
-    }
+def _load_component(source: ModelSource, spec: DiffusionComponent, shapes: dict[str, int], timesteps: int,
+                    options: ExportOptions, validate: bool) -> Component:
+    eager = load_module(source, spec, options)
+    return make_component(spec, eager, shapes, input_config(spec, eager, timesteps), options, validate)

@@ -1,0 +1,37 @@
+"""What every side of a benchmark is called with: the same inputs, generated once by the parent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from ..artifact import Manifest
+from ..inputs import make_inputs
+from ..registry import get_architecture
+from ..sources import ModelSource
+
+
+def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: int) -> dict[str, Any]:
+    """Inputs of the artifact's signature at `batch_size`, like a tokenizer's batch (padded masks)."""
+    specs = {spec.name: spec for spec in get_architecture(manifest.model_type).inputs}
+    shapes = {spec.name: (batch_size, *spec.shape[1:]) for spec in manifest.inputs}
+    config_file = ModelSource(str(artifact), artifact, manifest.library, {}).encoder_path / "config.json"
+    config = SimpleNamespace(**json.loads(config_file.read_text())) if config_file.is_file() else SimpleNamespace()
+    tensors = make_inputs([specs[name] for name in shapes], shapes, config, seed=seed, realistic=True)
+    return {name: tensor.numpy() for name, tensor in tensors.items()}
+
+
+def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
+    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out."""
+    shapes = manifest.shapes
+    return {
+        "prompt": [f"a photograph of an astronaut riding a horse, variation {i}" for i in range(batch_size)],
+        "num_images_per_prompt": shapes["num_images_per_prompt"],
+        "num_inference_steps": steps,
+        "height": shapes["height"],
+        "width": shapes["width"],
+        "output_type": "np",
+        "seed": seed,
+    }

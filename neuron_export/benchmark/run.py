@@ -1,0 +1,210 @@
+"""The benchmark of one artifact: every side timed on the same inputs, interleaved in rounds."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from ..artifact import Manifest
+from ..backends import get_backend
+from ..errors import ArtifactError, NeuronExportError
+from ..progress import Progress
+from .inputs import benchmark_inputs, pipeline_inputs
+from .peers import export_onnx_isolated, onnxruntime_missing
+from .report import make_report, save_results
+from .sides import COMPILED, EAGER, ONNXRUNTIME, Side, SideProcess, SideResult
+from .stats import latency_stats, throughput
+
+# A side that just ran may still spin its thread pool for a moment: pause before the next side.
+HANDOFF_PAUSE_S = 0.02
+
+
+@dataclass
+class BenchmarkOptions:
+    iterations: int = 30  # timed calls per side and batch size
+    warmup: int = 5  # untimed calls per side and batch size first
+    batch_sizes: Optional[list[int]] = None  # None: the artifact's compiled batch size
+    onnx: bool = True  # add the ONNX Runtime peer side
+    threads: Optional[int] = None  # intra-op threads of every side (None: the libraries' default, all cores)
+    seed: int = 0  # of the generated inputs (and a pipeline's latents)
+    steps: int = 10  # denoising steps per image (Stable Diffusion pipelines)
+    rounds: int = 10  # the timed calls are split into this many interleaved rounds
+    save: bool = True  # store the results in ARTIFACT/benchmarks/
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "rounds", "steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise NeuronExportError(f"--{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise NeuronExportError(f"--warmup must be 0 or more, got {self.warmup!r}")
+        if self.threads is not None and self.threads < 1:
+            raise NeuronExportError(f"--threads must be a positive integer, got {self.threads!r}")
+        for size in self.batch_sizes or []:
+            if not isinstance(size, int) or size < 1:
+                raise NeuronExportError(f"--batch_size must be a positive integer, got {size!r}")
+
+
+def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, on_event=None) -> dict[str, Any]:
+    """Benchmark an artifact against its eager model (and ONNX Runtime); the report is saved with it."""
+    options = options or BenchmarkOptions()
+    artifact = Path(artifact).expanduser().resolve()
+    manifest = Manifest.read(artifact)
+    if manifest.library == "diffusers" and not manifest.is_pipeline:
+        raise NeuronExportError(
+            f"{artifact} is one component of a Stable Diffusion pipeline: benchmark the pipeline folder "
+            f"({artifact.parent}) for seconds per image, or time components with benchmarks/bench_sd.py"
+        )
+    problem = get_backend(manifest.backend).runtime_problem(manifest)
+    if problem:
+        raise ArtifactError(f"cannot benchmark {artifact} here: {problem}")
+    batch_sizes = resolve_batch_sizes(manifest, options)
+    peer = _onnx_peer_problem(manifest, options)  # the ONNX Runtime side's result when it does not run
+    progress = Progress(on_event, (1 if peer else 2) + len(batch_sizes))
+    if manifest.is_pipeline:
+        inputs_for = functools.partial(pipeline_inputs, manifest, steps=options.steps, seed=options.seed)
+    else:
+        inputs_for = functools.partial(benchmark_inputs, manifest, artifact, seed=options.seed)
+    sides = [Side(COMPILED, COMPILED, str(artifact)), Side(EAGER, EAGER, str(artifact))]
+    onnx_export_s = None
+    with side_processes(sides, options.threads) as processes, tempfile.TemporaryDirectory(prefix="neuron-export-onnx-") as folder:
+        if peer is None:  # export while the other sides load
+            with progress.stage("onnx", "Exporting the eager model to ONNX for the ONNX Runtime peer"):
+                path, error, onnx_export_s = export_onnx_isolated(artifact, Path(folder))
+            if error:
+                peer = SideResult(ONNXRUNTIME, ONNXRUNTIME, status="failed", detail=error)
+            else:
+                processes.append(SideProcess(Side(ONNXRUNTIME, ONNXRUNTIME, str(path)), options.threads))
+        results = time_sides(processes, inputs_for, batch_sizes, options, progress)
+    if peer is not None:
+        for by_side in results.values():
+            by_side[ONNXRUNTIME] = peer
+    compiled = results[batch_sizes[0]][COMPILED]
+    if not compiled.ok:
+        raise NeuronExportError(f"the compiled artifact could not be benchmarked: {compiled.detail}")
+    if manifest.is_pipeline:
+        for batch_size, by_side in results.items():
+            per_image(by_side.values(), batch_size * manifest.shapes["num_images_per_prompt"])
+    report = make_report(artifact, manifest, options, results, onnx_export_s)
+    if options.save:
+        report["saved_to"] = str(save_results(artifact, report))
+    return report
+
+
+def _onnx_peer_problem(manifest: Manifest, options: BenchmarkOptions) -> Optional[SideResult]:
+    """The ONNX Runtime side's result when it will not run (skipped, not installed), else None."""
+    if not options.onnx:
+        return SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail="--no-onnx")
+    if missing := onnxruntime_missing():
+        return SideResult(ONNXRUNTIME, ONNXRUNTIME, status="not installed", detail=missing)
+    if manifest.is_pipeline:
+        return SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail="the ONNX Runtime peer runs transformers models only")
+    if manifest.device != "cpu":
+        return SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail=f"the peer runs on CPU; this artifact runs on {manifest.device}")
+    return None
+
+
+def per_image(results, images_per_call: int) -> None:
+    """A pipeline call makes images_per_call images: throughput in images/s and p50 seconds per image."""
+    for result in results:
+        if result.ok and result.stats:
+            seconds = [ms / 1000 for ms in result.latencies_ms]
+            result.throughput = throughput(seconds, images_per_call)
+            result.seconds_per_image = result.stats.p50_ms / 1000 / images_per_call
+
+
+def resolve_batch_sizes(manifest: Manifest, options: BenchmarkOptions) -> list[int]:
+    compiled = manifest.batch_size
+    sizes = sorted(set(options.batch_sizes or [compiled]))
+    if not manifest.dynamic_batch:
+        other = [size for size in sizes if size != compiled]
+        if other:
+            raise NeuronExportError(
+                f"--batch_size {other[0]}: this artifact was compiled for batch size {compiled} only "
+                "(export with --dynamic-batch-size to benchmark other batch sizes)"
+            )
+    return sizes
+
+
+@contextmanager
+def side_processes(sides: list[Side], threads: Optional[int]) -> Iterator[list[SideProcess]]:
+    """Start every side's process (they load in the background); stop them all on exit.
+    More sides may be appended to the list (e.g. once the ONNX export is done)."""
+    processes = [SideProcess(side, threads) for side in sides]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def time_sides(
+    processes: list[SideProcess],
+    inputs_for: Callable[[int], dict[str, Any]],
+    batch_sizes: list[int],
+    options: BenchmarkOptions,
+    progress,
+) -> dict[int, dict[str, SideResult]]:
+    """Time every side at every batch size on the same inputs, interleaved; results by batch, then side."""
+    names = ", ".join(process.side.name for process in processes)
+    with progress.stage("loading", f"Loading {len(processes)} sides ({names}), each in its own process"):
+        for process in processes:
+            process.wait_ready()
+    results = {}
+    for batch_size in batch_sizes:
+        with progress.stage("timing", f"Timing batch size {batch_size}", key=f"timing.batch{batch_size}"):
+            results[batch_size] = _time_batch(processes, inputs_for(batch_size), batch_size, options, progress)
+    return results
+
+
+def run_sides(sides: list[Side], inputs_for, batch_sizes: list[int], options: BenchmarkOptions, progress) -> dict[int, dict[str, SideResult]]:
+    with side_processes(sides, options.threads) as processes:
+        return time_sides(processes, inputs_for, batch_sizes, options, progress)
+
+
+def _time_batch(processes: list[SideProcess], arrays, batch_size: int, options: BenchmarkOptions, progress) -> dict[str, SideResult]:
+    for process in processes:
+        process.result = SideResult(process.side.name, process.side.kind, status=process.result.status,
+                                    detail=process.result.detail, load_s=process.result.load_s, threads=process.result.threads)
+        bound = process.ask("bind", arrays)
+        if bound is not None:
+            process.result.input_digest, process.result.input_shapes = bound
+        process.ask("warmup", options.warmup)
+    reference = next((p.ask("outputs") for p in processes if p.side.kind == EAGER), None)
+    for process in processes:
+        outputs = process.ask("outputs") if reference is not None and process.side.kind != EAGER else None
+        if outputs:
+            process.result.max_abs_diff = {
+                name: float(abs(outputs[name] - reference[name]).max()) for name in reference if name in outputs
+            }
+    per_round = [options.iterations // options.rounds + (r < options.iterations % options.rounds) for r in range(options.rounds)]
+    per_round = [n for n in per_round if n]
+    for round_index, calls in enumerate(per_round):
+        shift = round_index % len(processes)
+        for process in processes[shift:] + processes[:shift]:
+            seconds = process.ask("time", calls)
+            if seconds:
+                process.result.latencies_ms += [s * 1000 for s in seconds]
+            time.sleep(HANDOFF_PAUSE_S)
+        progress.emit({"type": "stage", "stage": "timing", "index": progress.done + 1, "total": progress.total,
+                       "fraction": (progress.done + (round_index + 1) / len(per_round)) / progress.total,
+                       "message": f"Timing batch size {batch_size}: round {round_index + 1}/{len(per_round)}"})
+    results = {}
+    for process in processes:
+        result = process.result
+        memory = process.ask("memory")
+        calls = process.ask("calls")
+        if result.ok:
+            seconds = [ms / 1000 for ms in result.latencies_ms]
+            result.stats = latency_stats(seconds)
+            result.throughput = throughput(seconds, batch_size)
+            result.calls = calls
+            result.peak_rss_mb = memory["peak_rss_mb"]
+            result.rss_growth_mb = memory["peak_rss_mb"] - process.baseline_rss_mb
+            result.gpu_peak_mb = memory["gpu_peak_mb"]
+        results[process.side.name] = result
+    return results

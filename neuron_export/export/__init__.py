@@ -1,0 +1,113 @@
+"""export(): resolve the model, plan, then load -> trace -> compile -> save -> validate, publish atomically.
+
+plan.py decides what will be compiled, transformers.py and diffusion.py produce the plans, build.py
+carries them out, cache.py reuses earlier results.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..artifact import Manifest, check_output_dir, publish, staging
+from ..options import ExportOptions
+from ..progress import EventSink, Progress
+from ..sources import resolve_model_source
+from ..validation import ValidationReport
+from .build import artifact_manifest, build_components, copy_model_files
+from .cache import CompileCache
+from .plan import ExportPlan
+
+log = logging.getLogger("neuron_export")
+
+
+@dataclass
+class ExportResult:
+    artifact: Path
+    manifest: Manifest
+    reports: list[ValidationReport]
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+    cache_hit: bool = False
+
+    @property
+    def validation_passed(self) -> Optional[bool]:
+        """True/False after validation, None when it was skipped."""
+        return self.manifest.validation.passed
+
+
+def export(model: str | Path, output: str | Path, options: Optional[ExportOptions] = None,
+           on_event: Optional[EventSink] = None) -> ExportResult:
+    """Compile `model` (hub id, local folder or demo:NAME) into the artifact folder `output`."""
+    options = options or ExportOptions()
+    output = Path(output).expanduser().resolve()
+    check_output_dir(output, options.force)  # refuse before loading anything
+    plan = make_plan(model, options)
+    cache, key = _cache_for(plan)
+    if cache is not None:
+        hit = _export_from_cache(cache, key, plan, output, on_event)
+        if hit is not None:
+            return hit
+    progress = Progress(on_event, plan.stage_count)
+    with staging(output) as folder:
+        manifests, reports = build_components(plan, folder, progress)
+        for source, destination in plan.files:
+            copy_model_files(source, folder / destination)
+        manifest = artifact_manifest(plan, manifests, reports, progress.timings)
+        manifest.write(folder)
+        if cache is not None and manifest.validation.passed is not False:
+            cache.store(key, folder)  # from what was built here, never from OUTPUT after publishing
+        check_output_dir(output, options.force)
+        publish(folder, output, replace=True)
+    log.info("The compiled %s was saved at: %s", "pipeline" if plan.pipeline_class else "model", output)
+    return ExportResult(output, manifest, reports, progress.timings, plan.warnings)
+
+
+def make_plan(model: str | Path, options: ExportOptions) -> ExportPlan:
+    """What exporting `model` with these options will compile (reads configs only)."""
+    from .diffusion import plan_diffusion
+    from .transformers import plan_transformers
+
+    source = resolve_model_source(model, options)
+    planner = plan_diffusion if source.library == "diffusers" else plan_transformers
+    return planner(source, options)
+
+
+def _cache_for(plan: ExportPlan) -> tuple[Optional[CompileCache], Optional[str]]:
+    options = plan.options
+    if not options.use_cache:
+        return None, None
+    if options.compiler_workdir:
+        log.info("--compiler_workdir: compiling without the compile cache, so the compiler's files are written")
+        return None, None
+    cache = CompileCache()
+    return cache, cache.key(plan.cache_folders, plan.source.library, plan.task, plan.shapes, plan.backend, options)
+
+
+def _export_from_cache(cache: CompileCache, key: str, plan: ExportPlan, output: Path, on_event) -> Optional[ExportResult]:
+    """OUTPUT from the compile cache entry `key` (same staging/publish rules as a compile), or None on a miss."""
+    start = time.perf_counter()
+    with staging(output) as folder:
+        manifest = cache.restore(key, folder)
+        if manifest is None:
+            return None
+        progress = Progress(on_event, 1)
+        message = f"Compile cache hit: reusing the artifact compiled {manifest.created} (pass --no-cache to recompile)"
+        with progress.stage("cache", message):
+            # What this request asked for; the rest of the manifest describes the compile that made it.
+            manifest.source, manifest.warnings, manifest.options = plan.source.origin, plan.warnings, plan.options
+            manifest.compile_cache = {"hit": True, "key": key}
+            manifest.write(folder)
+            check_output_dir(output, plan.options.force)
+            publish(folder, output, replace=True)
+    validation = manifest.validation
+    log.info("Validated against eager PyTorch when compiled: %s",
+             f"passed (atol {validation.atol})" if validation.passed else f"skipped ({validation.skipped})")
+    log.info("The compiled model was saved at: %s", output)
+    return ExportResult(output, manifest, [], {"cache": time.perf_counter() - start}, plan.warnings, cache_hit=True)
+
+
+__all__ = ["export", "make_plan", "ExportResult", "ExportPlan", "CompileCache"]

@@ -1,0 +1,156 @@
+"""Carry out an ExportPlan: trace, compile, save and validate each component in a staging folder,
+then publish the artifact in one rename (artifact/folders.py)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import logging
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .. import __version__
+from ..artifact import VALIDATION_REPORT, Manifest, TensorSpec, Validation, load_artifact, write_json
+from ..errors import NeuronExportError, first_line
+from ..progress import Progress
+from ..validation import ValidationReport, compare
+from .plan import Component, ExportPlan
+
+log = logging.getLogger("neuron_export")
+
+# Files of a model folder that are not copied into the artifact (the compiled model replaces them).
+SKIPPED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".md")
+
+
+def build_components(plan: ExportPlan, staging: Path, progress: Progress) -> tuple[dict[str, Manifest], list[ValidationReport]]:
+    """Every component of the plan, each into its folder of `staging`, one component's weights at a time."""
+    manifests, reports = {}, []
+    for component_plan in plan.components:
+        folder = staging / component_plan.folder
+        folder.mkdir(exist_ok=True)
+        with progress.stage("loading", f"Loading {_loading_what(plan, component_plan.name)}", key=f"{component_plan.name}.loading"):
+            component = component_plan.load()
+        manifests[component.name], report = build_component(component, plan, folder, progress)
+        if component_plan.config_file is not None:
+            shutil.copy2(component_plan.config_file, folder / "config.json")
+        reports += [report] if report else []
+        del component  # its weights go before the next component loads
+    return manifests, reports
+
+
+def build_component(component: Component, plan: ExportPlan, folder: Path, progress: Progress) -> tuple[Manifest, Optional[ValidationReport]]:
+    """Trace, compile, save and (unless the plan skips it) validate one component into `folder`."""
+    backend, options, label = plan.backend, plan.options, component.name
+    example = tuple(component.example[n] for n in component.input_names)
+    compiled_module = component.module
+    if options.auto_cast != "none" or options.device != "cpu":
+        # prepare() casts / moves in place; the validation reference must stay fp32 on CPU.
+        compiled_module = copy.deepcopy(component.module)
+    compiled_module = backend.prepare(compiled_module, options)
+    device_example = tuple(t.to(options.device) for t in example)
+    try:
+        with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{label}.tracing"):
+            traced = backend.trace(compiled_module, device_example, options)
+        with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})", key=f"{label}.compiling"):
+            workdir = options.compiler_workdir_path
+            if workdir is not None:
+                workdir = workdir / label
+                workdir.mkdir(parents=True, exist_ok=True)
+            backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind)
+    except NeuronExportError:
+        raise
+    except Exception as error:
+        raise NeuronExportError(f"{backend.name} could not compile {label}: {first_line(error)}") from None
+
+    with progress.stage("saving", f"Saving {label}", key=f"{label}.saving"):
+        manifest = component_manifest(component, plan)
+        manifest.write(folder)
+
+    report = None
+    if component.validation_inputs:
+        with progress.stage("validating", f"Validating {label} against eager PyTorch", key=f"{label}.validating"):
+            compiled = load_artifact(folder)
+            report = compare(label, component.module, component.output_names, compiled, component.validation_inputs,
+                             component.atol, component.atol_source)
+            for line in report.log_lines():
+                log.info("%s", line)
+            write_json(folder / VALIDATION_REPORT, report.to_dict())
+            manifest.validation = Validation(passed=report.passed, atol=report.atol)
+            manifest.write(folder)
+    return manifest, report
+
+
+def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
+    backend, options = plan.backend, plan.options
+    return Manifest(
+        tool=f"neuron_export {__version__}",
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        source=plan.source.origin,
+        library=plan.source.library,
+        model_type=plan.task if plan.pipeline_class else plan.source.model_type,
+        task=plan.task,
+        shapes=plan.shapes if not plan.pipeline_class else plan.public_shapes,
+        warnings=plan.warnings,
+        component=component.name,
+        backend=backend.name,
+        backend_reason=plan.backend_reason,
+        is_neuron=backend.is_neuron,
+        device=backend.device(options),
+        target=backend.target(options),
+        runs_on=backend.runs_on(options),
+        torch_version=torch.__version__,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        compiler=backend.compiler_version(),
+        model_file=backend.model_file,
+        inputs=[
+            TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]))
+            for n in component.input_names
+        ],
+        outputs=component.output_names,
+        dynamic_batch=options.dynamic_batch_size,
+        auto_cast=options.auto_cast,
+        auto_cast_type=options.auto_cast_type if options.auto_cast != "none" else None,
+        optlevel=options.optlevel,
+        options=options,
+        validation=Validation(skipped=plan.skip_reason or "--disable-validation"),
+    )
+
+
+def artifact_manifest(plan: ExportPlan, manifests: dict[str, Manifest], reports: list[ValidationReport], timings: dict[str, float]) -> Manifest:
+    """The artifact's manifest: the component's own for a single model, else the pipeline's root manifest."""
+    if not plan.pipeline_class:
+        manifest = next(iter(manifests.values()))
+        manifest.timings = timings
+        return manifest
+    first = next(iter(manifests.values()))
+    if plan.validate:
+        validation = Validation(passed=all(r.passed for r in reports), components={r.component: r.passed for r in reports})
+    else:
+        validation = Validation(skipped=plan.skip_reason)
+    pipeline_fields = dict(component=None, model_file=None, inputs=[], outputs=[], cpu_capability=None,
+                           pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings)
+    return dataclasses.replace(first, **pipeline_fields)
+
+
+def copy_model_files(source: Path, destination: Path) -> None:
+    """Config, tokenizer, preprocessor and sentence-transformers files: everything but weights."""
+    if source.is_file():
+        shutil.copy2(source, destination)
+        return
+    for path in source.rglob("*"):
+        relative = path.relative_to(source)
+        if path.is_dir() or path.suffix in SKIPPED_SUFFIXES or any(p.startswith(".") for p in relative.parts):
+            continue
+        target = destination / relative
+        if target.exists():
+            continue  # never overwrite what the export wrote (manifest.json, ...)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+
+
+def _loading_what(plan: ExportPlan, component: str) -> str:
+    return f"{component} of {plan.source.origin}" if plan.pipeline_class else f"{plan.source.origin} for {plan.task}"

@@ -1,0 +1,113 @@
+"""What an export will do, decided before any weights load: components, shapes, atol, backend.
+
+The transformers and diffusion planners (transformers.py, diffusion.py) only produce an ExportPlan;
+build.py carries it out. Everything here reads configs only, so a compile cache hit never loads
+the eager model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..backends import Backend
+from ..errors import NeuronExportError
+from ..options import ExportOptions
+from ..sources import ModelSource
+
+log = logging.getLogger("neuron_export")
+
+# Default atol when auto-casting: low-precision matmuls cannot meet the fp32 tolerance.
+CAST_ATOL = {"bf16": 5e-2, "fp16": 1e-2, "tf32": 5e-3}
+COMPONENT_STAGES = ("loading", "tracing", "compiling", "saving", "validating")
+
+
+@dataclass
+class Component:
+    """One loaded model to compile: the eager module (the validation reference) and its inputs."""
+
+    name: str
+    module: torch.nn.Module  # positional inputs -> tuple of outputs, fp32 on CPU
+    input_names: list[str]
+    output_names: list[str]
+    axes: dict[str, tuple[str, ...]]
+    example: dict[str, torch.Tensor]
+    validation_inputs: list[dict[str, torch.Tensor]]  # empty: not validated
+    atol: float
+    atol_source: str
+    model_kind: str = "generic"  # neuronx-cc --model-type
+
+
+@dataclass
+class ComponentPlan:
+    """A component to build: `load` runs in its loading stage (one component's weights at a time)."""
+
+    name: str
+    folder: str  # its folder inside the artifact; "" for a single-model artifact
+    load: Callable[[], Component]
+    config_file: Optional[Path] = None  # copied beside the compiled model
+
+
+@dataclass
+class ExportPlan:
+    source: ModelSource
+    task: str
+    backend: Backend
+    backend_reason: str
+    options: ExportOptions  # settled: the defaults that depend on the choices filled in
+    shapes: dict[str, int]  # every resolved shape value
+    public_shapes: dict[str, int]  # the ones that describe the artifact to its user
+    components: list[ComponentPlan]
+    warnings: list[str] = field(default_factory=list)
+    skip_reason: Optional[str] = None  # why it will not be validated (None: validated)
+    # (model folder, folder in the artifact): config, tokenizer and pipeline files to copy (no weights)
+    files: list[tuple[Path, str]] = field(default_factory=list)
+    cache_folders: list[Path] = field(default_factory=list)  # model folders whose files key the compile cache
+    pipeline_class: Optional[str] = None  # set for pipelines (several components)
+
+    @property
+    def validate(self) -> bool:
+        return self.skip_reason is None
+
+    @property
+    def stage_count(self) -> int:
+        return len(self.components) * (len(COMPONENT_STAGES) - (0 if self.validate else 1))
+
+
+def default_atol(family_atol: float, options: ExportOptions) -> tuple[float, str]:
+    if options.atol is not None:
+        return options.atol, "--atol"
+    if options.auto_cast != "none":
+        cast = options.auto_cast_type or "bf16"
+        return max(family_atol, CAST_ATOL[cast]), f"default for --auto_cast {options.auto_cast} {cast}"
+    return family_atol, "default for the model family"
+
+
+def settle_options(options: ExportOptions, backend: Backend) -> tuple[ExportOptions, Optional[str]]:
+    """Defaults that depend on the choices made (the cast type), and why it will not be validated, if so."""
+    if options.auto_cast != "none" and options.auto_cast_type is None:
+        options = options.replace(auto_cast_type="bf16")
+    if options.disable_validation:
+        return options, "--disable-validation"
+    reason = backend.validation_problem(options)
+    if reason:
+        log.warning("Warning: %s", reason)
+    return options, reason
+
+
+def option_warnings(options: ExportOptions, task: str, backend: Backend, has_unet: bool) -> list[str]:
+    """Options that do not apply here: an error when it would change the result, else a warning."""
+    if options.unet and not has_unet:
+        raise NeuronExportError(f"--unet replaces the UNet of a Stable Diffusion pipeline; {task} has none")
+    warnings = []
+    if options.num_beams is not None:
+        warnings.append("--num_beams is for text generation, which this tool does not export; ignored")
+    if options.num_cores is not None:
+        warnings.append("--num_cores applies to text-generation models only; ignored")
+    if options.auto_cast == "none" and options.auto_cast_type is not None:
+        warnings.append("--auto_cast_type has no effect without --auto_cast matmul|all; ignored")
+    return warnings + backend.option_warnings(options)

@@ -1,0 +1,90 @@
+"""Plan the export of a transformers (or sentence-transformers) encoder folder."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from ..backends import choose_backend
+from ..errors import NeuronExportError
+from ..inputs import input_axes, input_shapes, make_inputs, resolve_shapes, validation_input_sets
+from ..options import ExportOptions
+from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
+from ..sources import ModelSource, load_config, load_eager_model
+from ..traceable import discover_output_names, eager_traceable, output_flags
+from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
+
+log = logging.getLogger("neuron_export")
+
+
+def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan:
+    arch = get_architecture(source.model_type)
+    config = load_config(source, options)
+    task = _task(source, options)
+    task_spec = check_task(source.model_type, task)
+    if source.library == "sentence_transformers":
+        if task != SENTENCE_TRANSFORMERS.task:
+            raise NeuronExportError(f"a sentence-transformers folder exports {SENTENCE_TRANSFORMERS.task} only, not {task}")
+        if options.output_hidden_states or options.output_attentions:
+            raise NeuronExportError("--output_hidden_states / --output_attentions are not available for sentence-transformers embeddings")
+    backend, reason = choose_backend(options)
+    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
+    warnings = option_warnings(options, task, backend, has_unet=False)
+    shapes, shape_warnings = resolve_shapes(arch, task_spec, options, config)
+    warnings += shape_warnings
+    for warning in warnings:
+        log.warning("Warning: %s", warning)
+    options, skip_reason = settle_options(options, backend)
+    load = partial(_load_component, source, arch, task_spec, config, shapes, options, skip_reason is None)
+    return ExportPlan(
+        source=source,
+        task=task,
+        backend=backend,
+        backend_reason=reason,
+        options=options,
+        shapes=shapes,
+        public_shapes=shapes,
+        components=[ComponentPlan(task, "", load)],
+        warnings=warnings,
+        skip_reason=skip_reason,
+        files=[(source.encoder_path if source.library == "transformers" else source.path, "")],
+        cache_folders=[source.path],
+    )
+
+
+def _task(source: ModelSource, options: ExportOptions) -> str:
+    if options.task != "auto":
+        return options.task
+    if source.library == "sentence_transformers":
+        task = SENTENCE_TRANSFORMERS.task
+    else:
+        task = detect_task(source.model_type, source.config.get("architectures"))
+    log.info("Task auto-detected: %s", task)
+    return task
+
+
+def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, config, shapes: dict[str, int],
+                    options: ExportOptions, validate: bool) -> Component:
+    """The eager model wrapped for tracing, with its example and fresh validation inputs."""
+    eager = load_eager_model(source, task.name, options)
+    axes = input_axes(arch.inputs, task)
+    shapes_by_input = input_shapes(axes, shapes)
+    example = make_inputs(arch.inputs, shapes_by_input, config, seed=0)
+    if source.library == "sentence_transformers":
+        output_names = list(SENTENCE_TRANSFORMERS.outputs)
+    else:
+        output_names = discover_output_names(eager, task.outputs, example, output_flags(options))
+    atol, atol_source = default_atol(arch.family.atol, options)
+    return Component(
+        name=task.name,
+        module=eager_traceable(source, eager, list(axes), output_names, options),
+        input_names=list(axes),
+        output_names=output_names,
+        axes=axes,
+        example=example,
+        validation_inputs=validation_input_sets(arch.inputs, shapes_by_input, config, options.dynamic_batch_size) if validate else [],
+        atol=atol,
+        atol_source=atol_source,
+        model_kind=arch.family.neuron_model_type,
+    )
+

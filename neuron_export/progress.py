@@ -1,0 +1,36 @@
+"""Stage events and timings of a long operation (an export, a benchmark), for logs and the job store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
+
+log = logging.getLogger("neuron_export")
+
+EventSink = Callable[[dict[str, Any]], None]
+
+
+class Progress:
+    """Stage events (for the job store) and timings; `total` is the number of stages expected."""
+
+    def __init__(self, on_event: Optional[EventSink], total: int):
+        self.on_event = on_event
+        self.total = total
+        self.done = 0
+        self.timings: dict[str, float] = {}
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event({**event, "time": time.time()})
+
+    @contextmanager
+    def stage(self, name: str, message: str, key: Optional[str] = None) -> Iterator[None]:
+        self.emit({"type": "stage", "stage": name, "index": self.done + 1, "total": self.total,
+                   "fraction": self.done / self.total, "message": message})
+        log.info("[%d/%d] %s", self.done + 1, self.total, message)
+        start = time.perf_counter()
+        yield
+        self.timings[key or name] = self.timings.get(key or name, 0.0) + time.perf_counter() - start
+        self.done += 1

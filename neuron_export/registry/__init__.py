@@ -1,0 +1,107 @@
+"""The one registry of architectures, tasks and diffusion components.
+
+Model classes, pipeline(), demo models, the playground's views and the test matrix are all derived
+from the tables in this package; nothing else lists tasks. Importing it is cheap (no torch).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..errors import NeuronExportError
+from .architectures import ARCHITECTURES, TINY_IMAGE_SIZE, VISION_ENCODER, TEXT_ENCODER, Architecture, Family, config_value
+from .diffusion import (
+    DIFFUSERS_PIPELINES,
+    DIFFUSION_TASKS,
+    PIPELINE_CLASSES,
+    DiffusionComponent,
+    DiffusionPipelineSpec,
+    DiffusionTask,
+    pipeline_task_of,
+)
+from .inputs import InputSpec
+from .tasks import SENTENCE_TRANSFORMERS, TASKS, DemoSpec, SentenceTransformersSpec, TaskSpec
+
+
+def get_architecture(model_type: str) -> Architecture:
+    try:
+        return ARCHITECTURES[model_type]
+    except KeyError:
+        raise NeuronExportError(
+            f"architecture {model_type!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
+
+
+def is_diffusion_task(task: Optional[str]) -> bool:
+    return task in DIFFUSION_TASKS
+
+
+def supported_tasks(model_type: str) -> list[str]:
+    """Tasks an architecture can be exported for, e.g. supported_tasks("distilbert")."""
+    if is_diffusion_task(model_type):
+        return [model_type]
+    arch = get_architecture(model_type)
+    return sorted(t for t in arch.family.tasks if head_class_name(model_type, t))
+
+
+def auto_class(task: str):
+    """The transformers Auto class of a task, imported from its module directly: the package's lazy
+    attribute lookup is not safe while another thread (a dashboard rerun) is importing it."""
+    from transformers.models.auto import modeling_auto
+
+    return getattr(modeling_auto, TASKS[task].auto_class)
+
+
+def head_class_name(model_type: str, task: str) -> Optional[str]:
+    """Name of transformers' head class for (architecture, task), or None when it has none."""
+    # The Auto class's lazy mapping is keyed by model_type; reading keys imports nothing.
+    name = auto_class(task)._model_mapping._model_mapping.get(model_type)
+    return name[0] if isinstance(name, (tuple, list)) else name
+
+
+def check_task(model_type: str, task: str) -> TaskSpec:
+    tasks = supported_tasks(model_type)
+    if task not in tasks:
+        raise NeuronExportError(f"{model_type} does not support task {task!r}; its tasks: {', '.join(tasks)}")
+    return TASKS[task]
+
+
+def detect_task(model_type: str, architectures: Optional[list[str]]) -> str:
+    """The task a checkpoint was saved for, from its config's `architectures` (head class name)."""
+    tasks = supported_tasks(model_type)
+    if architectures:
+        head = architectures[0]
+        # Longest suffix first: "ForImageClassificationWithTeacher" before "Model".
+        candidates = sorted(((s, t) for t in tasks for s in TASKS[t].head_suffixes), key=lambda pair: -len(pair[0]))
+        for suffix, task in candidates:
+            if head.endswith(suffix):
+                return task
+    found = f"architectures {architectures}" if architectures else "no 'architectures' in config.json"
+    raise NeuronExportError(f"cannot infer the task ({found}); pass --task, one of: {', '.join(tasks)}")
+
+
+def task_view(task: Optional[str], modality: Optional[str], library: Optional[str] = None) -> Optional[str]:
+    """The playground view of an artifact of `task` and input modality, or None when there is none."""
+    if is_diffusion_task(task):
+        return DIFFUSION_TASKS[task].views.get("diffusion")
+    if library == "sentence_transformers":
+        return SENTENCE_TRANSFORMERS.views.get(modality or "")
+    spec = TASKS.get(task or "")
+    return spec.views.get(modality or "") if spec else None
+
+
+def modality_of_inputs(input_names: list[str]) -> Optional[str]:
+    """The modality of a compiled model, from its input names (the family whose inputs they are)."""
+    for family in (TEXT_ENCODER, VISION_ENCODER):
+        if input_names and input_names[0] == family.inputs[0].name:
+            return family.modality
+    return None
+
+
+__all__ = [
+    "ARCHITECTURES", "TASKS", "DIFFUSION_TASKS", "DIFFUSERS_PIPELINES", "PIPELINE_CLASSES", "SENTENCE_TRANSFORMERS",
+    "TEXT_ENCODER", "VISION_ENCODER", "TINY_IMAGE_SIZE", "Architecture", "Family", "InputSpec", "TaskSpec", "DemoSpec",
+    "DiffusionComponent", "DiffusionPipelineSpec", "DiffusionTask", "SentenceTransformersSpec", "config_value",
+    "get_architecture", "supported_tasks", "auto_class", "head_class_name", "check_task", "detect_task",
+    "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of",
+]

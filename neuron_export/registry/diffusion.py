@@ -1,0 +1,128 @@
+"""Diffusion tasks: their compiled components and the pipeline classes that run them.
+
+A component's input axes name shape values that the exporter resolves from the pipeline's configs
+and the shape options (export/diffusion.py). Its `kind` picks the traceable wrapper at export and
+the adapter at load; pipelines are declared once here and built from this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .inputs import InputSpec
+from .tasks import DemoSpec
+
+
+@dataclass(frozen=True)
+class DiffusionComponent:
+    """One compiled component of a diffusion pipeline."""
+
+    name: str  # its folder in the artifact, e.g. "vae_decoder"
+    source: str  # the pipeline folder it is built from ("vae" for both VAE halves)
+    kind: str  # "text_encoder" | "unet" | "vae_encoder" | "vae_decoder": its wrapper and adapter
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...]  # absent ones (CLIPTextModel has no text_embeds) are skipped
+    atol: float
+    neuron_model_type: str = "generic"  # neuronx-cc --model-type
+    hidden_states: bool = False  # text encoders: also every layer's output (SDXL reads the penultimate)
+    optional: bool = False  # a pipeline may lack it (an SDXL refiner has no first text encoder)
+    tokenizer: Optional[str] = None  # text encoders: the pipeline folder of their tokenizer
+
+
+@dataclass(frozen=True)
+class DiffusionPipelineSpec:
+    """A Neuron*Pipeline class: the diffusers pipeline it subclasses, running the compiled components."""
+
+    class_name: str
+    diffusers_class: str
+    uses_vae_encoder: bool = False
+
+
+@dataclass(frozen=True)
+class DiffusionTask:
+    name: str
+    components: tuple[DiffusionComponent, ...]
+    pipelines: tuple[DiffusionPipelineSpec, ...]  # the first one is the txt2img pipeline
+    demo: Optional[DemoSpec] = None
+    tiny: dict[str, Any] = field(default_factory=dict)  # keywords of its tiny pipeline builder (demo/tiny.py)
+    views: dict[str, str] = field(default_factory=lambda: {"diffusion": "image-generation"})
+
+    @property
+    def text_to_image(self) -> DiffusionPipelineSpec:
+        return self.pipelines[0]
+
+
+_UNET_INPUTS = (
+    InputSpec("sample", ("unet_batch_size", "latent_channels", "latent_height", "latent_width"), "gaussian", "float32"),
+    InputSpec("timestep", ("unet_batch_size",), "timestep", "float32"),
+    InputSpec("encoder_hidden_states", ("unet_batch_size", "sequence_length", "cross_attention_dim"), "gaussian", "float32"),
+)
+# SDXL's added conditions (added_cond_kwargs): the pooled text_encoder_2 embedding and the size / crop ids.
+_SDXL_UNET_INPUTS = _UNET_INPUTS + (
+    InputSpec("text_embeds", ("unet_batch_size", "text_embeds_dim"), "gaussian", "float32"),
+    InputSpec("time_ids", ("unet_batch_size", "time_ids_dim"), "time_ids", "float32"),
+)
+_CLIP_INPUTS = (InputSpec("input_ids", ("batch_size", "sequence_length"), "clip_token_ids"),)
+# The UNet runs on batch_size x num_images_per_prompt x 2 rows: classifier-free guidance.
+_UNET = DiffusionComponent("unet", "unet", "unet", _UNET_INPUTS, ("sample",), 1e-3, "unet-inference")
+_SDXL_UNET = DiffusionComponent("unet", "unet", "unet", _SDXL_UNET_INPUTS, ("sample",), 1e-3, "unet-inference")
+_VAE_ENCODER = DiffusionComponent(
+    "vae_encoder", "vae", "vae_encoder",
+    (InputSpec("sample", ("batch_size", "image_channels", "height", "width"), "gaussian", "float32"),),
+    ("latent_parameters",),  # mean and log-variance of the latent distribution, concatenated
+    1e-3,
+)
+_VAE_DECODER = DiffusionComponent(
+    "vae_decoder", "vae", "vae_decoder",
+    (InputSpec("latent_sample", ("images_batch_size", "latent_channels", "latent_height", "latent_width"), "gaussian", "float32"),),
+    ("sample",),
+    1e-3,
+)
+_TEXT_ENCODER = DiffusionComponent(
+    "text_encoder", "text_encoder", "text_encoder", _CLIP_INPUTS, ("last_hidden_state",), 1e-3, "transformer",
+    tokenizer="tokenizer",
+)
+_SDXL_TEXT_ENCODERS = tuple(
+    DiffusionComponent(name, name, "text_encoder", _CLIP_INPUTS, ("text_embeds", "last_hidden_state"), 1e-3, "transformer",
+                       hidden_states=True, optional=name == "text_encoder", tokenizer=tokenizer)
+    for name, tokenizer in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
+)
+
+DIFFUSION_TASKS: dict[str, DiffusionTask] = {
+    t.name: t
+    for t in (
+        DiffusionTask(
+            "stable-diffusion",
+            (_TEXT_ENCODER, _UNET, _VAE_ENCODER, _VAE_DECODER),
+            (
+                DiffusionPipelineSpec("NeuronStableDiffusionPipeline", "StableDiffusionPipeline"),
+                DiffusionPipelineSpec("NeuronStableDiffusionImg2ImgPipeline", "StableDiffusionImg2ImgPipeline", uses_vae_encoder=True),
+            ),
+            demo=DemoSpec("demo:tiny-sd", "stable-diffusion", "Tiny Stable Diffusion pipeline (64x64 images)"),
+        ),
+        DiffusionTask(
+            "stable-diffusion-xl",
+            (*_SDXL_TEXT_ENCODERS, _SDXL_UNET, _VAE_ENCODER, _VAE_DECODER),
+            (
+                DiffusionPipelineSpec("NeuronStableDiffusionXLPipeline", "StableDiffusionXLPipeline"),
+                DiffusionPipelineSpec("NeuronStableDiffusionXLImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline", uses_vae_encoder=True),
+            ),
+            demo=DemoSpec("demo:tiny-sdxl", "stable-diffusion-xl", "Tiny Stable Diffusion XL pipeline (two text encoders, 64x64 images)"),
+            tiny={"xl": True},
+        ),
+    )
+}
+
+# diffusers' pipeline classes (model_index.json's _class_name) -> the task that exports them.
+DIFFUSERS_PIPELINES: dict[str, str] = {
+    spec.diffusers_class: task.name for task in DIFFUSION_TASKS.values() for spec in task.pipelines
+}
+PIPELINE_CLASSES: dict[str, DiffusionPipelineSpec] = {
+    spec.class_name: spec for task in DIFFUSION_TASKS.values() for spec in task.pipelines
+}
+
+
+def pipeline_task_of(class_name: str) -> str:
+    """The task of a Neuron*Pipeline class."""
+    return next(task.name for task in DIFFUSION_TASKS.values() if any(p.class_name == class_name for p in task.pipelines))

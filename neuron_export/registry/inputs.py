@@ -1,0 +1,21 @@
+"""Input specs: what a compiled model takes, declared once and read by every layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    axes: tuple[str, ...]  # names of shape values, e.g. ("batch_size", "sequence_length")
+    kind: str  # picks the dummy input generator (neuron_export/inputs.py GENERATORS)
+    dtype: str = "int64"
+
+
+TEXT_INPUTS = (
+    InputSpec("input_ids", ("batch_size", "sequence_length"), "token_ids"),
+    InputSpec("attention_mask", ("batch_size", "sequence_length"), "attention_mask"),
+    InputSpec("token_type_ids", ("batch_size", "sequence_length"), "token_type_ids"),
+)
+VISION_INPUTS = (InputSpec("pixel_values", ("batch_size", "num_channels", "height", "width"), "pixel_values", "float32"),)
