@@ -61,7 +61,7 @@ class NeuronModel:
         self.config_path = _config_folder(self.path)  # config.json and the tokenizer / image processor files
         self.config = _load_config(self.config_path)
         self.main_input_name = compiled.input_names[0]
-        self._inputs = {name: (tuple(spec["shape"]), tuple(spec["axes"])) for name, spec in compiled.inputs.items()}
+        self._inputs = {name: (tuple(spec.shape), tuple(spec.axes)) for name, spec in compiled.inputs.items()}
         self.compiled_shape, self._axes = self._inputs[self.main_input_name]
         self._pad_values = {name: 0 for name in self._inputs}
         if "input_ids" in self._pad_values:
@@ -252,10 +252,11 @@ class NeuronModel:
 
     def _axes_of_output(self, name: str) -> tuple:
         group = name.partition(".")[0]
+        rows = self.hidden_batch_axes if len(self.hidden_batch_axes) > 1 else self.hidden_batch_axes[0]
         if group == "hidden_states":
-            return (self.hidden_batch_axes, "sequence_length")
+            return (rows, "sequence_length")
         if group == "attentions":
-            return (self.hidden_batch_axes, None, "sequence_length", "sequence_length")
+            return (rows, None, "sequence_length", "sequence_length")
         return self.output_axes.get(group, ("batch_size",))
 
     def __repr__(self) -> str:

@@ -37,10 +37,10 @@ def remove_tree(path: Path) -> None:
 
 @contextmanager
 def staging(final: Path) -> Iterator[Path]:
-    """A new temporary sibling of `final` to build in; removed unless it was published."""
+    """A temporary sibling of `final` to build in (not created yet: the builder makes it); removed
+    unless it was published."""
     final.parent.mkdir(parents=True, exist_ok=True)
     folder = sibling(final, TEMPORARY)
-    folder.mkdir()
     try:
         yield folder
     finally:

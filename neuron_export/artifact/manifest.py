@@ -104,7 +104,7 @@ class Manifest:
         if not isinstance(data, dict):
             raise ArtifactError(f"{where} is not a JSON object")
         if data.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"{where} has format {data.get('format_version')!r}, this tool reads {FORMAT_VERSION}")
+            raise ArtifactError(f"{where} has manifest format {data.get('format_version')}, this tool reads {FORMAT_VERSION}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         try:

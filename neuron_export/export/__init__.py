@@ -53,6 +53,7 @@ def export(model: str | Path, output: str | Path, options: Optional[ExportOption
             return hit
     progress = Progress(on_event, plan.stage_count)
     with staging(output) as folder:
+        folder.mkdir()
         manifests, reports = build_components(plan, folder, progress)
         for source, destination in plan.files:
             copy_model_files(source, folder / destination)

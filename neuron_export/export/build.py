@@ -31,7 +31,7 @@ def build_components(plan: ExportPlan, staging: Path, progress: Progress) -> tup
     manifests, reports = {}, []
     for component_plan in plan.components:
         folder = staging / component_plan.folder
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(exist_ok=True)  # "" for a single model: the staging folder itself
         with progress.stage("loading", f"Loading {_loading_what(plan, component_plan.name)}", key=f"{component_plan.name}.loading"):
             component = component_plan.load()
         manifests[component.name], report = build_component(component, plan, folder, progress)

@@ -255,7 +255,7 @@ class CompileCache:
             return 0, 0
         entries = self.entries()
         for entry in entries:
-            _remove_tree(entry.path)
+            remove_tree(entry.path)
         for path in self.root.iterdir():
             if path.name.startswith(".") and path.name != f".{FILE_DIGESTS}" and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)  # leftovers of interrupted stores and removals

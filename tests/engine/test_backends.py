@@ -160,8 +160,8 @@ def test_compiling_for_inf2_without_a_device(fake_torch_neuronx, monkeypatch, tm
     assert flag_value(args, "--target") == "inf2" and flag_value(args, "--auto-cast") == "matmult"
     assert flag_value(args, "--model-type") == "transformer"
     manifest = result.manifest
-    assert (manifest["backend"], manifest["target"], manifest["model_file"]) == ("neuron", "inf2", "model.neuron")
-    assert result.validation_passed is None and "cannot run here" in manifest["validation"]["skipped"]
+    assert (manifest.backend, manifest.target, manifest.model_file) == ("neuron", "inf2", "model.neuron")
+    assert result.validation_passed is None and "cannot run here" in manifest.validation.skipped
     assert (result.artifact / "model.neuron").is_file()
     if not neuron_device_present():
         with pytest.raises(ArtifactError, match="Neuron artifact for inf2 and this host has no Neuron device"):
@@ -222,7 +222,7 @@ def _export_and_compare(tmp_path, options: ExportOptions):
 def test_neuron_export_on_inferentia(tmp_path):
     result = _export_and_compare(tmp_path, ExportOptions(backend="neuron"))
     assert result.validation_passed is True
-    assert result.manifest["backend"] == "neuron" and (result.artifact / "model.neuron").is_file()
+    assert result.manifest.backend == "neuron" and (result.artifact / "model.neuron").is_file()
 
 
 @pytest.mark.gpu
@@ -230,4 +230,4 @@ def test_neuron_export_on_inferentia(tmp_path):
 def test_inductor_on_cuda(tmp_path):
     result = _export_and_compare(tmp_path, ExportOptions(backend="inductor", device="cuda"))
     assert result.validation_passed is True
-    assert result.manifest["device"] == "cuda"
+    assert result.manifest.device == "cuda"

@@ -118,7 +118,7 @@ def test_export_matches_transformers(arch, task, workdir):
                             num_choices=2 if task == "multiple-choice" else None, use_cache=False)
     # task "auto": the local folder's config.json must be enough to find the task.
     result = export(model_dir, workdir / f"{arch}-{task}" / "artifact", options)
-    assert result.manifest["task"] == task
+    assert result.manifest.task == task
     assert result.validation_passed is True
     assert read_validation(result.artifact)["passed"] is True
 
@@ -154,7 +154,7 @@ def test_inductor_auto_cast_bf16(tiny_classifier, workdir):
     report = read_validation(result.artifact)
     assert result.validation_passed is True
     assert report["atol"] > ATOL, "auto-cast must validate with the cast's tolerance"
-    assert result.manifest["auto_cast"] == "matmul" and result.manifest["auto_cast_type"] == "bf16"
+    assert result.manifest.auto_cast == "matmul" and result.manifest.auto_cast_type == "bf16"
     compiled = load_artifact(result.artifact)
     inputs = fresh_inputs("bert", "text-classification", result.artifact)
     actual, expected = assert_matches_eager(compiled, tiny_classifier, "text-classification", inputs, atol=report["atol"])

@@ -101,10 +101,10 @@ def test_export_writes_a_validated_diffusers_layout(request, export, components,
     for name in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json"):
         assert (output / name).is_file()
     manifest = read_manifest(output)
-    assert manifest["components"] == components
-    assert manifest["validation"]["passed"] is True
+    assert manifest.components == components
+    assert manifest.validation.passed is True
     # classifier-free guidance: batch_size x num_images_per_prompt x 2 UNet rows
-    assert read_manifest(output / "unet")["inputs"][0]["shape"][0] == unet_batch
+    assert read_manifest(output / "unet").inputs[0].shape[0] == unet_batch
 
 
 @pytest.mark.parametrize("guidance_scale", [7.5, 1.0])  # 1.0: half the compiled UNet batch, padded
@@ -194,21 +194,15 @@ def test_unet_adapter_guards_stride0_timestep_on_inductor(folders, tmp_path):
     AOTInductor UNet misreads silently. One tiny UNet compiled with inductor (-O1)."""
     from diffusers.configuration_utils import FrozenDict
 
-    from neuron_export.backends import choose_backend
     from neuron_export.diffusion.adapters import CompiledUNet
-    from neuron_export.diffusion.export import input_config, load_module, make_component, pipeline_components, resolve_shapes
-    from neuron_export.exporter import Progress, build_component
-    from neuron_export.sources import resolve_model_source
+    from neuron_export.export import make_plan
+    from neuron_export.export.build import build_component
+    from neuron_export.progress import Progress
 
-    options = ExportOptions(backend="inductor", optlevel=1, disable_validation=True)
-    source = resolve_model_source(str(folders["sd"]), options)
-    specs = pipeline_components(source, "stable-diffusion")
-    shapes, _ = resolve_shapes(source, specs, options)
-    spec = next(s for s in specs if s.name == "unet")
-    eager = load_module(source, spec, options)
-    component = make_component(spec, eager, shapes, input_config(spec, eager), options, validate=False)
-    backend, reason = choose_backend(options)
-    build_component(component, backend, reason, options, tmp_path, Progress(None, 3), {})
+    plan = make_plan(str(folders["sd"]), ExportOptions(backend="inductor", optlevel=1, disable_validation=True))
+    component = next(c for c in plan.components if c.name == "unet").load()
+    build_component(component, plan, tmp_path, Progress(None, 3))
+    eager = component.module.unet
     unet = CompiledUNet(load_artifact(tmp_path), FrozenDict(eager.config))
 
     generator = torch.Generator().manual_seed(5)
@@ -247,7 +241,7 @@ def test_inductor_sd_pipeline_from_pretrained_export_matches_diffusers(folders, 
 
     pipe = quiet(NeuronStableDiffusionPipeline.from_pretrained(
         str(folders["sd"]), export=True, options=ExportOptions(backend="inductor", optlevel=1), height=64, width=64))
-    assert pipe.manifest["validation"]["passed"] is True
+    assert pipe.manifest.validation.passed is True
     eager = quiet(StableDiffusionPipeline.from_pretrained(folders["sd"]))
     assert_same_images(generate(pipe), generate(eager))
     pipe.save_pretrained(tmp_path / "saved")

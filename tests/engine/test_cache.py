@@ -16,8 +16,9 @@ import torch
 import transformers
 
 from conftest import run_cli
-from neuron_export import exporter, load_artifact
-from neuron_export.cache import ENTRY_ARTIFACT, ENTRY_RECORD, NOT_IN_KEY, CompileCache
+from neuron_export import export, load_artifact
+from neuron_export.export import transformers as export_transformers
+from neuron_export.export.cache import ENTRY_ARTIFACT, ENTRY_RECORD, NOT_IN_KEY, CompileCache
 from neuron_export.demo import build_tiny_text_model, resolve_demo
 from neuron_export.errors import NeuronExportError
 from neuron_export.options import ExportOptions
@@ -42,7 +43,7 @@ def model_folder(tmp_path_factory):
 
 
 def _export(model, output, **changes):
-    return exporter.export(model, output, ExportOptions(**{**BASE, **changes}))
+    return export(model, output, ExportOptions(**{**BASE, **changes}))
 
 
 def _assert_runs_like_transformers(artifact, model_folder):
@@ -59,7 +60,7 @@ def _never_load_eager(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a cache hit must not load the eager model")
 
-    monkeypatch.setattr(exporter, "load_eager_model", refuse)
+    monkeypatch.setattr(export_transformers, "load_eager_model", refuse)
 
 
 def test_identical_export_is_a_hit_that_never_loads_the_eager_model(model_folder, tmp_path, monkeypatch, caplog):

@@ -5,6 +5,7 @@ Budget: ~60 s on 2 quiet cores (two tiny exports, three in-process runs, one CLI
 
 import json
 import statistics
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from conftest import run_cli
 from neuron_export import ExportOptions, export, read_manifest
 from neuron_export import benchmark as bench
+from neuron_export.benchmark import peers
+from neuron_export.benchmark.report import speedups
 from neuron_export.errors import NeuronExportError
 
 ITERATIONS, WARMUP, ROUNDS = 6, 2, 3
@@ -65,19 +68,19 @@ def test_speedups_are_p50_ratios_over_eager_and_onnxruntime():
         "eager": _side("eager", bench.EAGER, 50.0),
         "onnxruntime": _side("onnxruntime", bench.ONNXRUNTIME, 25.0),
     }
-    ratios = bench.speedups(sides)
+    ratios = speedups(sides)
     assert ratios == pytest.approx({"compiled_vs_eager": 50 / 20, "compiled_vs_onnxruntime": 25 / 20, "onnxruntime_vs_eager": 50 / 25})
     sides["onnxruntime"] = _side("onnxruntime", bench.ONNXRUNTIME, 0, status="not installed")
-    assert set(bench.speedups(sides)) == {"compiled_vs_eager"}
+    assert set(speedups(sides)) == {"compiled_vs_eager"}
     assert bench.speedup(None, 3.0) is None
 
 
 def test_batch_sizes_of_a_static_artifact_are_refused_with_one_line():
-    manifest = {"inputs": [{"name": "input_ids", "shape": [2, 16]}], "dynamic_batch": False}
+    manifest = SimpleNamespace(batch_size=2, dynamic_batch=False)
     assert bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions()) == [2]
     with pytest.raises(NeuronExportError, match="compiled for batch size 2 only"):
         bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions(batch_sizes=[2, 4]))
-    manifest["dynamic_batch"] = True
+    manifest.dynamic_batch = True
     assert bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions(batch_sizes=[4, 1, 4])) == [1, 4]
     with pytest.raises(NeuronExportError, match="--iterations"):
         bench.BenchmarkOptions(iterations=0)
@@ -98,7 +101,7 @@ def test_real_run_times_every_side_on_the_same_inputs(tiny_artifact):
 
     (run,) = report["runs"]
     assert run["batch_size"] == 1 and set(run["sides"]) == {"compiled", "eager", "onnxruntime"}
-    compiled_shapes = {spec["name"]: spec["shape"] for spec in manifest["inputs"]}
+    compiled_shapes = {spec.name: spec.shape for spec in manifest.inputs}
     for name, side in run["sides"].items():
         assert side["status"] == "ok", (name, side["detail"])
         assert len(side["latencies_ms"]) == ITERATIONS and all(ms > 0 for ms in side["latencies_ms"])
@@ -125,8 +128,8 @@ def test_real_run_times_every_side_on_the_same_inputs(tiny_artifact):
 
 
 def test_without_onnxruntime_the_peer_column_says_not_installed(tiny_artifact, monkeypatch):
-    real_find_spec = bench.importlib.util.find_spec
-    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    real_find_spec = peers.importlib.util.find_spec
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
     report = bench.benchmark(tiny_artifact, bench.BenchmarkOptions(iterations=2, warmup=0, rounds=1, save=False))
     peer = report["runs"][0]["sides"]["onnxruntime"]
     assert peer["status"] == "not installed" and "pip install onnxruntime" in peer["detail"]
@@ -167,7 +170,9 @@ def test_cli_benchmark_prints_the_table_and_writes_json(tiny_artifact, tmp_path)
 def test_cli_benchmark_errors_are_one_line(tiny_artifact, tmp_path):
     component = tmp_path / "sd" / "unet"
     component.mkdir(parents=True)
-    (component / "manifest.json").write_text(json.dumps({"format_version": 1, "library": "diffusers", "task": "stable-diffusion"}))
+    # A Stable Diffusion component's manifest: a complete one, of the diffusers library.
+    manifest = {**json.loads((tiny_artifact / "manifest.json").read_text()), "library": "diffusers", "task": "stable-diffusion"}
+    (component / "manifest.json").write_text(json.dumps(manifest))
     for args, expected in (((str(tmp_path),), "not a compiled artifact"),
                            ((str(component),), "benchmark the pipeline folder"),
                            ((str(tiny_artifact), "--batch_size", "3"), "compiled for batch size 1 only")):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -210,7 +211,8 @@ def test_inductor_artifact_built_for_a_wider_isa_is_refused(tmp_path, monkeypatc
     CPU without that ISA would crash, so it is refused with a clear error."""
     from neuron_export.backends.inductor import InductorBackend
 
-    manifest = {"device": "cpu", "torch_version": torch.__version__, "cpu_capability": "AVX512"}
+    manifest = SimpleNamespace(device="cpu", torch_version=torch.__version__, cpu_capability="AVX512", auto_cast="none",
+                               auto_cast_type=None)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert "built for AVX512" in InductorBackend().runtime_problem(manifest)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")

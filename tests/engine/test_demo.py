@@ -14,6 +14,7 @@ import torch
 
 from neuron_export import demo
 from neuron_export.errors import NeuronExportError
+from neuron_export.registry import ARCHITECTURES, TASKS, TINY_IMAGE_SIZE, supported_tasks
 
 SENTENCE = "The cat sat on the mat, and the dog was happy!"
 PAIR = "Where did the cat sit?"
@@ -48,7 +49,7 @@ def _text_inputs(tok, task):
 def test_module_import_is_cheap():
     # demo.py itself must not import the heavy libraries (the package __init__ is bypassed here so
     # that only this module's own imports are measured).
-    pkg_dir = os.path.dirname(demo.__file__)
+    pkg_dir = os.path.dirname(os.path.dirname(demo.__file__))  # neuron_export/
     code = (
         "import sys, types; pkg = types.ModuleType('neuron_export'); pkg.__path__ = [sys.argv[1]]; "
         "sys.modules['neuron_export'] = pkg; import neuron_export.demo as d; "
@@ -58,16 +59,15 @@ def test_module_import_is_cheap():
     subprocess.run([sys.executable, "-c", code, pkg_dir], check=True, timeout=60)
 
 
-def test_available_tasks():
-    for arch in demo.TEXT_ARCHITECTURES:
-        assert demo.available_tasks(arch) == demo.TEXT_TASKS
-    for arch in demo.VISION_ARCHITECTURES:
-        assert demo.available_tasks(arch) == demo.VISION_TASKS
-    with pytest.raises(NeuronExportError, match="unknown demo architecture"):
-        demo.available_tasks("gpt2")
+def test_every_architecture_has_a_head_for_every_task_of_its_family():
+    for arch, spec in ARCHITECTURES.items():
+        assert supported_tasks(arch) == sorted(spec.family.tasks), arch
+    with pytest.raises(NeuronExportError, match="not supported"):
+        supported_tasks("gpt2")
 
 
-TEXT_PAIRS = [(a, t) for a in demo.TEXT_ARCHITECTURES for t in demo.TEXT_TASKS]
+TEXT_PAIRS = [(a, t) for a, spec in ARCHITECTURES.items() if spec.family.modality == "text" for t in spec.family.tasks]
+VISION_PAIRS = [(a, t) for a, spec in ARCHITECTURES.items() if spec.family.modality == "vision" for t in spec.family.tasks]
 
 
 @pytest.mark.parametrize("arch,task", TEXT_PAIRS)
@@ -92,9 +92,9 @@ def test_text_model_builds_loads_and_tokenizes(arch, task, tmp_path):
     expect_types = arch not in ("distilbert", "roberta", "xlm-roberta", "camembert", "mpnet")
     assert ("token_type_ids" in tok.model_input_names) == expect_types
 
-    auto_cls = getattr(transformers, demo.TASK_TO_AUTO_CLASS[task])
+    auto_cls = getattr(transformers, TASKS[task].auto_class)
     loaded = auto_cls.from_pretrained(folder).eval()
-    in_memory, _ = demo._make_text_model(arch, task, seed=0)
+    in_memory, _ = demo.make_tiny_model(arch, task, seed=0)
     inputs = _text_inputs(tok, task)
     forward_params = inspect.signature(loaded.forward).parameters
     assert set(inputs) <= set(forward_params), (set(inputs), list(forward_params))
@@ -132,23 +132,23 @@ def test_text_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(mapping, "_model_mapping", without_bert)
     with pytest.raises(NeuronExportError, match="no multiple-choice head for bert; valid tasks for bert: .*fill-mask"):
         demo.build_tiny_text_model("bert", "multiple-choice", tmp_path)
-    assert "multiple-choice" not in demo.available_tasks("bert")
+    assert "multiple-choice" not in supported_tasks("bert")
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("arch,task", [(a, t) for a in demo.VISION_ARCHITECTURES for t in demo.VISION_TASKS])
+@pytest.mark.parametrize("arch,task", VISION_PAIRS)
 def test_vision_model_builds_and_processes_images(arch, task, tmp_path):
     import transformers
     from transformers import AutoImageProcessor
 
     folder = demo.build_tiny_vision_model(arch, task, tmp_path / "a")
     processor = AutoImageProcessor.from_pretrained(folder)
-    model = getattr(transformers, demo.TASK_TO_AUTO_CLASS[task]).from_pretrained(folder).eval()
+    model = getattr(transformers, TASKS[task].auto_class).from_pretrained(folder).eval()
     size = model.config.image_size
-    assert model.config.architectures and size == demo.IMAGE_SIZE
+    assert model.config.architectures and size == TINY_IMAGE_SIZE
     pixels = processor(_pil_image(), return_tensors="pt")["pixel_values"]
     assert tuple(pixels.shape) == (1, 3, size, size)
-    in_memory, _ = demo._make_vision_model(arch, task, seed=0)
+    in_memory, _ = demo.make_tiny_model(arch, task, seed=0)
     with torch.no_grad():
         got = model(pixel_values=pixels, return_dict=False)
         want = in_memory(pixel_values=pixels, return_dict=False)
@@ -326,7 +326,7 @@ def test_every_demo_resolves_and_loads(tmp_path):
         if m.task.startswith("stable-diffusion"):
             assert isinstance(DiffusionPipeline.from_pretrained(path), DiffusionPipeline)
         else:
-            model = getattr(transformers, demo.TASK_TO_AUTO_CLASS[m.task]).from_pretrained(path)
+            model = getattr(transformers, TASKS[m.task].auto_class).from_pretrained(path)
             assert model.config.architectures
 
 
