@@ -1,8 +1,7 @@
 """neuron_export: compile Hugging Face models ahead of time (AWS Neuron, or portable AOTInductor /
 TorchScript builds), validate them against eager PyTorch, and run them like transformers models."""
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402
 from .artifact import CompiledModel, Manifest, load_artifact, read_manifest, read_validation  # noqa: E402
 from .errors import NeuronExportError  # noqa: E402
 from .export import ExportResult, export  # noqa: E402

@@ -13,7 +13,7 @@ from typing import Optional
 
 from .errors import NeuronExportError
 from .options import ExportOptions
-from .registry import ARCHITECTURES, DIFFUSERS_PIPELINES, TASKS, detect_task, is_diffusion_task, supported_tasks
+from .registry import ARCHITECTURES, DIFFUSERS_PIPELINES, SENTENCE_TRANSFORMERS, TASKS, detect_task, is_diffusion_task, supported_tasks
 from .sources import resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
@@ -53,7 +53,7 @@ def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
                          {"batch_size": 1, "height": size, "width": size, "num_images_per_prompt": 1})
     tasks = supported_tasks(source.model_type)
     if source.library == "sentence_transformers":
-        detected, note = "feature-extraction", "sentence-transformers folder (modules.json)"
+        detected, note = SENTENCE_TRANSFORMERS.task, "sentence-transformers folder (modules.json)"
     else:
         architectures = source.config.get("architectures")
         try:

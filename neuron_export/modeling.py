@@ -14,6 +14,7 @@ error, except the batch of a model compiled with dynamic_batch_size=True.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import tempfile
 import weakref
@@ -264,39 +265,46 @@ class NeuronModel:
         return f"{type(self).__name__}({self.path}, backend={self.manifest.backend}, {shapes})"
 
 
-def _model_class(name: str, task: str, output_type: type[ModelOutput], output_axes: dict, hidden_batch_axes: tuple,
-                 sentence_transformers: bool = False) -> type[NeuronModel]:
-    doc = f"A compiled {task} model with the transformers calling convention; returns {output_type.__name__}."
-    attributes = dict(task=task, output_type=output_type, output_axes=output_axes, hidden_batch_axes=hidden_batch_axes,
-                      sentence_transformers=sentence_transformers, __module__=__name__, __doc__=doc)
+@functools.cache
+def model_class(name: str) -> type[NeuronModel]:
+    """The NeuronModelFor* class of that name, made from its registry entry (one per task, plus the
+    sentence-transformers one) the first time it is asked for."""
+    if name == SENTENCE_TRANSFORMERS.model_class:
+        spec, output_type, sentence = SENTENCE_TRANSFORMERS, SentenceEmbeddingOutput, True
+    else:
+        spec = next((t for t in TASKS.values() if t.model_class == name), None)
+        if spec is None:
+            raise AttributeError(f"no NeuronModel class {name!r}")
+        output_type, sentence = getattr(modeling_outputs, spec.output_type), False
+    doc = f"A compiled {spec.task if sentence else spec.name} model with the transformers calling convention; returns {output_type.__name__}."
+    attributes = dict(task=spec.task if sentence else spec.name, output_type=output_type, output_axes=spec.output_axes,
+                      hidden_batch_axes=("batch_size",) if sentence else spec.hidden_batch_axes,
+                      sentence_transformers=sentence, __module__=__name__, __qualname__=name, __doc__=doc)
     return type(name, (NeuronModel,), attributes)
 
 
-# One class per task of the registry (NeuronModelForSequenceClassification, ...), plus the
-# sentence-transformers one.
-MODEL_CLASSES: tuple[type[NeuronModel], ...] = tuple(
-    _model_class(spec.model_class, spec.name, getattr(modeling_outputs, spec.output_type), spec.output_axes, spec.hidden_batch_axes)
-    for spec in TASKS.values()
-) + (
-    _model_class(SENTENCE_TRANSFORMERS.model_class, SENTENCE_TRANSFORMERS.task, SentenceEmbeddingOutput,
-                 SENTENCE_TRANSFORMERS.output_axes, ("batch_size",), sentence_transformers=True),
-)
-globals().update({cls.__name__: cls for cls in MODEL_CLASSES})
+def __getattr__(name: str):
+    return model_class(name)  # NeuronModelForSequenceClassification, ...
+
+
+def class_name_for(task: Optional[str], is_sentence: bool) -> Optional[str]:
+    """The name of the class that runs artifacts of a task (None when no class does)."""
+    if is_sentence:
+        return SENTENCE_TRANSFORMERS.model_class if task == SENTENCE_TRANSFORMERS.task else None
+    return TASKS[task].model_class if task in TASKS else None
 
 
 def model_class_for_artifact(path: Union[str, Path]) -> type[NeuronModel]:
     """The NeuronModel class that loads an artifact folder (by its manifest's task and library)."""
     manifest = Manifest.read(_artifact_path(path))
-    is_sentence = manifest.library == "sentence_transformers"
-    for cls in MODEL_CLASSES:
-        if cls.task == manifest.task and cls.sentence_transformers == is_sentence:
-            return cls
-    raise ArtifactError(f"{path} was compiled for {manifest.task}, which no NeuronModel class runs")
+    name = class_name_for(manifest.task, manifest.library == "sentence_transformers")
+    if name is None:
+        raise ArtifactError(f"{path} was compiled for {manifest.task}, which no NeuronModel class runs")
+    return model_class(name)
 
 
 def _class_for(task: Optional[str], is_sentence: bool) -> str:
-    names = [c.__name__ for c in MODEL_CLASSES if c.task == task and c.sentence_transformers == is_sentence]
-    return names[0] if names else "load_artifact() (no NeuronModel class for it)"
+    return class_name_for(task, is_sentence) or "load_artifact() (no NeuronModel class for it)"
 
 
 def _describe(is_sentence: bool, task: Optional[str]) -> str:

@@ -94,6 +94,44 @@ def error_histogram(diff: torch.Tensor) -> list[int]:
     return torch.bincount(bins, minlength=len(ERROR_BIN_EDGES) - 1).tolist()
 
 
+@dataclass
+class _Totals:
+    """One output's differences, summed over the validation runs."""
+
+    reference_shape: list[int]
+    compiled_shape: list[int]
+    shape_match: bool = True
+    max: float = 0.0
+    sum: float = 0.0
+    count: int = 0
+    histogram: list[int] = field(default_factory=lambda: [0] * (len(ERROR_BIN_EDGES) - 1))
+
+    def add(self, got: torch.Tensor, want: torch.Tensor) -> None:
+        if got.shape != want.shape:
+            self.shape_match, self.reference_shape, self.compiled_shape = False, list(want.shape), list(got.shape)
+            return
+        diff = absolute_difference(got, want)
+        self.max = max(self.max, float(diff.max()) if diff.numel() else 0.0)
+        self.sum += float(diff.sum())
+        self.count += diff.numel()
+        self.histogram = [a + b for a, b in zip(self.histogram, error_histogram(diff))]
+
+    def check(self, name: str, atol: float) -> OutputCheck:
+        compared = self.shape_match and self.count > 0
+        return OutputCheck(name, self.reference_shape, self.compiled_shape, self.shape_match,
+                           self.max if compared else None, self.sum / self.count if compared else None, atol, self.histogram)
+
+
+def absolute_difference(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """|got - want|, where a NaN or infinity on either side counts as an infinite difference unless
+    both sides hold the same non-finite value there (NaN and NaN, +inf and +inf)."""
+    diff = (got - want).abs()
+    if torch.isfinite(diff).all():
+        return diff
+    agree = (torch.isnan(got) & torch.isnan(want)) | (torch.isinf(got) & (got == want))
+    return torch.where(agree, torch.zeros_like(diff), torch.nan_to_num(diff, nan=math.inf))
+
+
 def compare(
     component: str,
     reference: Callable[..., Sequence[torch.Tensor]],
@@ -104,7 +142,7 @@ def compare(
     atol_source: str,
 ) -> ValidationReport:
     """Run the eager reference and the compiled model on each input set and compare every output."""
-    totals: dict[str, dict[str, Any]] = {}
+    totals: dict[str, _Totals] = {}
     runs = []
     for inputs in input_sets:
         runs.append({name: list(t.shape) for name, t in inputs.items()})
@@ -112,48 +150,15 @@ def compare(
             expected = dict(zip(reference_names, reference(*[inputs[n] for n in compiled.input_names])))
             actual = compiled(**inputs)
         for name in reference_names:
-            if name not in actual:
-                continue
-            got = actual[name].detach().float().cpu()
-            want = expected[name].detach().float().cpu()
-            entry = totals.setdefault(
-                name, {"reference_shape": list(want.shape), "compiled_shape": list(got.shape), "shape_match": True,
-                       "max": 0.0, "sum": 0.0, "count": 0, "hist": [0] * (len(ERROR_BIN_EDGES) - 1)}
-            )
-            if got.shape != want.shape:
-                entry.update(shape_match=False, reference_shape=list(want.shape), compiled_shape=list(got.shape))
-                continue
-            diff = (got - want).abs()
-            if not torch.isfinite(diff).all():
-                diff = torch.nan_to_num(diff, nan=math.inf)
-            entry["max"] = max(entry["max"], float(diff.max()) if diff.numel() else 0.0)
-            entry["sum"] += float(diff.sum())
-            entry["count"] += diff.numel()
-            entry["hist"] = [a + b for a, b in zip(entry["hist"], error_histogram(diff))]
-    outputs = []
-    for name in reference_names:
-        if name not in totals:
-            continue
-        t = totals[name]
-        compared = t["shape_match"] and t["count"] > 0
-        outputs.append(
-            OutputCheck(
-                name=name,
-                reference_shape=t["reference_shape"],
-                compiled_shape=t["compiled_shape"],
-                shape_match=t["shape_match"],
-                max_abs_diff=t["max"] if compared else None,
-                mean_abs_diff=t["sum"] / t["count"] if compared else None,
-                atol=atol,
-                error_histogram=t["hist"],
-            )
-        )
+            if name in actual:
+                got, want = actual[name].detach().float().cpu(), expected[name].detach().float().cpu()
+                totals.setdefault(name, _Totals(list(want.shape), list(got.shape))).add(got, want)
     return ValidationReport(
         component=component,
         atol=atol,
         atol_source=atol_source,
         reference_output_names=list(reference_names),
         compiled_output_names=list(compiled.output_names),
-        outputs=outputs,
+        outputs=[totals[name].check(name, atol) for name in reference_names if name in totals],
         runs=runs,
     )

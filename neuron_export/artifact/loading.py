@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..backends import get_backend
 from ..errors import ArtifactError, InputMismatchError, NeuronExportError, first_line
 from .folders import inside
 from .manifest import Manifest, TensorSpec
@@ -101,8 +102,6 @@ def _convert_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch
 
 def load_artifact(path: str | Path) -> CompiledModel:
     """Load a compiled artifact, refusing clearly when this host cannot run it."""
-    from ..backends import get_backend
-
     path = Path(path)
     manifest = Manifest.read(path)
     if manifest.is_pipeline:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 
+from ..artifact.manifest import Manifest
 from ..options import ExportOptions
-
-if TYPE_CHECKING:
-    from ..artifact import Manifest
 
 # A loaded compiled model: positional tensors in, a tuple of tensors out.
 Runner = Callable[..., Sequence[torch.Tensor]]
@@ -59,9 +57,9 @@ class Backend(Protocol):
     ) -> None:
         """Compile and write the model file; model_kind (generic, transformer, unet-inference) tunes neuronx-cc."""
 
-    def load(self, model_path: Path, manifest: "Manifest") -> Runner: ...
+    def load(self, model_path: Path, manifest: Manifest) -> Runner: ...
 
-    def runtime_problem(self, manifest: "Manifest") -> Optional[str]:
+    def runtime_problem(self, manifest: Manifest) -> Optional[str]:
         """None when an artifact with this manifest can run on this host, else why not."""
 
 

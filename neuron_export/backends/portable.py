@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import platform
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 
+from ..artifact.manifest import Manifest
 from ..options import ExportOptions
 from ..traceable import CastModel
 from .base import cast_dtype
-
-if TYPE_CHECKING:
-    from ..artifact import Manifest
 
 
 def torch_release(version: str) -> str:
@@ -64,7 +62,7 @@ class PortableBackend:
             module = CastModel(module, options.auto_cast, dtype, options.device)
         return module.to(options.device)
 
-    def runtime_problem(self, manifest: "Manifest") -> Optional[str]:
+    def runtime_problem(self, manifest: Manifest) -> Optional[str]:
         if manifest.device == "cuda" and not torch.cuda.is_available():
             return "it was compiled for an NVIDIA GPU (CUDA) and this host has none"
         made_with = torch_release(manifest.torch_version)

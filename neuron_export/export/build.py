@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..artifact import VALIDATION_REPORT, Manifest, TensorSpec, Validation, load_artifact, write_json
 from ..errors import NeuronExportError, first_line
 from ..progress import Progress

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..artifact import MANIFEST, Manifest, publish, remove_tree, staging, write_json
 from ..errors import NeuronExportError, first_line
 from ..options import SHAPE_FIELDS, ExportOptions
