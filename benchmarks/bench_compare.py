@@ -29,11 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from neuron_export.artifact import read_manifest, read_validation  # noqa: E402
-from neuron_export.benchmark import (  # noqa: E402
-    COMPILED, EAGER, ONNXRUNTIME, BenchmarkOptions, Side, benchmark_inputs, export_onnx_isolated, host_summary,
-    onnxruntime_missing, run_sides, speedups,
-)
-from neuron_export.exporter import Progress  # noqa: E402
+from neuron_export.benchmark import COMPILED, EAGER, ONNXRUNTIME, BenchmarkOptions, Side, run_sides  # noqa: E402
+from neuron_export.benchmark.inputs import benchmark_inputs  # noqa: E402
+from neuron_export.benchmark.peers import export_onnx_isolated, onnxruntime_missing  # noqa: E402
+from neuron_export.benchmark.report import host_summary, speedups  # noqa: E402
+from neuron_export.progress import Progress  # noqa: E402
 
 SEQUENCE_LENGTH = 128
 MODELS = {"bert-base": "feature-extraction", "minilm": "feature-extraction"}
@@ -93,7 +93,7 @@ def export_variant(model: str, task: str, variant: Variant, output: Path) -> dic
     if done.returncode != 0:
         return {"variant": variant.name, "error": (done.stderr.strip().splitlines() or ["?"])[-1], "export_s": wall}
     manifest = read_manifest(output)
-    timings = manifest.get("timings", {})
+    timings = manifest.timings
     validation = read_validation(output) or {}
     return {
         "variant": variant.name,

@@ -31,10 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuron_export.artifact import load_artifact  # noqa: E402
 from neuron_export.backends import choose_backend  # noqa: E402
 from neuron_export.backends.base import cast_dtype  # noqa: E402
-from neuron_export.diffusion.export import input_config, make_component, pipeline_shapes  # noqa: E402
-from neuron_export.exporter import Progress, build_component  # noqa: E402
+from neuron_export.export.build import build_component  # noqa: E402
+from neuron_export.export.diffusion import input_config, make_component, pipeline_shapes  # noqa: E402
+from neuron_export.export.plan import ExportPlan  # noqa: E402
 from neuron_export.options import ExportOptions  # noqa: E402
-from neuron_export.registry import DIFFUSION_COMPONENTS  # noqa: E402
+from neuron_export.progress import Progress  # noqa: E402
+from neuron_export.registry import DIFFUSION_TASKS  # noqa: E402
+from neuron_export.sources import ModelSource  # noqa: E402
 
 # stabilityai/stable-diffusion-2-1 (768 px, v-prediction), as in its unet/ and vae/ config.json.
 SD21_UNET = dict(
@@ -140,17 +143,20 @@ def main() -> int:
     print(f"Building SD 2.1-sized components (random weights) for {resolution}x{resolution} ...", flush=True)
     modules = build_modules()
     shapes = pipeline_shapes(dict(modules["unet"].config), dict(modules["vae_decoder"].config), 77, None, options)
-    specs = {spec.name: spec for spec in DIFFUSION_COMPONENTS["stable-diffusion"]}
+    specs = {spec.name: spec for spec in DIFFUSION_TASKS["stable-diffusion"].components}
     dtype = cast_dtype(options)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-sd-") as scratch:
+        # The components are built here, not read from a pipeline folder: a plan of what they are.
+        source = ModelSource("SD 2.1-sized, random weights", Path(scratch), "diffusers", {})
+        plan = ExportPlan(source, "stable-diffusion", backend, reason, options, shapes, shapes, components=[])
         for name in COMPONENTS:
             spec, eager = specs[name], modules.pop(name)
             component = make_component(spec, eager, shapes, input_config(spec, eager), options, validate=True)
             folder = Path(scratch) / name
             folder.mkdir()
             start = time.perf_counter()
-            _, report = build_component(component, backend, reason, options, folder, Progress(None, 4), {})
+            _, report = build_component(component, plan, folder, Progress(None, 4))
             compile_s = time.perf_counter() - start
             compiled = load_artifact(folder)
             reference = component.module.to(args.device)
