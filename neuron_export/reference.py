@@ -77,7 +77,7 @@ def reference_pipeline(manifest: Manifest, folder: Optional[Path] = None, trust_
     parameters = inspect.signature(pipeline_class.__init__).parameters
     extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in parameters else {}
     try:
-        pipeline = pipeline_class.from_pretrained(folder, local_files_only=True, torch_dtype=torch.float32,
+        pipeline = pipeline_class.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
                                                   trust_remote_code=trust_remote_code, **extra)
     except Exception as error:  # diffusers raises many types for missing / broken files
         raise NeuronExportError(f"cannot load the eager pipeline from {folder}: {first_line(error)}") from None

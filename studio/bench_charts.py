@@ -11,8 +11,9 @@ from typing import Any, Optional
 
 import plotly.graph_objects as go
 
-SIDE_LABELS = {"compiled": "compiled", "eager": "eager PyTorch", "onnxruntime": "ONNX Runtime"}
-SIDE_COLORS = {"compiled": "#1f77b4", "eager": "#7f7f7f", "onnxruntime": "#ff7f0e"}
+from neuron_export.benchmark import COMPILED, EAGER, ONNXRUNTIME, SIDE_LABELS
+
+SIDE_COLORS = {COMPILED: "#1f77b4", EAGER: "#7f7f7f", ONNXRUNTIME: "#ff7f0e"}
 Report = dict[str, Any]
 
 
@@ -77,7 +78,7 @@ def throughput_figure(reports: list[Report]) -> go.Figure:
         for name, (sizes, values) in by_side.items():
             figure.add_trace(go.Scatter(
                 x=sizes, y=values, mode="lines+markers", name=f"{report_label(report)} · {side_label(name)}",
-                line={"dash": "solid" if name == "compiled" else "dot"},
+                line={"dash": "solid" if name == COMPILED else "dot"},
             ))
     figure.update_layout(title="Throughput by batch size", xaxis_title="batch size", yaxis_title="inferences / s",
                          xaxis={"type": "category"})
@@ -92,12 +93,12 @@ def speedup_figure(reports: list[Report], batch_size: Optional[int] = None) -> g
         if run is None:
             continue
         labels.append(report_label(report))
-        over_eager.append(run["speedups"].get("compiled_vs_eager"))
-        over_onnx.append(run["speedups"].get("compiled_vs_onnxruntime"))
+        over_eager.append(run["speedups"].get(f"{COMPILED}_vs_{EAGER}"))
+        over_onnx.append(run["speedups"].get(f"{COMPILED}_vs_{ONNXRUNTIME}"))
     figure = go.Figure([
-        go.Bar(x=labels, y=over_eager, name="over eager PyTorch", marker_color=SIDE_COLORS["eager"],
+        go.Bar(x=labels, y=over_eager, name=f"over {SIDE_LABELS[EAGER]}", marker_color=SIDE_COLORS[EAGER],
                text=[_times(v) for v in over_eager], textposition="outside"),
-        go.Bar(x=labels, y=over_onnx, name="over ONNX Runtime", marker_color=SIDE_COLORS["onnxruntime"],
+        go.Bar(x=labels, y=over_onnx, name=f"over {SIDE_LABELS[ONNXRUNTIME]}", marker_color=SIDE_COLORS[ONNXRUNTIME],
                text=[_times(v) for v in over_onnx], textposition="outside"),
     ])
     figure.add_hline(y=1.0, line_dash="dash", annotation_text="as fast", annotation_position="bottom right")
@@ -131,14 +132,14 @@ def tradeoff_figure(reports: list[Report], batch_size: Optional[int] = None) -> 
     xs, ys, labels = [], [], []
     for report in reports:
         run = run_for(report, batch_size)
-        compiled = ok_sides(run).get("compiled") if run else None
+        compiled = ok_sides(run).get(COMPILED) if run else None
         if compiled is None:
             continue
         xs.append(report["model"].get("compile_s"))
         ys.append(compiled["stats"]["p50_ms"])
         labels.append(report_label(report))
     figure = go.Figure(go.Scatter(x=xs, y=ys, text=labels, mode="markers+text", textposition="top center",
-                                  marker={"size": 12, "color": SIDE_COLORS["compiled"]}))
+                                  marker={"size": 12, "color": SIDE_COLORS[COMPILED]}))
     figure.update_layout(title="Compile time vs latency per option", xaxis_title="compile time (s)",
                          yaxis_title="p50 latency (ms)")
     return figure
@@ -158,7 +159,7 @@ def summary_rows(reports: list[Report]) -> list[dict[str, Any]]:
                         "p50 ms": round(stats["p50_ms"], 3), "p90 ms": round(stats["p90_ms"], 3),
                         "p99 ms": round(stats["p99_ms"], 3), "inferences/s": round(side["throughput"], 2),
                         "peak RSS MB": round(side["peak_rss_mb"]), "model RSS MB": round(side["rss_growth_mb"]),
-                        "speed-up vs eager": _round(run["speedups"].get(f"{name}_vs_eager")),
+                        "speed-up vs eager": _round(run["speedups"].get(f"{name}_vs_{EAGER}")),
                     })
                 rows.append(row)
     return rows

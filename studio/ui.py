@@ -9,7 +9,8 @@ from typing import Callable, Optional
 
 import streamlit as st
 
-from neuron_export import read_manifest, read_validation
+from neuron_export import Manifest, read_manifest, read_validation
+from neuron_export.artifact import MANIFEST
 from neuron_export.errors import NeuronExportError
 from studio.jobs import Dispatcher, JobStore
 from studio.workspace import Workspace
@@ -64,24 +65,29 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def where_it_runs(manifest: dict) -> str:
+def where_it_runs(manifest: Manifest) -> str:
     """Short label of the backend and where an artifact can run; never calls a portable build Neuron."""
-    if manifest.get("is_neuron"):
-        return f"Neuron · {manifest.get('target') or 'inf2'}"
-    return f"{manifest['backend']} · {manifest.get('device', 'cpu').upper()} · not Neuron"
+    if manifest.is_neuron:
+        return f"Neuron · {manifest.target or 'inf2'}"
+    return f"{manifest.backend} · {manifest.device.upper()} · not Neuron"
 
 
-def backend_badge(manifest: dict) -> None:
-    if manifest.get("is_neuron"):
+def shapes_summary(manifest: Manifest) -> str:
+    """The compiled shapes in words: 'batch size 1 · sequence length 16' (the UNet's derived ones left out)."""
+    return " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in manifest.shapes.items() if not k.startswith("unet_"))
+
+
+def backend_badge(manifest: Manifest) -> None:
+    if manifest.is_neuron:
         st.badge(where_it_runs(manifest), icon=":material/memory:", color="green")
     else:
         st.badge(where_it_runs(manifest), icon=":material/computer:", color="orange")
-    st.caption(f"Runs on {manifest.get('runs_on', 'unknown')}")
+    st.caption(f"Runs on {manifest.runs_on or 'unknown'}")
 
 
-def verdict(manifest: dict) -> tuple[str, str]:
+def verdict(manifest: Manifest) -> tuple[str, str]:
     """(label, colour) of an artifact's validation verdict."""
-    passed = manifest.get("validation", {}).get("passed")
+    passed = manifest.validation.passed
     if passed is True:
         return "validated ✓", "green"
     if passed is False:
@@ -89,12 +95,12 @@ def verdict(manifest: dict) -> tuple[str, str]:
     return "not validated", "gray"
 
 
-def verdict_badge(manifest: dict) -> None:
+def verdict_badge(manifest: Manifest) -> None:
     label, colour = verdict(manifest)
     st.badge(label, color=colour)
 
 
-def artifact_manifests(workspace: Workspace) -> dict[Path, dict]:
+def artifact_manifests(workspace: Workspace) -> dict[Path, Manifest]:
     """Readable artifacts of the workspace, newest first, with their manifests."""
     found = {}
     for path in workspace.list_artifacts():
@@ -102,14 +108,14 @@ def artifact_manifests(workspace: Workspace) -> dict[Path, dict]:
             found[path] = read_manifest(path)
         except NeuronExportError:
             continue  # a damaged folder is shown on the Artifacts page, not offered for use
-    return dict(sorted(found.items(), key=lambda item: item[1].get("created", ""), reverse=True))
+    return dict(sorted(found.items(), key=lambda item: item[1].created, reverse=True))
 
 
 def artifact_picker(
     workspace: Workspace,
     label: str = "Artifact",
     key: str = "artifact",
-    accept: Optional[Callable[[dict], bool]] = None,
+    accept: Optional[Callable[[Manifest], bool]] = None,
 ) -> Optional[Path]:
     """A select box of the workspace's artifacts, remembered in the URL (?artifact=NAME)."""
     artifacts = {p.name: m for p, m in artifact_manifests(workspace).items() if accept is None or accept(m)}
@@ -124,15 +130,15 @@ def artifact_picker(
         names,
         index=index,
         key=key,
-        format_func=lambda n: f"{n}  —  {artifacts[n]['task']}, {where_it_runs(artifacts[n])}",
+        format_func=lambda n: f"{n}  —  {artifacts[n].task}, {where_it_runs(artifacts[n])}",
     )
     st.query_params["artifact"] = name
     return workspace.artifacts_dir / name
 
 
 def artifact_header(
-    workspace: Workspace, key: str, accept: Optional[Callable[[dict], bool]] = None
-) -> Optional[tuple[Path, dict]]:
+    workspace: Workspace, key: str, accept: Optional[Callable[[Manifest], bool]] = None
+) -> Optional[tuple[Path, Manifest]]:
     """Pick an artifact, read its manifest (errors on screen) and show its verdict and backend badges."""
     path = artifact_picker(workspace, key=key, accept=accept)
     if path is None:
@@ -202,7 +208,7 @@ def job_panel(store: JobStore, job_id: str, log_lines: int = 20) -> None:
         st.error(job.message or f"The job {status}.", icon=":material/error:")
     else:
         st.info(job.message or f"The job was {status}.")
-    if job.is_finished and job.artifact and Path(job.artifact, "manifest.json").is_file():
+    if job.is_finished and job.artifact and Path(job.artifact, MANIFEST).is_file():
         name = Path(job.artifact).name
         links = st.columns(3)
         links[0].page_link("views/report.py", label="Validation report", icon=":material/fact_check:",

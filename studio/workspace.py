@@ -4,6 +4,7 @@ import os
 import re
 from pathlib import Path
 
+from neuron_export.artifact import MANIFEST
 from neuron_export.errors import NeuronExportError
 
 WORKSPACE_ENV = "NEURON_EXPORT_WORKSPACE"
@@ -37,7 +38,7 @@ class Workspace:
 
     def list_artifacts(self) -> list[Path]:
         """Folders under artifacts/ that hold a manifest.json, sorted by name."""
-        return sorted(folder for folder in self.artifacts_dir.iterdir() if (folder / "manifest.json").is_file())
+        return sorted(folder for folder in self.artifacts_dir.iterdir() if (folder / MANIFEST).is_file())
 
 
 def _name_problem(name: str) -> str | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
+
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -29,13 +30,3 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture(scope="session")
 def session_dir() -> Path:
     return _SESSION_DIR
-
-
-def run_cli(*args: str, cwd=None, timeout: int = 600):
-    """Run the real `neuron-export` command in a subprocess."""
-    import subprocess
-
-    return subprocess.run(
-        [sys.executable, "-m", "neuron_export", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )

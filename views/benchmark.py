@@ -5,25 +5,16 @@ dispatcher runs them one after the other, so they do not slow each other down); 
 Results are read from ARTIFACT/benchmarks/*.json, which also makes the history of earlier runs.
 """
 
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-from neuron_export.benchmark import benchmark_history, is_pipeline
+from neuron_export import Manifest
+from neuron_export.benchmark import benchmark_history
 from studio import bench_charts, ui
+from studio.jobs import BENCHMARK, JobStore, benchmark_command
 
-JOB_KIND = "benchmark"
-
-
-def benchmark_argv(path: Path, iterations: int, warmup: int, batch_sizes: list[int], onnx: bool, steps: int) -> list[str]:
-    argv = [sys.executable, "-m", "neuron_export", "benchmark", str(path), "--iterations", str(iterations), "--warmup", str(warmup),
-            "--steps", str(steps)]
-    if batch_sizes:
-        argv += ["--batch_size", *map(str, batch_sizes)]
-    if not onnx:
-        argv.append("--no-onnx")
-    return argv
+JOBS_KEY = "benchmark_jobs"  # this session's benchmark jobs, shown until it leaves
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -33,72 +24,57 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sorted({int(part) for part in sizes})
 
 
-def caption(name: str, manifest: dict) -> str:
-    cast = f", {manifest['auto_cast_type']} {manifest['auto_cast']}" if manifest.get("auto_cast") not in (None, "none") else ""
-    compiled_batch = manifest["shapes"]["batch_size"] if is_pipeline(manifest) else manifest["inputs"][0]["shape"][0]
-    batch = "any batch" if manifest.get("dynamic_batch") and not is_pipeline(manifest) else f"batch {compiled_batch}"
-    return f"{name}  —  {manifest['task']}, -O{manifest['optlevel']}{cast}, {batch}, {ui.where_it_runs(manifest)}"
+def any_batch(manifest: Manifest) -> bool:
+    """Whether the benchmark can time other batch sizes than the compiled one (not for pipelines)."""
+    return manifest.dynamic_batch and not manifest.is_pipeline
 
 
-services = ui.services()
-store = services.store
-st.title("Benchmark")
-st.caption("Latency, throughput and memory of compiled artifacts against eager PyTorch and ONNX Runtime, in one run: "
-           "every side in its own process, on the same inputs, interleaved. Runs as a job; you can leave this page.")
+def caption(name: str, manifest: Manifest) -> str:
+    cast = f", {manifest.auto_cast_type} {manifest.auto_cast}" if manifest.auto_cast != "none" else ""
+    batch = "any batch" if any_batch(manifest) else f"batch {manifest.batch_size}"
+    return f"{name}  —  {manifest.task}, -O{manifest.optlevel}{cast}, {batch}, {ui.where_it_runs(manifest)}"
 
-manifests = ui.artifact_manifests(services.workspace)
-if not manifests:
-    st.info("No artifact to benchmark yet: compile a model on the **Compile** page.")
-    st.stop()
-paths = list(manifests)
-wanted = [p for p in paths if p.name == st.query_params.get("artifact")]
-selected = st.multiselect("Artifacts to compare", paths, default=wanted or paths[:1],
-                          format_func=lambda p: caption(p.name, manifests[p]))
 
-# --- Run --------------------------------------------------------------------------------------------
-dynamic = [p for p in selected if manifests[p].get("dynamic_batch") and not is_pipeline(manifests[p])]
-pipelines = [p for p in selected if is_pipeline(manifests[p])]
-with st.form("benchmark"):
-    left, middle, right = st.columns(3)
-    iterations = left.number_input("Timed calls per side", min_value=1, max_value=10_000, value=30)
-    warmup = middle.number_input("Warm-up calls", min_value=0, max_value=1_000, value=5)
-    onnx = right.checkbox("Compare with ONNX Runtime", value=True, help="exports the eager model to ONNX for each run")
-    batch_text = st.text_input("Batch sizes (artifacts compiled with --dynamic-batch-size)", disabled=not dynamic,
-                               placeholder="e.g. 1, 4, 8 — empty: the compiled batch size")
-    steps = st.number_input("Denoising steps per image (Stable Diffusion)", min_value=1, max_value=200, value=10,
-                            disabled=not pipelines)
-    submitted = st.form_submit_button("Run benchmark", type="primary", icon=":material/speed:", disabled=not selected)
-if submitted:
+def run_form(store: JobStore, selected: list[Path], manifests: dict[Path, Manifest]) -> None:
+    """The run settings; submitting queues one benchmark job per selected artifact."""
+    dynamic = [p for p in selected if any_batch(manifests[p])]
+    pipelines = [p for p in selected if manifests[p].is_pipeline]
+    with st.form("benchmark"):
+        left, middle, right = st.columns(3)
+        iterations = left.number_input("Timed calls per side", min_value=1, max_value=10_000, value=30)
+        warmup = middle.number_input("Warm-up calls", min_value=0, max_value=1_000, value=5)
+        onnx = right.checkbox("Compare with ONNX Runtime", value=True, help="exports the eager model to ONNX for each run")
+        batch_text = st.text_input("Batch sizes (artifacts compiled with --dynamic-batch-size)", disabled=not dynamic,
+                                   placeholder="e.g. 1, 4, 8 — empty: the compiled batch size")
+        steps = st.number_input("Denoising steps per image (Stable Diffusion)", min_value=1, max_value=200, value=10,
+                                disabled=not pipelines)
+        submitted = st.form_submit_button("Run benchmark", type="primary", icon=":material/speed:", disabled=not selected)
+    if not submitted:
+        return
     try:
         batch_sizes = parse_batch_sizes(batch_text) if dynamic else []
     except ValueError as error:
         st.error(str(error))
-    else:
-        for path in selected:
-            argv = benchmark_argv(path, int(iterations), int(warmup), batch_sizes if path in dynamic else [], onnx, int(steps))
-            job = store.submit(JOB_KIND, argv, title=f"Benchmark {path.name}", artifact=str(path))
-            st.session_state.setdefault("benchmark_jobs", []).append(job.id)
-        st.toast(f"Queued {len(selected)} benchmark job(s)")
+        return
+    for path in selected:
+        argv = benchmark_command(path, iterations=int(iterations), warmup=int(warmup), steps=int(steps),
+                                 batch_sizes=batch_sizes if path in dynamic else [], onnx=onnx)
+        job = store.submit(BENCHMARK, argv, title=f"Benchmark {path.name}", artifact=str(path))
+        st.session_state.setdefault(JOBS_KEY, []).append(job.id)
+    st.toast(f"Queued {len(selected)} benchmark job(s)")
 
 
 @st.fragment(run_every="2s")
-def running_jobs() -> None:
-    mine = st.session_state.get("benchmark_jobs", [])
-    jobs = [job for job in store.list(limit=50) if job.kind == JOB_KIND and (job.id in mine or not job.is_finished)]
+def running_jobs(store: JobStore) -> None:
+    mine = st.session_state.get(JOBS_KEY, [])
+    jobs = [job for job in store.list(limit=50) if job.kind == BENCHMARK and (job.id in mine or not job.is_finished)]
     for job in jobs:
         with st.container(border=True):
             ui.job_panel(store, job.id, log_lines=8)
 
 
-running_jobs()
-
-# --- Results ----------------------------------------------------------------------------------------
-histories = {path: benchmark_history(path) for path in selected}
-latest = [history[-1] for history in histories.values() if history]
-missing = [path.name for path, history in histories.items() if not history]
-if missing:
-    st.info(f"No benchmark results yet for {', '.join(missing)}: run one above.")
-if latest:
+def latest_results(latest: list[dict]) -> int:
+    """Charts and table of the latest run of each artifact; returns the batch size the charts show."""
     st.subheader("Latest results")
     batch_sizes = sorted({run["batch_size"] for report in latest for run in report["runs"]})
     batch_size = st.selectbox("Batch size of the latency and speed-up charts", batch_sizes) if len(batch_sizes) > 1 else batch_sizes[0]
@@ -113,8 +89,40 @@ if latest:
     hosts = sorted({f"{r['host']['processor']}, {r['host']['cpu_count']} cores, torch {r['host']['torch']}" for r in latest})
     st.caption("Speed-ups compare median (p50) latencies. Peak RSS is each side's own process; \"model RSS\" is its growth "
                f"over a process that has imported torch. Measured on: {'; '.join(hosts)}.")
+    return batch_size
 
+
+def results(selected: list[Path]) -> None:
+    histories = {path: benchmark_history(path) for path in selected}
+    latest = [history[-1] for history in histories.values() if history]
+    missing = [path.name for path, history in histories.items() if not history]
+    if missing:
+        st.info(f"No benchmark results yet for {', '.join(missing)}: run one above.")
+    if not latest:
+        return
+    batch_size = latest_results(latest)
     st.subheader("History")
     with_history = [path for path, history in histories.items() if history]
     chosen = st.selectbox("Artifact", with_history, format_func=lambda p: p.name)
     st.plotly_chart(bench_charts.history_figure(histories[chosen], batch_size), width="stretch")
+
+
+def main() -> None:
+    services = ui.services()
+    st.title("Benchmark")
+    st.caption("Latency, throughput and memory of compiled artifacts against eager PyTorch and ONNX Runtime, in one run: "
+               "every side in its own process, on the same inputs, interleaved. Runs as a job; you can leave this page.")
+    manifests = ui.artifact_manifests(services.workspace)
+    if not manifests:
+        st.info("No artifact to benchmark yet: compile a model on the **Compile** page.")
+        return
+    paths = list(manifests)
+    wanted = [p for p in paths if p.name == st.query_params.get("artifact")]
+    selected = st.multiselect("Artifacts to compare", paths, default=wanted or paths[:1],
+                              format_func=lambda p: caption(p.name, manifests[p]))
+    run_form(services.store, selected, manifests)
+    running_jobs(services.store)
+    results(selected)
+
+
+main()

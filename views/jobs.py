@@ -6,22 +6,17 @@ import pandas as pd
 import streamlit as st
 
 from studio import ui
-
-services = ui.services()
-store = services.store
-st.title("Jobs")
-st.caption(f"Compiles run one at a time by default (set {ui.MAX_JOBS_ENV} for more); the rest wait in order. "
-           "Jobs keep running when you close the browser.")
+from studio.jobs import Job, JobStatus, JobStore
 
 
 @st.fragment(run_every="2s")
-def job_list() -> None:
+def job_list(store: JobStore) -> None:
     jobs = store.list(limit=200)
     if not jobs:
         st.info("No jobs yet: start one on the **Compile** page.")
         return
-    running = sum(str(j.status) == "running" for j in jobs)
-    queued = sum(str(j.status) == "queued" for j in jobs)
+    running = sum(j.status == JobStatus.RUNNING for j in jobs)
+    queued = sum(j.status == JobStatus.QUEUED for j in jobs)
     m = st.columns(3)
     m[0].metric("Running", running)
     m[1].metric("Queued", queued)
@@ -33,7 +28,7 @@ def job_list() -> None:
             "kind": [j.kind for j in jobs],
             "status": [str(j.status) for j in jobs],
             "stage": [j.stage or "" for j in jobs],
-            "progress": [1.0 if str(j.status) == "succeeded" else float(j.progress or 0.0) for j in jobs],
+            "progress": [1.0 if j.status == JobStatus.SUCCEEDED else float(j.progress or 0.0) for j in jobs],
             "elapsed": [ui.fmt_duration(j.elapsed_s) for j in jobs],
             "created": [datetime.datetime.fromtimestamp(j.created_at).strftime("%Y-%m-%d %H:%M:%S") for j in jobs],
             "message": [j.message or "" for j in jobs],
@@ -47,23 +42,35 @@ def job_list() -> None:
     )
 
 
-job_list()
+@st.fragment(run_every="1s")
+def details(store: JobStore, job_id: str) -> None:
+    ui.job_panel(store, job_id, log_lines=60)
 
-jobs = store.list(limit=200)
-if jobs:
+
+def job_details(store: JobStore, jobs: list[Job]) -> None:
+    """A picked job's live panel (remembered in the URL as ?job=ID), and removing the finished ones."""
     ids = [j.id for j in jobs]
     titles = {j.id: f"{j.title} · {j.id}" for j in jobs}  # live status is in the panel below
     wanted = st.query_params.get("job")
     chosen = st.selectbox("Job details", ids, index=ids.index(wanted) if wanted in ids else 0, format_func=titles.get)
     st.query_params["job"] = chosen
-
-    @st.fragment(run_every="1s")
-    def details() -> None:
-        ui.job_panel(store, chosen, log_lines=60)
-
-    details()
+    details(store, chosen)
     finished = [j for j in jobs if j.is_finished]
     if finished and st.button(f"Remove {len(finished)} finished job(s) from the list", icon=":material/delete_sweep:"):
         removed = store.delete_finished()
         st.toast(f"Removed {removed} finished job(s); their artifacts are kept.")
         st.rerun()
+
+
+def main() -> None:
+    store = ui.services().store
+    st.title("Jobs")
+    st.caption(f"Compiles run one at a time by default (set {ui.MAX_JOBS_ENV} for more); the rest wait in order. "
+               "Jobs keep running when you close the browser.")
+    job_list(store)
+    jobs = store.list(limit=200)
+    if jobs:
+        job_details(store, jobs)
+
+
+main()

@@ -1,6 +1,7 @@
 """Playground page: try a compiled artifact on your own input, with eager PyTorch's latency beside it."""
 
 from pathlib import Path
+from typing import Callable
 
 import streamlit as st
 
@@ -16,21 +17,21 @@ def loaded_artifact(path: str, created: str, demo_root: str) -> playground.Loade
     return playground.load(Path(path), Path(demo_root))
 
 
-def run(loaded: playground.LoadedArtifact, function, *args) -> None:
-    """Run a task function under the model's lock and keep its result for this artifact (errors: st.error)."""
+def run(loaded: playground.LoadedArtifact, *inputs) -> None:
+    """Run the artifact's view on the inputs under the model's lock and keep its result for this artifact (errors: st.error)."""
     try:
         with st.spinner("Running…"), loaded.lock:
-            result = function(loaded, *args)
+            result = playground.run_view(loaded, *inputs)
     except Exception as error:  # engine errors are one line; anything else is summarised too
         st.session_state.pop(RESULT_KEY, None)
         ui.show_error(error)
         return
-    st.session_state[RESULT_KEY] = (str(loaded.path), loaded.manifest.get("created"), result)
+    st.session_state[RESULT_KEY] = (str(loaded.path), loaded.manifest.created, result)
 
 
 def last_result(loaded: playground.LoadedArtifact):
     stored = st.session_state.get(RESULT_KEY)
-    if stored and stored[:2] == (str(loaded.path), loaded.manifest.get("created")):
+    if stored and stored[:2] == (str(loaded.path), loaded.manifest.created):
         return stored[2]
     return None
 
@@ -39,7 +40,7 @@ def latency_row(loaded: playground.LoadedArtifact, stats: playground.RunStats) -
     per_image = stats.unit == "image"
     show = ui.fmt_duration if per_image else ui.fmt_ms
     compiled, eager, speedup = st.columns(3)
-    compiled.metric(f"Compiled ({loaded.manifest['backend']})", show(stats.compiled_s), help=f"per {stats.unit}")
+    compiled.metric(f"Compiled ({loaded.manifest.backend})", show(stats.compiled_s), help=f"per {stats.unit}")
     eager.metric("Eager PyTorch", show(stats.eager_s), help=f"per {stats.unit}; the source model, uncompiled")
     ratio = "—" if not stats.speedup else f"{stats.speedup:.2f}×" if stats.speedup >= 0.1 else f"{stats.speedup:.2g}×"
     speedup.metric("Speed-up", ratio, help="eager time / compiled time")
@@ -54,15 +55,22 @@ def latency_row(loaded: playground.LoadedArtifact, stats: playground.RunStats) -
         st.caption(f":material/info: {note}")
 
 
-# ---- one view per task --------------------------------------------------------------------------
+# ---- one renderer per view kind (registry TaskSpec.views) ---------------------------------------
 
 
-def text_classification(loaded: playground.LoadedArtifact) -> None:
-    with st.form("text-classification"):
-        text = st.text_area("Text", "Hamilton is considered to be the best musical of human history.")
-        submitted = st.form_submit_button("Classify", type="primary")
+def form(loaded: playground.LoadedArtifact, button: str, fields: Callable[[], tuple]) -> tuple:
+    """The view's form of `fields` (which draws the inputs and returns their values); on `button`, the
+    view runs on those values. Returns them, for showing the result."""
+    with st.form(loaded.view):
+        values = fields()
+        submitted = st.form_submit_button(button, type="primary")
     if submitted:
-        run(loaded, playground.classify_text, text)
+        run(loaded, *values)
+    return values
+
+
+def text_labels(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Classify", lambda: (st.text_area("Text", "Hamilton is considered to be the best musical of human history."),))
     if result := last_result(loaded):
         scores, stats = result
         st.metric("Label", scores[0][0], f"{scores[0][1]:.1%}", delta_color="off", delta_arrow="off")
@@ -70,31 +78,25 @@ def text_classification(loaded: playground.LoadedArtifact) -> None:
         latency_row(loaded, stats)
 
 
-def token_classification(loaded: playground.LoadedArtifact) -> None:
-    with st.form("token-classification"):
-        text = st.text_area("Text", "My name is Mary Smith, I work at Google in London.")
-        submitted = st.form_submit_button("Tag entities", type="primary")
-    if submitted:
-        run(loaded, playground.tag_tokens, text)
+def entities(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Tag entities", lambda: (st.text_area("Text", "My name is Mary Smith, I work at Google in London."),))
     if result := last_result(loaded):
         segments, stats = result
         st.html(playground.entities_html(segments))
-        entities = [s for s in segments if s.entity]
-        if entities:
-            st.dataframe([{"Entity": s.text, "Type": s.entity, "Score": s.score} for s in entities], hide_index=True,
+        tagged = [s for s in segments if s.entity]
+        if tagged:
+            st.dataframe([{"Entity": s.text, "Type": s.entity, "Score": s.score} for s in tagged], hide_index=True,
                          column_config={"Score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
         else:
             st.caption("No entity found.")
         latency_row(loaded, stats)
 
 
-def question_answering(loaded: playground.LoadedArtifact) -> None:
-    with st.form("question-answering"):
-        question = st.text_input("Question", "Where does Mary work?")
-        context = st.text_area("Context", "Mary Smith lives in Paris. She works at Google in London and loves music.")
-        submitted = st.form_submit_button("Answer", type="primary")
-    if submitted:
-        run(loaded, playground.answer_question, question, context)
+def answer_span(loaded: playground.LoadedArtifact) -> None:
+    _, context = form(loaded, "Answer", lambda: (
+        st.text_input("Question", "Where does Mary work?"),
+        st.text_area("Context", "Mary Smith lives in Paris. She works at Google in London and loves music."),
+    ))
     if result := last_result(loaded):
         answer, stats = result
         st.metric("Answer", answer.text or "(empty)", f"{answer.score:.1%} likely", delta_color="off", delta_arrow="off")
@@ -104,11 +106,7 @@ def question_answering(loaded: playground.LoadedArtifact) -> None:
 
 def fill_mask(loaded: playground.LoadedArtifact) -> None:
     mask = loaded.processor.mask_token or "[MASK]"
-    with st.form("fill-mask"):
-        text = st.text_input(f"Sentence with {mask}", f"Paris is the {mask} of France.")
-        submitted = st.form_submit_button("Fill the mask", type="primary")
-    if submitted:
-        run(loaded, playground.fill_mask, text)
+    (text,) = form(loaded, "Fill the mask", lambda: (st.text_input(f"Sentence with {mask}", f"Paris is the {mask} of France."),))
     if result := last_result(loaded):
         tokens, stats = result
         st.markdown(f"**Best fill:** {text.replace(mask, f'**`{tokens[0][0]}`**', 1)}")
@@ -116,32 +114,26 @@ def fill_mask(loaded: playground.LoadedArtifact) -> None:
         latency_row(loaded, stats)
 
 
-def feature_extraction(loaded: playground.LoadedArtifact) -> None:
-    with st.form("feature-extraction"):
-        text = st.text_area("Sentences, one per line", DEFAULT_SENTENCES, height=150)
-        submitted = st.form_submit_button("Embed and compare", type="primary")
-    if submitted:
-        run(loaded, playground.embed_sentences, text)
+def similarity(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Embed and compare", lambda: (st.text_area("Sentences, one per line", DEFAULT_SENTENCES, height=150),))
     if result := last_result(loaded):
-        sentences, embeddings, similarity, stats = result
-        st.plotly_chart(charts.similarity_figure(sentences, similarity.tolist()), width="stretch")
-        pooling = "the model's own pooling" if loaded.manifest.get("library") == "sentence_transformers" else "mean of the token embeddings"
+        sentences, embeddings, matrix, stats = result
+        st.plotly_chart(charts.similarity_figure(sentences, matrix.tolist()), width="stretch")
+        pooling = "the model's own pooling" if loaded.manifest.library == "sentence_transformers" else "mean of the token embeddings"
         st.caption(f"{embeddings.shape[1]}-dimensional embeddings ({pooling}); cosine similarity from -1 to 1.")
         with st.expander("Similarity values"):
-            st.dataframe({"Sentence": sentences, **{f"{i + 1}": column for i, column in enumerate(similarity.T.tolist())}},
+            st.dataframe({"Sentence": sentences, **{f"{i + 1}": column for i, column in enumerate(matrix.T.tolist())}},
                          hide_index=False, column_config={f"{i + 1}": st.column_config.NumberColumn(format="%.3f")
                                                           for i in range(len(sentences))})
         latency_row(loaded, stats)
 
 
-def multiple_choice(loaded: playground.LoadedArtifact) -> None:
+def choices(loaded: playground.LoadedArtifact) -> None:
     limit = loaded.shapes.get("num_choices")
-    with st.form("multiple-choice"):
-        prompt = st.text_input("Prompt", "The cat sat on the")
-        choices = st.text_area(f"Choices, one per line (at most {limit})", "mat\nmoon\ncomputer")
-        submitted = st.form_submit_button("Choose", type="primary")
-    if submitted:
-        run(loaded, playground.choose, prompt, choices)
+    form(loaded, "Choose", lambda: (
+        st.text_input("Prompt", "The cat sat on the"),
+        st.text_area(f"Choices, one per line (at most {limit})", "mat\nmoon\ncomputer"),
+    ))
     if result := last_result(loaded):
         scores, stats = result
         best = max(scores, key=lambda item: item[1])
@@ -150,17 +142,11 @@ def multiple_choice(loaded: playground.LoadedArtifact) -> None:
         latency_row(loaded, stats)
 
 
-def image_classification(loaded: playground.LoadedArtifact) -> None:
-    with st.form("image-classification"):
-        upload = st.file_uploader("Image (PNG, JPEG or WebP); without one, the generated sample picture is used",
-                                  type=["png", "jpg", "jpeg", "webp"])
-        submitted = st.form_submit_button("Classify", type="primary")
-    if submitted:
-        def classify_upload(model: playground.LoadedArtifact):
-            image = playground.read_image(upload)
-            return (image, *playground.classify_image(model, image))
-
-        run(loaded, classify_upload)
+def image_labels(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Classify", lambda: (
+        st.file_uploader("Image (PNG, JPEG or WebP); without one, the generated sample picture is used",
+                         type=["png", "jpg", "jpeg", "webp"]),
+    ))
     if result := last_result(loaded):
         image, labels, stats = result
         picture, scores = st.columns([1, 2])
@@ -171,28 +157,29 @@ def image_classification(loaded: playground.LoadedArtifact) -> None:
         latency_row(loaded, stats)
 
 
-def stable_diffusion(loaded: playground.LoadedArtifact) -> None:
+def generation_fields(loaded: playground.LoadedArtifact) -> tuple:
+    """Prompt, negative prompt, steps, guidance, seed, number of images, and whether to run eager too."""
     most = playground.max_images(loaded)
-    shapes = loaded.shapes
-    with st.form("stable-diffusion"):
-        prompt = st.text_area("Prompt", "a photo of an astronaut riding a horse on mars", height=80)
-        negative = st.text_input("Negative prompt", "blurry, low quality")
-        steps_col, guidance_col, seed_col, count_col = st.columns(4)
-        steps = steps_col.slider("Steps", 1, 100, 20)
-        guidance = guidance_col.slider("Guidance", 1.0, 20.0, 7.5, 0.5)
-        seed = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
-        if most > 1:
-            count = count_col.slider("Images", 1, most, 1)
-        else:
-            count = 1
-            count_col.caption("1 image per run (the compiled batch)")
-        compare = st.checkbox("Also run the eager diffusers pipeline (same seed) for its time", value=loaded.eager_source is not None,
-                              disabled=loaded.eager_source is None,
-                              help="runs the whole request a second time, uncompiled (the first time also loads it)")
-        submitted = st.form_submit_button("Generate", type="primary")
-    st.caption(f"Compiled for {shapes.get('width')}×{shapes.get('height')} images.")
-    if submitted:
-        run(loaded, playground.generate_images, prompt, negative, steps, guidance, seed, count, compare)
+    prompt = st.text_area("Prompt", "a photo of an astronaut riding a horse on mars", height=80)
+    negative = st.text_input("Negative prompt", "blurry, low quality")
+    steps_col, guidance_col, seed_col, count_col = st.columns(4)
+    steps = steps_col.slider("Steps", 1, 100, 20)
+    guidance = guidance_col.slider("Guidance", 1.0, 20.0, 7.5, 0.5)
+    seed = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
+    if most > 1:
+        count = count_col.slider("Images", 1, most, 1)
+    else:
+        count = 1
+        count_col.caption("1 image per run (the compiled batch)")
+    compare = st.checkbox("Also run the eager diffusers pipeline (same seed) for its time", value=loaded.eager_source is not None,
+                          disabled=loaded.eager_source is None,
+                          help="runs the whole request a second time, uncompiled (the first time also loads it)")
+    return prompt, negative, steps, guidance, seed, count, compare
+
+
+def image_generation(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Generate", lambda: generation_fields(loaded))
+    st.caption(f"Compiled for {loaded.shapes.get('width')}×{loaded.shapes.get('height')} images.")
     if result := last_result(loaded):
         images, stats = result
         columns = st.columns(min(max(len(images), 2), 4))
@@ -201,16 +188,16 @@ def stable_diffusion(loaded: playground.LoadedArtifact) -> None:
         latency_row(loaded, stats)
 
 
+# View kind -> its renderer; playground.VIEW_RUNNERS has the function that runs each.
 VIEWS = {
-    "text-classification": text_classification,
-    "token-classification": token_classification,
-    "question-answering": question_answering,
+    "text-labels": text_labels,
+    "entities": entities,
+    "answer-span": answer_span,
     "fill-mask": fill_mask,
-    "feature-extraction": feature_extraction,
-    "multiple-choice": multiple_choice,
-    "image-classification": image_classification,
-    "stable-diffusion": stable_diffusion,
-    "stable-diffusion-xl": stable_diffusion,
+    "similarity": similarity,
+    "choices": choices,
+    "image-labels": image_labels,
+    "image-generation": image_generation,
 }
 
 
@@ -219,23 +206,22 @@ def main() -> None:
     st.caption("Run a compiled artifact on your own input; every run also times the eager PyTorch model it came from.")
     services = ui.services()
     picked = ui.artifact_header(services.workspace, key="playground_artifact",
-                                accept=lambda manifest: playground.playground_task(manifest) is not None)
+                                accept=lambda manifest: playground.artifact_view(manifest) in VIEWS)
     if picked is None:
         return
     path, manifest = picked
-    shapes = " · ".join(f"{name.replace('_', ' ')} {value}" for name, value in manifest.get("shapes", {}).items())
-    st.caption(f"{manifest.get('source')} · {manifest.get('task')} · compiled for {shapes}")
+    st.caption(f"{manifest.source} · {manifest.task} · compiled for {ui.shapes_summary(manifest)}")
     if playground.random_weights_demo(manifest):
-        st.warning(f"{manifest.get('source')} is a demo model with random weights: its outputs are meaningless. "
+        st.warning(f"{manifest.source} is a demo model with random weights: its outputs are meaningless. "
                    "It is here to try the tool; the latencies are real.", icon=":material/casino:")
     try:
-        loaded = loaded_artifact(str(path), manifest.get("created", ""), str(services.workspace.demo_dir))
+        loaded = loaded_artifact(str(path), manifest.created, str(services.workspace.demo_dir))
     except Exception as error:  # cannot run here, missing files, ...: the page stays usable
         ui.show_error(error)
         return
     if loaded.eager_note:
         st.info(loaded.eager_note, icon=":material/info:")
-    VIEWS[loaded.task](loaded)
+    VIEWS[loaded.view](loaded)
 
 
 main()

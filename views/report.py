@@ -39,9 +39,8 @@ def component_section(folder: Path) -> None:
     except NeuronExportError as error:
         ui.show_error(error)
         return
-    validation = manifest.get("validation", {})
-    if validation.get("passed") is None:
-        st.info(f"Validation was skipped ({validation.get('skipped', 'reason not recorded')}): "
+    if manifest.validation.passed is None:
+        st.info(f"Validation was skipped ({manifest.validation.skipped or 'reason not recorded'}): "
                 "there is nothing to report. Export again without --disable-validation to get a report.",
                 icon=":material/info:")
         return
@@ -77,14 +76,13 @@ def main() -> None:
     if picked is None:
         return
     path, manifest = picked
-    st.caption(f"{manifest.get('source')} · {manifest.get('task')} · compiled {manifest.get('created', '')[:16].replace('T', ' ')}")
-    components = manifest.get("components")
-    if not components:
+    st.caption(f"{manifest.source} · {manifest.task} · compiled {manifest.created[:16].replace('T', ' ')}")
+    if not manifest.is_pipeline:
         component_section(path)
         return
-    passed = manifest.get("validation", {}).get("components", {})
-    tabs = st.tabs([f"{name} {charts.mark(passed[name]) if name in passed else ''}".strip() for name in components])
-    for tab, name in zip(tabs, components):
+    passed = manifest.validation.components
+    tabs = st.tabs([f"{name} {charts.mark(passed[name]) if name in passed else ''}".strip() for name in manifest.components])
+    for tab, name in zip(tabs, manifest.components):
         with tab:
             component_section(path / name)
 

@@ -24,9 +24,9 @@ def get_backend(name: str) -> Backend:
 def auto_backend(options: ExportOptions) -> tuple[Backend, str]:
     """What --backend auto picks on this host for these options, and why."""
     if options.instance_type:
-        return NEURON, f"--instance_type {options.instance_type} compiles for Neuron"
+        return NEURON, f"auto: --instance_type {options.instance_type} compiles for Neuron"
     if torch_neuronx_importable() and neuron_device_present():
-        return NEURON, "torch-neuronx and a Neuron device are present"
+        return NEURON, "auto: torch-neuronx and a Neuron device are present"
     why = torch_neuronx_problem() or "no Neuron device on this host"
     return PORTABLE_DEFAULT, f"auto: {why}, so the portable AOTInductor backend"
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from support import run_cli
 from neuron_export import ExportOptions, export, read_manifest
 from neuron_export import benchmark as bench
 from neuron_export.benchmark import peers

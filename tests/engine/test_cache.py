@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import run_cli
+from support import run_cli
 from neuron_export import export, load_artifact
 from neuron_export.export import transformers as export_transformers
 from neuron_export.export.cache import ENTRY_ARTIFACT, ENTRY_RECORD, NOT_IN_KEY, CompileCache

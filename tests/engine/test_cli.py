@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 from neuron_export.backends.neuron import torch_neuronx_importable
 from neuron_export.demo import build_tiny_vision_model, resolve_demo
 

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from support import run_cli
 from PIL import Image
 
 from neuron_export import ExportOptions, NeuronExportError, load_artifact, read_manifest

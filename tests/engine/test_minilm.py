@@ -13,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import run_cli
+from support import run_cli
 from neuron_export import load_artifact
 from neuron_export.backends.neuron import neuron_device_present, torch_neuronx_importable
 from neuron_export.demo import minilm_path

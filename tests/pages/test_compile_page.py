@@ -1,33 +1,20 @@
-"""AppTest of the dashboard's compile flow: Compile -> job -> Jobs -> Artifacts, bad inputs, password gate.
+"""AppTest of the Compile page: the form runs a real job (Compile -> job -> Jobs -> Artifacts), and bad
+inputs are readable errors that submit nothing.
 
 The compile is a real job: the dispatcher started by the app runs the real CLI in a subprocess."""
 
 import json
-import time
-from pathlib import Path
 
 import pytest
-import streamlit as st
 import torch
+from page_helpers import APP, wait_for_job
 from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from neuron_export import load_artifact
+from neuron_export import ExportOptions, load_artifact
+from neuron_export.backends import BACKENDS, auto_backend
+from neuron_export.cli import build_parser
 from studio.jobs import JobStore
-from studio.workspace import Workspace
-
-TIMEOUT = 120
-APP = Path(__file__).resolve().parents[1] / "app.py"
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    monkeypatch.setenv("NEURON_EXPORT_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.delenv("NEURON_EXPORT_PASSWORD", raising=False)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    yield Workspace(tmp_path / "ws")
-    st.cache_resource.clear()
 
 
 def compile_form(at: AppTest, demo: str, name: str, sequence_length: int = 16) -> None:
@@ -39,17 +26,7 @@ def compile_form(at: AppTest, demo: str, name: str, sequence_length: int = 16) -
     at.run()
 
 
-def wait_for_job(store: JobStore, job_id: str):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        job = store.get(job_id)
-        if job.is_finished:
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish in {TIMEOUT} s")
-
-
-def test_compile_form_runs_a_real_job_to_success(workspace):
+def test_compile_form_runs_a_real_job_to_success(fresh_workspace):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     compile_form(at, "demo:tiny-bert", "tiny-bert-ts")
@@ -57,16 +34,16 @@ def test_compile_form_runs_a_real_job_to_success(workspace):
     at.run()
     assert not at.error, [e.value for e in at.error]
     job_id = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
-    store = JobStore(workspace.db_path, workspace.jobs_dir)
-    job = wait_for_job(store, job_id)
+    store = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir)
+    job = wait_for_job(store, job_id, timeout=120)
     assert str(job.status) == "succeeded", store.log_tail(job_id)
     assert job.validation_passed is True
 
-    artifact = workspace.artifacts_dir / "tiny-bert-ts"
+    artifact = fresh_workspace.artifacts_dir / "tiny-bert-ts"
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["backend"] == "torchscript" and manifest["shapes"]["sequence_length"] == 16
     # The artifact the form made answers like transformers' eager model on the demo source.
-    source = workspace.demo_dir / "tiny-bert"
+    source = fresh_workspace.demo_dir / "tiny-bert"
     tokenizer = AutoTokenizer.from_pretrained(artifact)
     batch = tokenizer(["the cat sat on the mat"], padding="max_length", max_length=16, return_tensors="pt")
     eager = AutoModelForSequenceClassification.from_pretrained(source).eval()
@@ -95,27 +72,27 @@ def test_compile_form_runs_a_real_job_to_success(workspace):
     "name, message",
     [("../escape", "Invalid output name"), ("/abs/path", "Invalid output name"), ("", "Invalid output name")],
 )
-def test_bad_artifact_names_show_an_error_and_submit_nothing(workspace, name, message):
+def test_bad_artifact_names_show_an_error_and_submit_nothing(fresh_workspace, name, message):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     compile_form(at, "demo:tiny-bert", name)
     next(b for b in at.button if b.label == "Compile").click()
     at.run()
     assert not at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
-    assert JobStore(workspace.db_path, workspace.jobs_dir).list() == []
+    assert JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list() == []
 
 
-def test_existing_artifact_needs_replace(workspace):
-    (workspace.artifacts_dir / "taken").mkdir(parents=True)
+def test_existing_artifact_needs_replace(fresh_workspace):
+    (fresh_workspace.artifacts_dir / "taken").mkdir(parents=True)
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     compile_form(at, "demo:tiny-bert", "taken")
     next(b for b in at.button if b.label == "Compile").click()
     at.run()
     assert any("already exists" in e.value for e in at.error)
-    assert JobStore(workspace.db_path, workspace.jobs_dir).list() == []
+    assert JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list() == []
 
 
-def test_missing_local_folder_is_a_readable_error(workspace, tmp_path):
+def test_missing_local_folder_is_a_readable_error(fresh_workspace, tmp_path):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     at.segmented_control(key="source_kind").set_value("Local folder").run()
     at.text_input(key="folder").set_value(str(tmp_path / "nope")).run()
@@ -123,13 +100,22 @@ def test_missing_local_folder_is_a_readable_error(workspace, tmp_path):
     assert any("does not exist" in e.value for e in at.error)
 
 
-def test_password_gate(workspace, monkeypatch):
-    monkeypatch.setenv("NEURON_EXPORT_PASSWORD", "s3cret")
+def test_auto_says_which_backend_it_picks_on_this_host(fresh_workspace):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
-    assert not [t for t in at.title if t.value == "Compile a model"]
-    at.text_input[0].input("wrong")
-    at.button[0].click().run()
-    assert any("Wrong password" in e.value for e in at.error)
-    at.text_input[0].input("s3cret")
-    at.button[0].click().run()
-    assert [t for t in at.title if t.value == "Compile a model"]
+    picked, _ = auto_backend(ExportOptions())
+    assert any(f"auto picks **{picked.name}**" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_a_neuron_backend_offers_cross_compiling_and_queues_its_command(fresh_workspace):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    compile_form(at, "demo:tiny-bert", "bert-inf2")
+    at.selectbox(key="backend").set_value(next(name for name, backend in BACKENDS.items() if backend.is_neuron)).run()
+    assert at.selectbox(key="device").disabled
+    at.selectbox(key="instance_type").set_value("inf2 (cross-compile)")
+    next(b for b in at.button if b.label == "Compile").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (job,) = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list()
+    args = build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
+    assert (args.backend, args.instance_type, args.device) == ("neuron", "inf2", "cpu")
+    assert (args.model, args.output) == ("demo:tiny-bert", str(fresh_workspace.artifacts_dir / "bert-inf2"))

@@ -1,9 +1,10 @@
-"""studio/playground.py: each task's result equals what transformers / diffusers compute eagerly on the
+"""studio/playground: each view's result equals what transformers / diffusers compute eagerly on the
 source model, bad inputs are one-line errors, and a source that cannot be loaded leaves compiled latency only.
 
 Artifacts: tiny demo models (and the real MiniLM) exported once with the torchscript backend. Budget: < 40 s.
 """
 
+import dataclasses
 import json
 import shutil
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from neuron_export import ExportOptions, export
+from neuron_export import ExportOptions, export, read_manifest
 from neuron_export.demo import default_demo_root, minilm_path, resolve_demo
 from neuron_export.errors import NeuronExportError
 from studio import playground
@@ -229,14 +230,19 @@ def test_missing_model_file_is_an_artifact_error(artifacts, tmp_path):
 
 
 def test_playground_views_and_random_weight_flags(artifacts):
-    from neuron_export import read_manifest
-
-    tasks = {name: playground.playground_task(read_manifest(artifacts / name)) for name in EXPORTS}
-    assert tasks["tiny-sd"] == "stable-diffusion" and tasks["minilm"] == "feature-extraction"
+    views = {name: playground.artifact_view(read_manifest(artifacts / name)) for name in EXPORTS}
+    assert views["tiny-sd"] == "image-generation" and views["minilm"] == "similarity"
     assert playground.random_weights_demo(read_manifest(artifacts / "tiny-bert"))
     assert not playground.random_weights_demo(read_manifest(artifacts / "minilm"))  # trained weights
-    image_features = {"task": "feature-extraction", "inputs": [{"name": "pixel_values"}]}
-    assert playground.playground_task(image_features) is None
+    image_features = dataclasses.replace(read_manifest(artifacts / "tiny-vit"), task="feature-extraction")
+    assert playground.artifact_view(image_features) is None
+
+
+def test_every_view_the_registry_names_runs_in_the_playground():
+    from neuron_export.registry import DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS
+
+    named = {view for spec in (*TASKS.values(), *DIFFUSION_TASKS.values(), SENTENCE_TRANSFORMERS) for view in spec.views.values()}
+    assert named <= set(playground.VIEW_RUNNERS), named - set(playground.VIEW_RUNNERS)
 
 
 def test_an_unreadable_upload_is_a_one_line_error(tmp_path):

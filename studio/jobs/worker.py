@@ -1,10 +1,10 @@
-"""Runs one job: `python -m studio.worker --db DB --job ID`, started by studio.jobs.Dispatcher.
+"""Runs one job: `python -m studio.jobs.worker --db DB --job ID`, started by the Dispatcher.
 
 Output: the worker's stdout/stderr are the job's log file and the job's command inherits them.
 
 Events: the job learns where to append its JSON-lines events (the neuron_export CLI's `--events` format) in two ways:
-  * for kinds in EVENTS_ARG_KINDS ("export", "benchmark") `--events <jobs/ID/events.jsonl>` is appended to argv,
-    as the neuron_export CLI expects;
+  * for the neuron_export CLI's job kinds (commands.CLI_KINDS: export, benchmark) `--events <jobs/ID/events.jsonl>`
+    is appended to argv, as that CLI expects;
   * for every kind the same path is in the environment variable NEURON_EXPORT_EVENTS (for other commands).
 The worker tails that file into stage / progress / message / artifact / validation_passed and beats every ~2 s.
 
@@ -25,10 +25,10 @@ import threading
 import time
 import traceback
 
-from studio.jobs import Job, JobStatus, JobStore
+from studio.jobs.commands import CLI_KINDS
+from studio.jobs.store import Job, JobStatus, JobStore
 
 EVENTS_ENV = "NEURON_EXPORT_EVENTS"
-EVENTS_ARG_KINDS = ("export", "benchmark")
 HEARTBEAT_INTERVAL_S = 2.0
 STOP_GRACE_S = 5.0
 _POLL_INTERVAL_S = 0.1
@@ -88,7 +88,7 @@ def run_job(store: JobStore, job_id: str, sigterm: threading.Event) -> None:
     if job.cancel_requested:
         _finish(store, job_id, JobStatus.CANCELLED, message="cancelled")
         return
-    argv = job.argv + (["--events", job.events_path] if job.kind in EVENTS_ARG_KINDS else [])
+    argv = job.argv + (["--events", job.events_path] if job.kind in CLI_KINDS else [])
     print(f"[studio] $ {shlex.join(argv)}", flush=True)
     try:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env={**os.environ, EVENTS_ENV: job.events_path})

@@ -1,18 +1,24 @@
 """studio.bench_charts: figures and rows built from synthetic benchmark reports. Budget: < 2 s."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from neuron_export import ExportOptions, Manifest
+from neuron_export.artifact import TensorSpec
 from neuron_export.benchmark import BenchmarkOptions, SideResult, latency_stats, make_report, throughput
 from studio import bench_charts
 
-MANIFEST = {
-    "source": "demo:tiny-bert", "task": "text-classification", "model_type": "bert", "backend": "inductor",
-    "optlevel": 3, "auto_cast": "none", "auto_cast_type": None, "device": "cpu", "dynamic_batch": True,
-    "shapes": {"batch_size": 1, "sequence_length": 16},
-    "inputs": [{"name": "input_ids", "shape": [1, 16]}],
-    "timings": {"loading": 1.0, "text-classification.tracing": 2.0, "text-classification.compiling": 30.0},
-}
+MANIFEST = Manifest(
+    source="demo:tiny-bert", library="transformers", task="text-classification", model_type="bert", backend="inductor",
+    backend_reason="chosen with --backend", is_neuron=False, device="cpu", target=None, runs_on="x86_64 CPUs",
+    torch_version="2.13.0", compiler="torch.export + AOTInductor", options=ExportOptions(backend="inductor", optlevel=3),
+    optlevel=3, auto_cast="none", auto_cast_type=None, dynamic_batch=True,
+    shapes={"batch_size": 1, "sequence_length": 16},
+    inputs=[TensorSpec("input_ids", [1, 16], "int64", ["batch_size", "sequence_length"])],
+    timings={"loading": 1.0, "text-classification.tracing": 2.0, "text-classification.compiling": 30.0},
+)
 
 
 def synthetic_report(name, latencies_by_batch, optlevel=3, created="2026-11-01T10:00:00+00:00", onnx_missing=False):
@@ -29,7 +35,7 @@ def synthetic_report(name, latencies_by_batch, optlevel=3, created="2026-11-01T1
         if onnx_missing:
             sides["onnxruntime"] = SideResult("onnxruntime", "onnxruntime", status="not installed", detail="pip install onnxruntime")
         results[batch_size] = sides
-    report = make_report(f"/artifacts/{name}", {**MANIFEST, "optlevel": optlevel}, BenchmarkOptions(), results, 3.0)
+    report = make_report(f"/artifacts/{name}", dataclasses.replace(MANIFEST, optlevel=optlevel), BenchmarkOptions(), results, 3.0)
     report["created"] = created
     return report
 

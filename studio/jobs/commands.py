@@ -1,0 +1,45 @@
+"""The one place that turns what a page asks for into a job's command line.
+
+Every job the studio submits runs the neuron_export CLI in a subprocess (the worker appends its
+`--events` file), so a request made on the dashboard is exactly what `neuron-export` would run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from neuron_export.options import ExportOptions
+
+EXPORT = "export"
+BENCHMARK = "benchmark"
+CLI_KINDS = (EXPORT, BENCHMARK)  # job kinds that run the neuron_export CLI and take its --events flag
+
+
+def cli_command(*args: str) -> list[str]:
+    """`neuron-export ARGS` as this interpreter runs it (whatever is on the server's PATH)."""
+    return [sys.executable, "-m", "neuron_export", *args]
+
+
+def export_command(model: str, output: str | Path, options: ExportOptions) -> list[str]:
+    """Compile `model` (hub id, folder or demo:NAME) into `output` with these options."""
+    # Imported here: the worker imports this module for CLI_KINDS and must start without torch.
+    from neuron_export.cli import export_argv
+
+    return cli_command(*export_argv(model, output, options))
+
+
+def benchmark_command(artifact: str | Path, iterations: int, warmup: int, steps: int, batch_sizes: Sequence[int] = (),
+                      onnx: bool = True, threads: Optional[int] = None) -> list[str]:
+    """Time `artifact` against eager PyTorch (and ONNX Runtime unless onnx=False); no batch sizes:
+    the compiled one; steps: denoising steps per image of a pipeline; threads: all cores unless given."""
+    args = ["benchmark", str(artifact), "--iterations", str(iterations), "--warmup", str(warmup), "--steps", str(steps)]
+    if batch_sizes:
+        args += ["--batch_size", *map(str, batch_sizes)]
+    if not onnx:
+        args.append("--no-onnx")
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    return cli_command(*args)

@@ -1,0 +1,16 @@
+"""Helpers shared by test modules of every folder (a module, not a conftest: conftest names clash)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd=None, timeout: int = 600):
+    """Run the real `neuron-export` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "neuron_export", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
