@@ -29,6 +29,7 @@ class InductorBackend(PortableBackend):
     model_file = "model.pt2"
     native_dynamic_batch = True
     records_cpu_isa = True
+    needs_cxx = True
 
     def compiler_version(self) -> str:
         return f"torch.export + AOTInductor {torch.__version__}"
@@ -45,10 +46,12 @@ class InductorBackend(PortableBackend):
         with torch.no_grad():
             return torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
 
-    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
+    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
+                data_parallel: bool = False) -> None:
         configs = dict(OPTLEVEL_CONFIGS[options.optlevel])
-        if options.dynamic_batch_size:
-            configs["aot_inductor.check_lowerbound"] = False  # batch 1 is valid although traced at 2
+        if options.dynamic_batch_size and hasattr(torch._inductor.config.aot_inductor, "check_lowerbound"):
+            # batch 1 is valid although traced at 2 (torch >= 2.10; torch 2.9 has no lower-bound check to relax)
+            configs["aot_inductor.check_lowerbound"] = False
         previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
         if workdir is not None:
             # --compiler_workdir keeps Inductor's generated sources and build files there.

@@ -16,6 +16,7 @@ import torch
 from ..version import __version__
 from ..artifact import VALIDATION_REPORT, Manifest, TensorSpec, Validation, load_artifact, write_json
 from ..errors import NeuronExportError, first_line
+from ..options import ExportOptions
 from ..progress import Progress
 from ..validation import ValidationReport, compare
 from .plan import Component, ExportPlan
@@ -44,7 +45,7 @@ def build_components(plan: ExportPlan, staging: Path, progress: Progress) -> tup
 
 def build_component(component: Component, plan: ExportPlan, folder: Path, progress: Progress) -> tuple[Manifest, Optional[ValidationReport]]:
     """Trace, compile, save and (unless the plan skips it) validate one component into `folder`."""
-    backend, options, label = plan.backend, plan.options, component.name
+    backend, options, label = plan.backend, component.options or plan.options, component.name
     example = tuple(component.example[n] for n in component.input_names)
     compiled_module = component.module
     if options.auto_cast != "none" or options.device != "cpu":
@@ -53,21 +54,23 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
     compiled_module = backend.prepare(compiled_module, options)
     device_example = tuple(t.to(options.device) for t in example)
     try:
-        with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{label}.tracing"):
-            traced = backend.trace(compiled_module, device_example, options)
-        with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})", key=f"{label}.compiling"):
-            workdir = options.compiler_workdir_path
-            if workdir is not None:
-                workdir = workdir / label
-                workdir.mkdir(parents=True, exist_ok=True)
-            backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind)
+        with component.compile_context():
+            with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{label}.tracing"):
+                traced = backend.trace(compiled_module, device_example, options)
+            with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})", key=f"{label}.compiling"):
+                workdir = options.compiler_workdir_path
+                if workdir is not None:
+                    workdir = workdir / label
+                    workdir.mkdir(parents=True, exist_ok=True)
+                backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind,
+                                component.data_parallel)
     except NeuronExportError:
         raise
     except Exception as error:
         raise NeuronExportError(f"{backend.name} could not compile {label}: {first_line(error)}") from None
 
     with progress.stage("saving", f"Saving {label}", key=f"{label}.saving"):
-        manifest = component_manifest(component, plan)
+        manifest = component_manifest(component, plan, options)
         manifest.write(folder)
 
     report = None
@@ -84,8 +87,8 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
     return manifest, report
 
 
-def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
-    backend, options = plan.backend, plan.options
+def component_manifest(component: Component, plan: ExportPlan, options: ExportOptions) -> Manifest:
+    backend = plan.backend
     return Manifest(
         tool=f"neuron_export {__version__}",
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -104,6 +107,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         runs_on=backend.runs_on(options),
         torch_version=torch.__version__,
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        neuron_cores=backend.cores(component.data_parallel),
         compiler=backend.compiler_version(),
         model_file=backend.model_file,
         inputs=[
@@ -132,6 +136,7 @@ def artifact_manifest(plan: ExportPlan, manifests: dict[str, Manifest], reports:
     else:
         validation = Validation(skipped=plan.skip_reason)
     pipeline_fields = dict(component=None, model_file=None, inputs=[], outputs=[], cpu_capability=None,
+                           neuron_cores=sorted({core for m in manifests.values() for core in m.neuron_cores}),
                            pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings)
     return dataclasses.replace(first, **pipeline_fields)
 

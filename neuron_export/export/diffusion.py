@@ -7,6 +7,7 @@ and its root manifest lists the components.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -17,7 +18,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..backends import choose_backend
+from ..backends import Backend, choose_backend
+from ..diffusion.attention import neuron_attention
 from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
 from ..inputs import input_shapes, make_inputs, validation_input_sets
@@ -43,7 +45,8 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     backend, reason = choose_backend(options)
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = option_warnings(options, task, backend, has_unet=True)
-    shapes, shape_warnings = resolve_shapes(source, specs, options)
+    # A data-parallel UNet is compiled for its share of the CFG batch on each of its cores.
+    shapes, shape_warnings = resolve_shapes(source, specs, options, replicas=len(backend.cores(data_parallel=True)) or 1)
     warnings += shape_warnings
     if source.config.get("safety_checker", [None])[0] is not None:
         warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
@@ -52,7 +55,7 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     options, skip_reason = settle_options(options, backend)
     timesteps = train_timesteps(source)
     components = [
-        ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, shapes, timesteps, options, skip_reason is None),
+        ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, shapes, timesteps, options, skip_reason is None, backend),
                       component_folder(source, spec, options) / "config.json")
         for spec in specs
     ]
@@ -143,7 +146,8 @@ def text_sequence_length(source: ModelSource, spec: DiffusionComponent, text_con
     return length
 
 
-def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options: ExportOptions) -> tuple[dict[str, int], list[str]]:
+def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options: ExportOptions,
+                   replicas: int = 1) -> tuple[dict[str, int], list[str]]:
     """Every axis value of the components, from the shape options and the pipeline folder's configs."""
     text_specs = [s for s in specs if s.kind == "text_encoder"]
     text_configs = {s.source: read_json(source.path / s.source / "config.json") for s in text_specs}
@@ -153,7 +157,7 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
     pooled_dim = text_configs["text_encoder_2"]["projection_dim"] if "text_encoder_2" in text_configs else None
     unet = read_json(unet_folder(source, options) / "config.json")
     vae = read_json(source.path / "vae" / "config.json")
-    shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options)
+    shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options, replicas)
     if any(i.name == "time_ids" for s in specs for i in s.inputs) and "time_ids_dim" not in shapes:
         raise NeuronExportError(f"{source.origin}: its UNet takes no SDXL added conditions (addition_embed_type 'text_time')")
     warnings = [f"--{name} is not used by Stable Diffusion; ignored" for name in ("num_choices", "num_channels") if getattr(options, name)]
@@ -168,10 +172,11 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
 
 
 def pipeline_shapes(
-    unet: dict[str, Any], vae: dict[str, Any], sequence_length: int, pooled_dim: Optional[int], options: ExportOptions
+    unet: dict[str, Any], vae: dict[str, Any], sequence_length: int, pooled_dim: Optional[int], options: ExportOptions,
+    replicas: int = 1,
 ) -> dict[str, int]:
     """Axis values from the UNet and VAE configs and the shape options; pooled_dim (text_encoder_2's
-    projection) sizes SDXL's added conditions."""
+    projection) sizes SDXL's added conditions; replicas: the data-parallel UNet's copies (its batch is shared)."""
     scale = 2 ** (len(vae["block_out_channels"]) - 1)
     sample_size = unet.get("sample_size") or 64
     default_height, default_width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
@@ -189,7 +194,7 @@ def pipeline_shapes(
         "height": height,
         "width": width,
         "sequence_length": sequence_length,
-        "unet_batch_size": batch * images * 2,  # classifier-free guidance: unconditional + text rows
+        "unet_batch_size": batch * images * 2 // replicas,  # classifier-free guidance: unconditional + text rows
         "images_batch_size": batch * images,
         "latent_channels": unet["in_channels"],
         "latent_height": height // scale,
@@ -244,9 +249,12 @@ WRAPPERS = {
 
 def make_component(
     spec: DiffusionComponent, eager: torch.nn.Module, shapes: dict[str, int], generator_config: Any, options: ExportOptions,
-    validate: bool,
+    validate: bool, backend: Optional[Backend] = None,
 ) -> Component:
-    """A component for build_component: the wrapped module, its example and fresh validation inputs."""
+    """A component for build_component: the wrapped module, its example and fresh validation inputs, and
+    the registry's recipe for it (an fp32 VAE; on a Neuron backend the samples' attention, data parallelism)."""
+    own_options = options.replace(auto_cast="none", auto_cast_type=None) if spec.keeps_fp32 and options.auto_cast != "none" else None
+    options = own_options or options
     axes = {i.name: i.axes for i in spec.inputs}
     shapes_by_input = input_shapes(axes, shapes)
     example = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=0)
@@ -260,8 +268,10 @@ def make_component(
             expanded["timestep"] = expanded["timestep"][:1].expand(shapes_by_input["timestep"])
             validation_inputs.insert(1, expanded)
     atol, atol_source = default_atol(spec.atol, options)
+    neuron_recipe = backend is not None and backend.is_neuron and spec.neuron_attention
     return Component(spec.name, module, list(axes), output_names, axes, example, validation_inputs, atol, atol_source,
-                     spec.neuron_model_type)
+                     spec.neuron_model_type, own_options, spec.data_parallel,
+                     partial(neuron_attention, module) if neuron_recipe else contextlib.nullcontext)
 
 
 def input_config(spec: DiffusionComponent, eager: torch.nn.Module, num_train_timesteps: int = 1000) -> Any:
@@ -277,6 +287,6 @@ def train_timesteps(source: ModelSource) -> int:
 
 
 def _load_component(source: ModelSource, spec: DiffusionComponent, shapes: dict[str, int], timesteps: int,
-                    options: ExportOptions, validate: bool) -> Component:
+                    options: ExportOptions, validate: bool, backend: Backend) -> Component:
     eager = load_module(source, spec, options)
-    return make_component(spec, eager, shapes, input_config(spec, eager, timesteps), options, validate)
+    return make_component(spec, eager, shapes, input_config(spec, eager, timesteps), options, validate, backend)

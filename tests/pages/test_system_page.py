@@ -10,13 +10,14 @@ import psutil
 import pytest
 from page_helpers import no_exception, open_page
 
+from neuron_export import neuron_host
 from studio import system
 from studio.jobs import JobStore
 
 
 @pytest.fixture
 def no_neuron_tools(monkeypatch, tmp_path):
-    monkeypatch.setattr(system, "NEURON_TOOLS_DIR", str(tmp_path / "no-sdk"))
+    monkeypatch.setattr(neuron_host, "NEURON_TOOLS_DIR", str(tmp_path / "no-sdk"))
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
 
 
@@ -70,7 +71,7 @@ def test_system_page_shows_neuroncores_from_the_tools(workspace, monkeypatch, tm
                        "neuron-monitor": f"import time\nprint({json.dumps(json.dumps(report))}, flush=True)\ntime.sleep(3)"}.items():
         (sdk / name).write_text(f"#!{sys.executable}\n{body}\n")
         (sdk / name).chmod(0o755)
-    monkeypatch.setattr(system, "NEURON_TOOLS_DIR", str(sdk))
+    monkeypatch.setattr(neuron_host, "NEURON_TOOLS_DIR", str(sdk))
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
     at = open_page("system.py")
     time.sleep(1.0)  # neuron-monitor's first report
