@@ -2,7 +2,7 @@
 
 The signals are the ones AWS's own tools use: the driver's device nodes (/dev/neuron0, ...), the
 Neuron tools (`neuron-ls --json-output`, on PATH or in the SDK's folder) and the EC2 instance type
-in the DMI product name. Nothing here imports torch or streamlit.
+(the DMI product name, or the header of `neuron-ls`). Nothing here imports torch or streamlit.
 
 `neuron-ls --json-output` (AWS Neuron tools docs): a list of devices, each {"neuron_device": 0,
 "nc_count": 2, "memory_size": bytes, "neuroncore_ids": [0, 1] (newer tools), "neuron_processes":
@@ -91,12 +91,30 @@ def read_neuron_ls(tool: str) -> list[NeuronDevice]:
 
 
 def instance_type() -> Optional[str]:
-    """The EC2 instance type (e.g. inf2.xlarge) when this is a Neuron instance, from the DMI product name."""
+    """The EC2 instance type (e.g. inf2.xlarge) when this is a Neuron instance: the DMI product name, or
+    else the first line of `neuron-ls` (`instance-type: inf2.xlarge`, which it reads from the instance metadata)."""
     try:
         name = DMI_PRODUCT_NAME.read_text(encoding="utf-8").strip()
     except OSError:
-        return None
+        name = ""
+    if instance_family(name) not in CORES_PER_DEVICE:
+        name = _neuron_ls_instance_type() or ""
     return name if instance_family(name) in CORES_PER_DEVICE else None
+
+
+def _neuron_ls_instance_type() -> Optional[str]:
+    tool = find_neuron_tool("neuron-ls")
+    if tool is None or not device_nodes():
+        return None
+    try:
+        done = subprocess.run([tool], capture_output=True, text=True, timeout=NEURON_LS_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "instance-type":
+            return value.strip()
+    return None
 
 
 def instance_family(instance: str) -> str:
