@@ -243,8 +243,24 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_doctor_parser(commands) -> None:
+    p = commands.add_parser("doctor", help="what this host can compile and run (torch, torch-neuronx, devices, backends), with fixes")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
+    p.set_defaults(handler=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when some backend can both compile and run here, else 1."""
+    from .doctor import gather
+
+    report = gather()
+    print(json.dumps(report.to_dict(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 # Each entry adds one sub-command; its parser sets `handler`.
-COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser, add_benchmark_parser]
+COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser, add_benchmark_parser,
+                                         add_doctor_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

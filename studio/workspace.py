@@ -6,6 +6,7 @@ from pathlib import Path
 
 from neuron_export.artifact import MANIFEST
 from neuron_export.errors import NeuronExportError
+from neuron_export.optimum_neuron import is_optimum_folder
 
 WORKSPACE_ENV = "NEURON_EXPORT_WORKSPACE"
 MAX_NAME_LENGTH = 100
@@ -37,8 +38,9 @@ class Workspace:
         return self.artifacts_dir / name
 
     def list_artifacts(self) -> list[Path]:
-        """Folders under artifacts/ that hold a manifest.json, sorted by name."""
-        return sorted(folder for folder in self.artifacts_dir.iterdir() if (folder / MANIFEST).is_file())
+        """Folders under artifacts/ that hold a manifest.json, or that optimum-neuron compiled, sorted by name."""
+        return sorted(folder for folder in self.artifacts_dir.iterdir()
+                      if (folder / MANIFEST).is_file() or (folder.is_dir() and is_optimum_folder(folder)))
 
 
 def _name_problem(name: str) -> str | None:

@@ -127,6 +127,11 @@ class Manifest:
         folder = Path(folder)
         file = folder / MANIFEST
         if not file.is_file():
+            from ..optimum_neuron import read_optimum_manifest  # a folder optimum-neuron compiled
+
+            imported = read_optimum_manifest(folder) if folder.is_dir() else None
+            if imported is not None:
+                return imported
             raise ArtifactError(f"{folder} is not a compiled artifact (no {MANIFEST})")
         try:
             data = json.loads(file.read_text(encoding="utf-8"))

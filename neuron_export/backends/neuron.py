@@ -120,6 +120,9 @@ class NeuronBackend:
             import_torch_neuronx(options.instance_type)  # the first import: it must see the target
         except BackendUnavailableError as error:
             return str(error)  # says whether it is missing, PyPI's placeholder, for another torch or broken
+        compiler = neuronx_cc_state()
+        if not compiler.ok:
+            return f"neuron backend: {compiler.problem}; {compiler.fix}"
         if not options.instance_type and not neuron_device_present():
             return "no Neuron device on this host (/dev/neuron*): pass --instance_type inf2 (or trn1) to compile for one without validation"
         if options.auto_cast_type == "tf32" and options.instance_type == "inf2":
@@ -136,10 +139,10 @@ class NeuronBackend:
     def host_support(self) -> HostSupport:
         state = torch_neuronx_state()
         if not state.ok:
-            return HostSupport(f"{state.problem}: {state.fix}", f"{state.problem}: {state.fix}")
+            return HostSupport(f"{state.problem}: {state.fix}", state.problem)
         compiler = neuronx_cc_state()
-        if not compiler.ok:
-            return HostSupport(f"{compiler.problem}: {compiler.fix}", None if neuron_device_present() else "no Neuron device")
+        if not compiler.ok:  # running needs only torch-neuronx and a device
+            return HostSupport(f"{compiler.problem}: {compiler.fix}", None if neuron_device_present() else "no Neuron device on this host")
         if not neuron_device_present():
             return HostSupport(None, "no Neuron device on this host (/dev/neuron*): run its artifacts on an inf2 / trn1 instance",
                                "cross-compiles only: --instance_type inf2|trn1 (no validation here)")
@@ -192,7 +195,7 @@ class NeuronBackend:
         if not neuron_device_present():
             return f"it is a Neuron artifact for {target} and this host has no Neuron device: run it on an {target} instance"
         host = neuron_host.instance_type()
-        if host and neuron_host.core_generation(host) != neuron_host.core_generation(target):
+        if manifest.target and host and neuron_host.core_generation(host) != neuron_host.core_generation(target):
             return (f"it was compiled for {target} ({neuron_host.core_generation(target) or 'unknown NeuronCores'}) and this host is an "
                     f"{host} ({neuron_host.core_generation(host)}): recompile it for {neuron_host.instance_family(host)}")
         return _compiler_problem(manifest.compiler)

@@ -50,7 +50,7 @@ class PackageState:
             return None
         return {
             "missing": f"{self.name} is not installed",
-            "placeholder": f"the installed {self.name} {self.version} is PyPI's placeholder, not the Neuron SDK",
+            "placeholder": f"the installed {self.name} {self.version or ''} is PyPI's placeholder, not the Neuron SDK".replace("  ", " "),
             "other-torch": f"{self.name} {self.version} {self.detail}",
             "broken": f"{self.name} does not import ({self.detail})",
         }[self.state]
