@@ -28,6 +28,7 @@ from transformers.utils import ModelOutput
 
 from .artifact import CompiledModel, Manifest, check_output_dir, load_artifact, publish, staging
 from .errors import ArtifactError, InputMismatchError, NeuronExportError, ValidationFailedError
+from .optimum_neuron import is_optimum_folder
 from .options import ExportOptions
 from .registry import SENTENCE_TRANSFORMERS, TASKS
 
@@ -325,7 +326,7 @@ def _artifact_path(path: Union[str, Path]) -> Path:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ArtifactError(f"{path} is not a compiled artifact folder; to compile a model, pass export=True")
-    if not (folder / "manifest.json").is_file() and (folder / "config.json").is_file():
+    if not (folder / "manifest.json").is_file() and (folder / "config.json").is_file() and not is_optimum_folder(folder):
         raise ArtifactError(f"{path} is a model folder, not a compiled artifact; pass export=True to compile it")
     return folder
 

@@ -99,18 +99,25 @@ def _check_shapes(inputs: list[torch.Tensor], header: dict[str, Any], dynamic: b
         raise RuntimeError("dynamic batching: every input must have the same size in dimension 0")
 
 
+def _flat(outputs) -> list[torch.Tensor]:
+    """The graph's (possibly nested) outputs in order, as the NEFF returns them."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    return [tensor for item in outputs for tensor in _flat(item)]
+
+
 def _run_graph(graph, inputs: list[torch.Tensor], header: dict[str, Any], dynamic: bool) -> list[torch.Tensor]:
     compiled_batch = header["inputs"][0]["shape"][0]
     batch = inputs[0].shape[0]
     if not dynamic or batch == compiled_batch:
-        return list(graph(*inputs))
+        return _flat(graph(*inputs))
     chunks = []
     for start in range(0, batch, compiled_batch):
         chunk = [t[start:start + compiled_batch] for t in inputs]
         short = compiled_batch - chunk[0].shape[0]
         if short:
             chunk = [torch.cat([c, c[-1:].expand(short, *c.shape[1:])]) for c in chunk]
-        chunks.append(list(graph(*chunk)))
+        chunks.append(_flat(graph(*chunk)))
     return [torch.cat([c[i] for c in chunks])[:batch] for i in range(len(chunks[0]))]
 
 
