@@ -258,9 +258,32 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def add_download_parser(commands) -> None:
+    p = commands.add_parser("download", help="download a precompiled Neuron model (optimum-neuron's layout) from the Hugging Face Hub")
+    p.add_argument("repo_id", help="the model's id on the Hub, e.g. aws-neuron/bert-base-uncased-finetuned-sst2-neuron")
+    p.add_argument("output", help="folder to write it to")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact in OUTPUT")
+    p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
+    p.set_defaults(handler=run_download)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from .hub import download_precompiled
+
+    events = EventFile(args.events)
+    try:
+        artifact = download_precompiled(args.repo_id, args.output, force=args.force, revision=args.revision)
+    except NeuronExportError as error:
+        events.write({"type": "error", "message": str(error), "exit_code": error.exit_code})
+        raise
+    events.write({"type": "done", "artifact": str(artifact)})
+    return 0
+
+
 # Each entry adds one sub-command; its parser sets `handler`.
 COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser, add_benchmark_parser,
-                                         add_doctor_parser]
+                                         add_doctor_parser, add_download_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

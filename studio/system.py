@@ -22,6 +22,8 @@ from typing import Any, Iterable, Optional
 
 import psutil
 
+from neuron_export import Manifest, read_manifest
+from neuron_export.errors import NeuronExportError
 from neuron_export.neuron_host import NEURON_TOOLS_DIR, NeuronDevice, find_neuron_tool, parse_neuron_ls, read_neuron_ls  # noqa: F401 (re-exported for the System page)
 
 # neuron-monitor's config: one report a second with the per-core counters and memory.
@@ -214,3 +216,25 @@ class NeuronMonitor:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+
+
+def neuron_placements(artifacts: dict[Path, Manifest]) -> list[dict[str, Any]]:
+    """One row per component of the workspace's Neuron artifacts: the NeuronCores it is placed on at load
+    (from its manifest: [0, 1] for the data-parallel SD UNet, [0] for the rest)."""
+    rows = []
+    for path, manifest in artifacts.items():
+        if not manifest.is_neuron:
+            continue
+        parts = [(manifest.task, manifest)]
+        if manifest.is_pipeline:
+            parts = []
+            for component in manifest.components:
+                try:
+                    parts.append((component, read_manifest(path / component)))
+                except NeuronExportError:
+                    continue  # a damaged component: the Artifacts page shows it
+        for name, part in parts:
+            cores = part.neuron_cores or [0]
+            rows.append({"Artifact": path.name, "Component": name, "NeuronCores": ", ".join(map(str, cores)),
+                         "Copies": len(cores), "Compiled for": part.target or "inf2 / trn1"})
+    return rows

@@ -205,6 +205,7 @@ def main() -> None:
     st.title("Playground")
     st.caption("Run a compiled artifact on your own input; every run also times the eager PyTorch model it came from.")
     services = ui.services()
+    ui.hub_download(services)
     picked = ui.artifact_header(services.workspace, key="playground_artifact",
                                 accept=lambda manifest: playground.artifact_view(manifest) in VIEWS)
     if picked is None:
@@ -221,6 +222,7 @@ def main() -> None:
         return
     if loaded.eager_note:
         st.info(loaded.eager_note, icon=":material/info:")
+    ui.placement_caption(playground.placement(loaded))
     VIEWS[loaded.view](loaded)
 
 

@@ -16,6 +16,7 @@ from .core import (
     RunStats,
     artifact_view,
     load,
+    placement,
     random_weights_demo,
     run_both,
 )
@@ -55,7 +56,7 @@ def run_view(loaded: LoadedArtifact, *inputs: Any) -> Any:
 
 
 __all__ = [
-    "load", "LoadedArtifact", "RunStats", "artifact_view", "random_weights_demo", "run_both", "VIEW_RUNNERS", "run_view",
+    "load", "LoadedArtifact", "RunStats", "placement", "artifact_view", "random_weights_demo", "run_both", "VIEW_RUNNERS", "run_view",
     "TIMED_CALLS", "TOP_K", "MAX_ANSWER_TOKENS", "classify_text", "tag_tokens", "Segment", "answer_question", "Answer",
     "fill_mask", "embed_sentences", "choose", "sample_image", "read_image", "classify_image", "classify_upload",
     "max_images", "generate_images", "entities_html", "entity_colors", "highlight_html",

@@ -160,6 +160,22 @@ def run_both(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]) -> 
 
 
 
+def placement(loaded: LoadedArtifact) -> list[tuple[str, list[int], list[int]]]:
+    """(component, NeuronCores its manifest asks for, NeuronCores it runs on here) of a loaded Neuron
+    artifact; [] for portable ones. The SD UNet asks for a copy on cores 0 and 1 (CFG's halves side by side)."""
+    if not loaded.manifest.is_neuron:
+        return []
+    if not loaded.manifest.is_pipeline:
+        models = {loaded.manifest.task: loaded.model.compiled}
+    else:
+        models = {}
+        for module in loaded.model.components.values():
+            for compiled in (getattr(module, "compiled", None), getattr(module, "encoder_model", None)):
+                if compiled is not None:
+                    models[compiled.manifest.component] = compiled
+    return [(name, compiled.manifest.neuron_cores or [0], compiled.cores) for name, compiled in models.items()]
+
+
 def require(text: str, what: str) -> str:
     """The stripped text, or the one-line error asking for `what`."""
     if not text or not text.strip():

@@ -91,3 +91,19 @@ def test_every_view_shows_its_result_with_both_latencies(workspace, artifact, bu
     assert shown(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Compiled (torchscript)"].endswith("ms") and metrics["Eager PyTorch"].endswith("ms")
+
+
+@pytest.mark.parametrize("repo_id, message", [
+    ("aws-neuron/bert-base-uncased-finetuned-sst2-neuron", "offline for the Hugging Face Hub (HF_HUB_OFFLINE is set)"),
+    ("not an id", "is not a Hugging Face Hub id"),
+])
+def test_hub_field_downloads_only_when_asked_and_says_why_not(workspace, repo_id, message):
+    from studio.jobs import JobStore
+
+    at = open_page("playground.py", "tiny-bert")
+    assert not at.error  # nothing is fetched before the button
+    at.text_input(key="hub_repo_id").set_value(repo_id)
+    at = submit(at, "Download")
+    no_exception(at)
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert not [job for job in JobStore(workspace.db_path, workspace.jobs_dir).list() if job.kind == "download"]

@@ -77,6 +77,20 @@ def test_system_page_shows_neuroncores_from_the_tools(workspace, monkeypatch, tm
     time.sleep(1.0)  # neuron-monitor's first report
     at.run()
     no_exception(at)
-    cores = at.dataframe[-1].value.to_dict("records")
+    cores = next(d for d in at.dataframe if "NeuronCore" in d.value.columns).value.to_dict("records")
     assert [(c["NeuronCore"], c["Utilization %"], c["Memory used MB"]) for c in cores] == [(0, 0.0, 0.0), (1, 64.0, 5.0)]
     assert any("1 Neuron device(s), 2 NeuronCores" in c.value for c in at.caption)
+
+
+def test_system_page_says_what_this_host_can_compile_and_run(workspace, no_neuron_tools):
+    import torch
+
+    at = open_page("system.py")
+    no_exception(at)
+    facts = next(d for d in at.dataframe if "Fact" in d.value.columns).value.set_index("Fact")
+    assert facts.loc["torch", "Found"].startswith(torch.__version__)
+    assert facts.loc["Neuron devices", "Found"].startswith("none (no /dev/neuron*)")
+    backends = next(d for d in at.dataframe if "Backend" in d.value.columns).value.set_index("Backend")
+    assert backends.loc["torchscript", "Compiles here"] == "yes" and backends.loc["torchscript", "Runs here"] == "yes"
+    assert backends.loc["neuron", "Runs here"].startswith("no: ")
+    assert any("can compile and run with" in s.value and "torchscript" in s.value for s in at.success)
