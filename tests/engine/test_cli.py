@@ -179,7 +179,7 @@ def test_device_cuda_without_cuda(out):
 @pytest.mark.skipif(torch_neuronx_importable(), reason="the real torch-neuronx is installed")
 def test_neuron_backend_says_how_to_install_the_sdk(out):
     result = run_cli("export", "--model", "demo:tiny-bert", "--sequence_length", "16", "--backend", "neuron", str(out))
-    assert_one_line_error(result, r"torch-neuronx .*pip install --extra-index-url https://pip.repos.neuron.amazonaws.com torch-neuronx")
+    assert_one_line_error(result, r"torch-neuronx .*pip install --extra-index-url https://pip.repos.neuron.amazonaws.com \"torch==2.9.\*\" torch-neuronx neuronx-cc")
     assert_nothing_written(out)
 
 
