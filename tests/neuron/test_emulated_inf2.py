@@ -39,6 +39,7 @@ def inf2_results(standin, tmp_path_factory):
     return results, done
 
 
+@pytest.mark.timeout(TIMEOUT_S)  # the first one waits for the whole run
 @pytest.mark.parametrize("file", FILES)
 def test_on_an_emulated_inf2_host(inf2_results, file):
     results, done = inf2_results
