@@ -193,7 +193,7 @@ VIEWS = {
     "text-labels": text_labels,
     "entities": entities,
     "answer-span": answer_span,
-    "fill-mask": fill_mask,
+    "masked-word": fill_mask,
     "similarity": similarity,
     "choices": choices,
     "image-labels": image_labels,
