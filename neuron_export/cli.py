@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from .bucketing import format_shape_value, parse_shape_text
 from .errors import NeuronExportError, first_line
-from .options import AUTO_CAST, AUTO_CAST_TYPES, DEVICES, INSTANCE_TYPES, ExportOptions
+from .options import AUTO_CAST, AUTO_CAST_TYPES, DEVICES, INSTANCE_TYPES, MULTI_VALUE_FIELDS, ExportOptions
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 3
@@ -41,7 +42,21 @@ class Flag:
 
 
 def _shape(name: str, what: str) -> Flag:
+    if name in MULTI_VALUE_FIELDS:
+        return Flag(name, f"--{name}", f"{what}; several, comma-separated, compile one model each (buckets)", type=_shape_values(name))
     return Flag(name, f"--{name}", what, type=int)
+
+
+def _shape_values(name: str) -> Callable[[str], Any]:
+    """argparse type of a multi-value shape option: 128, 32,64,128 or auto:16-512."""
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_shape_text(f"--{name}", text)
+        except NeuronExportError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix(f"--{name} ")) from None
+
+    return parse
 
 
 EXPORT_FLAGS: tuple[Flag, ...] = (
@@ -62,7 +77,9 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("output_hidden_states", "--output_hidden_states", "also output the hidden states", "switch"),
     Flag("output_attentions", "--output_attentions", "also output the attentions", "switch"),
     _shape("batch_size", "batch size"),
-    _shape("sequence_length", "sequence length (text)"),
+    _shape("sequence_length", "sequence length (text); auto:LOW-HIGH lets a cost model pick the buckets"),
+    Flag("length_histogram", "--length_histogram", "lengths of your traffic (JSON {length: count}, or one length per line): "
+         "--sequence_length auto:LOW-HIGH then picks the buckets that pad them least"),
     _shape("num_beams", "number of beams (text generation; not exported by this tool)"),
     _shape("num_choices", "number of choices (multiple-choice)"),
     _shape("num_channels", "image channels (vision)"),
@@ -109,7 +126,7 @@ def export_argv(model: str, output: str | Path, options: ExportOptions) -> list[
         elif flag.kind in ("switch", "negated"):
             argv.append(flag.flag)
         else:
-            argv += [flag.flag, str(value)]
+            argv += [flag.flag, format_shape_value(value) if isinstance(value, tuple) else str(value)]
     return argv
 
 

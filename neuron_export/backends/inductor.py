@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from ..artifact.folders import inside
 from ..options import ExportOptions
+from .base import SavedBuckets
 from .portable import PortableBackend
 
 MAX_DYNAMIC_BATCH = 4096
@@ -21,6 +24,14 @@ OPTLEVEL_CONFIGS = {
     2: {"freezing": True},
     # more speed, longer compile: also benchmark GEMM / kernel choices (max-autotune)
     3: {"freezing": True, "max_autotune": True, "coordinate_descent_tuning": True},
+}
+# Buckets share one copy of the weights: stored beside the compiled code in the package (pickled, deduplicated
+# across its models) instead of inside each model's .so. Freezing then keeps the weights as they are: no
+# oneDNN pre-packing, whose opaque tensors only live inside a .so (measured as fast on bert-base layers).
+SHARED_WEIGHTS_CONFIGS = {
+    "aot_inductor.package_constants_in_so": False,
+    "aot_inductor.package_constants_on_disk_format": "pickle_weights",
+    "cpp.weight_prepack": False,
 }
 
 
@@ -46,7 +57,14 @@ class InductorBackend(PortableBackend):
             return torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
-        configs = dict(OPTLEVEL_CONFIGS[options.optlevel])
+        from torch._inductor.package import package_aoti
+
+        package_aoti(str(model_path), self._aot_compile(traced, options, workdir, {}))
+
+    def _aot_compile(self, traced, options: ExportOptions, workdir: Optional[Path], extra_configs: dict) -> list:
+        """AOTInductor's files for one exported program (the recipe of aoti_compile_and_package, whose
+        documentation shows it for packages of several models)."""
+        configs = {**OPTLEVEL_CONFIGS[options.optlevel], **extra_configs, "aot_inductor.package": True}
         if options.dynamic_batch_size:
             configs["aot_inductor.check_lowerbound"] = False  # batch 1 is valid although traced at 2
         previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
@@ -56,19 +74,40 @@ class InductorBackend(PortableBackend):
         try:
             # Inductor freezes weights only when grad is off: without no_grad, "freezing" is ignored.
             with torch.no_grad():
-                torch._inductor.aoti_compile_and_package(traced, package_path=str(model_path), inductor_configs=configs)
+                args, kwargs = traced.example_inputs
+                return torch._inductor.aot_compile(traced.module(check_guards=False), args, kwargs, options=configs)
         finally:
             if workdir is not None:
                 _restore_env("TORCHINDUCTOR_CACHE_DIR", previous)
 
     def load(self, model_path: Path, manifest):
-        package = torch._inductor.aoti_load_package(str(model_path))
+        return _runner(torch._inductor.aoti_load_package(str(model_path)))
 
-        def run(*inputs):
-            with torch.no_grad():
-                return package(*inputs)
+    def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
+        return self._aot_compile(traced, options, workdir, SHARED_WEIGHTS_CONFIGS)
 
-        return run
+    def save_buckets(self, compiled: dict, folder: Path, options: ExportOptions) -> SavedBuckets:
+        from torch._inductor.package import package_aoti
+
+        locations = {name: f"bucket_{name}" for name in compiled}  # model names inside the package
+        package_aoti(str(folder / self.model_file), {locations[name]: files for name, files in compiled.items()})
+        note = f"the {len(compiled)} buckets share one copy of the weights in {self.model_file} (not pre-packed for oneDNN)"
+        return SavedBuckets(self.model_file, locations, True, note)
+
+    def load_buckets(self, folder: Path, manifest) -> dict:
+        from torch.export.pt2_archive._package import load_pt2
+
+        # The package's runners and the one copy of the weights they share load together, on first use.
+        runners = functools.cache(lambda: load_pt2(str(inside(folder, manifest.model_file)), load_weights_from_disk=True).aoti_runners)
+        return {bucket.name: (lambda location=bucket.location: _runner(runners()[location])) for bucket in manifest.buckets}
+
+
+def _runner(package):
+    def run(*inputs):
+        with torch.no_grad():
+            return package(*inputs)
+
+    return run
 
 
 def _restore_env(name: str, value: Optional[str]) -> None:
