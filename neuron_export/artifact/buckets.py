@@ -52,6 +52,11 @@ class BucketedModel:
         """The compiled shapes, smallest first, e.g. [{"sequence_length": 32}, {"sequence_length": 64}]."""
         return [dict(record.shapes) for record in self.records]
 
+    def largest_only(self) -> "BucketedModel":
+        """The same model as if only its largest bucket had been compiled (every call padded to it)."""
+        manifest = dataclasses.replace(self.manifest, buckets=self.records[-1:])
+        return BucketedModel(self.path, manifest, self._loaders, self._native_dynamic_batch)
+
     def bucket_model(self, name: str):
         """The CompiledModel of one bucket (loaded on first use)."""
         with self._lock:

@@ -85,11 +85,24 @@ def host_summary() -> dict[str, Any]:
     return {
         "machine": platform.machine(),
         "processor": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector ISA torch's CPU kernels use
+        "vector_flags": _vector_flags(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__ if onnxruntime else None,
         "gpu": gpu,
     }
+
+
+def _vector_flags() -> list[str]:
+    """The CPU's vector-ISA flags (lscpu's avx*, amx*, fma): what a speed figure depends on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma")))
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_name() -> str:
@@ -102,9 +115,10 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def save_results(artifact: Path, report: dict[str, Any]) -> Path:
-    folder = artifact / RESULTS_DIR
-    folder.mkdir(exist_ok=True)
+def save_results(artifact: Path, report: dict[str, Any], kind: str = "") -> Path:
+    """Store a report in ARTIFACT/benchmarks/ (another kind of report in a sub-folder of that name)."""
+    folder = artifact / RESULTS_DIR / kind
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"{stamp}.json"
     write_json(path, report)

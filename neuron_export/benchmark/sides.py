@@ -23,7 +23,8 @@ from ..errors import NeuronExportError, first_line
 from .stats import LatencyStats
 
 COMPILED, EAGER, ONNXRUNTIME = "compiled", "eager", "onnxruntime"
-SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime"}
+LARGEST_BUCKET = "largest-bucket"  # a bucketed artifact as if it had its largest bucket only
+SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", LARGEST_BUCKET: "largest bucket only"}
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,8 @@ def _load_side_model(side: Side, manifest: Manifest):
     """The compiled model or pipeline of the artifact, or the eager one of its source (fp32)."""
     from .. import reference
 
+    if side.kind == LARGEST_BUCKET:
+        return load_artifact(side.path).largest_only()
     if side.kind == COMPILED:
         if manifest.is_pipeline:
             from .. import diffusion
