@@ -204,3 +204,17 @@ def _spread(low: int, high: int, count: int) -> list[int]:
     ratio = (high / low) ** (1 / (count - 1))
     values = {min(high, _align(round(low * ratio**i))) for i in range(count - 1)}
     return sorted(values - {high}) + [high]
+
+
+def parse_resolutions(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Resolutions typed as "512x512, 768x1024" (width x height) -> (heights, widths), paired by position."""
+    heights, widths = [], []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        match = re.fullmatch(r"(\d+)\s*[x×]\s*(\d+)", item)
+        if not match:
+            raise NeuronExportError(f"resolution {item!r}: write WIDTHxHEIGHT, several separated by commas, e.g. 512x512, 768x768")
+        widths.append(int(match[1]))
+        heights.append(int(match[2]))
+    if not heights:
+        raise NeuronExportError("give at least one resolution, e.g. 512x512")
+    return shape_value("--height", tuple(heights)), shape_value("--width", tuple(widths))
