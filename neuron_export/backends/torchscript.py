@@ -63,7 +63,7 @@ class TorchScriptBackend(PortableBackend):
             torch.jit.save(torch.jit.script(container), str(folder / self.model_file))
         note = f"the {len(compiled)} buckets' traces share one copy of the weights in {self.model_file}"
         if options.optlevel >= 2:
-            note += " (traces not frozen: freezing would copy the weights into every bucket; on CPU it did not change the speed)"
+            note += " (not frozen: freezing would copy them into every bucket's graph, and frozen TorchScript was no faster on CPU)"
         return SavedBuckets(self.model_file, locations, True, note)
 
     def load_buckets(self, folder: Path, manifest) -> dict:

@@ -24,7 +24,9 @@ from .stats import LatencyStats
 
 COMPILED, EAGER, ONNXRUNTIME = "compiled", "eager", "onnxruntime"
 LARGEST_BUCKET = "largest-bucket"  # a bucketed artifact as if it had its largest bucket only
-SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", LARGEST_BUCKET: "largest bucket only"}
+MODEL_CLASS = "model-class"  # an artifact through its NeuronModelFor* class, which pads smaller inputs to the compiled shape
+SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", LARGEST_BUCKET: "largest bucket only",
+               MODEL_CLASS: "model class"}
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,10 @@ def _load_side_model(side: Side, manifest: Manifest):
 
     if side.kind == LARGEST_BUCKET:
         return load_artifact(side.path).largest_only()
+    if side.kind == MODEL_CLASS:
+        from ..modeling import model_class_for_artifact
+
+        return model_class_for_artifact(side.path).from_pretrained(side.path)
     if side.kind == COMPILED:
         if manifest.is_pipeline:
             from .. import diffusion

@@ -147,7 +147,18 @@ def test_inductor_buckets_share_one_copy_of_the_weights(source, eager, tmp_path)
     assert models == {"bucket_8", "bucket_16"}
     parameters = sum(p.numel() * p.element_size() for p in eager.parameters())
     assert parameters * 0.9 < weights < parameters * 1.5  # once, not once per bucket
-    model = load_artifact(result.artifact)
+    _assert_two_buckets_match(load_artifact(result.artifact), eager)
+
+
+@pytest.mark.slow
+def test_inductor_o3_buckets_keep_their_own_prepacked_weights(source, eager, tmp_path):
+    result = export(str(source), tmp_path / "o3", ExportOptions(backend="inductor", optlevel=3, sequence_length=(8, 16), use_cache=False))
+    assert result.validation_passed is True and not result.manifest.bucketing.shared_weights
+    _assert_two_buckets_match(load_artifact(result.artifact), eager)
+
+
+def _assert_two_buckets_match(model, eager) -> None:
+    """Calls of 5 and 16 tokens (batch 1) run on the 8 and 16 buckets and equal eager transformers."""
     for length, bucket in ((5, "8"), (16, "16")):
         inputs = {k: v[:1] for k, v in _inputs(length, seed=length).items()}
         logits = model(**inputs)["logits"]
