@@ -32,7 +32,7 @@ from bench_compare import build_bert_base  # noqa: E402
 from neuron_export.artifact import read_manifest  # noqa: E402
 from neuron_export.benchmark import COMPILED, EAGER, BenchmarkOptions, Side, run_sides  # noqa: E402
 from neuron_export.benchmark.inputs import benchmark_inputs  # noqa: E402
-from neuron_export.benchmark.report import host_summary  # noqa: E402
+from neuron_export.benchmark.report import host_line, host_summary  # noqa: E402
 from neuron_export.benchmark.sides import LARGEST_BUCKET, MODEL_CLASS  # noqa: E402
 from neuron_export.progress import Progress  # noqa: E402
 
@@ -79,10 +79,9 @@ def main() -> None:
 
 
 def print_report(report: dict) -> None:
-    host = report["host"]
     print(f"\nbert-base-size (random weights), inductor -O2, batch 1, {report['threads']} thread(s); buckets {report['buckets']} "
           f"vs one static shape 256")
-    print(f"host: {host['processor']}, torch CPU capability {host['cpu_capability']}, flags {' '.join(host['vector_flags'])}")
+    print(f"host: {host_line(report['host'])}")
     print(f"export: buckets {report['export_s']['buckets']:.0f} s, single {report['export_s']['single']:.0f} s; on disk: buckets "
           f"{report['disk_mb']['buckets']:.0f} MB, single {report['disk_mb']['single']:.0f} MB ({report['weights_note']})")
     for length, sides in report["runs"].items():

@@ -16,7 +16,7 @@ from ..errors import ArtifactError, NeuronExportError
 from ..progress import Progress
 from ..registry import PAD
 from .inputs import benchmark_inputs
-from .report import artifact_summary, host_summary, save_results
+from .report import artifact_summary, host_line, host_summary, save_results
 from .run import BenchmarkOptions, run_sides
 from .sides import COMPILED, EAGER, LARGEST_BUCKET, SIDE_LABELS, Side
 from .stats import speedup
@@ -89,7 +89,7 @@ def format_lengths_report(report: dict[str, Any]) -> list[str]:
     lines = [
         f"Buckets of {report['artifact']}: {axis} {', '.join(map(str, report['buckets']))}",
         f"  {model['source']} ({model['task']}), {model['backend']} -O{model['optlevel']}, batch {model['shapes'].get('batch_size')}, "
-        f"on {host.get('processor')}, torch CPU capability {host.get('cpu_capability')}, flags {' '.join(host.get('vector_flags') or [])}",
+        f"on {host_line(host)}",
         f"  {settings['iterations']} timed calls per side and length, interleaved in up to {settings['rounds']} rounds; every side in its own process",
         "",
         f"  {axis:<16}{'bucket':>8}{'p50 ms':>10}{'largest only':>14}{'speed-up':>10}{'eager p50':>11}{'vs eager':>10}",

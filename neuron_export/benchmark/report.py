@@ -94,6 +94,12 @@ def host_summary() -> dict[str, Any]:
     }
 
 
+def host_line(host: dict[str, Any]) -> str:
+    """The host a figure was measured on, in one line: CPU, torch's vector ISA and the CPU's vector flags."""
+    flags = " ".join(host.get("vector_flags") or []) or "unknown"
+    return f"{host.get('processor', 'unknown CPU')}, torch CPU capability {host.get('cpu_capability', 'unknown')}, flags {flags}"
+
+
 def _vector_flags() -> list[str]:
     """The CPU's vector-ISA flags (lscpu's avx*, amx*, fma): what a speed figure depends on."""
     try:
@@ -147,6 +153,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"  {model['source']} ({model['task']}), {model['backend']} -O{model['optlevel']}{cast}, {shapes}, on {model['device']}",
         f"  {settings['iterations']} timed calls per side after {settings['warmup']} warm-up calls, interleaved in up to "
         f"{settings['rounds']} rounds; every side in its own process; threads: {report['runs'][0]['sides'][COMPILED]['threads']}",
+        f"  host: {host_line(report.get('host') or {})}",
     ]
     header = f"  {'side':<15}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'inf/s':>10}{'peak RSS MB':>13}{'(+model)':>10}{'max diff':>10}"
     for run in report["runs"]:
