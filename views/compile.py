@@ -107,7 +107,7 @@ def buckets_section(model: str, info: Optional[ModelInfo], task: str, shape_name
                                                    "(the text encoders once); each run picks its own. Empty: the size above.")
         else:
             axis = group.axes[0]
-            texts[group.axes] = st.text_input(f"{SHAPE_LABELS.get(axis, axis)}: buckets (optional)", key=f"buckets-{axis}-{model}",
+            texts[group.axes] = st.text_input(f"Buckets: several {axis.replace('_', ' ')} values (optional)", key=f"buckets-{axis}-{model}",
                                               placeholder="32,64,128 or auto:16-512",
                                               help="One compiled model per value; each call runs on the smallest that fits. "
                                                    "auto:LOW-HIGH lets a cost model pick powers of two. Empty: the value above.")
