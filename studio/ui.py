@@ -157,7 +157,7 @@ def artifact_header(
 def validation_of(path: Path) -> Optional[dict]:
     try:
         return read_validation(path)
-    except (OSError, ValueError):
+    except NeuronExportError:
         return None
 
 

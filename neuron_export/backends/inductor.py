@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from ..artifact.folders import guarded_file
 from ..options import ExportOptions
 from .portable import PortableBackend
 
@@ -55,8 +56,9 @@ class InductorBackend(PortableBackend):
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(workdir)
         try:
             # Inductor freezes weights only when grad is off: without no_grad, "freezing" is ignored.
-            with torch.no_grad():
-                torch._inductor.aoti_compile_and_package(traced, package_path=str(model_path), inductor_configs=configs)
+            # A full disk makes the package writer abort the process: write through a guarded file.
+            with torch.no_grad(), guarded_file(model_path) as file:
+                torch._inductor.aoti_compile_and_package(traced, package_path=file, inductor_configs=configs)
         finally:
             if workdir is not None:
                 _restore_env("TORCHINDUCTOR_CACHE_DIR", previous)

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from ..artifact.folders import guarded_file
 from ..errors import BackendUnavailableError, first_line
 from ..options import ExportOptions
 
@@ -137,7 +138,8 @@ class NeuronBackend:
         )
         if options.dynamic_batch_size:
             compiled = torch_neuronx.dynamic_batch(compiled)
-        torch.jit.save(compiled, str(model_path))
+        with guarded_file(model_path) as file:  # a full disk: an OSError, not an abort
+            torch.jit.save(compiled, file)
 
     def load(self, model_path: Path, manifest):
         torch_neuronx = import_torch_neuronx()

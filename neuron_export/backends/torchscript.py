@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from ..artifact.folders import guarded_file
 from ..options import ExportOptions
 from .portable import PortableBackend
 
@@ -41,7 +42,8 @@ class TorchScriptBackend(PortableBackend):
             warnings.simplefilter("ignore")
             if options.optlevel >= 2:
                 traced = torch.jit.freeze(traced.eval())
-            torch.jit.save(traced, str(model_path))
+            with guarded_file(model_path) as file:  # a full disk: an OSError, not an abort
+                torch.jit.save(traced, file)
 
     def load(self, model_path: Path, manifest):
         with warnings.catch_warnings():

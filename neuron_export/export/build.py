@@ -14,9 +14,11 @@ from typing import Optional
 import torch
 
 from ..version import __version__
+from ..artifact.folders import WRITE_ERRNOS
 from ..artifact import VALIDATION_REPORT, Manifest, TensorSpec, Validation, load_artifact, write_json
 from ..errors import NeuronExportError, first_line
 from ..progress import Progress
+from ..sources import untrained_warning
 from ..validation import ValidationReport, compare
 from .plan import Component, ExportPlan
 
@@ -64,6 +66,8 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
     except NeuronExportError:
         raise
     except Exception as error:
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            raise  # a full or read-only disk, not a compiler problem: export() says so
         raise NeuronExportError(f"{backend.name} could not compile {label}: {first_line(error)}") from None
 
     with progress.stage("saving", f"Saving {label}", key=f"{label}.saving"):
@@ -94,7 +98,8 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         model_type=plan.task if plan.pipeline_class else plan.source.model_type,
         task=plan.task,
         shapes=plan.shapes if not plan.pipeline_class else plan.public_shapes,
-        warnings=plan.warnings,
+        warnings=plan.warnings + ([untrained_warning(plan.source.origin, component.name, component.untrained_weights)]
+                                  if component.untrained_weights else []),
         component=component.name,
         backend=backend.name,
         backend_reason=plan.backend_reason,
@@ -107,7 +112,8 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         compiler=backend.compiler_version(),
         model_file=backend.model_file,
         inputs=[
-            TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]))
+            TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]),
+                       component.value_ranges.get(n))
             for n in component.input_names
         ],
         outputs=component.output_names,
@@ -117,6 +123,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         optlevel=options.optlevel,
         options=options,
         validation=Validation(skipped=plan.skip_reason or "--disable-validation"),
+        untrained_weights=component.untrained_weights,
     )
 
 
@@ -132,7 +139,8 @@ def artifact_manifest(plan: ExportPlan, manifests: dict[str, Manifest], reports:
     else:
         validation = Validation(skipped=plan.skip_reason)
     pipeline_fields = dict(component=None, model_file=None, inputs=[], outputs=[], cpu_capability=None,
-                           pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings)
+                           pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings,
+                           untrained_weights=[f"{name}/{w}" for name, m in manifests.items() for w in m.untrained_weights])
     return dataclasses.replace(first, **pipeline_fields)
 
 

@@ -40,6 +40,8 @@ class Component:
     atol: float
     atol_source: str
     model_kind: str = "generic"  # neuronx-cc --model-type
+    untrained_weights: list[str] = field(default_factory=list)  # head weights the checkpoint lacks for the task
+    value_ranges: dict[str, list[int]] = field(default_factory=dict)  # input -> [lowest, highest] valid value
 
 
 @dataclass

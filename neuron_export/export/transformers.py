@@ -7,10 +7,11 @@ from functools import partial
 
 from ..backends import choose_backend
 from ..errors import NeuronExportError
-from ..inputs import input_axes, input_shapes, make_inputs, resolve_shapes, validation_input_sets
+from ..inputs import input_axes, input_shapes, make_inputs, resolve_shapes, validation_input_sets, value_ranges
 from ..options import ExportOptions
 from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
-from ..sources import ModelSource, load_config, load_eager_model
+from ..sentence_head import sentence_head
+from ..sources import ModelSource, check_preprocessor, load_config, load_eager_model, sentence_transformers_modules, untrained_warning
 from ..traceable import discover_output_names, eager_traceable, output_flags
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
 
@@ -20,6 +21,7 @@ log = logging.getLogger("neuron_export")
 def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan:
     arch = get_architecture(source.model_type)
     config = load_config(source, options)
+    check_preprocessor(source, arch.family.processor)
     task = _task(source, options)
     task_spec = check_task(source.model_type, task)
     if source.library == "sentence_transformers":
@@ -27,6 +29,7 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
             raise NeuronExportError(f"a sentence-transformers folder exports {SENTENCE_TRANSFORMERS.task} only, not {task}")
         if options.output_hidden_states or options.output_attentions:
             raise NeuronExportError("--output_hidden_states / --output_attentions are not available for sentence-transformers embeddings")
+        sentence_head(sentence_transformers_modules(source.path), source.path)  # an unsupported module: refused now
     backend, reason = choose_backend(options)
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = option_warnings(options, task, backend, has_unet=False)
@@ -66,7 +69,9 @@ def _task(source: ModelSource, options: ExportOptions) -> str:
 def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, config, shapes: dict[str, int],
                     options: ExportOptions, validate: bool) -> Component:
     """The eager model wrapped for tracing, with its example and fresh validation inputs."""
-    eager = load_eager_model(source, task.name, options)
+    eager, untrained = load_eager_model(source, task.name, options)
+    if untrained:
+        log.warning("Warning: %s", untrained_warning(source.origin, task.name, untrained))
     axes = input_axes(arch.inputs, task)
     shapes_by_input = input_shapes(axes, shapes)
     example = make_inputs(arch.inputs, shapes_by_input, config, seed=0)
@@ -86,5 +91,7 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
         atol=atol,
         atol_source=atol_source,
         model_kind=arch.family.neuron_model_type,
+        untrained_weights=untrained,
+        value_ranges=value_ranges(arch.inputs, config),
     )
 
