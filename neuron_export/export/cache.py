@@ -156,13 +156,13 @@ class CompileCache:
             return None
         try:
             record = self._read_record(entry)
-            for relative, expected in record["checksums"].items():
+            for relative, checksum in record["checksums"].items():
                 target = destination / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = entry / ENTRY_ARTIFACT / relative
                 if not source.is_file():
                     raise CorruptEntry(f"{relative} is missing")
-                if _copy_hashing(source, target) != expected:
+                if _copy_hashing(source, target) != checksum:
                     raise CorruptEntry(f"{relative} does not match its checksum")
             manifest = Manifest.read(destination)
             _check_entry_manifest(manifest, key, expected)
