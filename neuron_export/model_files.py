@@ -24,7 +24,7 @@ def read_json(path: Path, kind: type = dict) -> Any:
     except (OSError, ValueError) as error:
         raise NeuronExportError(f"cannot read {path}: {first_line(error)}") from None
     if not isinstance(data, kind):
-        expected = "an object" if kind is dict else "an array"
+        expected = "object" if kind is dict else "array"
         raise NeuronExportError(f"{path} must hold a JSON {expected}, not {_json_kind(data)}")
     return data
 

@@ -146,8 +146,8 @@ def check_output_dir(output: Path, force: bool, protected: Sequence[Path] = ()) 
         tool = ""
     if not tool.startswith(TOOL_MARKER):
         raise NeuronExportError(
-            f"{output} is not an artifact written by neuron-export (no valid manifest of this tool); "
-            "--force only replaces those: choose another output folder"
+            f"{output} is not an artifact written by neuron-export; --force only replaces those "
+            "(choose another output folder)"
         )
 
 

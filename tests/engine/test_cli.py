@@ -186,7 +186,7 @@ def test_neuron_backend_says_how_to_install_the_sdk(out):
 def test_force_refuses_a_folder_that_is_not_an_artifact(out):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert_one_line_error(run_cli("export", *TINY, "--force", str(out)), "not an artifact; --force only replaces artifacts")
+    assert_one_line_error(run_cli("export", *TINY, "--force", str(out)), "not an artifact written by neuron-export; --force only replaces those")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert [p.name for p in out.parent.iterdir()] == ["artifact"]
 

@@ -55,10 +55,10 @@ def test_in_range_inputs_run_like_eager(artifact, config):
 
 
 @pytest.mark.parametrize("name, bad, words", [
-    ("input_ids", "vocab", "holds values from 0 to {vocab}; the model takes 0 to {last}"),
-    ("input_ids", "negative", "holds values from -1 to"),
-    ("token_type_ids", "types", "holds values from 0 to {types}; the model takes 0 to {last_type}"),
-    ("attention_mask", "two", "holds values from 0 to 2; the model takes 0 to 1"),
+    ("input_ids", "vocab", r"holds values from \d+ to {vocab}; the model takes 0 to {last}"),
+    ("input_ids", "negative", r"holds values from -1 to \d+; the model takes 0 to {last}"),
+    ("token_type_ids", "types", r"holds values from 0 to {types}; the model takes 0 to {last_type}"),
+    ("attention_mask", "two", r"holds values from 1 to 2; the model takes 0 to 1"),
 ])
 def test_out_of_range_values_are_refused_like_eager_refuses_them(artifact, config, name, bad, words):
     value = {"vocab": config.vocab_size, "negative": -1, "types": config.type_vocab_size, "two": 2}[bad]
@@ -71,7 +71,7 @@ def test_out_of_range_values_are_refused_like_eager_refuses_them(artifact, confi
             eager(**batch)
     message = words.format(vocab=config.vocab_size, last=config.vocab_size - 1, types=config.type_vocab_size,
                            last_type=config.type_vocab_size - 1)
-    with pytest.raises(InputMismatchError, match=rf"input '{name}' " + message.replace("(", r"\(")):
+    with pytest.raises(InputMismatchError, match=rf"input '{name}' " + message):
         load_artifact(artifact)(**batch)
 
 

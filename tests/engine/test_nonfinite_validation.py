@@ -50,7 +50,7 @@ def verdict(reference, compiled, atol=1e-3):
     ([NAN, 2.0], [1.0, NAN]),  # NaN on both sides, but not at the same places
 ], ids=["compiled-nan", "reference-nan", "opposite-inf", "compiled-inf", "nan-elsewhere"])
 def test_a_non_finite_disagreement_fails(reference, compiled):
-    report = verdict(reference, compiled, atol=1e30)  # however large a finite atol
+    report = verdict(reference, compiled, atol=1e300)  # however large a finite atol (beyond float32's range too)
     assert not report.passed
     assert report.outputs[0].max_abs_diff == INF
 
@@ -59,7 +59,7 @@ def test_values_that_agree_element_wise_pass_with_a_note_about_the_eager_model()
     report = verdict([NAN, INF, 1.0], [NAN, INF, 1.0])
     assert report.passed and report.outputs[0].max_abs_diff == 0.0
     assert report.notes == ["the eager model's own y holds 2 NaN or infinite values: check its weights"]
-    assert "\tWarning: the eager model's own y holds 2 NaN" in report.log_lines()
+    assert report.log_lines()[1] == "\tWarning: the eager model's own y holds 2 NaN or infinite values: check its weights"
 
 
 @pytest.mark.parametrize("atol", [INF, -INF, NAN, 0.0, -1.0, True])
