@@ -185,15 +185,18 @@ def output_section(model: str, task: str, backend: str) -> tuple[str, bool]:
     return name, force
 
 
-def output_problem(workspace: Workspace, name: str, force: bool) -> Optional[str]:
-    """Why the artifact cannot be written under this name (shown under the field, Compile disabled), or None."""
+def output_ready(workspace: Workspace, name: str, force: bool) -> bool:
+    """Whether the artifact can be written under this name; if not, the reason is on screen (and Compile disabled)."""
     try:
         output = workspace.artifact_path(name)
     except NeuronExportError as error:
-        return str(error)
+        ui.show_error(error)
+        return False
     if output.exists() and not force:
-        return f"An artifact named {name!r} already exists: pick another name or tick 'Replace if it exists'."
-    return None
+        st.warning(f"An artifact named {name!r} already exists: pick another name or tick 'Replace if it exists'.",
+                   icon=":material/warning:")
+        return False
+    return True
 
 
 def submit(store: JobStore, model: str, task: str, output: Path, options: ExportOptions) -> None:
@@ -234,10 +237,8 @@ def main() -> None:
         compiler = compiler_section()
         checks, keep_workdir = advanced_section()
         name, force = output_section(model, task, compiler["backend"])
-        problem = output_problem(services.workspace, name, force)
-        if problem:
-            st.error(problem, icon=":material/error:")
-    if action.button("Compile", type="primary", icon=":material/bolt:", disabled=not ready or problem is not None, key="compile"):
+        ready = output_ready(services.workspace, name, force) and ready
+    if action.button("Compile", type="primary", icon=":material/bolt:", disabled=not ready, key="compile"):
         try:
             output = services.workspace.artifact_path(name)
             workdir = str(services.workspace.root / "compiler-workdir" / name) if keep_workdir else None

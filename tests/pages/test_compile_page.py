@@ -55,8 +55,9 @@ def test_compile_form_runs_a_real_job_to_success(fresh_workspace):
     compiled = load_artifact(artifact)(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
     torch.testing.assert_close(compiled["logits"], expected, atol=1e-4, rtol=0)
 
-    at.run()  # the live panel now shows the finished job
+    at.run()  # the live panel now shows the finished job; the name is taken now
     assert not at.exception and len(at.success) == 1 and not at.error
+    assert any("already exists" in w.value for w in at.warning) and compile_button(at).disabled
 
     at.switch_page("views/jobs.py").run()
     assert not at.exception
@@ -92,9 +93,9 @@ def test_existing_artifact_needs_replace(fresh_workspace):
     (fresh_workspace.artifacts_dir / "taken").mkdir(parents=True)
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     compile_form(at, "demo:tiny-bert", "taken")
-    assert any("already exists" in e.value for e in at.error) and compile_button(at).disabled
+    assert any("already exists" in w.value for w in at.warning) and compile_button(at).disabled
     at.checkbox(key="force").check().run()
-    assert not at.error and not compile_button(at).disabled
+    assert not at.warning and not at.error and not compile_button(at).disabled
 
 
 def local_folder(at: AppTest, typed: str) -> AppTest:
