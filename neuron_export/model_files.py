@@ -45,11 +45,12 @@ def model_root(folder: Path) -> Path:
 
 
 def contained_files(folder: Path) -> Iterator[Path]:
-    """Every file under `folder` (hidden ones included, links to folders not followed), refusing a
-    symlink whose target lies outside the model's root (model_root)."""
+    """Every file under `folder` (links to folders not followed; hidden folders such as .git, which
+    nothing reads, skipped), refusing a symlink whose target lies outside the model's root (model_root)."""
     folder = Path(folder)
     root = model_root(folder)
     for directory, subfolders, files in os.walk(folder):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         for name in subfolders + files:
             path = Path(directory, name)
             if path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root):

@@ -199,6 +199,11 @@ def output_ready(workspace: Workspace, name: str, force: bool) -> bool:
     return True
 
 
+def what_compile_does(model: str, task: str, shapes: dict[str, int], backend: str, name: str) -> str:
+    shown = " · ".join(f"{axis.replace('_', ' ')} {value}" for axis, value in shapes.items())
+    return f"Compiles {model.strip()} for {task} ({shown}) with {backend} into {name}."
+
+
 def submit(store: JobStore, model: str, task: str, output: Path, options: ExportOptions) -> None:
     """Queue the export job and follow it (?job=ID)."""
     job = store.submit(EXPORT, export_command(model, output, options), title=f"{output.name} ({task}, {options.backend})",
@@ -238,6 +243,8 @@ def main() -> None:
         checks, keep_workdir = advanced_section()
         name, force = output_section(model, task, compiler["backend"])
         ready = output_ready(services.workspace, name, force) and ready
+    if ready:  # what a click does, from this run's values (stale ones of the last run are greyed out meanwhile)
+        st.caption(what_compile_does(model, task, shapes, compiler["backend"], name))
     if action.button("Compile", type="primary", icon=":material/bolt:", disabled=not ready, key="compile"):
         try:
             output = services.workspace.artifact_path(name)

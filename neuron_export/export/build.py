@@ -17,6 +17,7 @@ from ..version import __version__
 from ..artifact.folders import WRITE_ERRNOS
 from ..artifact import VALIDATION_REPORT, Manifest, TensorSpec, Validation, load_artifact, write_json
 from ..errors import NeuronExportError, first_line
+from ..model_files import contained_files
 from ..progress import Progress
 from ..sources import untrained_warning
 from ..validation import ValidationReport, compare
@@ -145,13 +146,14 @@ def artifact_manifest(plan: ExportPlan, manifests: dict[str, Manifest], reports:
 
 
 def copy_model_files(source: Path, destination: Path) -> None:
-    """Config, tokenizer, preprocessor and sentence-transformers files: everything but weights."""
+    """Config, tokenizer, preprocessor and sentence-transformers files: everything but weights (and
+    never a file that a symlink places outside the model folder: model_files.contained_files)."""
     if source.is_file():
         shutil.copy2(source, destination)
         return
-    for path in source.rglob("*"):
+    for path in contained_files(source):
         relative = path.relative_to(source)
-        if path.is_dir() or path.suffix in SKIPPED_SUFFIXES or any(p.startswith(".") for p in relative.parts):
+        if path.suffix in SKIPPED_SUFFIXES or any(p.startswith(".") for p in relative.parts):
             continue
         target = destination / relative
         if target.exists():

@@ -26,6 +26,7 @@ import torch
 from ..version import __version__
 from ..artifact import MANIFEST, Manifest, publish, remove_tree, staging, write_json
 from ..artifact.folders import clean_stale
+from ..model_files import contained_files
 from ..errors import NeuronExportError, first_line
 from ..options import SHAPE_FIELDS, ExportOptions
 
@@ -140,9 +141,10 @@ class CompileCache:
         """One digest of every (non-hidden) file of a model folder: config, weights, tokenizer, pooling.
         Every byte is hashed each time: a size and mtime would miss weights edited in place."""
         total = hashlib.sha256()
-        for relative in _artifact_files(folder):
-            path = (folder / relative).resolve()  # hub snapshots are symlinks into blobs/
-            total.update(f"{relative.as_posix()}\0{hash_file(path)}\n".encode())
+        files = sorted(p.relative_to(folder) for p in contained_files(folder))  # no link out of the model folder
+        for relative in files:
+            if not any(part.startswith(".") for part in relative.parts):  # demo markers, .git, ...
+                total.update(f"{relative.as_posix()}\0{hash_file(folder / relative)}\n".encode())
         return total.hexdigest()
 
     # ---- lookup and store -----------------------------------------------------------------

@@ -79,12 +79,6 @@ def page(app):
         browser.close()
 
 
-def settle(page) -> None:
-    """Wait for the rerun a widget change triggered: typing during a rerun can be lost."""
-    page.wait_for_timeout(300)
-    page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=PAGE_TIMEOUT_MS)
-
-
 def shot(page, name: str) -> None:
     page.wait_for_timeout(800)  # let charts finish their transition
     # Streamlit scrolls inside its main container, so the tall viewport is the whole page.
@@ -126,27 +120,35 @@ def walk_through(page, app):
     page.goto(app_url)
     main = main_area(page)
     main.get_by_role("heading", name="Compile a model").wait_for()
+
+    def ready(fragment: str) -> None:
+        """Wait for the form's own summary under Compile to say `fragment`: the run that read this
+        change is complete. (While a run is under way, the last run's widgets stay on screen, greyed
+        out, and still take clicks and typing that the new run then drops.)"""
+        main.get_by_text(re.compile(r"^Compiles .*" + re.escape(fragment))).wait_for()
+
     # Model: the demo tiny BERT classifier; backend torchscript; sequence length 16.
     page.get_by_label("Built-in model (no download)", exact=True).click()
     page.get_by_role("option", name="demo:tiny-bert —").click()
-    main.get_by_text("Detected task:").wait_for()
+    ready("demo:tiny-bert for text-classification")
     page.get_by_label("Backend", exact=True).click()
     page.get_by_role("option", name="torchscript").click()
-    seq = page.get_by_label("Sequence length (tokens)")
+    ready("with torchscript")
+    seq = main.get_by_label("Sequence length (tokens)")
     seq.fill("16")
     seq.press("Enter")
-    settle(page)
-    name = page.get_by_label("Artifact name (a folder in the workspace)")
+    ready("sequence length 16) with torchscript")
+    name = main.get_by_label("Artifact name (a folder in the workspace)")
     name.fill("e2e-bert")
     name.press("Enter")
-    settle(page)
+    ready("demo:tiny-bert for text-classification (batch size 1 · sequence length 16) with torchscript into e2e-bert.")
     expect(name).to_have_value("e2e-bert")
     expect(seq).to_have_value("16")
     shot(page, "1-compile-form")
-    # Compile is disabled while the page reads the model's config or shows a problem: wait until the
-    # page says it is ready, then click; the job's id in the URL shows the click was taken.
+    # Compile is disabled until a run has read the model's config and found no problem; the job's
+    # id in the URL shows that the click was taken.
     compile_button = main.get_by_role("button", name="Compile")
-    expect(compile_button).to_be_enabled()
+    expect(compile_button).to_be_enabled(timeout=PAGE_TIMEOUT_MS)
     compile_button.click()
     page.wait_for_url(re.compile(r"[?&]job="))
     job_id = re.search(r"[?&]job=([^&]+)", page.url).group(1)
