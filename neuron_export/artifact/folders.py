@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from ..errors import ArtifactError, NeuronExportError, first_line
-from .manifest import MANIFEST, TOOL_MARKER, Manifest
+from .manifest import TOOL_MARKER, Manifest
 
 TEMPORARY, TRASH = "tmp", "trash"
 # .NAME.PURPOSE-PID-RANDOM, as sibling() names them

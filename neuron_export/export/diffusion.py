@@ -104,7 +104,25 @@ def pipeline_components(source: ModelSource, task: str) -> list[DiffusionCompone
     for folder in ("scheduler", "tokenizer", "tokenizer_2"):
         if model_index_entry(source, folder) is not None and not (source.path / folder).is_dir():
             raise NeuronExportError(f"{source.origin} is missing its {folder}/ folder (listed in model_index.json)")
+    check_tokenizers(source)
     return present
+
+
+def check_tokenizers(source: ModelSource) -> None:
+    """Load the pipeline's tokenizers: a corrupt one is refused here, not copied into the artifact."""
+    import transformers
+
+    for folder in ("tokenizer", "tokenizer_2"):
+        entry = model_index_entry(source, folder)
+        if entry is None or entry[0] != "transformers":
+            continue
+        tokenizer_class = getattr(transformers, entry[1], None)
+        try:
+            if tokenizer_class is None:
+                raise ValueError(f"transformers has no {entry[1]}")
+            tokenizer_class.from_pretrained(source.path / folder, local_files_only=True)
+        except Exception as error:  # tokenizers / json raise many types for broken files
+            raise NeuronExportError(f"the {folder} of {source.origin} cannot be loaded: {first_line(error)}") from None
 
 
 def model_index_entry(source: ModelSource, name: str) -> Optional[tuple[str, str]]:

@@ -114,10 +114,15 @@ def wait_for_job(app, job_id: str):
 
 
 def walk_through(page, app):
+    compile_from_the_form(page, app)
+    browse_the_results(page, app.url)
+
+
+def compile_from_the_form(page, app) -> None:
+    """Fill the Compile form (tiny BERT, torchscript, 16 tokens), click Compile, wait for the job."""
     from playwright.sync_api import expect
 
-    app_url = app.url
-    page.goto(app_url)
+    page.goto(app.url)
     main = main_area(page)
     main.get_by_role("heading", name="Compile a model").wait_for()
 
@@ -160,6 +165,10 @@ def walk_through(page, app):
     finally:
         shot(page, "2-compile-job")
 
+
+def browse_the_results(page, app_url: str) -> None:
+    """The job, the artifact, its report and chart, the playground and the system page."""
+    main = main_area(page)
     page.goto(f"{app_url}/jobs")
     main.get_by_role("heading", name="Jobs").wait_for()
     main.get_by_text("validated against eager PyTorch ✓").first.wait_for()

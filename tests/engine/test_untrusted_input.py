@@ -140,3 +140,11 @@ def test_benchmark_of_a_huge_batch_is_exit_2(tmp_path):
     assert run_cli("export", "--model", "demo:tiny-bert", *SHAPES, "--dynamic-batch-size", str(artifact)).returncode == 0
     one_line_exit_2(run_cli("benchmark", str(artifact), "--no-onnx", "--batch_size", "100000000000"),
                     "--batch_size 100000000000: the model's inputs alone")
+
+
+def test_a_pipeline_with_a_corrupt_tokenizer_is_exit_2(tmp_path, out):
+    pipeline = shutil.copytree(resolve_demo("demo:tiny-sd"), tmp_path / "sd")
+    (pipeline / "tokenizer" / "tokenizer.json").write_text('{"version": "1.0", "model": {')
+    one_line_exit_2(run_cli("export", "--model", str(pipeline), "--backend", "torchscript", str(out)),
+                    "the tokenizer of")
+    assert not out.exists() and not any(out.parent.iterdir())
