@@ -9,6 +9,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from .options import AUTO_CAST, AUTO_CAST_TYPES, DEVICES, INSTANCE_TYPES, Export
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 3
+INTERRUPT_AGAIN_S = 5.0  # an interrupt lost in a __del__ is raised again after this long
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -286,7 +289,16 @@ def _raise_interrupt(signum, frame) -> None:
     # Unwind once: a second SIGTERM (e.g. from compiler worker pools shutting down) must not
     # interrupt the cleanup or escape at exit; a stuck process still yields to SIGKILL.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # An exception raised while a __del__ runs is swallowed ("Exception ignored in ..."), and the
+    # export would carry on: until the process exits, interrupt its main thread again now and then.
+    threading.Thread(target=_interrupt_again, daemon=True).start()
     raise KeyboardInterrupt
+
+
+def _interrupt_again() -> None:
+    while True:
+        time.sleep(INTERRUPT_AGAIN_S)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it also wakes a main thread blocked in a call
 
 
 def _quiet_libraries() -> None:
