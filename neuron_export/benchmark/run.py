@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 from ..artifact import Manifest
 from ..backends import get_backend
 from ..errors import ArtifactError, NeuronExportError
+from ..inputs import check_input_memory
 from ..progress import Progress
 from .inputs import benchmark_inputs, pipeline_inputs
 from .peers import export_onnx_isolated, onnxruntime_missing
@@ -35,6 +36,7 @@ class BenchmarkOptions:
     steps: int = 10  # denoising steps per image (Stable Diffusion pipelines)
     rounds: int = 10  # the timed calls are split into this many interleaved rounds
     save: bool = True  # store the results in ARTIFACT/benchmarks/
+    trust_remote_code: bool = False  # run the source model's own code for the eager and ONNX sides (never from the manifest)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "rounds", "steps"):
@@ -69,12 +71,12 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
         inputs_for = functools.partial(pipeline_inputs, manifest, steps=options.steps, seed=options.seed)
     else:
         inputs_for = functools.partial(benchmark_inputs, manifest, artifact, seed=options.seed)
-    sides = [Side(COMPILED, COMPILED, str(artifact)), Side(EAGER, EAGER, str(artifact))]
+    sides = [Side(COMPILED, COMPILED, str(artifact)), Side(EAGER, EAGER, str(artifact), options.trust_remote_code)]
     onnx_export_s = None
     with side_processes(sides, options.threads) as processes, tempfile.TemporaryDirectory(prefix="neuron-export-onnx-") as folder:
         if peer is None:  # export while the other sides load
             with progress.stage("onnx", "Exporting the eager model to ONNX for the ONNX Runtime peer"):
-                path, error, onnx_export_s = export_onnx_isolated(artifact, Path(folder))
+                path, error, onnx_export_s = export_onnx_isolated(artifact, Path(folder), options.trust_remote_code)
             if error:
                 peer = SideResult(ONNXRUNTIME, ONNXRUNTIME, status="failed", detail=error)
             else:
@@ -127,6 +129,8 @@ def resolve_batch_sizes(manifest: Manifest, options: BenchmarkOptions) -> list[i
                 f"--batch_size {other[0]}: this artifact was compiled for batch size {compiled} only "
                 "(export with --dynamic-batch-size to benchmark other batch sizes)"
             )
+    for size in sizes:
+        check_input_memory({spec.name: (size, *spec.shape[1:]) for spec in manifest.inputs}, {"batch_size": size})
     return sizes
 
 

@@ -41,6 +41,8 @@ class Component:
     atol_source: str
     model_kind: str = "generic"  # neuronx-cc --model-type
     bucketing: Optional[Any] = None  # a BucketPlan (export/buckets.py) when it is compiled at several shapes
+    untrained_weights: list[str] = field(default_factory=list)  # head weights the checkpoint lacks for the task
+    value_ranges: dict[str, list[int]] = field(default_factory=dict)  # input -> [lowest, highest] valid value
 
 
 @dataclass
