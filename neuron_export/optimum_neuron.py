@@ -25,10 +25,12 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 from .artifact.manifest import Manifest, TensorSpec, Validation
 from .errors import ArtifactError, NeuronExportError, first_line
+from .inputs import value_ranges
 from .options import ExportOptions
 
 NEURON_FILE = "model.neuron"
@@ -119,14 +121,14 @@ def _encoder_manifest(folder: Path) -> Manifest:
     spec = TASKS[task]
     static = {key.removeprefix("static_"): value for key, value in neuron.items() if key.startswith("static_")}
     shapes = {**static, **_image_shapes(config, architecture.family.modality)}
-    inputs = []
+    inputs, ranges = [], value_ranges(architecture.inputs, SimpleNamespace(**config))  # ids are checked on every call
     for item in architecture.inputs:
         axes = (item.axes[0], *spec.extra_axes, *item.axes[1:])
         missing = [axis for axis in axes if axis not in shapes]
         if missing:
             raise ArtifactError(f"{folder}: the `neuron` section of config.json has no static_{missing[0]}")
         dtype = FLOAT_DTYPES.get(neuron.get("float_dtype", "fp32"), "float32") if item.dtype.startswith("float") else item.dtype
-        inputs.append(TensorSpec(item.name, [int(shapes[a]) for a in axes], dtype, list(axes)))
+        inputs.append(TensorSpec(item.name, [int(shapes[a]) for a in axes], dtype, list(axes), value_range=ranges.get(item.name)))
     outputs = [o for o in spec.outputs if not (o == "pooler_output" and model_type in NO_POOLER)]
     common = _common(folder, neuron, config.get("_name_or_path") or folder.name, task, model_type, "transformers")
     return Manifest(**common, shapes={k: int(v) for k, v in shapes.items() if isinstance(v, int)}, component=None,
@@ -189,11 +191,12 @@ def _component_manifest(pipeline: Path, name: str) -> Manifest:
     folder = pipeline / name
     config, neuron = _neuron_section(folder)
     float_dtype = FLOAT_DTYPES.get(neuron.get("float_dtype", "fp32"), "float32")
-    inputs = []
+    inputs, ranges = [], value_ranges(spec.inputs, SimpleNamespace(**config))  # a text encoder's ids: < its vocab_size
     for item in spec.inputs:
         shape = [int(shapes[axis]) for axis in item.axes]
         shape[0] = int(neuron.get("static_batch_size", shape[0]))  # optimum's own batch of each component
-        inputs.append(TensorSpec(item.name, shape, float_dtype if item.dtype.startswith("float") else item.dtype, list(item.axes)))
+        inputs.append(TensorSpec(item.name, shape, float_dtype if item.dtype.startswith("float") else item.dtype, list(item.axes),
+                                 value_range=ranges.get(item.name)))
     outputs = list(spec.outputs)
     if spec.kind == "text_encoder":
         with_projection = neuron.get("model_type") == "clip-text-with-projection"

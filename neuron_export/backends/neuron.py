@@ -14,9 +14,10 @@ from typing import Optional
 import torch
 
 from .. import neuron_host
+from ..artifact.folders import guarded_file, inside
 from ..errors import BackendUnavailableError
 from ..options import ExportOptions
-from .base import HostSupport
+from .base import HostSupport, SavedBuckets
 from .neuron_sdk import compiler_version_tuple, neuronx_cc_state, torch_neuronx_state
 
 # neuronx-cc spells the matmul auto-cast mode "matmult".
@@ -157,22 +158,15 @@ class NeuronBackend:
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
                 data_parallel: bool = False) -> None:
-        torch_neuronx = import_torch_neuronx(options.instance_type)
-        compiled = torch_neuronx.trace(
-            traced,
-            example,
-            compiler_workdir=str(workdir) if workdir else None,
-            compiler_args=neuron_compiler_args(options, model_kind),
-            cpu_backend=bool(options.instance_type),
-        )
-        if options.dynamic_batch_size:
-            compiled = torch_neuronx.dynamic_batch(compiled)
+        compiled = self.compile_bucket(traced, example, options, workdir, model_kind)
         if data_parallel:
             # Set before saving (they live in the archive): the load happens once DataParallel places the
             # copies, in the background (AWS's SD samples and optimum-neuron do the same for the UNet).
+            torch_neuronx = import_torch_neuronx(options.instance_type)
             torch_neuronx.async_load(compiled)
             torch_neuronx.lazy_load(compiled)
-        torch.jit.save(compiled, str(model_path))
+        with guarded_file(model_path) as file:  # a full disk: an OSError, not an abort
+            torch.jit.save(compiled, file)
 
     def load(self, model_path: Path, manifest):
         torch_neuronx = import_torch_neuronx()
@@ -186,6 +180,45 @@ class NeuronBackend:
         # One core (also a data-parallel component on a host that shows fewer cores: its calls run in turn).
         torch_neuronx.experimental.set_neuron_cores(module, start_nc=wanted[0], nc_count=1)
         return NeuronRunner(module, wanted[:1])
+
+    def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
+        torch_neuronx = import_torch_neuronx(options.instance_type)
+        compiled = torch_neuronx.trace(
+            traced,
+            example,
+            compiler_workdir=str(workdir) if workdir else None,
+            compiler_args=neuron_compiler_args(options, model_kind),
+            cpu_backend=bool(options.instance_type),
+        )
+        if options.dynamic_batch_size:
+            compiled = torch_neuronx.dynamic_batch(compiled)
+        return compiled
+
+    def save_buckets(self, compiled: dict, folder: Path, options: ExportOptions) -> SavedBuckets:
+        """One torch_neuronx trace per bucket, each saved on its own (AWS's bucketing app note). The load
+        behaviour is stored in each archive, so it is set here, before torch.jit.save: the largest bucket,
+        which fits every call, loads at start in the background (async_load); the others on the first
+        call that needs them (lazy_load), so unused buckets take no NeuronCore memory."""
+        torch_neuronx = import_torch_neuronx(options.instance_type)
+        largest = list(compiled)[-1]
+        locations = {}
+        for name, module in compiled.items():
+            if name == largest:
+                torch_neuronx.async_load(module)
+            else:
+                torch_neuronx.lazy_load(module)
+            locations[name] = f"model.{name}.neuron"
+            with guarded_file(folder / locations[name]) as file:
+                torch.jit.save(module, file)
+        note = (f"one NEFF per bucket with its weights inlined ({len(compiled)} copies of the weights on disk); the largest "
+                "bucket loads at start in the background (async_load), the others on first use (lazy_load)")
+        return SavedBuckets(None, locations, False, note)
+
+    def load_buckets(self, folder: Path, manifest) -> dict:
+        # torch.jit.load of every bucket now: the largest starts loading onto its NeuronCore in the
+        # background, the lazy ones only when first called (flags stored in their archives).
+        loaded = {bucket.name: self.load(inside(folder, bucket.location), manifest) for bucket in manifest.buckets}
+        return {name: (lambda module=module: module) for name, module in loaded.items()}
 
     def runtime_problem(self, manifest) -> Optional[str]:
         target = manifest.target or DEFAULT_TARGET

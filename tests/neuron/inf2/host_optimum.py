@@ -14,7 +14,7 @@ from optimum_layout import diffusion_folder, encoder_folder
 import neuron_export
 from neuron_export import NeuronModelForFeatureExtraction, NeuronModelForSequenceClassification, read_manifest
 from neuron_export.demo import build_tiny_stable_diffusion, resolve_demo
-from neuron_export.errors import ArtifactError
+from neuron_export.errors import ArtifactError, InputMismatchError
 from support import run_cli
 
 TEXTS = ["the cat sat on the mat", "a fine day"]
@@ -40,6 +40,10 @@ def test_an_encoder_folder_runs_in_its_model_class_and_pipeline(bert):
     theirs = transformers.pipeline("text-classification", model=str(resolve_demo("demo:tiny-bert")))(TEXTS[0])
     assert ours[0]["label"] == theirs[0]["label"] and abs(ours[0]["score"] - theirs[0]["score"]) < 1e-5
     assert not (bert / "manifest.json").exists()  # the folder stays as optimum-neuron made it
+    # Token ids past the vocabulary (its config's vocab_size) are refused before they reach the NeuronCore.
+    vocab = json.loads((bert / "config.json").read_text())["vocab_size"]
+    with pytest.raises(InputMismatchError, match=f"input 'input_ids' holds values from 0 to {vocab}; the model takes 0 to {vocab - 1}"):
+        model(**{**inputs, "input_ids": inputs["input_ids"].clamp(max=0).index_fill(1, torch.tensor([0]), vocab)})
 
 
 def test_a_roberta_style_folder_has_no_token_type_ids(tmp_path):
