@@ -38,6 +38,13 @@ SHARED_WEIGHTS_CONFIGS = {
 SHARED_WEIGHTS_OPTLEVELS = (1, 2)
 
 
+def shares_bucket_weights(options: ExportOptions) -> bool:
+    """Whether the buckets share one copy of the weights: at -O1 / -O2, with a torch that can store
+    them outside the .so in that format (torch 2.9 has no package_constants_on_disk_format, and its
+    packages of several models with weights outside the .so crashed the process here: a segmentation fault)."""
+    return options.optlevel in SHARED_WEIGHTS_OPTLEVELS and hasattr(torch._inductor.config.aot_inductor, "package_constants_on_disk_format")
+
+
 class InductorBackend(PortableBackend):
     name = "inductor"
     model_file = "model.pt2"
@@ -93,8 +100,7 @@ class InductorBackend(PortableBackend):
         return _runner(torch._inductor.aoti_load_package(str(model_path)))
 
     def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
-        shared = options.optlevel in SHARED_WEIGHTS_OPTLEVELS
-        return self._aot_compile(traced, options, workdir, SHARED_WEIGHTS_CONFIGS if shared else {})
+        return self._aot_compile(traced, options, workdir, SHARED_WEIGHTS_CONFIGS if shares_bucket_weights(options) else {})
 
     def save_buckets(self, compiled: dict, folder: Path, options: ExportOptions) -> SavedBuckets:
         from torch._inductor.package import package_aoti
@@ -102,10 +108,11 @@ class InductorBackend(PortableBackend):
         locations = {name: f"bucket_{name}" for name in compiled}  # model names inside the package
         with guarded_file(folder / self.model_file) as file:
             package_aoti(file, {locations[name]: files for name, files in compiled.items()})
-        if options.optlevel in SHARED_WEIGHTS_OPTLEVELS:
+        if shares_bucket_weights(options):
             note = f"the {len(compiled)} buckets share one copy of the weights in {self.model_file}"
             return SavedBuckets(self.model_file, locations, True, note + (" (frozen, not pre-packed for oneDNN)" if options.optlevel == 2 else ""))
-        note = f"-O3: each of the {len(compiled)} buckets keeps its own pre-packed copy of the weights in {self.model_file}"
+        why = "-O3" if options.optlevel not in SHARED_WEIGHTS_OPTLEVELS else f"torch {torch.__version__} cannot share them"
+        note = f"{why}: each of the {len(compiled)} buckets keeps its own copy of the weights in {self.model_file}"
         return SavedBuckets(self.model_file, locations, False, note)
 
     def load_buckets(self, folder: Path, manifest) -> dict:
