@@ -25,6 +25,9 @@ SHAPE_FIELDS = (
     "width",
     "num_images_per_prompt",
     "num_beams",
+    "audio_sequence_length",
+    "text_batch_size",
+    "image_batch_size",
 )
 
 
@@ -43,6 +46,9 @@ class ExportOptions:
     width: Optional[int] = None
     num_images_per_prompt: Optional[int] = None
     num_beams: Optional[int] = None
+    audio_sequence_length: Optional[int] = None  # audio samples (16000 = 1 s at 16 kHz)
+    text_batch_size: Optional[int] = None  # CLIP: texts per call (zero-shot: the most labels)
+    image_batch_size: Optional[int] = None  # CLIP: images per call
     # compiler
     auto_cast: str = "none"
     auto_cast_type: Optional[str] = None  # bf16 when --auto_cast is on and no type is given

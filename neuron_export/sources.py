@@ -107,6 +107,19 @@ def sentence_transformers_modules(path: Path) -> list[dict[str, Any]]:
     return modules
 
 
+def read_preprocessor_config(folder: Path) -> dict[str, Any]:
+    """A model folder's image processor / feature extractor config, {} when it has none: its
+    preprocessor_config.json, or the part of processor_config.json (transformers 5 saves a processor
+    such as CLIPProcessor there) that holds it."""
+    folder = Path(folder)
+    if (folder / "preprocessor_config.json").is_file():
+        return _read_json(folder / "preprocessor_config.json")
+    if (folder / "processor_config.json").is_file():
+        combined = _read_json(folder / "processor_config.json")
+        return combined.get("image_processor") or combined.get("feature_extractor") or {}
+    return {}
+
+
 def load_config(source: ModelSource, options: ExportOptions):
     from transformers import AutoConfig
 

@@ -10,8 +10,8 @@ from ..errors import NeuronExportError
 from ..inputs import input_axes, input_shapes, make_inputs, resolve_shapes, validation_input_sets
 from ..options import ExportOptions
 from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
-from ..sources import ModelSource, load_config, load_eager_model
-from ..traceable import discover_output_names, eager_traceable, output_flags
+from ..sources import ModelSource, load_config, load_eager_model, read_preprocessor_config
+from ..traceable import call_options, discover_output_names, eager_traceable, output_flags
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
 
 log = logging.getLogger("neuron_export")
@@ -30,7 +30,10 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
     backend, reason = choose_backend(options)
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = option_warnings(options, task, backend, has_unet=False)
-    shapes, shape_warnings = resolve_shapes(arch, task_spec, options, config)
+    shapes, shape_warnings = resolve_shapes(arch, task_spec, options, config, read_preprocessor_config(source.encoder_path))
+    if options.dynamic_batch_size and "batch_size" not in shapes:
+        batches = ", ".join(f"--{axis}" for axis in shapes if axis.endswith("batch_size"))
+        raise NeuronExportError(f"--dynamic-batch-size: {source.model_type} {task} has no single batch axis; its batches are static ({batches})")
     warnings += shape_warnings
     for warning in warnings:
         log.warning("Warning: %s", warning)
@@ -67,13 +70,15 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
                     options: ExportOptions, validate: bool) -> Component:
     """The eager model wrapped for tracing, with its example and fresh validation inputs."""
     eager = load_eager_model(source, task.name, options)
-    axes = input_axes(arch.inputs, task)
+    specs = arch.task_inputs(task.name, config)
+    axes = input_axes(specs, task)
     shapes_by_input = input_shapes(axes, shapes)
-    example = make_inputs(arch.inputs, shapes_by_input, config, seed=0)
+    example = make_inputs(specs, shapes_by_input, config, seed=0)
     if source.library == "sentence_transformers":
         output_names = list(SENTENCE_TRANSFORMERS.outputs)
     else:
-        output_names = discover_output_names(eager, task.outputs, example, output_flags(options))
+        flags = {**output_flags(options), **call_options(source.model_type)}
+        output_names = discover_output_names(eager, task.outputs, example, flags)
     atol, atol_source = default_atol(arch.family.atol, options)
     return Component(
         name=task.name,
@@ -82,7 +87,7 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
         output_names=output_names,
         axes=axes,
         example=example,
-        validation_inputs=validation_input_sets(arch.inputs, shapes_by_input, config, options.dynamic_batch_size) if validate else [],
+        validation_inputs=validation_input_sets(specs, shapes_by_input, config, options.dynamic_batch_size) if validate else [],
         atol=atol,
         atol_source=atol_source,
         model_kind=arch.family.neuron_model_type,
