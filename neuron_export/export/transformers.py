@@ -79,7 +79,7 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
     else:
         flags = {**output_flags(options), **call_options(source.model_type)}
         output_names = discover_output_names(eager, task.outputs, example, flags)
-    atol, atol_source = default_atol(arch.family.atol, options)
+    atol, atol_source = default_atol(arch.atol or arch.family.atol, options)
     return Component(
         name=task.name,
         module=eager_traceable(source, eager, list(axes), output_names, options),

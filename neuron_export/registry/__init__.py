@@ -68,7 +68,8 @@ def check_task(model_type: str, task: str) -> TaskSpec:
             raise NeuronExportError(f"task {task!r} is not exported by this tool ({why}); transformers runs it with e.g. {example}. "
                                     f"{model_type}'s tasks: {', '.join(tasks)}")
         serving = architectures_for(task)
-        elsewhere = f"; {task} is exported for {', '.join(serving)}" if serving else ""
+        named = ", ".join(serving) if len(serving) <= 3 else "e.g. " + ", ".join(serving[:3])
+        elsewhere = f"; {task} is exported for {named}" if serving else ""
         raise NeuronExportError(f"{model_type} does not support task {task!r}; its tasks: {', '.join(tasks)}{elsewhere}")
     return TASKS[task]
 

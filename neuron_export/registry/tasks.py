@@ -68,7 +68,7 @@ TASKS: dict[str, TaskSpec] = {
             views={"text": "similarity", "text-image": "zero-shot"},
         ),
         TaskSpec(
-            "fill-mask", "AutoModelForMaskedLM", ("logits",), ("ForMaskedLM",),
+            "fill-mask", "AutoModelForMaskedLM", ("logits",), ("ForMaskedLM", "WithLMHeadModel"),  # xlm, flaubert
             "NeuronModelForMaskedLM", "MaskedLMOutput",
             output_axes={"logits": SEQUENCE}, pipeline="fill-mask", views={"text": "fill-mask"},
             demo=DemoSpec("demo:tiny-bert-mlm", "bert", "Tiny BERT masked language model (fill-mask)"),
@@ -87,7 +87,8 @@ TASKS: dict[str, TaskSpec] = {
             demo=DemoSpec("demo:tiny-bert-ner", "bert", "Tiny BERT named-entity tagger (O, B-PER, I-PER, ...)"),
         ),
         TaskSpec(
-            "question-answering", "AutoModelForQuestionAnswering", ("start_logits", "end_logits"), ("ForQuestionAnswering",),
+            "question-answering", "AutoModelForQuestionAnswering", ("start_logits", "end_logits"),
+            ("ForQuestionAnswering", "ForQuestionAnsweringSimple"),  # xlm, flaubert
             "NeuronModelForQuestionAnswering", "QuestionAnsweringModelOutput",
             output_axes={"start_logits": SEQUENCE, "end_logits": SEQUENCE}, views={"text": "answer-span"},
             no_pipeline="transformers 5 removed the question-answering pipeline",
