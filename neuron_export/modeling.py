@@ -141,8 +141,9 @@ class NeuronModel:
             )
 
     def _pad_token_id(self) -> int:
-        if self.config.pad_token_id is not None:
-            return int(self.config.pad_token_id)
+        text_config = getattr(self.config, "text_config", None) or self.config  # CLIP: its text tower's
+        if getattr(text_config, "pad_token_id", None) is not None:
+            return int(text_config.pad_token_id)
         from transformers import AutoTokenizer
 
         try:

@@ -28,11 +28,24 @@ def load_processor(folder: Path, model_type: str, shapes: Optional[dict[str, int
     try:
         processor = getattr(transformers, auto_name).from_pretrained(folder)
     except Exception as error:  # transformers raises many types for missing / broken files
-        kind = " ".join(re.findall("[A-Z][a-z]+", auto_name.removeprefix("Auto"))).lower() or "processor"  # "image processor"
-        raise NeuronExportError(f"the artifact's {kind} files cannot be loaded: {first_line(error)}") from None
+        processor = _feature_extractor_alone(folder) if auto_name == "AutoProcessor" else None
+        if processor is None:
+            kind = " ".join(re.findall("[A-Z][a-z]+", auto_name.removeprefix("Auto"))).lower() or "processor"  # "image processor"
+            raise NeuronExportError(f"the artifact's {kind} files cannot be loaded: {first_line(error)}") from None
     if shapes and {"height", "width"} <= set(shapes):
         fit_image_processor(getattr(processor, "image_processor", processor), int(shapes["height"]), int(shapes["width"]))
     return processor
+
+
+def _feature_extractor_alone(folder: Path):
+    """An audio classifier's folder has a feature extractor and no tokenizer, which AutoProcessor wants
+    for its model type (Wav2Vec2Processor): the feature extractor then, or None."""
+    import transformers
+
+    try:
+        return transformers.AutoFeatureExtractor.from_pretrained(folder)
+    except Exception:  # not one either: the caller reports the processor's error
+        return None
 
 
 def fit_image_processor(image_processor, height: int, width: int) -> None:
