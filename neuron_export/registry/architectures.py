@@ -218,6 +218,7 @@ TEXT_IMAGE_ENCODER = Family(
     shape_limits={"sequence_length": "text_config.max_position_embeddings"},
     task_inputs={"image-classification": VISION_INPUTS},
     model_classes={"feature-extraction": "NeuronCLIPModel"},
+    output_types={"feature-extraction": "transformers.models.clip.modeling_clip.CLIPOutput"},
 )
 
 FAMILIES = (TEXT_ENCODER, VISION_ENCODER, AUDIO_ENCODER, SPECTROGRAM_ENCODER, TEXT_IMAGE_ENCODER)

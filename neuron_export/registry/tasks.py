@@ -133,7 +133,8 @@ TASKS: dict[str, TaskSpec] = {
             demo=DemoSpec("demo:tiny-dpt", "dpt", "Tiny DPT depth estimator (32x32 input, 64x64 depth map)"),
         ),
         TaskSpec(
-            "zero-shot-image-classification", "AutoModelForZeroShotImageClassification", CLIP_OUTPUTS, (),
+            # A CLIPModel checkpoint is detected as this (the hub's pipeline tag); --task feature-extraction for its embeddings.
+            "zero-shot-image-classification", "AutoModelForZeroShotImageClassification", CLIP_OUTPUTS, ("CLIPModel",),
             "NeuronCLIPModel", "transformers.models.clip.modeling_clip.CLIPOutput",
             output_axes=CLIP_AXES, pipeline="zero-shot-image-classification", views={"text-image": "zero-shot"},
             demo=DemoSpec("demo:tiny-clip", "clip", "Tiny CLIP zero-shot image classifier (the labels you type, 32x32 input)"),

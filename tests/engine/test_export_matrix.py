@@ -118,8 +118,8 @@ def export_and_check(arch: str, task: str, workdir, backend: str = "torchscript"
     model_dir = build_tiny_model(arch, task, workdir / f"{arch}-{task}-{backend}" / "model")
     options = ExportOptions(backend=backend, use_cache=False, **export_shapes(arch, task))
     # task "auto": the local folder's config.json must be enough to find the task (image-segmentation
-    # and CLIP's zero-shot share their head class with another task: they are named).
-    if task in ("image-segmentation", "zero-shot-image-classification"):
+    # and CLIP's features share their head class with another task: they are named).
+    if task == "image-segmentation" or (arch, task) == ("clip", "feature-extraction"):
         options = options.replace(task=task)
     result = export(model_dir, workdir / f"{arch}-{task}-{backend}" / "artifact", options)
     assert result.manifest.task == task
