@@ -16,7 +16,9 @@ from ..sources import ModelSource
 def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: int) -> dict[str, Any]:
     """Inputs of the artifact's signature at `batch_size`, like a tokenizer's batch (padded masks)."""
     specs = {spec.name: spec for spec in get_architecture(manifest.model_type).inputs}
-    shapes = {spec.name: (batch_size, *spec.shape[1:]) for spec in manifest.inputs}
+    # Only the batch_size axis is timed at other sizes (CLIP's text and image batches stay as compiled).
+    shapes = {spec.name: (batch_size, *spec.shape[1:]) if spec.axes[:1] == ["batch_size"] else tuple(spec.shape)
+              for spec in manifest.inputs}
     config_file = ModelSource(str(artifact), artifact, manifest.library, {}).encoder_path / "config.json"
     config = SimpleNamespace(**json.loads(config_file.read_text())) if config_file.is_file() else SimpleNamespace()
     tensors = make_inputs([specs[name] for name in shapes], shapes, config, seed=seed, realistic=True)
