@@ -13,7 +13,8 @@ from typing import Optional
 
 from .errors import NeuronExportError
 from .options import SHAPE_FIELDS, ExportOptions
-from .registry import ARCHITECTURES, DIFFUSERS_PIPELINES, config_attr, SENTENCE_TRANSFORMERS, TASKS, detect_task, is_diffusion_task, supported_tasks
+from .registry import (ARCHITECTURES, DIFFUSERS_PIPELINES, SENTENCE_TRANSFORMERS, TASKS, config_attr, detect_task, is_diffusion_task,
+                       supported_tasks)
 from .sources import read_preprocessor_config, resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")

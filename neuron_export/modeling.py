@@ -5,10 +5,12 @@
     model = NeuronModelForSequenceClassification.from_pretrained("compiled/")
     logits = model(**tokenizer("Hello", return_tensors="pt")).logits
 
-A compiled model has static shapes. Smaller inputs are padded up to them (input_ids with the pad
-token, masks and token type ids with 0, the batch with padding rows) and the padding is cut from
-the outputs again, so results equal transformers' on the unpadded input. Larger inputs are a clear
-error, except the batch of a model compiled with dynamic_batch_size=True.
+A compiled model has static shapes. Smaller inputs are padded up to them axis by axis (padding.py:
+input_ids with the pad token, masks and token type ids with 0, audio with silence, the batch, and
+CLIP's text and image batches, with padding rows) and the padding is cut from the outputs again
+(audio: the frames of the padding too), so results equal transformers' on the unpadded input where
+the model takes an attention mask. Larger inputs are a clear error naming the compiled shape, except
+the batch of a model compiled with dynamic_batch_size=True.
 """
 
 from __future__ import annotations
@@ -30,12 +32,9 @@ from transformers.utils import ModelOutput
 from .artifact import CompiledModel, Manifest, check_output_dir, load_artifact, publish, staging
 from .errors import ArtifactError, InputMismatchError, NeuronExportError, ValidationFailedError
 from .options import ExportOptions
+from .padding import default_input, input_sizes, pad_to, target_size
 from .registry import ARCHITECTURES, FAMILIES, SENTENCE_TRANSFORMERS, TASKS, modality_of_inputs, task_model_class, task_output_type
 
-# Axes whose inputs can be padded: attention masks make padded tokens, rows and samples inert (audio
-# without a mask is padded with silence, as transformers' feature extractor pads it).
-PADDABLE_AXES = frozenset({"batch_size", "num_choices", "sequence_length", "text_batch_size", "image_batch_size",
-                           "audio_sequence_length"})
 # Preprocessor outputs that an architecture may not take (distilbert: token_type_ids; YOLOS ignores
 # the pixel mask of its image processor); dropped then.
 TOKENIZER_EXTRAS = frozenset({"token_type_ids", "special_tokens_mask", "offset_mapping", "overflow_to_sample_mapping", "length",
@@ -199,13 +198,13 @@ class NeuronModel:
         main = given.get(self.main_input_name)
         if not isinstance(main, torch.Tensor):
             raise InputMismatchError(f"input {self.main_input_name!r} is missing or not a tensor (tokenize with return_tensors='pt')")
-        sizes = self._input_sizes(given)
-        targets = {axis: self._target_size(axis, size, given) for axis, size in sizes.items()}
+        sizes = input_sizes(given, self._inputs)
+        targets = {axis: target_size(axis, size, given, self._inputs, self.compiled.dynamic_batch) for axis, size in sizes.items()}
         padded = {}
         for name, (_, axes) in self._inputs.items():
-            tensor = given[name] if name in given else _default_input(name, axes, sizes, main.device)
+            tensor = given[name] if name in given else default_input(name, axes, sizes, main.device)
             target = tuple(targets[axis] for axis in axes)
-            padded[name] = tensor if tuple(tensor.shape) == target else _pad(tensor, target, self._pad_values[name])
+            padded[name] = tensor if tuple(tensor.shape) == target else pad_to(tensor, target, self._pad_values[name])
         for axis, derive in (self._family.derived_axes.items() if self._family else ()):
             sizes[axis] = derive(self.config, sizes)
         if self._family and self._family.positions_axis in sizes:
@@ -228,37 +227,6 @@ class NeuronModel:
             else:
                 raise InputMismatchError(f"unexpected input {name!r}; this model takes {', '.join(self._inputs)}")
         return given
-
-    def _input_sizes(self, given: dict[str, Any]) -> dict[str, int]:
-        """The size of every axis of the given inputs (which must agree on shared axes)."""
-        sizes: dict[str, int] = {}
-        owner: dict[str, str] = {}
-        for name, tensor in given.items():
-            compiled, axes = self._inputs[name]
-            if not isinstance(tensor, torch.Tensor) or tensor.dim() != len(axes):
-                shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-                raise InputMismatchError(f"input {name!r} has shape {shape}; the model was compiled for {compiled} ({', '.join(axes)})")
-            for axis, size in zip(axes, tensor.shape):
-                if sizes.setdefault(axis, size) != size:
-                    raise InputMismatchError(f"input {name!r} has shape {tuple(tensor.shape)} but {owner[axis]!r} has "
-                                             f"{tuple(given[owner[axis]].shape)} ({axis} {sizes[axis]})")
-                owner.setdefault(axis, name)
-        return sizes
-
-    def _target_size(self, axis: str, size: int, given: dict[str, Any]) -> int:
-        """The size `axis` is padded to, or an error naming the compiled shape."""
-        limit = self._compiled_sizes[axis]
-        if size == limit or (axis == "batch_size" and self.compiled.dynamic_batch):
-            return size  # dynamic batch: the compiled model runs any batch
-        name = next(n for n in given if axis in self._inputs[n][1])
-        shape, compiled = tuple(given[name].shape), self._inputs[name][0]
-        if size < limit and axis in PADDABLE_AXES:
-            return limit
-        if size < limit:
-            raise InputMismatchError(f"input {name!r} has shape {shape}; the model was compiled for {compiled} and {axis} must be {limit}")
-        hint = ("split the batch, or export with a larger batch_size or dynamic_batch_size=True" if axis == "batch_size"
-                else f"cut it, or export with a larger {axis}")
-        raise InputMismatchError(f"input {name!r} has shape {shape}, larger than the compiled shape {compiled} ({axis} {size} > {limit}); {hint}")
 
     def unpad_outputs(self, outputs: dict[str, torch.Tensor], sizes: dict[str, int]) -> ModelOutput:
         """The compiled outputs without the padding rows / tokens, as the transformers output type."""
@@ -405,17 +373,3 @@ def _config_folder(path: Path) -> Path:
 
         return path / sentence_transformers_modules(path)[0].get("path", "")
     return path
-
-
-def _default_input(name: str, axes: tuple[str, ...], sizes: dict[str, int], device: torch.device) -> torch.Tensor:
-    """What transformers assumes for an input left out: every token (or sample) attended, one segment."""
-    if name not in ("attention_mask", "token_type_ids") or any(axis not in sizes for axis in axes):
-        raise InputMismatchError(f"missing input {name!r}")
-    fill = torch.ones if name == "attention_mask" else torch.zeros
-    return fill(tuple(sizes[axis] for axis in axes), dtype=torch.long, device=device)
-
-
-def _pad(tensor: torch.Tensor, target: tuple[int, ...], value: int) -> torch.Tensor:
-    padded = tensor.new_full(target, value)
-    padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
-    return padded

@@ -148,16 +148,20 @@ def image_field() -> tuple:
                              type=["png", "jpg", "jpeg", "webp"]),)
 
 
+def image_and_labels(loaded: playground.LoadedArtifact, image, labels, stats, best: str, title: str) -> None:
+    """The input image beside its best label and the chart of the labels' probabilities."""
+    picture, scores = st.columns([1, 2])
+    picture.image(image, caption="input", width="stretch")
+    with scores:
+        st.metric(best, labels[0][0], f"{labels[0][1]:.1%}", delta_color="off", delta_arrow="off")
+        st.plotly_chart(charts.scores_figure(labels, title), width="stretch")
+    latency_row(loaded, stats)
+
+
 def image_labels(loaded: playground.LoadedArtifact) -> None:
     form(loaded, "Classify", image_field)
     if result := last_result(loaded):
-        image, labels, stats = result
-        picture, scores = st.columns([1, 2])
-        picture.image(image, caption="input", width="stretch")
-        with scores:
-            st.metric("Label", labels[0][0], f"{labels[0][1]:.1%}", delta_color="off", delta_arrow="off")
-            st.plotly_chart(charts.scores_figure(labels, "Top labels"), width="stretch")
-        latency_row(loaded, stats)
+        image_and_labels(loaded, *result, best="Label", title="Top labels")
 
 
 def generation_fields(loaded: playground.LoadedArtifact) -> tuple:
@@ -270,13 +274,7 @@ def zero_shot(loaded: playground.LoadedArtifact) -> None:
     form(loaded, "Classify", lambda: (*image_field(), st.text_input(f"Labels, separated by commas (2 to {most})",
                                                                     "a photo of a house, a photo of a cat, a photo of the sea")))
     if result := last_result(loaded):
-        image, scores, stats = result
-        picture, chart = st.columns([1, 2])
-        picture.image(image, caption="input", width="stretch")
-        with chart:
-            st.metric("Best label", scores[0][0], f"{scores[0][1]:.1%}", delta_color="off", delta_arrow="off")
-            st.plotly_chart(charts.scores_figure(scores, "Labels"), width="stretch")
-        latency_row(loaded, stats)
+        image_and_labels(loaded, *result, best="Best label", title="Labels")
 
 
 # View kind -> its renderer; playground.VIEW_RUNNERS has the function that runs each.

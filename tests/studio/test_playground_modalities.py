@@ -46,6 +46,14 @@ def eager(auto_class: str, demo: str):
     return getattr(transformers, auto_class).from_pretrained(folder).eval(), folder
 
 
+def eager_on_image(auto_class: str, demo: str, image):
+    """The demo's transformers model, its image processor, and its outputs on the image."""
+    model, folder = eager(auto_class, demo)
+    processor = transformers.AutoImageProcessor.from_pretrained(folder)
+    with torch.no_grad():
+        return model, processor, model(**processor(image, return_tensors="pt"))
+
+
 def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
@@ -102,10 +110,7 @@ def test_transcript_is_transformers_greedy_ctc_decoding(loaded):
 
 def test_detection_boxes_match_transformers(loaded):
     image, detections, _ = playground.detect_objects(loaded("tiny-yolos"), None)
-    model, folder = eager("AutoModelForObjectDetection", "tiny-yolos")
-    processor = transformers.AutoImageProcessor.from_pretrained(folder)
-    with torch.no_grad():
-        outputs = model(**processor(image, return_tensors="pt"))
+    model, processor, outputs = eager_on_image("AutoModelForObjectDetection", "tiny-yolos", image)
     found = processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=[(image.height, image.width)])[0]
     order = found["scores"].argsort(descending=True)
     assert [d.label for d in detections] == [model.config.id2label[int(found["labels"][i])] for i in order]
@@ -116,10 +121,7 @@ def test_detection_boxes_match_transformers(loaded):
 
 def test_segmentation_classes_match_transformers(loaded):
     image, overlaid, segments, _ = playground.segment(loaded("tiny-beit-seg"), None)
-    model, folder = eager("AutoModelForSemanticSegmentation", "tiny-beit-seg")
-    processor = transformers.AutoImageProcessor.from_pretrained(folder)
-    with torch.no_grad():
-        outputs = model(**processor(image, return_tensors="pt"))
+    model, processor, outputs = eager_on_image("AutoModelForSemanticSegmentation", "tiny-beit-seg", image)
     expected = processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[0].numpy()
     assert (segments.labels == expected).mean() > 0.999  # a pixel on a near-tie may flip
     assert len(segments.legend) >= 2, "the tiny segmenter should not paint one class everywhere"
@@ -129,10 +131,7 @@ def test_segmentation_classes_match_transformers(loaded):
 
 def test_depth_matches_transformers(loaded):
     image, depth, _ = playground.estimate_depth(loaded("tiny-dpt"), None)
-    model, folder = eager("AutoModelForDepthEstimation", "tiny-dpt")
-    processor = transformers.AutoImageProcessor.from_pretrained(folder)
-    with torch.no_grad():
-        outputs = model(**processor(image, return_tensors="pt"))
+    model, processor, outputs = eager_on_image("AutoModelForDepthEstimation", "tiny-dpt", image)
     expected = processor.post_process_depth_estimation(outputs, target_sizes=[(image.height, image.width)])[0]["predicted_depth"]
     assert depth.shape == (image.height, image.width) and depth.std() > 1e-4
     np.testing.assert_allclose(depth, expected.numpy(), atol=1e-4)
