@@ -67,7 +67,6 @@ class NeuronModel:
         self.config = _load_config(self.config_path)
         self.main_input_name = compiled.input_names[0]
         self._inputs = {name: (tuple(spec.shape), tuple(spec.axes)) for name, spec in compiled.inputs.items()}
-        self.compiled_shape, self._axes = self._inputs[self.main_input_name]
         self._compiled_sizes = {axis: size for shape, axes in self._inputs.values() for axis, size in zip(axes, shape)}
         self._family = _family(self.manifest.model_type)
         if not self.sentence_transformers:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from ..errors import NeuronExportError
 from ..options import ExportOptions
 from .portable import PortableBackend
 
 MAX_DYNAMIC_BATCH = 4096
+log = logging.getLogger("neuron_export")
 
 # -O levels mapped to Inductor settings (documented in the README).
 OPTLEVEL_CONFIGS = {
@@ -43,10 +46,22 @@ class InductorBackend(PortableBackend):
             # forward(*inputs) has one (variadic) parameter: its spec is the tuple of per-input specs.
             dynamic_shapes = (tuple({0: batch} for _ in example),)
         with torch.no_grad():
-            return torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
+            program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
+        if _has_data_dependent_shapes(program):
+            raise NeuronExportError(
+                "inductor cannot compile this model: some of its shapes depend on the input values (e.g. transformers' "
+                "x-vector pooling slices each clip by the length its attention mask gives); use --backend torchscript"
+            )
+        return program
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
         configs = dict(OPTLEVEL_CONFIGS[options.optlevel])
+        if configs["freezing"] and _has_transposed_convolution(traced):
+            # torch 2.13's freezing folds a following BatchNorm into a transposed convolution along its
+            # input channels instead of its output channels (BEiT segmentation: 0.08 off): not frozen.
+            log.warning("Warning: this model has transposed convolutions, which Inductor's weight freezing "
+                        "folds BatchNorm into wrongly in torch %s: compiled without freezing", torch.__version__)
+            configs["freezing"] = False
         if options.dynamic_batch_size:
             configs["aot_inductor.check_lowerbound"] = False  # batch 1 is valid although traced at 2
         previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
@@ -69,6 +84,20 @@ class InductorBackend(PortableBackend):
                 return package(*inputs)
 
         return run
+
+
+def _has_data_dependent_shapes(program) -> bool:
+    """Whether an exported program has shapes computed from input values (unbacked symbols)."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    values = (node.meta.get("val") for node in program.graph.nodes)
+    return any(isinstance(v, torch.Tensor) and free_unbacked_symbols(v) for v in values)
+
+
+def _has_transposed_convolution(program) -> bool:
+    transposed = {torch.ops.aten.conv_transpose1d.default, torch.ops.aten.conv_transpose2d.input, torch.ops.aten.conv_transpose3d.input}
+    return any(node.target in transposed or (node.target == torch.ops.aten.convolution.default and node.args[6])
+               for node in program.graph.nodes)
 
 
 def _restore_env(name: str, value: Optional[str]) -> None:
