@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Optional
 
@@ -15,6 +17,11 @@ from .registry import Architecture, InputSpec, TaskSpec, config_attr
 SHAPE_EXAMPLES = {"audio_sequence_length": 16000, "text_batch_size": 4}
 
 
+# Copies of the inputs an export holds at once: the trace example and the validation sets (one
+# of them a strided view of a tensor twice as wide).
+INPUT_COPIES = 4
+
+
 def input_axes(inputs: Iterable[InputSpec], task: TaskSpec) -> dict[str, tuple[str, ...]]:
     """Axes of each input for a task: multiple-choice inserts num_choices after the batch axis."""
     return {spec.name: spec.axes[:1] + task.extra_axes + spec.axes[1:] for spec in inputs}
@@ -26,7 +33,8 @@ def resolve_shapes(
     """The value of every shape axis the task uses, and warnings for shape options it ignores.
     Defaults come from the family, read from the config and the preprocessor config (image size)."""
     family = arch.family
-    used = [axis for axes in input_axes(arch.task_inputs(task.name, config), task).values() for axis in axes]
+    specs = arch.task_inputs(task.name, config)
+    used = [axis for axes in input_axes(specs, task).values() for axis in axes]
     used = list(dict.fromkeys(used))
     shapes: dict[str, int] = {}
     for axis in used:
@@ -44,6 +52,7 @@ def resolve_shapes(
                 detail = f", of which {arch.model_type} reserves the first {reserved}: at most {limit - reserved}" if reserved else ""
                 raise NeuronExportError(f"--{axis} {value} is beyond the model's {limit_attr} ({limit}{detail})")
         shapes[axis] = value
+    check_input_memory(input_shapes(input_axes(specs, task), shapes), shapes)
     warnings = [
         f"--{name} is not used by {task.name}; ignored" for name in options.shapes() if name not in shapes
     ]
@@ -52,6 +61,19 @@ def resolve_shapes(
 
 def input_shapes(axes: dict[str, tuple[str, ...]], shapes: dict[str, int]) -> dict[str, tuple[int, ...]]:
     return {name: tuple(shapes[a] for a in names) for name, names in axes.items()}
+
+
+def check_input_memory(shapes_by_input: dict[str, tuple[int, ...]], shapes: dict[str, int]) -> None:
+    """Refuse shapes whose inputs alone (the trace example and the validation sets, up to 8 bytes
+    a value) would not fit in this host's memory: such an export can only crash."""
+    need = INPUT_COPIES * 8 * sum(math.prod(shape) for shape in shapes_by_input.values())
+    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > have:
+        given = ", ".join(f"--{name} {value}" for name, value in shapes.items())
+        raise NeuronExportError(
+            f"{given}: the model's inputs alone would need {need / 1e9:,.0f} GB of memory and this host has "
+            f"{have / 1e9:,.0f} GB; use smaller shapes"
+        )
 
 
 def make_inputs(
@@ -77,6 +99,29 @@ def make_inputs(
         else:
             tensors[spec.name] = GENERATORS[spec.kind](shape, config, generator, realistic)
     return tensors
+
+
+def value_ranges(specs: Iterable[InputSpec], config: Any) -> dict[str, list[int]]:
+    """[lowest, highest] valid value of each input that has a bounded range (ids index an embedding)."""
+    ranges = {spec.name: VALUE_RANGES[spec.kind](config) for spec in specs if spec.kind in VALUE_RANGES}
+    return {name: bounds for name, bounds in ranges.items() if bounds is not None}
+
+
+def _id_range(size_attribute: str) -> Callable[[Any], Any]:
+    def bounds(config: Any):
+        size = getattr(config, size_attribute, None)
+        return [0, size - 1] if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+    return bounds
+
+
+# Input kinds (InputSpec.kind) whose values index a table -> their range from the model's config.
+VALUE_RANGES: dict[str, Callable[[Any], Any]] = {
+    "token_ids": _id_range("vocab_size"),
+    "clip_token_ids": lambda config: _id_range("vocab_size")(_text_config(config)),
+    "token_type_ids": _id_range("type_vocab_size"),
+    "attention_mask": lambda config: [0, 1],
+}
 
 
 def validation_input_sets(
@@ -126,10 +171,15 @@ def _waveform(shape, config, generator, realistic):
     return torch.rand(shape, generator=generator) * 2 - 1
 
 
+def _text_config(config: Any) -> Any:
+    """A CLIP model's text config; a CLIP text encoder's config is itself."""
+    text_config = config_attr(config, "text_config")
+    return config if text_config is None else SimpleNamespace(**text_config) if isinstance(text_config, dict) else text_config
+
+
 def _clip_token_ids(shape, config, generator, realistic):
     """Ids like a CLIP tokenizer's padded batch: start token, words, end token, then end tokens as padding."""
-    text_config = config_attr(config, "text_config")  # a CLIP model's; a CLIP text encoder's config is itself
-    config = config if text_config is None else SimpleNamespace(**text_config) if isinstance(text_config, dict) else text_config
+    config = _text_config(config)
     special = {config.bos_token_id, config.eos_token_id}
     ids = torch.randint(0, config.vocab_size, shape, generator=generator)
     ids[torch.isin(ids, torch.tensor(sorted(special)))] = 0
@@ -149,6 +199,13 @@ def _timestep(shape, config, generator, realistic):
 def _size_ids(shape, config, generator, realistic):
     """SDXL's time ids: original size, crop top-left and target size, in pixels."""
     return torch.randint(0, 1025, shape, generator=generator).float()
+
+
+def pad_value(spec: InputSpec, config: Any) -> float:
+    """What pads an input up to a larger bucket: the pad token for token ids (masked anyway), else 0."""
+    if spec.kind == "token_ids":
+        return float(getattr(config, "pad_token_id", None) or 0)
+    return 0.0
 
 
 # Input kinds (InputSpec.kind) -> generator(shape, config, generator, realistic).

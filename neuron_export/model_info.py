@@ -13,8 +13,10 @@ from typing import Optional
 
 from .errors import NeuronExportError
 from .options import SHAPE_FIELDS, ExportOptions
-from .registry import (ARCHITECTURES, DIFFUSERS_PIPELINES, SENTENCE_TRANSFORMERS, TASKS, config_attr, detect_task, is_diffusion_task,
-                       supported_tasks)
+from .registry import (
+    ARCHITECTURES, DIFFUSERS_PIPELINES, DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, BucketAxes, config_attr, detect_task,
+    is_diffusion_task, supported_tasks,
+)
 from .sources import read_preprocessor_config, resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
@@ -41,6 +43,12 @@ class ModelInfo:
         arch = ARCHITECTURES[self.model_type]
         axes = [a for spec in arch.task_inputs(task) for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
         return [axis for axis in dict.fromkeys(axes) if axis in SHAPE_FIELDS]  # not AST's mel bins: its config fixes them
+
+    def bucketable(self, task: str) -> tuple[BucketAxes, ...]:
+        """The shape options that may take several values (buckets) for `task`."""
+        if self.library == "diffusers":
+            return DIFFUSION_TASKS[task].bucketable
+        return ARCHITECTURES[self.model_type].family.bucketable
 
 
 def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:

@@ -157,6 +157,11 @@ class NeuronModel:
         return self.compiled.device
 
     @property
+    def buckets(self) -> list[dict[str, int]]:
+        """The compiled shapes of a bucketed artifact, smallest first ([] for one static shape)."""
+        return self.compiled.buckets
+
+    @property
     def dtype(self) -> torch.dtype:
         return torch.float32  # auto-cast happens inside the compiled graph; outputs are fp32
 
@@ -198,7 +203,8 @@ class NeuronModel:
         if not isinstance(main, torch.Tensor):
             raise InputMismatchError(f"input {self.main_input_name!r} is missing or not a tensor (tokenize with return_tensors='pt')")
         sizes = input_sizes(given, self._inputs)
-        targets = {axis: target_size(axis, size, given, self._inputs, self.compiled.dynamic_batch) for axis, size in sizes.items()}
+        free_axes = (("batch_size",) if self.compiled.dynamic_batch else ()) + self.compiled.bucketed_axes
+        targets = {axis: target_size(axis, size, given, self._inputs, free_axes) for axis, size in sizes.items()}
         padded = {}
         for name, (_, axes) in self._inputs.items():
             tensor = given[name] if name in given else default_input(name, axes, sizes, main.device)

@@ -8,7 +8,7 @@ naming the compiled shape.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 import torch
 
@@ -38,13 +38,14 @@ def input_sizes(given: dict[str, Any], signature: Signature) -> dict[str, int]:
     return sizes
 
 
-def target_size(axis: str, size: int, given: dict[str, Any], signature: Signature, dynamic_batch: bool) -> int:
-    """The size `axis` is padded to, or an error naming the compiled shape."""
+def target_size(axis: str, size: int, given: dict[str, Any], signature: Signature, free_axes: Collection[str]) -> int:
+    """The size `axis` is padded to, or an error naming the compiled shape. free_axes: axes the compiled
+    model takes at any size (a dynamic batch; bucketed axes, which a bucketed model fits itself)."""
     name = next(n for n in given if axis in signature[n][1])
     compiled = signature[name][0]
     limit = compiled[signature[name][1].index(axis)]
-    if size == limit or (axis == "batch_size" and dynamic_batch):
-        return size  # dynamic batch: the compiled model runs any batch
+    if size == limit or axis in free_axes:
+        return size
     shape = tuple(given[name].shape)
     if size < limit and axis in PADDABLE_AXES:
         return limit

@@ -21,31 +21,34 @@ PIPELINE_PARTS = ("tokenizer", "image_processor", "feature_extractor")
 
 def load_processor(folder: Path, model_type: str, shapes: Optional[dict[str, int]] = None):
     """The preprocessor of an artifact (its family's Auto class), fitted to the compiled image size."""
-    import transformers
-
     arch = ARCHITECTURES.get(model_type)
     auto_name = arch.family.processor if arch else "AutoTokenizer"
     try:
-        processor = getattr(transformers, auto_name).from_pretrained(folder)
+        processor = open_preprocessor(folder, auto_name)
     except Exception as error:  # transformers raises many types for missing / broken files
-        processor = _feature_extractor_alone(folder) if auto_name == "AutoProcessor" else None
-        if processor is None:
-            kind = " ".join(re.findall("[A-Z][a-z]+", auto_name.removeprefix("Auto"))).lower() or "processor"  # "image processor"
-            raise NeuronExportError(f"the artifact's {kind} files cannot be loaded: {first_line(error)}") from None
+        kind = " ".join(re.findall("[A-Z][a-z]+", auto_name.removeprefix("Auto"))).lower() or "processor"  # "image processor"
+        raise NeuronExportError(f"the artifact's {kind} files cannot be loaded: {first_line(error)}") from None
     if shapes and {"height", "width"} <= set(shapes):
         fit_image_processor(getattr(processor, "image_processor", processor), int(shapes["height"]), int(shapes["width"]))
     return processor
 
 
-def _feature_extractor_alone(folder: Path):
-    """An audio classifier's folder has a feature extractor and no tokenizer, which AutoProcessor wants
-    for its model type (Wav2Vec2Processor): the feature extractor then, or None."""
+def open_preprocessor(folder: Path, auto_name: str, **keywords: Any):
+    """`transformers.<auto_name>.from_pretrained(folder)`; an audio classifier's folder has a feature
+    extractor and no tokenizer, which AutoProcessor wants for its model type (Wav2Vec2Processor): the
+    feature extractor then. Raises the processor's own error when neither loads."""
     import transformers
 
     try:
-        return transformers.AutoFeatureExtractor.from_pretrained(folder)
-    except Exception:  # not one either: the caller reports the processor's error
-        return None
+        return getattr(transformers, auto_name).from_pretrained(folder, **keywords)
+    except Exception as error:  # transformers raises many types for missing / broken files
+        if auto_name != "AutoProcessor":
+            raise
+        processor_error = error
+    try:
+        return transformers.AutoFeatureExtractor.from_pretrained(folder, **keywords)
+    except Exception:  # not one either: the processor's error says more
+        raise processor_error from None
 
 
 def fit_image_processor(image_processor, height: int, width: int) -> None:

@@ -23,7 +23,10 @@ from ..errors import NeuronExportError, first_line
 from .stats import LatencyStats
 
 COMPILED, EAGER, ONNXRUNTIME = "compiled", "eager", "onnxruntime"
-SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime"}
+LARGEST_BUCKET = "largest-bucket"  # a bucketed artifact as if it had its largest bucket only
+MODEL_CLASS = "model-class"  # an artifact through its NeuronModelFor* class, which pads smaller inputs to the compiled shape
+SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", LARGEST_BUCKET: "largest bucket only",
+               MODEL_CLASS: "model class"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Side:
     name: str  # key in the results, e.g. "compiled" or "inductor -O3"
     kind: str  # COMPILED | EAGER | ONNXRUNTIME
     path: str  # artifact folder (compiled, eager) or .onnx file
+    trust_remote_code: bool = False  # eager side: run the source model's own code (the caller's consent, never the manifest's)
 
 
 @dataclass
@@ -210,6 +214,12 @@ def _load_side_model(side: Side, manifest: Manifest):
     """The compiled model or pipeline of the artifact, or the eager one of its source (fp32)."""
     from .. import reference
 
+    if side.kind == LARGEST_BUCKET:
+        return load_artifact(side.path).largest_only()
+    if side.kind == MODEL_CLASS:
+        from ..modeling import model_class_for_artifact
+
+        return model_class_for_artifact(side.path).from_pretrained(side.path)
     if side.kind == COMPILED:
         if manifest.is_pipeline:
             from .. import diffusion
@@ -219,8 +229,8 @@ def _load_side_model(side: Side, manifest: Manifest):
         return load_artifact(side.path)
     try:
         if manifest.is_pipeline:
-            return reference.reference_pipeline(manifest)
-        return reference.reference_model(manifest)
+            return reference.reference_pipeline(manifest, trust_remote_code=side.trust_remote_code)
+        return reference.reference_model(manifest, trust_remote_code=side.trust_remote_code)
     except NeuronExportError as error:
         raise NeuronExportError(f"the eager model {manifest.source!r} is not available: {error}") from None
 

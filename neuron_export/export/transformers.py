@@ -7,11 +7,14 @@ from functools import partial
 
 from ..backends import choose_backend
 from ..errors import NeuronExportError
-from ..inputs import input_axes, input_shapes, make_inputs, resolve_shapes, validation_input_sets
+from ..inputs import input_axes, input_shapes, make_inputs, pad_value, resolve_shapes, validation_input_sets, value_ranges
 from ..options import ExportOptions
 from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
-from ..sources import ModelSource, load_config, load_eager_model, read_preprocessor_config
+from ..sentence_head import sentence_head
+from ..sources import (ModelSource, check_preprocessor, load_config, load_eager_model, read_preprocessor_config, sentence_transformers_modules,
+                       untrained_warning)
 from ..traceable import call_options, discover_output_names, eager_traceable, output_flags
+from .buckets import bucket_plan, plan_shapes
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
 
 log = logging.getLogger("neuron_export")
@@ -20,6 +23,7 @@ log = logging.getLogger("neuron_export")
 def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan:
     arch = get_architecture(source.model_type)
     config = load_config(source, options)
+    check_preprocessor(source, arch.family.processor)
     task = _task(source, options)
     task_spec = check_task(source.model_type, task)
     if source.library == "sentence_transformers":
@@ -27,31 +31,38 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
             raise NeuronExportError(f"a sentence-transformers folder exports {SENTENCE_TRANSFORMERS.task} only, not {task}")
         if options.output_hidden_states or options.output_attentions:
             raise NeuronExportError("--output_hidden_states / --output_attentions are not available for sentence-transformers embeddings")
+        sentence_head(sentence_transformers_modules(source.path), source.path)  # an unsupported module: refused now
     backend, reason = choose_backend(options)
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = option_warnings(options, task, backend, has_unet=False)
-    shapes, shape_warnings = resolve_shapes(arch, task_spec, options, config, read_preprocessor_config(source.encoder_path))
-    if options.dynamic_batch_size and "batch_size" not in shapes:
-        batches = ", ".join(f"--{axis}" for axis in shapes if axis.endswith("batch_size"))
+    specs = arch.task_inputs(task, config)
+    used_axes = [axis for axes in input_axes(specs, task_spec).values() for axis in axes]
+    preprocessor = read_preprocessor_config(source.encoder_path)
+    planned = plan_shapes(arch.family.bucketable, options, used_axes, task,
+                          lambda o: resolve_shapes(arch, task_spec, o, config, preprocessor))
+    if options.dynamic_batch_size and "batch_size" not in planned.largest:
+        batches = ", ".join(f"--{axis}" for axis in planned.largest if axis.endswith("batch_size"))
         raise NeuronExportError(f"--dynamic-batch-size: {source.model_type} {task} has no single batch axis; its batches are static ({batches})")
-    warnings += shape_warnings
+    warnings += planned.warnings
     for warning in warnings:
         log.warning("Warning: %s", warning)
-    options, skip_reason = settle_options(options, backend)
-    load = partial(_load_component, source, arch, task_spec, config, shapes, options, skip_reason is None)
+    options, skip_reason = settle_options(planned.settle(options), backend)
+    load = partial(_load_component, source, arch, task_spec, config, planned.per_bucket, planned.fit, options, skip_reason is None)
     return ExportPlan(
         source=source,
         task=task,
         backend=backend,
         backend_reason=reason,
         options=options,
-        shapes=shapes,
-        public_shapes=shapes,
-        components=[ComponentPlan(task, "", load)],
+        shapes=planned.largest,  # the largest bucket: what the artifact takes at most
+        public_shapes=planned.largest,
+        components=[ComponentPlan(task, "", load, bucketed=bool(planned.buckets))],
         warnings=warnings,
         skip_reason=skip_reason,
         files=[(source.encoder_path if source.library == "transformers" else source.path, "")],
         cache_folders=[source.path],
+        buckets=planned.buckets,
+        bucket_fit=planned.fit,
     )
 
 
@@ -66,14 +77,21 @@ def _task(source: ModelSource, options: ExportOptions) -> str:
     return task
 
 
-def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, config, shapes: dict[str, int],
-                    options: ExportOptions, validate: bool) -> Component:
-    """The eager model wrapped for tracing, with its example and fresh validation inputs."""
-    eager = load_eager_model(source, task.name, options)
+def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, config, shapes_per_bucket: list[dict[str, int]],
+                    fit, options: ExportOptions, validate: bool) -> Component:
+    """The eager model wrapped for tracing, with its example and fresh validation inputs (per bucket)."""
+    eager, untrained = load_eager_model(source, task.name, options)
+    if untrained:
+        log.warning("Warning: %s", untrained_warning(source.origin, task.name, untrained))
     specs = arch.task_inputs(task.name, config)
     axes = input_axes(specs, task)
-    shapes_by_input = input_shapes(axes, shapes)
-    example = make_inputs(specs, shapes_by_input, config, seed=0)
+
+    def inputs_for(shapes: dict[str, int]):
+        by_input = input_shapes(axes, shapes)
+        validation = validation_input_sets(specs, by_input, config, options.dynamic_batch_size) if validate else []
+        return make_inputs(specs, by_input, config, seed=0), validation
+
+    example, validation_inputs = inputs_for(shapes_per_bucket[-1])
     if source.library == "sentence_transformers":
         output_names = list(SENTENCE_TRANSFORMERS.outputs)
     else:
@@ -87,9 +105,13 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
         output_names=output_names,
         axes=axes,
         example=example,
-        validation_inputs=validation_input_sets(specs, shapes_by_input, config, options.dynamic_batch_size) if validate else [],
+        validation_inputs=validation_inputs,
         atol=atol,
         atol_source=atol_source,
         model_kind=arch.family.neuron_model_type,
+        bucketing=bucket_plan(axes, shapes_per_bucket, fit, inputs_for, {spec.name: pad_value(spec, config) for spec in specs})
+        if len(shapes_per_bucket) > 1 else None,
+        untrained_weights=untrained,
+        value_ranges=value_ranges(specs, config),
     )
 

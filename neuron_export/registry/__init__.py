@@ -20,7 +20,7 @@ from .diffusion import (
     DiffusionTask,
     pipeline_task_of,
 )
-from .inputs import InputSpec
+from .inputs import EXACT, PAD, BucketAxes, InputSpec
 from .tasks import SENTENCE_TRANSFORMERS, TASKS, UNSERVED_TASKS, DemoSpec, SentenceTransformersSpec, TaskSpec
 
 
@@ -130,5 +130,5 @@ __all__ = [
     "TINY_IMAGE_SIZE", "config_attr", "processor_image_size", "architectures_for", "task_model_class", "task_output_type", "Architecture", "Family", "InputSpec", "TaskSpec", "DemoSpec",
     "DiffusionComponent", "DiffusionPipelineSpec", "DiffusionTask", "SentenceTransformersSpec", "config_value",
     "get_architecture", "supported_tasks", "auto_class", "head_class_name", "check_task", "detect_task",
-    "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of",
+    "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of", "BucketAxes", "PAD", "EXACT",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .inputs import AUDIO_INPUTS, SPECTROGRAM_INPUTS, TEXT_IMAGE_INPUTS, TEXT_INPUTS, VISION_INPUTS, InputSpec
+from .inputs import AUDIO_INPUTS, PAD, SPECTROGRAM_INPUTS, TEXT_IMAGE_INPUTS, TEXT_INPUTS, VISION_INPUTS, BucketAxes, InputSpec
 
 TINY_IMAGE_SIZE = 32  # pixels of the tiny vision models' images
 
@@ -40,6 +40,8 @@ class Family:
     # task -> NeuronModel class name / output type where the family's differ from the task's
     model_classes: dict[str, str] = field(default_factory=dict)
     output_types: dict[str, str] = field(default_factory=dict)
+    # shape options that may hold several values, one compiled model each (buckets; neuron_export/bucketing.py)
+    bucketable: tuple[BucketAxes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Architecture:
     call_options: dict[str, Any] = field(default_factory=dict)  # keywords of every forward call (phi: no cache)
     output_types: dict[str, str] = field(default_factory=dict)  # task -> its own output type (cvt's CLS token)
     atol: Optional[float] = None  # its own validation tolerance, where the family's is too tight for it
+    # top-level modules that are a task head in a model whose body has no base-model prefix (CLIP's
+    # image classifier is vision_model + classifier): missing weights there are a head's, not the body's
+    unprefixed_heads: tuple[str, ...] = ()
 
     @property
     def inputs(self) -> tuple[InputSpec, ...]:
@@ -155,6 +160,7 @@ TEXT_ENCODER = Family(
     shape_limits={"sequence_length": "max_position_embeddings"},
     neuron_model_type="transformer",
     positions_axis="sequence_length",
+    bucketable=(BucketAxes(("sequence_length",), PAD),),
 )
 
 VISION_ENCODER = Family(
@@ -325,6 +331,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("clip", TEXT_IMAGE_ENCODER,
                      tiny=dict(projection_dim=16, text_config=dict(_BERT_LIKE, intermediate_size=37, max_position_embeddings=77),
                                vision_config=dict(_VIT_LIKE, intermediate_size=37, image_size=TINY_IMAGE_SIZE)),
-                     tiny_processor=("CLIPImageProcessorPil", {"size": {"shortest_edge": TINY_IMAGE_SIZE}, "crop_size": _SQUARE})),
+                     tiny_processor=("CLIPImageProcessorPil", {"size": {"shortest_edge": TINY_IMAGE_SIZE}, "crop_size": _SQUARE}),
+                     unprefixed_heads=("classifier",)),
     )
 }

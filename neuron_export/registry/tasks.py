@@ -70,7 +70,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(
             "fill-mask", "AutoModelForMaskedLM", ("logits",), ("ForMaskedLM", "WithLMHeadModel"),  # xlm, flaubert
             "NeuronModelForMaskedLM", "MaskedLMOutput",
-            output_axes={"logits": SEQUENCE}, pipeline="fill-mask", views={"text": "fill-mask"},
+            output_axes={"logits": SEQUENCE}, pipeline="fill-mask", views={"text": "masked-word"},
             demo=DemoSpec("demo:tiny-bert-mlm", "bert", "Tiny BERT masked language model (fill-mask)"),
         ),
         TaskSpec(

@@ -43,7 +43,7 @@ VIEW_RUNNERS: dict[str, Callable[..., Any]] = {
     "text-labels": classify_text,
     "entities": tag_tokens,
     "answer-span": answer_question,
-    "fill-mask": fill_mask,
+    "masked-word": fill_mask,
     "similarity": embed_sentences,
     "choices": choose,
     "image-labels": classify_upload,
