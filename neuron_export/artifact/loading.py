@@ -62,7 +62,7 @@ class CompiledModel:
                 + (f" (unexpected {extra})" if extra else "")
             )
         prepared = []
-        batches = set()
+        batches: dict[str, set[int]] = {}  # per batch axis: CLIP's texts and images have one each
         for name in self.input_names:
             spec, tensor = self.inputs[name], inputs[name]
             _check_tensor(name, tensor)
@@ -76,12 +76,13 @@ class CompiledModel:
                 raise InputMismatchError(
                     f"input {name!r} has shape {shape}; the model was compiled for {compiled} ({hint}pad to the compiled shape)"
                 )
-            batches.add(shape[0])
+            batches.setdefault(spec.axes[0] if spec.axes else "", set()).add(shape[0])
             tensor = _convert_dtype(name, tensor, getattr(torch, spec.dtype))
             _check_range(name, tensor, spec.value_range)
             prepared.append(tensor.to(self.device).contiguous())
-        if len(batches) > 1:
-            raise InputMismatchError(f"inputs have different batch sizes {sorted(batches)}")
+        for sizes in batches.values():
+            if len(sizes) > 1:
+                raise InputMismatchError(f"inputs have different batch sizes {sorted(sizes)}")
         return prepared
 
     def _run(self, tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
