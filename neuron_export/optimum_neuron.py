@@ -36,6 +36,9 @@ from .options import ExportOptions
 NEURON_FILE = "model.neuron"
 # Architectures whose feature-extraction export has no pooler_output (optimum-neuron model_configs).
 NO_POOLER = frozenset({"convbert", "electra", "flaubert", "roformer", "xlm", "deberta", "deberta-v2", "distilbert", "phi"})
+# A traced optimum-neuron encoder returns the hidden states (and pooler) of a text or image encoder; the
+# registry's feature-extraction task also lists the outputs of audio and CLIP models, which such a folder never holds.
+ENCODER_OUTPUTS = frozenset({"last_hidden_state", "pooler_output"})
 FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 TOOL = "optimum-neuron"
 UNVALIDATED = "compiled by optimum-neuron, which keeps no validation result in the folder"
@@ -130,6 +133,8 @@ def _encoder_manifest(folder: Path) -> Manifest:
         dtype = FLOAT_DTYPES.get(neuron.get("float_dtype", "fp32"), "float32") if item.dtype.startswith("float") else item.dtype
         inputs.append(TensorSpec(item.name, [int(shapes[a]) for a in axes], dtype, list(axes), value_range=ranges.get(item.name)))
     outputs = [o for o in spec.outputs if not (o == "pooler_output" and model_type in NO_POOLER)]
+    if outputs[0] in ENCODER_OUTPUTS:  # the encoder's own outputs (feature-extraction)
+        outputs = [o for o in outputs if o in ENCODER_OUTPUTS]
     common = _common(folder, neuron, config.get("_name_or_path") or folder.name, task, model_type, "transformers")
     return Manifest(**common, shapes={k: int(v) for k, v in shapes.items() if isinstance(v, int)}, component=None,
                     model_file=_model_file(folder), inputs=inputs, outputs=outputs, neuron_cores=[0])
