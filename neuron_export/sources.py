@@ -122,7 +122,7 @@ def load_eager_model(source: ModelSource, task: str, options: ExportOptions):
     """The transformers model for a task, in fp32 eval mode, from local safetensors (or weights_only pickles)."""
     import torch
 
-    auto = auto_class(task)
+    auto = auto_class(task, source.model_type)
     # The default attention (sdpa) returns no attention weights: --output_attentions needs eager.
     attention = {"attn_implementation": "eager"} if options.output_attentions else {}
     try:

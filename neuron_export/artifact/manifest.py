@@ -30,6 +30,8 @@ class TensorSpec:
     shape: list[int]
     dtype: str
     axes: list[str]
+    # A KV cache: the loaded model holds it between calls (CompiledModel.state); callers never pass it.
+    state: bool = False
 
 
 @dataclass

@@ -45,7 +45,8 @@ class InductorBackend(PortableBackend):
         with torch.no_grad():
             return torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
 
-    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
+    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
+                state_inputs: int = 0) -> None:
         configs = dict(OPTLEVEL_CONFIGS[options.optlevel])
         if options.dynamic_batch_size:
             configs["aot_inductor.check_lowerbound"] = False  # batch 1 is valid although traced at 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -75,11 +75,44 @@ def neuron_device_present() -> bool:
     return bool(glob.glob("/dev/neuron*"))
 
 
+class StateAsParameters(torch.nn.Module):
+    """A graph whose last inputs are state (KV caches), for torch_neuronx.trace: the state becomes
+    parameters of the traced module and is returned first, and input_output_aliases maps each
+    parameter to its output, so torch-neuronx keeps it on the NeuronCore and writes the updated value
+    back in place after every call (the torch-neuronx docs' pattern, as optimum-neuron's decoders use it)."""
+
+    def __init__(self, module: torch.nn.Module, state: Sequence[torch.Tensor]):
+        super().__init__()
+        self.module = module
+        self.state = torch.nn.ParameterList([torch.nn.Parameter(t.detach().clone(), requires_grad=False) for t in state])
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.module(*inputs, *self.state)
+        return (*self.state, *outputs)
+
+    def aliases(self) -> dict[torch.nn.Parameter, int]:
+        return {parameter: index for index, parameter in enumerate(self.state)}
+
+
+class HeldStateRunner:
+    """A loaded Neuron graph with state: its parameters are the state (in the aliases' order, as
+    torch-neuronx registers them), its first outputs their updated values, which callers don't see."""
+
+    def __init__(self, module, state_count: int):
+        self.module = module
+        self.state = list(module.parameters())[:state_count]
+        self.state_count = state_count
+
+    def __call__(self, *inputs: torch.Tensor):
+        return tuple(self.module(*inputs))[self.state_count:]
+
+
 class NeuronBackend:
     name = "neuron"
     model_file = "model.neuron"
     is_neuron = True
     native_dynamic_batch = True  # torch_neuronx.dynamic_batch splits and pads on the device side
+    holds_state = True  # state stays on the NeuronCore (input_output_aliases)
 
     def device(self, options: ExportOptions) -> str:
         return "cpu"  # a traced Neuron module takes CPU tensors and moves them to its NeuronCore
@@ -126,11 +159,17 @@ class NeuronBackend:
     def trace(self, module, example, options: ExportOptions):
         return module  # torch_neuronx.trace traces and compiles in one step (compile stage)
 
-    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
+    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
+                state_inputs: int = 0) -> None:
         torch_neuronx = import_torch_neuronx(options.instance_type)
+        aliases = {}
+        if state_inputs:
+            traced = StateAsParameters(traced, example[-state_inputs:])
+            example, aliases = example[:-state_inputs], traced.aliases()
         compiled = torch_neuronx.trace(
             traced,
             example,
+            input_output_aliases=aliases,
             compiler_workdir=str(workdir) if workdir else None,
             compiler_args=neuron_compiler_args(options, model_kind),
             cpu_backend=bool(options.instance_type),
@@ -144,7 +183,8 @@ class NeuronBackend:
         module = torch.jit.load(str(model_path))  # loading places it on a NeuronCore
         if manifest.dynamic_batch:
             module = torch_neuronx.dynamic_batch(module)
-        return module
+        state_count = sum(spec.state for spec in manifest.inputs)
+        return HeldStateRunner(module, state_count) if state_count else module
 
     def runtime_problem(self, manifest) -> Optional[str]:
         if not torch_neuronx_importable():

@@ -60,7 +60,8 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
             if workdir is not None:
                 workdir = workdir / label
                 workdir.mkdir(parents=True, exist_ok=True)
-            backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind)
+            backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind,
+                            len(component.state_inputs))
     except NeuronExportError:
         raise
     except Exception as error:
@@ -71,11 +72,13 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
         manifest.write(folder)
 
     report = None
-    if component.validation_inputs:
+    if component.validation_inputs or component.check:
         with progress.stage("validating", f"Validating {label} against eager PyTorch", key=f"{label}.validating"):
-            compiled = load_artifact(folder)
-            report = compare(label, component.module, component.output_names, compiled, component.validation_inputs,
-                             component.atol, component.atol_source)
+            if component.check:
+                report = component.check(folder)
+            else:
+                report = compare(label, component.module, component.output_names, load_artifact(folder),
+                                 component.validation_inputs, component.atol, component.atol_source)
             for line in report.log_lines():
                 log.info("%s", line)
             write_json(folder / VALIDATION_REPORT, report.to_dict())
@@ -91,7 +94,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         source=plan.source.origin,
         library=plan.source.library,
-        model_type=plan.task if plan.pipeline_class else plan.source.model_type,
+        model_type=plan.source.model_type,  # a diffusers source's model type is its task
         task=plan.task,
         shapes=plan.shapes if not plan.pipeline_class else plan.public_shapes,
         warnings=plan.warnings,
@@ -107,7 +110,8 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         compiler=backend.compiler_version(),
         model_file=backend.model_file,
         inputs=[
-            TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]))
+            TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]),
+                       state=n in component.state_inputs)
             for n in component.input_names
         ],
         outputs=component.output_names,

@@ -18,6 +18,7 @@ from ..backends import Backend
 from ..errors import NeuronExportError
 from ..options import ExportOptions
 from ..sources import ModelSource
+from ..validation import ValidationReport
 
 log = logging.getLogger("neuron_export")
 
@@ -40,6 +41,10 @@ class Component:
     atol: float
     atol_source: str
     model_kind: str = "generic"  # neuronx-cc --model-type
+    state_inputs: tuple[str, ...] = ()  # the last inputs, updated in place and held by the loaded model (KV caches)
+    # Validates the built component folder instead of comparing its outputs on validation_inputs
+    # (a decode graph: whole generations against transformers' generate).
+    check: Optional[Callable[[Path], ValidationReport]] = None
 
 
 @dataclass
@@ -105,9 +110,9 @@ def option_warnings(options: ExportOptions, task: str, backend: Backend, has_une
         raise NeuronExportError(f"--unet replaces the UNet of a Stable Diffusion pipeline; {task} has none")
     warnings = []
     if options.num_beams is not None:
-        warnings.append("--num_beams is for text generation, which this tool does not export; ignored")
+        warnings.append("--num_beams: beam search is not compiled (generation is greedy or sampled); ignored")
     if options.num_cores is not None:
-        warnings.append("--num_cores applies to text-generation models only; ignored")
+        warnings.append("--num_cores (tensor parallelism over NeuronCores) is not supported; ignored")
     if options.auto_cast == "none" and options.auto_cast_type is not None:
         warnings.append("--auto_cast_type has no effect without --auto_cast matmul|all; ignored")
     return warnings + backend.option_warnings(options)

@@ -29,6 +29,7 @@ class Family:
     # shape option -> config attribute that bounds it (e.g. sequence_length <= max_position_embeddings)
     shape_limits: dict[str, str] = field(default_factory=dict)
     neuron_model_type: str = "generic"  # neuronx-cc --model-type
+    generative: bool = False  # its tasks are in registry/generation.py (several graphs, generate())
 
 
 @dataclass(frozen=True)
