@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput
 from .artifact import CompiledModel, Manifest, check_output_dir, load_artifact, publish, staging
 from .errors import ArtifactError, InputMismatchError, NeuronExportError, ValidationFailedError
 from .options import ExportOptions
-from .registry import SENTENCE_TRANSFORMERS, TASKS
+from .registry import GENERATION_CLASSES, SENTENCE_TRANSFORMERS, TASKS
 
 # Axes whose inputs can be padded: attention masks make padded tokens (and rows) inert.
 PADDABLE_AXES = frozenset({"batch_size", "num_choices", "sequence_length"})
@@ -88,36 +88,18 @@ class NeuronModel:
 
     @classmethod
     def _export(cls, model: Union[str, Path], options: ExportOptions) -> "NeuronModel":
-        from .export import export
         from .sources import resolve_model_source
 
         is_sentence = resolve_model_source(model, options).library == "sentence_transformers"
         if is_sentence != cls.sentence_transformers:
             raise NeuronExportError(f"{model} is {_describe(is_sentence, options.task)}; use {_class_for(options.task, is_sentence)}")
-        temporary = Path(tempfile.mkdtemp(prefix="neuron_export_model_"))
-        try:
-            result = export(model, temporary / "artifact", options)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
-        if result.validation_passed is False:
-            failed = [o.name for r in result.reports for o in r.outputs if not o.passed] or ["output names"]
-            raise ValidationFailedError(
-                f"the compiled model's {', '.join(failed)} differ from eager PyTorch beyond atol; artifact and report kept in {result.artifact}"
-            )
-        return cls(load_artifact(result.artifact), temporary_dir=temporary)
+        artifact, temporary = export_to_temporary(model, options)
+        return cls(load_artifact(artifact), temporary_dir=temporary)
 
     def save_pretrained(self, save_directory: Union[str, Path]) -> Path:
         """Copy the artifact (model, manifest, config, tokenizer files) into `save_directory`.
         An artifact already there is replaced; another non-empty folder is refused."""
-        target = Path(save_directory).expanduser().resolve()
-        if target == self.path.resolve():
-            return target
-        check_output_dir(target, force=True)
-        with staging(target) as folder:
-            shutil.copytree(self.path, folder, dirs_exist_ok=True)
-            publish(folder, target, replace=True)
-        return target
+        return copy_artifact(self.path, save_directory)
 
     def _check_artifact_kind(self) -> None:
         task = self.manifest.task
@@ -265,6 +247,38 @@ class NeuronModel:
         return f"{type(self).__name__}({self.path}, backend={self.manifest.backend}, {shapes})"
 
 
+def export_to_temporary(model: Union[str, Path], options: ExportOptions) -> tuple[Path, Path]:
+    """Compile `model` into a temporary folder: (the artifact, the folder to delete with the model
+    object that uses it). ValidationFailedError when it differs from eager PyTorch beyond atol."""
+    from .export import export
+
+    temporary = Path(tempfile.mkdtemp(prefix="neuron_export_model_"))
+    try:
+        result = export(model, temporary / "artifact", options)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if result.validation_passed is False:
+        failed = [o.name for r in result.reports for o in r.outputs if not o.passed] or ["output names"]
+        raise ValidationFailedError(
+            f"the compiled model's {', '.join(failed)} differ from eager PyTorch beyond atol; artifact and report kept in {result.artifact}"
+        )
+    return result.artifact, temporary
+
+
+def copy_artifact(path: Path, save_directory: Union[str, Path]) -> Path:
+    """Copy an artifact folder into `save_directory` (an artifact already there is replaced; another
+    non-empty folder is refused)."""
+    target = Path(save_directory).expanduser().resolve()
+    if target == path.resolve():
+        return target
+    check_output_dir(target, force=True)
+    with staging(target) as folder:
+        shutil.copytree(path, folder, dirs_exist_ok=True)
+        publish(folder, target, replace=True)
+    return target
+
+
 @functools.cache
 def model_class(name: str) -> type[NeuronModel]:
     """The NeuronModelFor* class of that name, made from its registry entry (one per task, plus the
@@ -294,9 +308,14 @@ def class_name_for(task: Optional[str], is_sentence: bool) -> Optional[str]:
     return TASKS[task].model_class if task in TASKS else None
 
 
-def model_class_for_artifact(path: Union[str, Path]) -> type[NeuronModel]:
-    """The NeuronModel class that loads an artifact folder (by its manifest's task and library)."""
+def model_class_for_artifact(path: Union[str, Path]) -> type:
+    """The NeuronModel class that loads an artifact folder (by its manifest's task and library; a
+    generative artifact names its class)."""
     manifest = Manifest.read(_artifact_path(path))
+    if manifest.pipeline_class in GENERATION_CLASSES:
+        from . import generation
+
+        return getattr(generation, manifest.pipeline_class)
     name = class_name_for(manifest.task, manifest.library == "sentence_transformers")
     if name is None:
         raise ArtifactError(f"{path} was compiled for {manifest.task}, which no NeuronModel class runs")

@@ -165,7 +165,8 @@ def build_tiny_generative_model(model_type: str, out_dir, seed: int = 0) -> Path
 
 
 def build_memorised_gpt2(out_dir, seed: int = 0, steps: int = 150) -> Path:
-    """A tiny GPT-2 trained for `steps` steps (~10 s on a CPU core) to recite STORY."""
+    """A tiny GPT-2 trained for `steps` steps (seconds on a CPU core) to recite each sentence of
+    STORY from its first words, ending it with the end-of-text token."""
     import torch
     import transformers
 
@@ -175,10 +176,13 @@ def build_memorised_gpt2(out_dir, seed: int = 0, steps: int = 150) -> Path:
                                      pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(config)
-    ids = tokenizer(STORY, return_tensors="pt").input_ids
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # One row per sentence, each starting at position 0 (GPT-2's positions are learned), padded.
+    sentences = [sentence.strip() + "." + tokenizer.eos_token for sentence in STORY.split(".") if sentence.strip()]
+    batch = tokenizer(sentences, return_tensors="pt", padding=True)
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     for _ in range(steps):
-        loss = model(ids, labels=ids).loss
+        loss = model(**batch, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

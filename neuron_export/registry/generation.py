@@ -28,8 +28,9 @@ class GenerationTask:
     head_suffixes: tuple[str, ...]  # config.architectures suffixes that identify the task
     model_class: str  # the Neuron* class that runs an artifact of the task
     kind: str  # DECODER | ENCODER_DECODER
-    pipeline: str  # the transformers pipeline that runs it
+    pipeline: Optional[str]  # the transformers pipeline that runs it, when transformers has one
     views: dict[str, str] = field(default_factory=dict)  # modality -> playground view
+    no_pipeline: str = "transformers has no pipeline for it"  # said when pipeline is None
     demo: Optional[DemoSpec] = None
 
 
@@ -39,11 +40,12 @@ GENERATION_TASKS: dict[str, GenerationTask] = {
         GenerationTask(
             "text-generation", "AutoModelForCausalLM", ("ForCausalLM", "LMHeadModel"), "NeuronModelForCausalLM", DECODER,
             "text-generation", views={"text": "chat"},
-            demo=DemoSpec("demo:tiny-llama", "llama", "Tiny Llama chat model (byte-level BPE tokenizer with a chat template)"),
+            demo=DemoSpec("demo:tiny-llama", "llama", "Tiny Llama chat model (byte-fallback BPE tokenizer with a chat template)"),
         ),
         GenerationTask(
             "text2text-generation", "AutoModelForSeq2SeqLM", ("ForConditionalGeneration",), "NeuronModelForSeq2SeqLM",
-            ENCODER_DECODER, "text2text-generation", views={"text": "text-to-text"},
+            ENCODER_DECODER, None, views={"text": "text-to-text"},
+            no_pipeline="transformers 5 removed the text2text-generation, summarization and translation pipelines",
             demo=DemoSpec("demo:tiny-t5", "t5", "Tiny T5 text-to-text model (summarize / translate prompts)"),
         ),
         GenerationTask(
