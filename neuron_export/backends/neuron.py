@@ -162,14 +162,14 @@ class NeuronBackend:
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
                 state_inputs: int = 0) -> None:
         torch_neuronx = import_torch_neuronx(options.instance_type)
-        aliases = {}
+        state = {}
         if state_inputs:
             traced = StateAsParameters(traced, example[-state_inputs:])
-            example, aliases = example[:-state_inputs], traced.aliases()
+            example, state = example[:-state_inputs], {"input_output_aliases": traced.aliases()}
         compiled = torch_neuronx.trace(
             traced,
             example,
-            input_output_aliases=aliases,
+            **state,
             compiler_workdir=str(workdir) if workdir else None,
             compiler_args=neuron_compiler_args(options, model_kind),
             cpu_backend=bool(options.instance_type),
