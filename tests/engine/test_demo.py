@@ -14,7 +14,7 @@ import torch
 
 from neuron_export import demo
 from neuron_export.errors import NeuronExportError
-from neuron_export.registry import ARCHITECTURES, TASKS, TINY_IMAGE_SIZE, supported_tasks
+from neuron_export.registry import ARCHITECTURES, GENERATION_TASKS, TASKS, TINY_IMAGE_SIZE, supported_tasks
 
 SENTENCE = "The cat sat on the mat, and the dog was happy!"
 PAIR = "Where did the cat sit?"
@@ -63,7 +63,7 @@ def test_every_architecture_has_a_head_for_every_task_of_its_family():
     for arch, spec in ARCHITECTURES.items():
         assert supported_tasks(arch) == sorted(spec.family.tasks), arch
     with pytest.raises(NeuronExportError, match="not supported"):
-        supported_tasks("gpt2")
+        supported_tasks("bloom")
 
 
 TEXT_PAIRS = [(a, t) for a, spec in ARCHITECTURES.items() if spec.family.modality == "text" for t in spec.family.tasks]
@@ -251,11 +251,15 @@ def test_demo_models_table():
         "demo:tiny-vit": "image-classification",
         "demo:tiny-sd": "stable-diffusion",
         "demo:tiny-sdxl": "stable-diffusion-xl",
+        "demo:tiny-llama": "text-generation",
+        "demo:tiny-t5": "text2text-generation",
+        "demo:tiny-whisper": "automatic-speech-recognition",
+        "demo:memorised-gpt2": "text-generation",
     }
     assert {name: m.task for name, m in demo.DEMO_MODELS.items()} == expected
     for name, m in demo.DEMO_MODELS.items():
         assert m.name == name and "\n" not in m.description
-        assert m.random_weights == (name != "demo:minilm")
+        assert m.random_weights == (name not in ("demo:minilm", "demo:memorised-gpt2"))  # trained weights
         assert ("random weights" in m.description) == m.random_weights
 
 
@@ -326,7 +330,7 @@ def test_every_demo_resolves_and_loads(tmp_path):
         if m.task.startswith("stable-diffusion"):
             assert isinstance(DiffusionPipeline.from_pretrained(path), DiffusionPipeline)
         else:
-            model = getattr(transformers, TASKS[m.task].auto_class).from_pretrained(path)
+            model = getattr(transformers, (TASKS.get(m.task) or GENERATION_TASKS[m.task]).auto_class).from_pretrained(path)
             assert model.config.architectures
 
 

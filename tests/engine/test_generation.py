@@ -298,3 +298,17 @@ def test_whisper_inductor(seq2seq, folders):
     neuron, model = seq2seq("whisper", "inductor"), eager(folders("whisper"), transformers.AutoModelForSpeechSeq2Seq)
     features = _audio_features(folders("whisper"), 0)
     assert neuron.generate(features, max_new_tokens=8).tolist() == model.generate(features, max_new_tokens=8).tolist()
+
+
+def test_memorised_demo_recites_through_the_compiled_model(tmp_path):
+    """demo:memorised-gpt2 is trained at build time: its greedy continuation is meaningful, and the
+    compiled model must give exactly transformers' tokens."""
+    from neuron_export.demo import resolve_demo
+
+    folder = resolve_demo("demo:memorised-gpt2")
+    neuron = NeuronModelForCausalLM.from_pretrained("demo:memorised-gpt2", export=True, backend="torchscript", sequence_length=LENGTH)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    inputs = tokenizer("paris is the", return_tensors="pt")
+    got = neuron.generate(**inputs, max_new_tokens=10)
+    assert got.tolist() == eager(folder).generate(**inputs, max_new_tokens=10).tolist()
+    assert tokenizer.decode(got[0], skip_special_tokens=True) == "paris is the capital of france."

@@ -8,7 +8,7 @@ from transformers import AutoConfig
 from neuron_export import ExportOptions, supported_tasks
 from neuron_export.errors import NeuronExportError
 from neuron_export.inputs import resolve_shapes
-from neuron_export.registry import ARCHITECTURES, TASKS, check_task, detect_task, get_architecture
+from neuron_export.registry import ARCHITECTURES, GENERATIVE_ARCHITECTURES, TASKS, check_task, detect_task, get_architecture
 
 # The seed guide's TasksManager example.
 DISTILBERT_TASKS = [
@@ -75,10 +75,10 @@ def test_detect_task_with_a_head_we_do_not_export_lists_the_tasks():
 
 def test_unknown_architecture_lists_supported():
     with pytest.raises(NeuronExportError) as error:
-        supported_tasks("gpt2")
+        supported_tasks("bloom")
     message = str(error.value)
-    assert "'gpt2' is not supported" in message
-    for model_type in ARCHITECTURES:
+    assert "'bloom' is not supported" in message
+    for model_type in [*ARCHITECTURES, *GENERATIVE_ARCHITECTURES]:
         assert model_type in message
 
 
