@@ -193,7 +193,7 @@ def generation_settings(loaded: playground.LoadedArtifact, default_tokens: int =
     length = int(loaded.shapes["sequence_length"])
     with st.expander("Generation settings"):
         tokens_col, sample_col, penalty_col = st.columns(3)
-        settings = {"max_new_tokens": tokens_col.slider("Max new tokens", 1, length, min(default_tokens, length)),
+        settings = {"max_new_tokens": tokens_col.slider("Max new tokens", 1, length, min(default_tokens, length // 2)),
                     "repetition_penalty": penalty_col.slider("Repetition penalty", 1.0, 2.0, 1.0, 0.05)}
         if sample_col.toggle("Sample (off: greedy)"):
             temperature, top_k, top_p = st.columns(3)
@@ -250,7 +250,7 @@ def chat(loaded: playground.LoadedArtifact) -> None:
 
 def text_to_text(loaded: playground.LoadedArtifact) -> None:
     form(loaded, "Generate", lambda: (
-        st.text_area("Text", "The quick brown fox jumped over the lazy dog. The dog did not move.", height=120),
+        st.text_area("Text", "Paris is the capital of France. The city is known for its museums and its food.", height=120),
         st.selectbox("Task", list(playground.T5_TASKS)),
         *generation_settings(loaded),
     ))

@@ -20,6 +20,9 @@ VIEW_DEMOS = {
     "tiny-bert-mlm": {"sequence_length": 16},
     "tiny-roberta-mc": {"sequence_length": 16, "num_choices": 3},
     "tiny-vit": {},
+    "tiny-llama": {"sequence_length": 48},
+    "tiny-t5": {"sequence_length": 64},
+    "tiny-whisper": {},
 }
 
 
