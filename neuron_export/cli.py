@@ -218,6 +218,8 @@ def add_benchmark_parser(commands) -> None:
     p.add_argument("--rounds", type=int, default=10, help="interleave the sides in this many rounds (default 10)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps per image of a Stable Diffusion pipeline (default 10)")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the ONNX Runtime peer")
+    p.add_argument("--prompt_length", type=int, help="generative models: prompt tokens (default: a quarter of the sequence length)")
+    p.add_argument("--new_tokens", type=int, help="generative models: tokens generated per call (default: up to 32)")
     p.add_argument("--json", help="also write the results to this file (they are always stored in ARTIFACT/benchmarks/)")
     p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
     p.set_defaults(handler=run_benchmark)
@@ -230,7 +232,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
     events = EventFile(args.events)
     try:
         options = BenchmarkOptions(iterations=args.iterations, warmup=args.warmup, batch_sizes=args.batch_sizes,
-                                   onnx=args.onnx, threads=args.threads, rounds=args.rounds, steps=args.steps)
+                                   onnx=args.onnx, threads=args.threads, rounds=args.rounds, steps=args.steps,
+                                   prompt_length=args.prompt_length, new_tokens=args.new_tokens)
         report = benchmark(args.artifact, options, on_event=events.write)
     except NeuronExportError as error:
         events.write({"type": "error", "message": str(error), "exit_code": error.exit_code})

@@ -87,7 +87,8 @@ class StateAsParameters(torch.nn.Module):
         self.state = torch.nn.ParameterList([torch.nn.Parameter(t.detach().clone(), requires_grad=False) for t in state])
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.module(*inputs, *self.state)
+        with torch.no_grad():  # in-place updates of the state must not make it part of an autograd graph
+            outputs = self.module(*inputs, *self.state)
         return (*self.state, *outputs)
 
     def aliases(self) -> dict[torch.nn.Parameter, int]:

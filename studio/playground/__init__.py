@@ -20,7 +20,7 @@ from .core import (
     run_both,
 )
 from .diffusion import generate_images, max_images
-from .generation import T5_TASKS, Generated, Timing, chat, read_audio, sample_audio, text_to_text, transcribe
+from .generation import T5_TASKS, Generated, chat, read_audio, sample_audio, text_to_text, transcribe
 from .html import entities_html, entity_colors, highlight_html
 from .text import (
     MAX_ANSWER_TOKENS,
@@ -63,5 +63,5 @@ __all__ = [
     "TIMED_CALLS", "TOP_K", "MAX_ANSWER_TOKENS", "classify_text", "tag_tokens", "Segment", "answer_question", "Answer",
     "fill_mask", "embed_sentences", "choose", "sample_image", "read_image", "classify_image", "classify_upload",
     "max_images", "generate_images", "entities_html", "entity_colors", "highlight_html", "chat", "text_to_text",
-    "transcribe", "read_audio", "sample_audio", "Generated", "Timing", "T5_TASKS",
+    "transcribe", "read_audio", "sample_audio", "Generated", "T5_TASKS",
 ]

@@ -8,16 +8,15 @@ with the same prompt and settings, the same seed when sampling, and says whether
 from __future__ import annotations
 
 import io
-import time
 import wave
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from transformers.generation.streamers import BaseStreamer
 
 from neuron_export.errors import NeuronExportError, first_line
+from neuron_export.generation.timing import Timing, timed_generation
 
 from .core import LoadedArtifact, require
 
@@ -26,33 +25,6 @@ SEED = 0  # of sampling, on both sides
 # T5's task prefixes (its pre-training tasks), shown as choices.
 T5_TASKS = {"summarize": "summarize: ", "translate English to German": "translate English to German: ",
             "translate English to French": "translate English to French: ", "none (raw text)": ""}
-
-
-@dataclass
-class Timing:
-    """One generate() call: the whole call, and when each new token came out."""
-
-    seconds: float
-    token_times: list[float] = field(default_factory=list)  # seconds from the call's start
-
-    @property
-    def tokens(self) -> int:
-        return len(self.token_times)
-
-    @property
-    def first_token_s(self) -> Optional[float]:
-        return self.token_times[0] if self.token_times else None
-
-    @property
-    def per_token_s(self) -> Optional[float]:
-        """Mean time per token after the first (the decode step)."""
-        if len(self.token_times) < 2:
-            return None
-        return (self.token_times[-1] - self.token_times[0]) / (len(self.token_times) - 1)
-
-    @property
-    def tokens_per_s(self) -> Optional[float]:
-        return self.tokens / self.seconds if self.seconds and self.tokens else None
 
 
 @dataclass
@@ -76,37 +48,10 @@ class Generated:
         return next((i for i, (a, b) in enumerate(zip(self.tokens, self.eager_tokens)) if a != b), min(len(self.tokens), len(self.eager_tokens)))
 
 
-class TimingStreamer(BaseStreamer):
-    """Records when each new token arrives (generate() first puts the prompt, which is skipped) and
-    passes the text so far to `on_text`."""
-
-    def __init__(self, tokenizer, on_text: Optional[Callable[[str], None]] = None):
-        self.tokenizer, self.on_text = tokenizer, on_text
-        self.start = time.perf_counter()
-        self.prompt_seen = False
-        self.tokens: list[int] = []
-        self.times: list[float] = []
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        self.tokens += value.view(-1)[:1].tolist()  # the first row: the views generate one text at a time
-        self.times.append(time.perf_counter() - self.start)
-        if self.on_text is not None:
-            self.on_text(self.tokenizer.decode(self.tokens, skip_special_tokens=True))
-
-    def end(self) -> None:
-        """Nothing to flush: every put() already passed the text on."""
-
-
 def _timed(generate: Callable[..., Any], inputs: dict[str, Any], settings: dict[str, Any], tokenizer,
            on_text: Optional[Callable[[str], None]] = None) -> tuple[list[int], Timing]:
-    streamer = TimingStreamer(tokenizer, on_text)
     torch.manual_seed(SEED)  # the same draws on both sides when sampling
-    with torch.inference_mode():
-        generate(**inputs, **settings, streamer=streamer)
-    return streamer.tokens, Timing(time.perf_counter() - streamer.start, streamer.times)
+    return timed_generation(generate, inputs, settings, tokenizer, on_text)
 
 
 def _run(loaded: LoadedArtifact, inputs: dict[str, Any], settings: dict[str, Any], compare: bool,
