@@ -17,7 +17,6 @@ from typing import Any, Optional
 
 import torch
 
-from ..backends import choose_backend
 from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
 from ..inputs import input_shapes, make_inputs, validation_input_sets
@@ -25,7 +24,7 @@ from ..options import ExportOptions
 from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, DiffusionComponent
 from ..sources import ModelSource
 from ..traceable import TraceableModel, discover_output_names
-from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
+from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
 
 log = logging.getLogger("neuron_export")
 
@@ -40,16 +39,12 @@ NO_LENGTH_LIMIT = 10**12
 def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
     specs = pipeline_components(source, task)
-    backend, reason = choose_backend(options)
-    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
-    warnings = option_warnings(options, task, backend, has_unet=True)
+    backend, reason, warnings = plan_backend(options, task, has_unet=True)
     shapes, shape_warnings = resolve_shapes(source, specs, options)
     warnings += shape_warnings
     if source.config.get("safety_checker", [None])[0] is not None:
         warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
-    for warning in warnings:
-        log.warning("Warning: %s", warning)
-    options, skip_reason = settle_options(options, backend)
+    options, skip_reason = settle_plan(options, backend, warnings)
     timesteps = train_timesteps(source)
     components = [
         ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, shapes, timesteps, options, skip_reason is None),

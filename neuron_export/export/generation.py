@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from ..backends import choose_backend
 from ..errors import NeuronExportError
 from ..generation.graphs import DecodeGraph, DecoderStepGraph, EncoderGraph, PrefillGraph, cache_names, decoder_layer_count
 from ..generation.runtime import DECODE, DECODER, ENCODER, prefill_component
@@ -23,7 +22,7 @@ from ..inputs import make_inputs, validation_input_sets
 from ..options import ExportOptions
 from ..registry import DECODER as DECODER_KIND, Architecture, check_task, detect_task, get_architecture, sliding_window
 from ..sources import ModelSource, load_config, load_eager_model
-from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
+from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
 
 log = logging.getLogger("neuron_export")
 
@@ -41,30 +40,15 @@ def plan_generation(source: ModelSource, options: ExportOptions) -> ExportPlan:
     spec = check_task(source.model_type, task)
     _refuse_options(options, task)
     config = load_config(source, options)
-    backend, reason = choose_backend(options)
-    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
-    warnings = option_warnings(options, task, backend, has_unet=False)
+    backend, reason, warnings = plan_backend(options, task, has_unet=False)
     shapes, shape_warnings = generation_shapes(arch, task, options, config)
     warnings += shape_warnings
-    for warning in warnings:
-        log.warning("Warning: %s", warning)
-    options, skip_reason = settle_options(options, backend)
+    options, skip_reason = settle_plan(options, backend, warnings)
     build = _decoder_components if spec.kind == DECODER_KIND else _encoder_decoder_components
-    return ExportPlan(
-        source=source,
-        task=task,
-        backend=backend,
-        backend_reason=reason,
-        options=options,
-        shapes=shapes,
-        public_shapes={key: shapes[key] for key in PUBLIC_SHAPES},
-        components=build(source, task, arch, config, shapes, options, skip_reason is None),
-        warnings=warnings,
-        skip_reason=skip_reason,
-        files=[(source.path, "")],  # config, generation config, tokenizer / processor files
-        cache_folders=[source.path],
-        pipeline_class=spec.model_class,
-    )
+    components = build(source, task, arch, config, shapes, options, skip_reason is None)
+    return ExportPlan(source, task, backend, reason, options, shapes, {key: shapes[key] for key in PUBLIC_SHAPES}, components,
+                      warnings, skip_reason, files=[(source.path, "")],  # config, generation config, tokenizer / processor files
+                      cache_folders=[source.path], pipeline_class=spec.model_class)
 
 
 def _refuse_options(options: ExportOptions, task: str) -> None:

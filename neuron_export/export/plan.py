@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..backends import Backend
+from ..backends import Backend, choose_backend
 from ..errors import NeuronExportError
 from ..options import ExportOptions
 from ..sources import ModelSource
@@ -92,6 +92,13 @@ def default_atol(family_atol: float, options: ExportOptions) -> tuple[float, str
     return family_atol, "default for the model family"
 
 
+def settle_plan(options: ExportOptions, backend: Backend, warnings: list[str]) -> tuple[ExportOptions, Optional[str]]:
+    """Log the plan's warnings, then settle_options."""
+    for warning in warnings:
+        log.warning("Warning: %s", warning)
+    return settle_options(options, backend)
+
+
 def settle_options(options: ExportOptions, backend: Backend) -> tuple[ExportOptions, Optional[str]]:
     """Defaults that depend on the choices made (the cast type), and why it will not be validated, if so."""
     if options.auto_cast != "none" and options.auto_cast_type is None:
@@ -102,6 +109,13 @@ def settle_options(options: ExportOptions, backend: Backend) -> tuple[ExportOpti
     if reason:
         log.warning("Warning: %s", reason)
     return options, reason
+
+
+def plan_backend(options: ExportOptions, task: str, has_unet: bool) -> tuple[Backend, str, list[str]]:
+    """The backend of a plan (logged with why and where its artifacts run) and the option warnings."""
+    backend, reason = choose_backend(options)
+    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
+    return backend, reason, option_warnings(options, task, backend, has_unet)
 
 
 def option_warnings(options: ExportOptions, task: str, backend: Backend, has_unet: bool) -> list[str]:

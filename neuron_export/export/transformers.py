@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from ..backends import choose_backend
 from ..errors import NeuronExportError
 from ..inputs import input_axes, input_shapes, make_inputs, resolve_shapes, validation_input_sets
 from ..options import ExportOptions
 from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
 from ..sources import ModelSource, load_config, load_eager_model
 from ..traceable import discover_output_names, eager_traceable, output_flags
-from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
+from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
 
 log = logging.getLogger("neuron_export")
 
@@ -27,14 +26,10 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
             raise NeuronExportError(f"a sentence-transformers folder exports {SENTENCE_TRANSFORMERS.task} only, not {task}")
         if options.output_hidden_states or options.output_attentions:
             raise NeuronExportError("--output_hidden_states / --output_attentions are not available for sentence-transformers embeddings")
-    backend, reason = choose_backend(options)
-    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
-    warnings = option_warnings(options, task, backend, has_unet=False)
+    backend, reason, warnings = plan_backend(options, task, has_unet=False)
     shapes, shape_warnings = resolve_shapes(arch, task_spec, options, config)
     warnings += shape_warnings
-    for warning in warnings:
-        log.warning("Warning: %s", warning)
-    options, skip_reason = settle_options(options, backend)
+    options, skip_reason = settle_plan(options, backend, warnings)
     load = partial(_load_component, source, arch, task_spec, config, shapes, options, skip_reason is None)
     return ExportPlan(
         source=source,

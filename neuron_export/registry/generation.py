@@ -63,41 +63,24 @@ _PROMPT = (
     InputSpec("attention_mask", ("batch_size", "sequence_length"), "attention_mask"),
 )
 
+# What every generative family shares: logits within 1e-3 (optimum-neuron's default), neuronx-cc's transformer mode.
+_GENERATIVE: dict[str, Any] = dict(atol=1e-3, neuron_model_type="transformer", generative=True)
+
 DECODER_LM = Family(
-    name="decoder-lm",
-    modality="text",
-    inputs=_PROMPT,
-    tasks=("text-generation",),
-    atol=1e-3,
-    processor="AutoTokenizer",
+    name="decoder-lm", modality="text", inputs=_PROMPT, tasks=("text-generation",), processor="AutoTokenizer",
     default_shapes={"batch_size": 1},
     # The KV cache holds the prompt and the generated tokens: at most the model's positions.
-    shape_limits={"sequence_length": "max_position_embeddings"},
-    neuron_model_type="transformer",
-    generative=True,
+    shape_limits={"sequence_length": "max_position_embeddings"}, **_GENERATIVE,
 )
 TEXT_SEQ2SEQ = Family(
-    name="text-seq2seq",
-    modality="text",
-    inputs=_PROMPT,
-    tasks=("text2text-generation",),
-    atol=1e-3,
-    processor="AutoTokenizer",
-    default_shapes={"batch_size": 1},
-    neuron_model_type="transformer",
-    generative=True,
+    name="text-seq2seq", modality="text", inputs=_PROMPT, tasks=("text2text-generation",), processor="AutoTokenizer",
+    default_shapes={"batch_size": 1}, **_GENERATIVE,  # relative positions: no length limit
 )
 SPEECH_SEQ2SEQ = Family(
-    name="speech-seq2seq",
-    modality="audio",
+    name="speech-seq2seq", modality="audio", tasks=("automatic-speech-recognition",), processor="AutoProcessor",
     inputs=(InputSpec("input_features", ("batch_size", "num_mel_bins", "audio_frames"), "gaussian", "float32"),),
-    tasks=("automatic-speech-recognition",),
-    atol=1e-3,
-    processor="AutoProcessor",
     default_shapes={"batch_size": 1, "sequence_length": config_value("max_target_positions", default=448)},
-    shape_limits={"sequence_length": "max_target_positions"},
-    neuron_model_type="transformer",
-    generative=True,
+    shape_limits={"sequence_length": "max_target_positions"}, **_GENERATIVE,
 )
 
 # Tiny configs of the demo and test models: 2 layers, grouped-query attention where the architecture has it.
