@@ -13,7 +13,7 @@ from typing import Optional
 
 from .errors import NeuronExportError
 from .options import ExportOptions
-from .registry import ARCHITECTURES, DIFFUSERS_PIPELINES, SENTENCE_TRANSFORMERS, TASKS, detect_task, is_diffusion_task, supported_tasks
+from .registry import DIFFUSERS_PIPELINES, SENTENCE_TRANSFORMERS, TASKS, detect_task, get_architecture, is_diffusion_task, supported_tasks
 from .sources import resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
@@ -35,7 +35,9 @@ class ModelInfo:
         """The shape options `task` uses, in the CLI's order."""
         if self.library == "diffusers":
             return list(DIFFUSION_SHAPE_OPTIONS)
-        arch = ARCHITECTURES[self.model_type]
+        arch = get_architecture(self.model_type)
+        if arch.family.generative:  # the other axes (prompt, audio) follow from the cache length and the config
+            return ["batch_size", "sequence_length"]
         axes = [a for spec in arch.inputs for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
         return list(dict.fromkeys(axes))
 
@@ -64,12 +66,14 @@ def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
     config = source.config
     defaults: dict[str, int] = {"batch_size": 1, "num_choices": 4}
     limits: dict[str, int] = {}
-    max_positions = config.get("max_position_embeddings")
+    max_positions = config.get("max_position_embeddings", config.get("n_positions", config.get("max_target_positions")))
     if isinstance(max_positions, int):
-        reserved_positions = ARCHITECTURES[source.model_type].reserved_positions
+        reserved_positions = get_architecture(source.model_type).reserved_positions
         reserved = reserved_positions(SimpleNamespace(**config)) if reserved_positions else 0
         limits["sequence_length"] = max_positions - reserved
         defaults["sequence_length"] = min(128, limits["sequence_length"])
+    if get_architecture(source.model_type).family.generative:
+        defaults.setdefault("sequence_length", 128)  # the KV cache: prompt + generated tokens
     image_size = config.get("image_size")
     if isinstance(image_size, int):
         defaults.update(height=image_size, width=image_size, num_channels=config.get("num_channels", 3))
