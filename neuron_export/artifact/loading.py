@@ -128,9 +128,9 @@ def load_artifact(path: str | Path) -> CompiledModel:
         from ..registry import DIFFUSION_TASKS
 
         task = DIFFUSION_TASKS.get(manifest.task)
-        classes = " / ".join(p.class_name for p in task.pipelines) if task else "its pipeline class"
+        classes = " / ".join(p.class_name for p in task.pipelines) if task else manifest.pipeline_class or "its pipeline class"
         raise ArtifactError(
-            f"{path} is a compiled {manifest.task} pipeline of {len(manifest.components)} components; load it with "
+            f"{path} is a compiled {manifest.task} artifact of {len(manifest.components)} components; load it with "
             f"neuron_export.{classes}, or one component with load_artifact({str(path / manifest.components[0])!r})"
         )
     try:
