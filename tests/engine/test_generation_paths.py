@@ -29,6 +29,11 @@ def test_cli_exports_text_generation_and_refuses_a_missing_length(tmp_path):
     manifest = json.loads((tmp_path / "llama" / "manifest.json").read_text())
     assert manifest["components"] == [f"prefill_{LENGTH}", "decode"] and manifest["pipeline_class"] == "NeuronModelForCausalLM"
     assert manifest["validation"]["passed"] is True
+    again = run_cli("export", "-m", "demo:tiny-llama", "--sequence_length", str(LENGTH), "--backend", "torchscript", str(tmp_path / "hit"))
+    assert again.returncode == 0 and "Compile cache hit" in again.stdout + again.stderr
+    inputs = {"input_ids": torch.tensor([[5, 6, 7]]), "max_new_tokens": 4}
+    first, hit = (NeuronModelForCausalLM.from_pretrained(tmp_path / name) for name in ("llama", "hit"))
+    assert hit.generate(**inputs).tolist() == first.generate(**inputs).tolist()
     refused = run_cli("export", "-m", "demo:tiny-llama", "--backend", "torchscript", str(tmp_path / "other"))
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0
     assert "missing --sequence_length" in refused.stderr and not (tmp_path / "other").exists()
