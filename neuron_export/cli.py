@@ -57,7 +57,7 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("auto_cast", "--auto_cast", "cast fp32 operations to a lower precision", choices=AUTO_CAST),
     Flag("auto_cast_type", "--auto_cast_type", "the lower precision of --auto_cast (default bf16)", choices=AUTO_CAST_TYPES),
     Flag("dynamic_batch_size", "--dynamic-batch-size", "accept other batch sizes than the compiled one", "switch"),
-    Flag("num_cores", "--num_cores", "NeuronCores to deploy on (text-generation only)", type=int),
+    Flag("num_cores", "--num_cores", "NeuronCores for tensor parallelism (optimum-cli's; not supported: ignored with a warning)", type=int),
     Flag("unet", "--unet", "replace the UNet of a Stable Diffusion pipeline with this folder"),
     Flag("output_hidden_states", "--output_hidden_states", "also output the hidden states", "switch"),
     Flag("output_attentions", "--output_attentions", "also output the attentions", "switch"),
