@@ -90,7 +90,7 @@ def _held_out(compare: Callable[[torch.Tensor, torch.Tensor], tuple], rows: int,
         compare(ids, mask)
 
 
-def _settings(eager, new_tokens: int) -> dict[str, Any]:
+def _settings(new_tokens: int) -> dict[str, Any]:
     return dict(max_new_tokens=new_tokens, do_sample=False, output_logits=True, return_dict_in_generate=True)
 
 
@@ -108,7 +108,7 @@ def check_decoder(folder: Path, *, eager, config, atol: float, atol_source: str)
     longest = min(runtime.prompt_lengths[-1], runtime.cache_length - new)
     lengths = sorted({1, max(1, longest // 2), longest})
     logits, notes, runs, counts = {"prefill": _Comparison("prefill logits"), "decode": _Comparison("decode logits")}, [], [], [0, 0]
-    settings = _settings(eager, new)
+    settings = _settings(new)
 
     def compare(ids: torch.Tensor, mask: torch.Tensor) -> None:
         with torch.no_grad():
@@ -129,7 +129,7 @@ def check_encoder_decoder(folder: Path, *, eager, config, atol: float, atol_sour
     runtime = EncoderDecoderRuntime.load(folder.parent, {"input_ids": config.pad_token_id or 0})
     new = max(1, min(NEW_TOKENS, runtime.cache_length - 1))
     logits, notes, runs, counts = {"prefill": _Comparison("encoder + first token"), "decode": _Comparison("decode logits")}, [], [], [0, 0]
-    settings = _settings(eager, new)
+    settings = _settings(new)
     start = int(config.decoder_start_token_id)
 
     def compare(inputs: dict[str, torch.Tensor]) -> None:

@@ -16,6 +16,7 @@ state of export/generation.py: held by the loaded model between calls).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional, Sequence
 
 import torch
@@ -68,8 +69,8 @@ class SlotCache(Cache):
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(batch, queries, keys) booleans -> the (batch, 1, queries, keys) additive mask transformers
     passes through unchanged to every attention implementation."""
-    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype)
-    return torch.where(allowed, torch.zeros((), dtype=dtype), blocked).unsqueeze(1)
+    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
+    return torch.where(allowed, torch.zeros((), dtype=dtype, device=allowed.device), blocked).unsqueeze(1)
 
 
 def decoder_layer_count(config: Any) -> int:
@@ -152,7 +153,7 @@ class EncoderGraph(torch.nn.Module):
         cross = [SlotLayer() for _ in range(self.layers)]
         cache = EncoderDecoderCache(SlotCache([SlotLayer() for _ in range(self.layers)]), SlotCache(cross))
         start = torch.full((batch, 1), self.start, dtype=torch.long, device=encoded.device)
-        self.model(encoder_outputs=(encoded,), decoder_input_ids=start, decoder_attention_mask=torch.zeros(batch, 1, 1, 1),
+        self.model(encoder_outputs=(encoded,), decoder_input_ids=start, decoder_attention_mask=torch.zeros(batch, 1, 1, 1, device=encoded.device),
                    cache=cache, use_cache=True, attention_mask=named.get("attention_mask"))
         return tuple(_recorded(cross))
 
@@ -167,7 +168,7 @@ class DecoderStepGraph(torch.nn.Module):
         self.encoder_mask = encoder_mask
         self.layers = decoder_layer_count(model.config)
         # Whisper numbers its decoder positions itself unless given them; T5 has relative positions only.
-        self.position_keyword = "decoder_position_ids" if model.config.model_type == "whisper" else None
+        self.position_keyword = "decoder_position_ids" if "decoder_position_ids" in inspect.signature(model.forward).parameters else None
 
     def forward(self, decoder_input_ids: torch.Tensor, position_ids: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor]:
         encoder_mask, caches = (rest[0], rest[1:]) if self.encoder_mask else (None, rest)

@@ -127,3 +127,16 @@ def test_state_as_parameters_returns_the_state_first():
     assert list(aliases.values()) == [0] and next(iter(aliases)) is wrapped.state[0]
     state, total = wrapped(torch.ones(3))
     assert state is wrapped.state[0] and total.item() == 3.0 and wrapped.state[0].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_text_generation_on_cuda(tmp_path):
+    """The graphs and their KV-cache state on the GPU (inductor), tokens equal to transformers' on the CPU."""
+    neuron = NeuronModelForCausalLM.from_pretrained("demo:tiny-llama", export=True, backend="inductor", device="cuda",
+                                                    sequence_length=LENGTH)
+    assert neuron.manifest.device == "cuda" and neuron.manifest.validation.passed is True
+    folder = resolve_demo("demo:tiny-llama")
+    inputs = transformers.AutoTokenizer.from_pretrained(folder)("the quick brown fox", return_tensors="pt")
+    want = transformers.AutoModelForCausalLM.from_pretrained(folder).eval().generate(**inputs, max_new_tokens=8)
+    assert neuron.generate(**inputs, max_new_tokens=8).tolist() == want.tolist()
