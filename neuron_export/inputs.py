@@ -138,6 +138,13 @@ def _size_ids(shape, config, generator, realistic):
     return torch.randint(0, 1025, shape, generator=generator).float()
 
 
+def pad_value(spec: InputSpec, config: Any) -> float:
+    """What pads an input up to a larger bucket: the pad token for token ids (masked anyway), else 0."""
+    if spec.kind == "token_ids":
+        return float(getattr(config, "pad_token_id", None) or 0)
+    return 0.0
+
+
 # Input kinds (InputSpec.kind) -> generator(shape, config, generator, realistic).
 GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
     "token_ids": _token_ids,

@@ -162,3 +162,32 @@ def compare(
         outputs=[totals[name].check(name, atol) for name in reference_names if name in totals],
         runs=runs,
     )
+
+
+def merge_reports(component: str, reports: list[ValidationReport]) -> ValidationReport:
+    """One report over several (a bucketed model's buckets): per output the largest difference, the
+    mean over every compared value, the summed error histogram; shapes of the last (largest) report;
+    the runs of all; a note per report with its verdict."""
+    last = reports[-1]
+    outputs = []
+    for check in last.outputs:
+        same = [o for r in reports for o in r.outputs if o.name == check.name]
+        counts = [sum(o.error_histogram) for o in same]
+        compared = all(o.max_abs_diff is not None for o in same) and sum(counts) > 0
+        outputs.append(OutputCheck(
+            check.name, check.reference_shape, check.compiled_shape, all(o.shape_match for o in same),
+            max(o.max_abs_diff for o in same) if compared else None,
+            sum(o.mean_abs_diff * n for o, n in zip(same, counts)) / sum(counts) if compared else None,
+            check.atol, [sum(bins) for bins in zip(*(o.error_histogram for o in same))],
+        ))
+    return ValidationReport(
+        component=component,
+        atol=last.atol,
+        atol_source=last.atol_source,
+        reference_output_names=last.reference_output_names,
+        compiled_output_names=last.compiled_output_names if all(r.names_match for r in reports) else
+        next(r.compiled_output_names for r in reports if not r.names_match),
+        outputs=outputs,
+        runs=[run for r in reports for run in r.runs],
+        notes=[f"{r.component}: {'passed' if r.passed else 'failed'}" for r in reports],
+    )

@@ -74,7 +74,9 @@ def where_it_runs(manifest: Manifest) -> str:
 
 def shapes_summary(manifest: Manifest) -> str:
     """The compiled shapes in words: 'batch size 1 · sequence length 16' (the UNet's derived ones left out)."""
-    return " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in manifest.shapes.items() if not k.startswith("unet_"))
+    bucketed = {axis: ", ".join(str(b.shapes[axis]) for b in manifest.buckets) for axis in manifest.buckets[0].shapes} if manifest.buckets else {}
+    return " · ".join(f"{k.replace('_', ' ')} {bucketed.get(k, v)}" + (" (buckets)" if k in bucketed else "")
+                      for k, v in manifest.shapes.items() if not k.startswith("unet_"))
 
 
 def backend_badge(manifest: Manifest) -> None:

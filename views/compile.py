@@ -12,10 +12,12 @@ import streamlit as st
 import torch
 
 from neuron_export.backends import BACKENDS, Backend, auto_backend
+from neuron_export.bucketing import parse_resolutions, parse_shape_text
 from neuron_export.demo import DEMO_MODELS
 from neuron_export.errors import NeuronExportError
 from neuron_export.model_info import ModelInfo, inspect_model
 from neuron_export.options import AUTO_CAST, AUTO_CAST_TYPES, INSTANCE_TYPES, ExportOptions
+from neuron_export.registry import TEXT_ENCODER
 from studio import ui
 from studio.jobs import EXPORT, JobStore, export_command
 from studio.workspace import Workspace
@@ -91,6 +93,42 @@ def shapes_section(model: str, info: Optional[ModelInfo], shape_names: list[str]
                                             value=min(int(defaults.get(name, 1)), limits.get(name, 100_000)), step=1,
                                             key=f"shape-{name}-{model}"))
     return shapes
+
+
+def buckets_section(model: str, info: Optional[ModelInfo], task: str, shape_names: list[str]) -> dict[tuple[str, ...], str]:
+    """Optional several values of the bucketable shapes (one compiled model each), as typed; see bucket_options."""
+    groups = info.bucketable(task) if info is not None else TEXT_ENCODER.bucketable
+    texts = {}
+    for group in (g for g in groups if set(g.axes) <= set(shape_names)):
+        if set(group.axes) == {"height", "width"}:
+            texts[group.axes] = st.text_input("Resolutions (buckets, optional)", key=f"buckets-{'-'.join(group.axes)}-{model}",
+                                              placeholder="512x512, 768x768",
+                                              help="Width×height, comma-separated: one compiled UNet and VAE per resolution "
+                                                   "(the text encoders once); each run picks its own. Empty: the size above.")
+        else:
+            axis = group.axes[0]
+            texts[group.axes] = st.text_input(f"Buckets: several {axis.replace('_', ' ')} values (optional)", key=f"buckets-{axis}-{model}",
+                                              placeholder="32,64,128 or auto:16-512",
+                                              help="One compiled model per value; each call runs on the smallest that fits. "
+                                                   "auto:LOW-HIGH lets a cost model pick powers of two. Empty: the value above.")
+    try:
+        bucket_options(texts)
+    except NeuronExportError as error:
+        ui.show_error(error)
+    return texts
+
+
+def bucket_options(texts: dict[tuple[str, ...], str]) -> dict[str, Any]:
+    """The ExportOptions values of the typed buckets (they replace the single values of those shapes)."""
+    values: dict[str, Any] = {}
+    for axes, text in texts.items():
+        if not text.strip():
+            continue
+        if set(axes) == {"height", "width"}:
+            values["height"], values["width"] = parse_resolutions(text)
+        else:
+            values[axes[0]] = parse_shape_text(f"--{axes[0]}", text)
+    return values
 
 
 def backend_choice(column) -> tuple[str, Backend, Optional[str]]:
@@ -200,6 +238,7 @@ def main() -> None:
     model, info = model_section(services.workspace)
     task, shape_names = task_choice(model, info)
     shapes = shapes_section(model, info, shape_names)
+    bucket_texts = buckets_section(model, info, task, shape_names)
     compiler = compiler_section()
     checks, keep_workdir = advanced_section()
     name, force = output_section(model, task, compiler["backend"])
@@ -208,7 +247,7 @@ def main() -> None:
             output = services.workspace.artifact_path(name)
             workdir = str(services.workspace.root / "compiler-workdir" / name) if keep_workdir else None
             options = ExportOptions(task=task if info is not None else (task.strip() or "auto"), compiler_workdir=workdir,
-                                    force=force, **compiler, **checks, **shapes)
+                                    force=force, **compiler, **checks, **{**shapes, **bucket_options(bucket_texts)})
             submit(services.store, model.strip(), task, output, options)
         except NeuronExportError as error:
             ui.show_error(error)

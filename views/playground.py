@@ -174,12 +174,14 @@ def generation_fields(loaded: playground.LoadedArtifact) -> tuple:
     compare = st.checkbox("Also run the eager diffusers pipeline (same seed) for its time", value=loaded.eager_source is not None,
                           disabled=loaded.eager_source is None,
                           help="runs the whole request a second time, uncompiled (the first time also loads it)")
-    return prompt, negative, steps, guidance, seed, count, compare
+    sizes = loaded.model.resolutions  # a bucketed pipeline has several
+    size = st.selectbox("Size", sizes, index=len(sizes) - 1, format_func=lambda hw: f"{hw[1]}×{hw[0]}") if len(sizes) > 1 else None
+    return prompt, negative, steps, guidance, seed, count, compare, size
 
 
 def image_generation(loaded: playground.LoadedArtifact) -> None:
     form(loaded, "Generate", lambda: generation_fields(loaded))
-    st.caption(f"Compiled for {loaded.shapes.get('width')}×{loaded.shapes.get('height')} images.")
+    st.caption(f"Compiled for {', '.join(f'{w}×{h}' for h, w in loaded.model.resolutions)} images.")
     if result := last_result(loaded):
         images, stats = result
         columns = st.columns(min(max(len(images), 2), 4))

@@ -14,6 +14,7 @@ import torch
 
 from ..backends import get_backend
 from ..errors import ArtifactError, InputMismatchError, NeuronExportError, first_line
+from .buckets import BucketedModel
 from .folders import inside
 from .manifest import Manifest, TensorSpec
 
@@ -32,6 +33,10 @@ class CompiledModel:
         self.device = torch.device(manifest.device)
         self.dynamic_batch = manifest.dynamic_batch
         self.batch_size = manifest.batch_size
+        # One static shape: no buckets (a bucketed artifact loads as a BucketedModel).
+        self.buckets: list[dict[str, int]] = []
+        self.bucketed_axes: tuple[str, ...] = ()
+        self.last_bucket = None
         # State inputs (KV caches) stay with the model between calls: on the device when the backend
         # holds them (its runner's .state), else tensors allocated here and passed, updated in place, with every call.
         self.state_specs = [spec for spec in manifest.inputs if spec.state]
@@ -120,7 +125,7 @@ def _convert_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch
     return tensor.to(dtype)
 
 
-def load_artifact(path: str | Path) -> CompiledModel:
+def load_artifact(path: str | Path) -> CompiledModel | BucketedModel:
     """Load a compiled artifact, refusing clearly when this host cannot run it."""
     path = Path(path)
     manifest = Manifest.read(path)
@@ -140,13 +145,16 @@ def load_artifact(path: str | Path) -> CompiledModel:
     problem = backend.runtime_problem(manifest)
     if problem:
         raise ArtifactError(f"cannot run {path} here: {problem}")
-    model_file = inside(path, manifest.model_file)
-    if not model_file.is_file():
-        raise ArtifactError(f"{path} is incomplete: {manifest.model_file} is missing")
+    files = [manifest.model_file] if manifest.model_file else [bucket.location for bucket in manifest.buckets]
+    absent = [name for name in files if not inside(path, name).is_file()]
+    if absent:
+        raise ArtifactError(f"{path} is incomplete: {', '.join(absent)} {'is' if len(absent) == 1 else 'are'} missing")
     try:
-        runner = backend.load(model_file, manifest)
+        if manifest.is_bucketed:
+            return BucketedModel(path, manifest, backend.load_buckets(path, manifest), backend.native_dynamic_batch)
+        runner = backend.load(inside(path, manifest.model_file), manifest)
     except NeuronExportError:
         raise
     except Exception as error:
-        raise ArtifactError(f"cannot load {model_file}: {first_line(error)}") from None
+        raise ArtifactError(f"cannot load {path / files[0]}: {first_line(error)}") from None
     return CompiledModel(path, manifest, runner, backend.native_dynamic_batch, backend.holds_state)

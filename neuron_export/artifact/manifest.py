@@ -18,6 +18,8 @@ from ..options import ExportOptions
 MANIFEST = "manifest.json"
 VALIDATION_REPORT = "validation.json"
 FORMAT_VERSION = 1
+BUCKETS_FORMAT = 2  # written by bucketed artifacts only: a reader of format 1 would run one bucket as the whole model
+READABLE_FORMATS = (FORMAT_VERSION, BUCKETS_FORMAT)
 # Written by every manifest of this tool: --force replaces only folders that carry it.
 TOOL_MARKER = "neuron_export"
 
@@ -30,6 +32,7 @@ class TensorSpec:
     shape: list[int]
     dtype: str
     axes: list[str]
+    pad: Optional[float] = None  # bucketed models: what pads it up to a larger bucket (token ids: the pad token)
     # A KV cache: the loaded model holds it between calls (CompiledModel.state); callers never pass it.
     state: bool = False
 
@@ -40,6 +43,29 @@ class Validation:
     atol: Optional[float] = None
     skipped: Optional[str] = None  # why it was not validated
     components: dict[str, bool] = field(default_factory=dict)  # pipelines: the verdict per component
+
+
+@dataclass
+class BucketRecord:
+    """One compiled shape of a bucketed model: its values of the bucketed axes, verdict and compile time."""
+
+    name: str  # "32", "512x512": the bucket's key
+    shapes: dict[str, int]  # the bucketed axes' values, e.g. {"sequence_length": 32}
+    inputs: list[TensorSpec] = field(default_factory=list)  # its static inputs (a pipeline's root: none)
+    location: str = ""  # where the backend stored it: a model inside model_file, or a file of the folder
+    validation: Validation = field(default_factory=Validation)
+    compile_s: Optional[float] = None  # its trace and compile stages (a pipeline's root: all its components')
+
+
+@dataclass
+class Bucketing:
+    """How calls of a bucketed model meet its buckets."""
+
+    axes: list[str]  # the bucketed shape options, e.g. ["sequence_length"] or ["height", "width"]
+    fit: str  # "pad": the smallest bucket that fits, padded; "exact": the bucket of the call's size
+    outputs: dict[str, list[Optional[str]]] = field(default_factory=dict)  # per output, the bucketed axis of each dim
+    shared_weights: bool = False  # the buckets' model file stores the weights once
+    weights_note: str = ""  # what the backend did with the weights, in words
 
 
 @dataclass
@@ -78,6 +104,9 @@ class Manifest:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     compile_cache: Optional[dict[str, Any]] = None
+    # several static shapes (bucketing.py): every compiled one, and how calls meet them
+    buckets: list[BucketRecord] = field(default_factory=list)
+    bucketing: Optional[Bucketing] = None
     format_version: int = FORMAT_VERSION
     tool: str = ""
     created: str = ""
@@ -95,9 +124,14 @@ class Manifest:
         """The compiled batch size: of the first input, or the pipeline's prompts per call."""
         return int(self.shapes["batch_size"]) if self.is_pipeline else int(self.inputs[0].shape[0])
 
+    @property
+    def is_bucketed(self) -> bool:
+        return bool(self.buckets)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["options"] = self.options.to_dict()
+        data["format_version"] = BUCKETS_FORMAT if self.buckets else FORMAT_VERSION
         return data
 
     @classmethod
@@ -105,18 +139,22 @@ class Manifest:
         """A manifest from its JSON form; ArtifactError naming what is wrong."""
         if not isinstance(data, dict):
             raise ArtifactError(f"{where} is not a JSON object")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"{where} has manifest format {data.get('format_version')}, this tool reads {FORMAT_VERSION}")
+        if data.get("format_version") not in READABLE_FORMATS:
+            raise ArtifactError(f"{where} has manifest format {data.get('format_version')}, this tool reads "
+                                f"{' and '.join(map(str, READABLE_FORMATS))}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         try:
             values["options"] = ExportOptions.from_dict(_mapping(data.get("options", {}), "options"))
             values["inputs"] = [TensorSpec(**_mapping(spec, "inputs")) for spec in data.get("inputs") or []]
             values["validation"] = Validation(**_mapping(data.get("validation") or {}, "validation"))
+            values["buckets"] = [_bucket(_mapping(bucket, "buckets")) for bucket in data.get("buckets") or []]
+            values["bucketing"] = Bucketing(**_mapping(data["bucketing"], "bucketing")) if data.get("bucketing") else None
             manifest = cls(**values)
         except (TypeError, ValueError, NeuronExportError) as error:
             raise ArtifactError(f"{where} is not a valid manifest: {first_line(error)}") from None
-        missing = [name for name in ("model_file", "inputs", "outputs") if not manifest.is_pipeline and not getattr(manifest, name)]
+        required = ("inputs", "outputs") if manifest.buckets else ("model_file", "inputs", "outputs")
+        missing = [name for name in required if not manifest.is_pipeline and not getattr(manifest, name)]
         if missing:
             raise ArtifactError(f"{where} is not a valid manifest: it lists no {', '.join(missing)}")
         return manifest
@@ -135,6 +173,13 @@ class Manifest:
 
     def write(self, folder: Path) -> None:
         write_json(folder / MANIFEST, self.to_dict())
+
+
+def _bucket(data: dict[str, Any]) -> BucketRecord:
+    values = dict(data)
+    values["inputs"] = [TensorSpec(**_mapping(spec, "bucket inputs")) for spec in data.get("inputs") or []]
+    values["validation"] = Validation(**_mapping(data.get("validation") or {}, "bucket validation"))
+    return BucketRecord(**values)
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:

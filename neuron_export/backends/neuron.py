@@ -13,8 +13,10 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..artifact.folders import inside
 from ..errors import BackendUnavailableError, first_line
 from ..options import ExportOptions
+from .base import SavedBuckets
 
 INSTALL_HINT = (
     "install the real Neuron SDK on an inf2/trn1 instance: "
@@ -162,11 +164,26 @@ class NeuronBackend:
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
                 state_inputs: int = 0) -> None:
-        torch_neuronx = import_torch_neuronx(options.instance_type)
-        state = {}
+        aliases = {}
         if state_inputs:
             traced = StateAsParameters(traced, example[-state_inputs:])
-            example, state = example[:-state_inputs], {"input_output_aliases": traced.aliases()}
+            example, aliases = example[:-state_inputs], traced.aliases()
+        torch.jit.save(self._trace(traced, example, options, workdir, model_kind, aliases), str(model_path))
+
+    def load(self, model_path: Path, manifest):
+        torch_neuronx = import_torch_neuronx()
+        module = torch.jit.load(str(model_path))  # loading places it on a NeuronCore
+        if manifest.dynamic_batch:
+            module = torch_neuronx.dynamic_batch(module)
+        state_count = sum(spec.state for spec in manifest.inputs)
+        return HeldStateRunner(module, state_count) if state_count else module
+
+    def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
+        return self._trace(traced, example, options, workdir, model_kind, {})
+
+    def _trace(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str, aliases: dict):
+        torch_neuronx = import_torch_neuronx(options.instance_type)
+        state = {"input_output_aliases": aliases} if aliases else {}
         compiled = torch_neuronx.trace(
             traced,
             example,
@@ -177,15 +194,32 @@ class NeuronBackend:
         )
         if options.dynamic_batch_size:
             compiled = torch_neuronx.dynamic_batch(compiled)
-        torch.jit.save(compiled, str(model_path))
+        return compiled
 
-    def load(self, model_path: Path, manifest):
-        torch_neuronx = import_torch_neuronx()
-        module = torch.jit.load(str(model_path))  # loading places it on a NeuronCore
-        if manifest.dynamic_batch:
-            module = torch_neuronx.dynamic_batch(module)
-        state_count = sum(spec.state for spec in manifest.inputs)
-        return HeldStateRunner(module, state_count) if state_count else module
+    def save_buckets(self, compiled: dict, folder: Path, options: ExportOptions) -> SavedBuckets:
+        """One torch_neuronx trace per bucket, each saved on its own (AWS's bucketing app note). The load
+        behaviour is stored in each archive, so it is set here, before torch.jit.save: the largest bucket,
+        which fits every call, loads at start in the background (async_load); the others on the first
+        call that needs them (lazy_load), so unused buckets take no NeuronCore memory."""
+        torch_neuronx = import_torch_neuronx(options.instance_type)
+        largest = list(compiled)[-1]
+        locations = {}
+        for name, module in compiled.items():
+            if name == largest:
+                torch_neuronx.async_load(module)
+            else:
+                torch_neuronx.lazy_load(module)
+            locations[name] = f"model.{name}.neuron"
+            torch.jit.save(module, str(folder / locations[name]))
+        note = (f"one NEFF per bucket with its weights inlined ({len(compiled)} copies of the weights on disk); the largest "
+                "bucket loads at start in the background (async_load), the others on first use (lazy_load)")
+        return SavedBuckets(None, locations, False, note)
+
+    def load_buckets(self, folder: Path, manifest) -> dict:
+        # torch.jit.load of every bucket now: the largest starts loading onto its NeuronCore in the
+        # background, the lazy ones only when first called (flags stored in their archives).
+        loaded = {bucket.name: self.load(inside(folder, bucket.location), manifest) for bucket in manifest.buckets}
+        return {name: (lambda module=module: module) for name, module in loaded.items()}
 
     def runtime_problem(self, manifest) -> Optional[str]:
         if not torch_neuronx_importable():

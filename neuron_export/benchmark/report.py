@@ -85,11 +85,30 @@ def host_summary() -> dict[str, Any]:
     return {
         "machine": platform.machine(),
         "processor": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector ISA torch's CPU kernels use
+        "vector_flags": _vector_flags(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__ if onnxruntime else None,
         "gpu": gpu,
     }
+
+
+def host_line(host: dict[str, Any]) -> str:
+    """The host a figure was measured on, in one line: CPU, torch's vector ISA and the CPU's vector flags."""
+    flags = " ".join(host.get("vector_flags") or []) or "unknown"
+    return f"{host.get('processor', 'unknown CPU')}, torch CPU capability {host.get('cpu_capability', 'unknown')}, flags {flags}"
+
+
+def _vector_flags() -> list[str]:
+    """The CPU's vector-ISA flags (lscpu's avx*, amx*, fma): what a speed figure depends on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma")))
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_name() -> str:
@@ -102,9 +121,10 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def save_results(artifact: Path, report: dict[str, Any]) -> Path:
-    folder = artifact / RESULTS_DIR
-    folder.mkdir(exist_ok=True)
+def save_results(artifact: Path, report: dict[str, Any], kind: str = "") -> Path:
+    """Store a report in ARTIFACT/benchmarks/ (another kind of report in a sub-folder of that name)."""
+    folder = artifact / RESULTS_DIR / kind
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"{stamp}.json"
     write_json(path, report)
@@ -137,6 +157,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
         f"  {model['source']} ({model['task']}), {model['backend']} -O{model['optlevel']}{cast}, {shapes}, on {model['device']}",
         f"  {settings['iterations']} timed calls per side after {settings['warmup']} warm-up calls, interleaved in up to "
         f"{settings['rounds']} rounds; every side in its own process; threads: {report['runs'][0]['sides'][COMPILED]['threads']}",
+        f"  host: {host_line(report.get('host') or {})}",
     ]
     header = f"  {'side':<15}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'inf/s':>10}{'peak RSS MB':>13}{'(+model)':>10}{'max diff':>10}"
     for run in report["runs"]:

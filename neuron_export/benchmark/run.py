@@ -158,25 +158,30 @@ def time_sides(
     batch_sizes: list[int],
     options: BenchmarkOptions,
     progress,
+    case: str = "batch size",
+    rows: Optional[int] = None,
 ) -> dict[int, dict[str, SideResult]]:
-    """Time every side at every batch size on the same inputs, interleaved; results by batch, then side."""
+    """Time every side at every batch size on the same inputs, interleaved; results by batch, then side.
+    case: what the sizes are ("batch size", or "sequence length" with `rows` inputs per call)."""
     names = ", ".join(process.side.name for process in processes)
     with progress.stage("loading", f"Loading {len(processes)} sides ({names}), each in its own process"):
         for process in processes:
             process.wait_ready()
     results = {}
-    for batch_size in batch_sizes:
-        with progress.stage("timing", f"Timing batch size {batch_size}", key=f"timing.batch{batch_size}"):
-            results[batch_size] = _time_batch(processes, inputs_for(batch_size), batch_size, options, progress)
+    for size in batch_sizes:
+        label = f"{case} {size}"
+        with progress.stage("timing", f"Timing {label}", key=f"timing.{label.replace(' ', '_')}"):
+            results[size] = _time_batch(processes, inputs_for(size), rows or size, label, options, progress)
     return results
 
 
-def run_sides(sides: list[Side], inputs_for, batch_sizes: list[int], options: BenchmarkOptions, progress) -> dict[int, dict[str, SideResult]]:
+def run_sides(sides: list[Side], inputs_for, batch_sizes: list[int], options: BenchmarkOptions, progress,
+              **timing: Any) -> dict[int, dict[str, SideResult]]:
     with side_processes(sides, options.threads) as processes:
-        return time_sides(processes, inputs_for, batch_sizes, options, progress)
+        return time_sides(processes, inputs_for, batch_sizes, options, progress, **timing)
 
 
-def _time_batch(processes: list[SideProcess], arrays, batch_size: int, options: BenchmarkOptions, progress) -> dict[str, SideResult]:
+def _time_batch(processes: list[SideProcess], arrays, batch_size: int, label: str, options: BenchmarkOptions, progress) -> dict[str, SideResult]:
     for process in processes:
         process.result = SideResult(process.side.name, process.side.kind, status=process.result.status,
                                     detail=process.result.detail, load_s=process.result.load_s, threads=process.result.threads)
@@ -202,7 +207,7 @@ def _time_batch(processes: list[SideProcess], arrays, batch_size: int, options: 
             time.sleep(HANDOFF_PAUSE_S)
         progress.emit({"type": "stage", "stage": "timing", "index": progress.done + 1, "total": progress.total,
                        "fraction": (progress.done + (round_index + 1) / len(per_round)) / progress.total,
-                       "message": f"Timing batch size {batch_size}: round {round_index + 1}/{len(per_round)}"})
+                       "message": f"Timing {label}: round {round_index + 1}/{len(per_round)}"})
     results = {}
     for process in processes:
         result = process.result

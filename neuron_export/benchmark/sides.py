@@ -23,8 +23,11 @@ from ..errors import NeuronExportError, first_line
 from .stats import LatencyStats
 
 COMPILED, EAGER, ONNXRUNTIME = "compiled", "eager", "onnxruntime"
+LARGEST_BUCKET = "largest-bucket"  # a bucketed artifact as if it had its largest bucket only
+MODEL_CLASS = "model-class"  # an artifact through its NeuronModelFor* class, which pads smaller inputs to the compiled shape
 EAGER_STATIC = "eager-static"  # generative models: transformers' generate with its static KV cache
-SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", EAGER_STATIC: "eager (static cache)"}
+SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", LARGEST_BUCKET: "largest bucket only",
+               MODEL_CLASS: "model class", EAGER_STATIC: "eager (static cache)"}
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,12 @@ def _load_side_model(side: Side, manifest: Manifest):
     """The compiled model or pipeline of the artifact, or the eager one of its source (fp32)."""
     from .. import reference
 
+    if side.kind == LARGEST_BUCKET:
+        return load_artifact(side.path).largest_only()
+    if side.kind == MODEL_CLASS:
+        from ..modeling import model_class_for_artifact
+
+        return model_class_for_artifact(side.path).from_pretrained(side.path)
     if side.kind == COMPILED:
         if manifest.is_pipeline:
             from .. import diffusion

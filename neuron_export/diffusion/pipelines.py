@@ -106,6 +106,17 @@ class NeuronPipelineMixin:
     def compiled_shapes(self) -> dict[str, int]:
         return self.manifest.shapes
 
+    @property
+    def buckets(self) -> list[dict[str, int]]:
+        """The compiled resolutions of a bucketed pipeline, smallest first ([] for one resolution)."""
+        return [dict(bucket.shapes) for bucket in self.manifest.buckets]
+
+    @property
+    def resolutions(self) -> list[tuple[int, int]]:
+        """Every (height, width) this pipeline was compiled for."""
+        sizes = self.buckets or [self.compiled_shapes]
+        return [(size["height"], size["width"]) for size in sizes]
+
     def __call__(self, prompt=None, *, seed: Optional[int] = None, **kwargs):
         """diffusers' __call__ (prompt, negative_prompt, num_inference_steps, guidance_scale, generator,
         image for img2img, ...), plus seed as a shortcut for a CPU generator; refuses up front what
@@ -125,13 +136,13 @@ class NeuronPipelineMixin:
 
     def _check_shapes(self, prompt, kwargs: dict[str, Any]) -> None:
         shapes = self.compiled_shapes
-        for name in ("height", "width"):
-            value = kwargs.get(name)
-            if value is not None and value != shapes[name]:
-                raise NeuronExportError(
-                    f"{name} {value}: this pipeline was compiled for {shapes['width']}x{shapes['height']} images; "
-                    f"re-export with --{name} {value} for other sizes"
-                )
+        size = (kwargs.get("height") or shapes["height"], kwargs.get("width") or shapes["width"])
+        if size not in self.resolutions:
+            compiled = ", ".join(f"{w}x{h}" for h, w in self.resolutions)
+            raise NeuronExportError(
+                f"{size[1]}x{size[0]} (width x height): this pipeline was compiled for {compiled} images; "
+                f"re-export with --height {size[0]} --width {size[1]} (several sizes: --height 512,768 --width 512,768)"
+            )
         if self.manifest.dynamic_batch:
             return
         if isinstance(prompt, str):

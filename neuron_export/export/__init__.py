@@ -89,7 +89,8 @@ def _cache_for(plan: ExportPlan) -> tuple[Optional[CompileCache], Optional[str]]
         log.info("--compiler_workdir: compiling without the compile cache, so the compiler's files are written")
         return None, None
     cache = CompileCache()
-    return cache, cache.key(plan.cache_folders, plan.source.library, plan.task, plan.shapes, plan.backend, options)
+    shapes = {**plan.shapes, "buckets": plan.buckets} if plan.buckets else plan.shapes  # several static shapes
+    return cache, cache.key(plan.cache_folders, plan.source.library, plan.task, shapes, plan.backend, options)
 
 
 def _export_from_cache(cache: CompileCache, key: str, plan: ExportPlan, output: Path, on_event) -> Optional[ExportResult]:

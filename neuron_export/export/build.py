@@ -8,8 +8,9 @@ import dataclasses
 import datetime
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -18,6 +19,7 @@ from ..artifact import VALIDATION_REPORT, Manifest, TensorSpec, Validation, load
 from ..errors import NeuronExportError, first_line
 from ..progress import Progress
 from ..validation import ValidationReport, compare
+from .buckets import build_bucketed_component, pipeline_buckets
 from .plan import Component, ExportPlan
 
 log = logging.getLogger("neuron_export")
@@ -34,7 +36,10 @@ def build_components(plan: ExportPlan, staging: Path, progress: Progress) -> tup
         folder.mkdir(exist_ok=True)  # "" for a single model: the staging folder itself
         with progress.stage("loading", f"Loading {_loading_what(plan, component_plan.name)}", key=f"{component_plan.name}.loading"):
             component = component_plan.load()
-        manifests[component.name], report = build_component(component, plan, folder, progress)
+        if component.bucketing is not None:
+            manifests[component.name], report = build_bucketed_component(component, plan, folder, progress, prepare_module(component, plan))
+        else:
+            manifests[component.name], report = build_component(component, plan, folder, progress)
         if component_plan.config_file is not None:
             shutil.copy2(component_plan.config_file, folder / "config.json")
         reports += [report] if report else []
@@ -46,13 +51,9 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
     """Trace, compile, save and (unless the plan skips it) validate one component into `folder`."""
     backend, options, label = plan.backend, plan.options, component.name
     example = tuple(component.example[n] for n in component.input_names)
-    compiled_module = component.module
-    if options.auto_cast != "none" or options.device != "cpu":
-        # prepare() casts / moves in place; the validation reference must stay fp32 on CPU.
-        compiled_module = copy.deepcopy(component.module)
-    compiled_module = backend.prepare(compiled_module, options)
+    compiled_module = prepare_module(component, plan)
     device_example = tuple(t.to(options.device) for t in example)
-    try:
+    with compile_errors(backend, label):
         with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{label}.tracing"):
             traced = backend.trace(compiled_module, device_example, options)
         with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})", key=f"{label}.compiling"):
@@ -62,10 +63,6 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
                 workdir.mkdir(parents=True, exist_ok=True)
             backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind,
                             len(component.state_inputs))
-    except NeuronExportError:
-        raise
-    except Exception as error:
-        raise NeuronExportError(f"{backend.name} could not compile {label}: {first_line(error)}") from None
 
     with progress.stage("saving", f"Saving {label}", key=f"{label}.saving"):
         manifest = component_manifest(component, plan)
@@ -85,6 +82,26 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
             manifest.validation = Validation(passed=report.passed, atol=report.atol)
             manifest.write(folder)
     return manifest, report
+
+
+def prepare_module(component: Component, plan: ExportPlan) -> torch.nn.Module:
+    """The component's module as the backend compiles it (cast, on its device)."""
+    module = component.module
+    if plan.options.auto_cast != "none" or plan.options.device != "cpu":
+        # prepare() casts / moves in place; the validation reference must stay fp32 on CPU.
+        module = copy.deepcopy(component.module)
+    return plan.backend.prepare(module, plan.options)
+
+
+@contextmanager
+def compile_errors(backend, label: str) -> Iterator[None]:
+    """A compiler's failure as one line naming the backend and what it compiled."""
+    try:
+        yield
+    except NeuronExportError:
+        raise
+    except Exception as error:
+        raise NeuronExportError(f"{backend.name} could not compile {label}: {first_line(error)}") from None
 
 
 def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
@@ -135,8 +152,10 @@ def artifact_manifest(plan: ExportPlan, manifests: dict[str, Manifest], reports:
         validation = Validation(passed=all(r.passed for r in reports), components={r.component: r.passed for r in reports})
     else:
         validation = Validation(skipped=plan.skip_reason)
+    buckets, bucketing = pipeline_buckets(plan, manifests)
     pipeline_fields = dict(component=None, model_file=None, inputs=[], outputs=[], cpu_capability=None,
-                           pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings)
+                           pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings,
+                           buckets=buckets, bucketing=bucketing)
     return dataclasses.replace(first, **pipeline_fields)
 
 

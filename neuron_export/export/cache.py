@@ -52,6 +52,7 @@ NOT_IN_KEY = frozenset(
         "backend",  # replaced by the resolved backend ("auto" -> inductor, ...)
         "task",  # replaced by the resolved task
         *SHAPE_FIELDS,  # replaced by the resolved shapes (defaults filled in, ignored ones dropped)
+        "length_histogram",  # the buckets it chose are in the resolved shapes
     }
 )
 

@@ -21,7 +21,8 @@ from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
 from ..inputs import input_shapes, make_inputs, validation_input_sets
 from ..options import ExportOptions
-from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, DiffusionComponent
+from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, EXACT, DiffusionComponent
+from .buckets import bucket_plan, component_bucket_axes, plan_shapes
 from ..sources import ModelSource
 from ..traceable import TraceableModel, discover_output_names
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
@@ -40,15 +41,18 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
     specs = pipeline_components(source, task)
     backend, reason, warnings = plan_backend(options, task, has_unet=True)
-    shapes, shape_warnings = resolve_shapes(source, specs, options)
-    warnings += shape_warnings
+    planned = plan_shapes(DIFFUSION_TASKS[task].bucketable, options, ["height", "width"], task,
+                          lambda o: resolve_shapes(source, specs, o))
+    shapes = planned.largest  # the largest resolution: what the pipeline makes when asked for no size
+    warnings += planned.warnings
     if source.config.get("safety_checker", [None])[0] is not None:
         warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
-    options, skip_reason = settle_plan(options, backend, warnings)
+    options, skip_reason = settle_plan(planned.settle(options), backend, warnings)
     timesteps = train_timesteps(source)
     components = [
-        ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, shapes, timesteps, options, skip_reason is None),
-                      component_folder(source, spec, options) / "config.json")
+        ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, planned.per_bucket, timesteps, options, skip_reason is None),
+                      component_folder(source, spec, options) / "config.json",
+                      bucketed=bool(component_bucket_axes({i.name: i.axes for i in spec.inputs}, planned.per_bucket)))
         for spec in specs
     ]
     files = [(source.path / name, name) for name in PIPELINE_FILES if (source.path / name).is_dir()]
@@ -67,6 +71,8 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
         files=files + [(source.path / "model_index.json", "model_index.json")],
         cache_folders=[source.path] + ([unet] if unet != source.path / "unet" else []),
         pipeline_class=source.config.get("_class_name"),
+        buckets=planned.buckets,
+        bucket_fit=planned.fit,
     )
 
 
@@ -239,24 +245,30 @@ WRAPPERS = {
 
 def make_component(
     spec: DiffusionComponent, eager: torch.nn.Module, shapes: dict[str, int], generator_config: Any, options: ExportOptions,
-    validate: bool,
+    validate: bool, bucket_shapes: Optional[list[dict[str, int]]] = None,
 ) -> Component:
-    """A component for build_component: the wrapped module, its example and fresh validation inputs."""
+    """A component for build_component: the wrapped module, its example and fresh validation inputs;
+    bucket_shapes: the shapes of every bucket (the component is bucketed if its inputs differ between them)."""
     axes = {i.name: i.axes for i in spec.inputs}
-    shapes_by_input = input_shapes(axes, shapes)
-    example = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=0)
+
+    def inputs_for(bucket: dict[str, int]):
+        shapes_by_input = input_shapes(axes, bucket)
+        validation_inputs = []
+        if validate:
+            validation_inputs = validation_input_sets(spec.inputs, shapes_by_input, generator_config, options.dynamic_batch_size)
+            if "timestep" in axes:
+                # Also one timestep for the whole batch, expanded (stride 0), as the pipelines pass it.
+                expanded = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=2, realistic=True)
+                expanded["timestep"] = expanded["timestep"][:1].expand(shapes_by_input["timestep"])
+                validation_inputs.insert(1, expanded)
+        return make_inputs(spec.inputs, shapes_by_input, generator_config, seed=0), validation_inputs
+
+    example, validation_inputs = inputs_for(shapes)
     module, output_names = WRAPPERS[spec.kind](spec, eager, example)
-    validation_inputs = []
-    if validate:
-        validation_inputs = validation_input_sets(spec.inputs, shapes_by_input, generator_config, options.dynamic_batch_size)
-        if "timestep" in axes:
-            # Also one timestep for the whole batch, expanded (stride 0), as the pipelines pass it.
-            expanded = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=2, realistic=True)
-            expanded["timestep"] = expanded["timestep"][:1].expand(shapes_by_input["timestep"])
-            validation_inputs.insert(1, expanded)
     atol, atol_source = default_atol(spec.atol, options)
+    bucketing = bucket_plan(axes, bucket_shapes, EXACT, inputs_for, {}) if bucket_shapes and len(bucket_shapes) > 1 else None
     return Component(spec.name, module, list(axes), output_names, axes, example, validation_inputs, atol, atol_source,
-                     spec.neuron_model_type)
+                     spec.neuron_model_type, bucketing)
 
 
 def input_config(spec: DiffusionComponent, eager: torch.nn.Module, num_train_timesteps: int = 1000) -> Any:
@@ -271,7 +283,7 @@ def train_timesteps(source: ModelSource) -> int:
     return read_json(scheduler).get("num_train_timesteps", 1000) if scheduler.is_file() else 1000
 
 
-def _load_component(source: ModelSource, spec: DiffusionComponent, shapes: dict[str, int], timesteps: int,
+def _load_component(source: ModelSource, spec: DiffusionComponent, shapes_per_bucket: list[dict[str, int]], timesteps: int,
                     options: ExportOptions, validate: bool) -> Component:
     eager = load_module(source, spec, options)
-    return make_component(spec, eager, shapes, input_config(spec, eager, timesteps), options, validate)
+    return make_component(spec, eager, shapes_per_bucket[-1], input_config(spec, eager, timesteps), options, validate, shapes_per_bucket)

@@ -31,7 +31,7 @@ from .generation import (
     GenerationTask,
     sliding_window,
 )
-from .inputs import InputSpec
+from .inputs import EXACT, PAD, BucketAxes, InputSpec
 from .tasks import SENTENCE_TRANSFORMERS, TASKS, DemoSpec, SentenceTransformersSpec, TaskSpec
 
 
@@ -125,7 +125,7 @@ __all__ = [
     "TEXT_ENCODER", "VISION_ENCODER", "TINY_IMAGE_SIZE", "Architecture", "Family", "InputSpec", "TaskSpec", "DemoSpec",
     "DiffusionComponent", "DiffusionPipelineSpec", "DiffusionTask", "SentenceTransformersSpec", "config_value",
     "get_architecture", "supported_tasks", "auto_class", "head_class_name", "check_task", "detect_task",
-    "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of", "task_spec", "GENERATION_TASKS",
-    "GENERATION_CLASSES", "GENERATIVE_ARCHITECTURES", "GenerationTask", "DECODER", "ENCODER_DECODER", "DECODER_LM",
-    "TEXT_SEQ2SEQ", "SPEECH_SEQ2SEQ", "sliding_window",
+    "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of", "BucketAxes", "PAD", "EXACT",
+    "task_spec", "GENERATION_TASKS", "GENERATION_CLASSES", "GENERATIVE_ARCHITECTURES", "GenerationTask", "DECODER",
+    "ENCODER_DECODER", "DECODER_LM", "TEXT_SEQ2SEQ", "SPEECH_SEQ2SEQ", "sliding_window",
 ]

@@ -150,10 +150,19 @@ def _max_abs_diff(compiled: dict[str, Any], eager: dict[str, Any]) -> Optional[f
     return max(diffs) if diffs else None
 
 
+def bucket_note(compiled: Any) -> Optional[str]:
+    """Which bucket served the latest call of a bucketed compiled model, in words (None for one static shape)."""
+    if not getattr(compiled, "buckets", None) or compiled.last_bucket is None:
+        return None
+    axes = " x ".join(compiled.bucketed_axes).replace("_", " ")
+    return f"Served by the {axes} {compiled.last_bucket} bucket (compiled: {', '.join(r.name for r in compiled.records)})."
+
+
 def run_both(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]) -> tuple[list[Any], RunStats]:
     """Run the compiled model (and eager PyTorch) on each batch; latency of the whole list, outputs compared."""
     compiled, compiled_s = timed(lambda: [loaded.model(**batch) for batch in batches])
     stats = RunStats(compiled_s)
+    stats.notes += [note] if (note := bucket_note(getattr(loaded.model, "compiled", None))) else []
     if loaded.eager is not None:
         names = loaded.manifest.input_names
         eager_batches = [_eager_inputs(batch, names) for batch in batches]

@@ -142,3 +142,31 @@ def test_compile_form_builds_a_text_generation_model(fresh_workspace):
     inputs = AutoTokenizer.from_pretrained(model.path)("the quick brown fox", return_tensors="pt")
     eager = AutoModelForCausalLM.from_pretrained(fresh_workspace.demo_dir / "tiny-llama").eval()
     assert model.generate(**inputs, max_new_tokens=5).tolist() == eager.generate(**inputs, max_new_tokens=5).tolist()
+
+
+def test_buckets_typed_in_the_form_compile_one_model_per_length(fresh_workspace):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    compile_form(at, "demo:tiny-bert", "bert-buckets")
+    at.text_input(key="buckets-sequence_length-demo:tiny-bert").set_value("16, 8").run()
+    assert not at.error, [e.value for e in at.error]
+    next(b for b in at.button if b.label == "Compile").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    store = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir)
+    (job,) = store.list()
+    assert build_parser().parse_args(job.argv[3:]).sequence_length == (16, 8)  # what the CLI runs
+    assert str(wait_for_job(store, job.id, timeout=180).status) == "succeeded", store.log_tail(job.id)
+    manifest = json.loads((fresh_workspace.artifacts_dir / "bert-buckets" / "manifest.json").read_text())
+    assert [(b["name"], b["validation"]["passed"]) for b in manifest["buckets"]] == [("8", True), ("16", True)]
+
+
+@pytest.mark.parametrize("text", ["8,x", "auto:64-8"])
+def test_bad_buckets_show_an_error_and_submit_nothing(fresh_workspace, text):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    compile_form(at, "demo:tiny-bert", "bert-bad-buckets")
+    at.text_input(key="buckets-sequence_length-demo:tiny-bert").set_value(text).run()
+    assert any("--sequence_length" in e.value for e in at.error), [e.value for e in at.error]
+    next(b for b in at.button if b.label == "Compile").click()
+    at.run()
+    assert not at.exception
+    assert JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list() == []
