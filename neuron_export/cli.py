@@ -9,6 +9,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from .options import AUTO_CAST, AUTO_CAST_TYPES, DEVICES, INSTANCE_TYPES, MULTI_
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 3
+INTERRUPT_AGAIN_S = 5.0  # an interrupt lost in a __del__ is raised again after this long
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -239,6 +242,8 @@ def add_benchmark_parser(commands) -> None:
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the ONNX Runtime peer")
     p.add_argument("--prompt_length", type=int, help="generative models: prompt tokens (default: a quarter of the sequence length)")
     p.add_argument("--new_tokens", type=int, help="generative models: tokens generated per call (default: up to 32)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the eager side run the source model's own code (never implied by the artifact's manifest)")
     p.add_argument("--json", help="also write the results to this file (they are always stored in ARTIFACT/benchmarks/)")
     p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
     p.set_defaults(handler=run_benchmark)
@@ -262,7 +267,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
             raise NeuronExportError("--sequence_length times the compiled batch size; leave out --batch_size")
         options = BenchmarkOptions(iterations=args.iterations, warmup=args.warmup, batch_sizes=args.batch_sizes,
                                    onnx=args.onnx, threads=args.threads, rounds=args.rounds, steps=args.steps,
-                                   prompt_length=args.prompt_length, new_tokens=args.new_tokens)
+                                   prompt_length=args.prompt_length, new_tokens=args.new_tokens,
+                                   trust_remote_code=args.trust_remote_code)
         if args.lengths:
             report = benchmark_lengths(args.artifact, args.lengths, options, on_event=events.write)
         else:
@@ -322,7 +328,16 @@ def _raise_interrupt(signum, frame) -> None:
     # Unwind once: a second SIGTERM (e.g. from compiler worker pools shutting down) must not
     # interrupt the cleanup or escape at exit; a stuck process still yields to SIGKILL.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # An exception raised while a __del__ runs is swallowed ("Exception ignored in ..."), and the
+    # export would carry on: until the process exits, interrupt its main thread again now and then.
+    threading.Thread(target=_interrupt_again, daemon=True).start()
     raise KeyboardInterrupt
+
+
+def _interrupt_again() -> None:
+    while True:
+        time.sleep(INTERRUPT_AGAIN_S)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it also wakes a main thread blocked in a call
 
 
 def _quiet_libraries() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -86,8 +87,9 @@ class ExportOptions:
             value = getattr(self, name)
             if name not in MULTI_VALUE_FIELDS and value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise NeuronExportError(f"--{name} must be a positive integer, got {value!r}")
-        if self.atol is not None and not self.atol > 0:
-            raise NeuronExportError(f"--atol must be a positive number, got {self.atol!r}")
+        if self.atol is not None and (isinstance(self.atol, bool) or not (isinstance(self.atol, (int, float)) and 0 < self.atol < math.inf)):
+            # inf would pass any difference, NaN included: validation would mean nothing
+            raise NeuronExportError(f"--atol must be a positive finite number, got {self.atol!r}")
 
     def shapes(self) -> dict[str, ShapeValue]:
         """The shape options the user set."""

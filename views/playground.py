@@ -12,9 +12,10 @@ DEFAULT_SENTENCES = "A man is eating food.\nA man is eating a piece of bread.\nT
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the compiled model and its eager PyTorch source…")
-def loaded_artifact(path: str, created: str, demo_root: str) -> playground.LoadedArtifact:
-    """Shared by every session (hold .lock to run it); `created` is in the key so a replaced artifact reloads."""
-    return playground.load(Path(path), Path(demo_root))
+def loaded_artifact(path: str, created: str, demo_root: str, trust_remote_code: bool = False) -> playground.LoadedArtifact:
+    """Shared by every session (hold .lock to run it); `created` is in the key so a replaced artifact reloads,
+    and the consent to run its source's own code too (one session's consent is not another's)."""
+    return playground.load(Path(path), Path(demo_root), trust_remote_code)
 
 
 def run(loaded: playground.LoadedArtifact, *inputs) -> None:
@@ -302,8 +303,9 @@ def main() -> None:
     if playground.random_weights_demo(manifest):
         st.warning(f"{manifest.source} is a demo model with random weights: its outputs are meaningless. "
                    "It is here to try the tool; the latencies are real.", icon=":material/casino:")
+    trusted = ui.remote_code_consent(manifest, "playground")
     try:
-        loaded = loaded_artifact(str(path), manifest.created, str(services.workspace.demo_dir))
+        loaded = loaded_artifact(str(path), manifest.created, str(services.workspace.demo_dir), trusted)
     except Exception as error:  # cannot run here, missing files, ...: the page stays usable
         ui.show_error(error)
         return

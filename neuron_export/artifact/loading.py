@@ -67,8 +67,7 @@ class CompiledModel:
         batches = set()
         for name in self.input_names:
             spec, tensor = self.inputs[name], inputs[name]
-            if not isinstance(tensor, torch.Tensor):
-                raise InputMismatchError(f"input {name!r} must be a torch.Tensor, got {type(tensor).__name__}")
+            _check_tensor(name, tensor)
             compiled = tuple(spec.shape)
             shape = tuple(tensor.shape)
             ok = shape == compiled or (self.dynamic_batch and len(shape) == len(compiled) and shape[1:] == compiled[1:] and shape[0] > 0)
@@ -78,7 +77,9 @@ class CompiledModel:
                     f"input {name!r} has shape {shape}; the model was compiled for {compiled} ({hint}pad to the compiled shape)"
                 )
             batches.add(shape[0])
-            prepared.append(_convert_dtype(name, tensor, getattr(torch, spec.dtype)).to(self.device).contiguous())
+            tensor = _convert_dtype(name, tensor, getattr(torch, spec.dtype))
+            _check_range(name, tensor, spec.value_range)
+            prepared.append(tensor.to(self.device).contiguous())
         if len(batches) > 1:
             raise InputMismatchError(f"inputs have different batch sizes {sorted(batches)}")
         return prepared
@@ -116,13 +117,37 @@ class CompiledModel:
         return {name: torch.cat([r[name] for r in results])[:batch] for name in self.output_names}
 
 
+def _check_tensor(name: str, tensor) -> None:
+    """A real, dense tensor: a meta tensor has no values and a sparse one is not what was compiled."""
+    if not isinstance(tensor, torch.Tensor):
+        raise InputMismatchError(f"input {name!r} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.is_meta:
+        raise InputMismatchError(f"input {name!r} is a meta tensor (a shape without values); pass real values")
+    if tensor.layout != torch.strided:
+        raise InputMismatchError(f"input {name!r} is a {tensor.layout} tensor; pass a dense one (tensor.to_dense())")
+
+
 def _convert_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Lossless-in-practice conversions within a kind (int32 ids -> int64); never float <-> int."""
+    """Lossless-in-practice conversions within a kind (int32 ids -> int64, float64 -> float32); never
+    float <-> int, and never complex, bool or unsigned (uint8 masks once meant something else)."""
     if tensor.dtype == dtype:
         return tensor
-    if tensor.is_floating_point() != dtype.is_floating_point or tensor.dtype == torch.bool:
+    signed_int = not tensor.is_floating_point() and not tensor.is_complex() and tensor.dtype.is_signed
+    if (tensor.is_floating_point() != dtype.is_floating_point or tensor.is_complex()
+            or not (tensor.is_floating_point() or signed_int)):
         raise InputMismatchError(f"input {name!r} has dtype {tensor.dtype}; the model was compiled for {dtype}")
     return tensor.to(dtype)
+
+
+def _check_range(name: str, tensor: torch.Tensor, value_range) -> None:
+    """Values within the range the manifest gives (token ids below the vocabulary size, ...): out
+    of range, a compiled model fails deep inside (or reads other memory) instead of saying so."""
+    if value_range is None or tensor.numel() == 0:
+        return
+    low, high = value_range
+    lowest, highest = int(tensor.min()), int(tensor.max())
+    if lowest < low or highest > high:
+        raise InputMismatchError(f"input {name!r} holds values from {lowest} to {highest}; the model takes {low} to {high}")
 
 
 def load_artifact(path: str | Path) -> CompiledModel | BucketedModel:

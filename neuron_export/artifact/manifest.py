@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +23,13 @@ BUCKETS_FORMAT = 2  # written by bucketed artifacts only: a reader of format 1 w
 READABLE_FORMATS = (FORMAT_VERSION, BUCKETS_FORMAT)
 # Written by every manifest of this tool: --force replaces only folders that carry it.
 TOOL_MARKER = "neuron_export"
+# What a validation report (validation.json) holds for the screens that show it.
+REPORT_FIELDS = {"passed", "atol", "atol_source", "names_match", "compiled_output_names", "reference_output_names",
+                 "outputs", "error_bin_edges"}
+REPORT_OUTPUT_FIELDS = {"name", "reference_shape", "compiled_shape", "shape_match", "max_abs_diff", "mean_abs_diff",
+                        "atol", "error_histogram"}
+# The files and component folders a manifest names: plain names inside the artifact folder.
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -35,6 +43,9 @@ class TensorSpec:
     pad: Optional[float] = None  # bucketed models: what pads it up to a larger bucket (token ids: the pad token)
     # A KV cache: the loaded model holds it between calls (CompiledModel.state); callers never pass it.
     state: bool = False
+    # [lowest, highest] value it may hold (token ids < vocab_size, ...); None: any. Written at export
+    # from the model's config, checked on every call (an out-of-range id is an index error inside).
+    value_range: Optional[list[int]] = None
 
 
 @dataclass
@@ -102,6 +113,9 @@ class Manifest:
     # results
     validation: Validation = field(default_factory=Validation)
     warnings: list[str] = field(default_factory=list)
+    # weights the checkpoint did not provide for this task (random, or another task's head): the
+    # compiled model matches eager PyTorch, but its outputs are meaningless until fine-tuned
+    untrained_weights: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     compile_cache: Optional[dict[str, Any]] = None
     # several static shapes (bucketing.py): every compiled one, and how calls meet them
@@ -157,6 +171,9 @@ class Manifest:
         missing = [name for name in required if not manifest.is_pipeline and not getattr(manifest, name)]
         if missing:
             raise ArtifactError(f"{where} is not a valid manifest: it lists no {', '.join(missing)}")
+        for name in ([manifest.model_file] if manifest.model_file else []) + list(manifest.components):
+            if not isinstance(name, str) or not PLAIN_NAME.match(name) or name in (".", ".."):
+                raise ArtifactError(f"{where} is not a valid manifest: {name!r} is not a file name inside the artifact")
         return manifest
 
     @classmethod
@@ -197,5 +214,16 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def read_validation(path: str | Path) -> Optional[dict[str, Any]]:
+    """An artifact's validation report (None when it has none); ArtifactError when it is damaged."""
     file = Path(path) / VALIDATION_REPORT
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+    if not file.is_file():
+        return None
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{file} is corrupt: {first_line(error)}") from None
+    outputs = report.get("outputs") if isinstance(report, dict) else None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and REPORT_OUTPUT_FIELDS <= set(o) for o in outputs) \
+            or not REPORT_FIELDS <= set(report):
+        raise ArtifactError(f"{file} is not a validation report of this tool")
+    return report

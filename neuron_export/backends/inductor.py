@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from ..artifact.folders import inside
+from ..artifact.folders import guarded_file, inside
 from ..options import ExportOptions
 from .base import SavedBuckets
 from .portable import PortableBackend
@@ -63,7 +63,10 @@ class InductorBackend(PortableBackend):
                 state_inputs: int = 0) -> None:
         from torch._inductor.package import package_aoti
 
-        package_aoti(str(model_path), self._aot_compile(traced, options, workdir, {}))
+        files = self._aot_compile(traced, options, workdir, {})
+        # A full disk makes the package writer abort the process: write through a guarded file.
+        with guarded_file(model_path) as file:
+            package_aoti(file, files)
 
     def _aot_compile(self, traced, options: ExportOptions, workdir: Optional[Path], extra_configs: dict) -> list:
         """AOTInductor's files for one exported program (the recipe of aoti_compile_and_package, whose
@@ -95,7 +98,8 @@ class InductorBackend(PortableBackend):
         from torch._inductor.package import package_aoti
 
         locations = {name: f"bucket_{name}" for name in compiled}  # model names inside the package
-        package_aoti(str(folder / self.model_file), {locations[name]: files for name, files in compiled.items()})
+        with guarded_file(folder / self.model_file) as file:
+            package_aoti(file, {locations[name]: files for name, files in compiled.items()})
         if options.optlevel in SHARED_WEIGHTS_OPTLEVELS:
             note = f"the {len(compiled)} buckets share one copy of the weights in {self.model_file}"
             return SavedBuckets(self.model_file, locations, True, note + (" (frozen, not pre-packed for oneDNN)" if options.optlevel == 2 else ""))

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..artifact.folders import inside
+from ..artifact.folders import guarded_file, inside
 from ..errors import BackendUnavailableError, first_line
 from ..options import ExportOptions
 from .base import SavedBuckets
@@ -168,7 +168,9 @@ class NeuronBackend:
         if state_inputs:
             traced = StateAsParameters(traced, example[-state_inputs:])
             example, aliases = example[:-state_inputs], traced.aliases()
-        torch.jit.save(self._trace(traced, example, options, workdir, model_kind, aliases), str(model_path))
+        compiled = self._trace(traced, example, options, workdir, model_kind, aliases)
+        with guarded_file(model_path) as file:  # a full disk: an OSError, not an abort
+            torch.jit.save(compiled, file)
 
     def load(self, model_path: Path, manifest):
         torch_neuronx = import_torch_neuronx()
@@ -210,7 +212,8 @@ class NeuronBackend:
             else:
                 torch_neuronx.lazy_load(module)
             locations[name] = f"model.{name}.neuron"
-            torch.jit.save(module, str(folder / locations[name]))
+            with guarded_file(folder / locations[name]) as file:
+                torch.jit.save(module, file)
         note = (f"one NEFF per bucket with its weights inlined ({len(compiled)} copies of the weights on disk); the largest "
                 "bucket loads at start in the background (async_load), the others on first use (lazy_load)")
         return SavedBuckets(None, locations, False, note)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from ..artifact.folders import inside
+from ..artifact.folders import guarded_file, inside
 from ..options import ExportOptions
 from .base import SavedBuckets
 from .portable import PortableBackend
@@ -44,7 +44,8 @@ class TorchScriptBackend(PortableBackend):
             warnings.simplefilter("ignore")
             if options.optlevel >= 2:
                 traced = torch.jit.freeze(traced.eval())
-            torch.jit.save(traced, str(model_path))
+            with guarded_file(model_path) as file:  # a full disk: an OSError, not an abort
+                torch.jit.save(traced, file)
 
     def load(self, model_path: Path, manifest):
         return _runner(_load_module(model_path, manifest.device))
@@ -61,7 +62,8 @@ class TorchScriptBackend(PortableBackend):
             container.add_module(locations[name], traced)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.jit.save(torch.jit.script(container), str(folder / self.model_file))
+            with guarded_file(folder / self.model_file) as file:
+                torch.jit.save(torch.jit.script(container), file)
         note = f"the {len(compiled)} buckets' traces share one copy of the weights in {self.model_file}"
         if options.optlevel >= 2:
             note += " (not frozen: freezing would copy them into every bucket's graph, and frozen TorchScript was no faster on CPU)"

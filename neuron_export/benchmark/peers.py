@@ -26,7 +26,7 @@ def onnxruntime_missing() -> Optional[str]:
     return None
 
 
-def export_onnx(artifact: Path, folder: Path) -> Path:
+def export_onnx(artifact: Path, folder: Path, trust_remote_code: bool = False) -> Path:
     """The artifact's eager source model exported to ONNX with a dynamic batch axis.
 
     torch 2.13's dynamo exporter needs onnxscript; the TorchScript-based one (dynamo=False) needs
@@ -35,7 +35,7 @@ def export_onnx(artifact: Path, folder: Path) -> Path:
     import torch
 
     manifest = Manifest.read(artifact)
-    module = reference_module(manifest)
+    module = reference_module(manifest, trust_remote_code=trust_remote_code)
     names, outputs = manifest.input_names, list(manifest.outputs)
     example = benchmark_inputs(manifest, artifact, 2, seed=1)
     if "attention_mask" in example and example["attention_mask"].shape[-1] > 1:
@@ -56,22 +56,22 @@ def export_onnx(artifact: Path, folder: Path) -> Path:
     return path
 
 
-def _export_onnx_process(artifact: Path, folder: Path) -> tuple[Optional[Path], Optional[str]]:
+def _export_onnx_process(artifact: Path, folder: Path, trust_remote_code: bool) -> tuple[Optional[Path], Optional[str]]:
     quiet()
     try:
-        return export_onnx(artifact, folder), None
+        return export_onnx(artifact, folder, trust_remote_code), None
     except NeuronExportError as error:
         return None, str(error)
     except Exception as error:
         return None, f"the ONNX export failed: {first_line(error)}"
 
 
-def export_onnx_isolated(artifact: Path, folder: Path) -> tuple[Optional[Path], Optional[str], float]:
+def export_onnx_isolated(artifact: Path, folder: Path, trust_remote_code: bool = False) -> tuple[Optional[Path], Optional[str], float]:
     """export_onnx in its own process: (path or None, error or None, seconds)."""
     start = time.perf_counter()
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            path, error = pool.submit(_export_onnx_process, artifact, folder).result()
+            path, error = pool.submit(_export_onnx_process, artifact, folder, trust_remote_code).result()
     except BrokenProcessPool:
         path, error = None, "the ONNX export's process ended unexpectedly (out of memory?)"
     return path, error, time.perf_counter() - start

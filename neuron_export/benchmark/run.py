@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 from ..artifact import Manifest
 from ..backends import get_backend
 from ..errors import ArtifactError, NeuronExportError
+from ..inputs import check_input_memory
 from ..progress import Progress
 from ..registry import GENERATION_CLASSES
 from .inputs import benchmark_inputs, pipeline_inputs
@@ -38,6 +39,7 @@ class BenchmarkOptions:
     save: bool = True  # store the results in ARTIFACT/benchmarks/
     prompt_length: Optional[int] = None  # generative models: tokens of the prompt (default: a quarter of the cache)
     new_tokens: Optional[int] = None  # generative models: tokens generated per call (default: up to 32, within the cache)
+    trust_remote_code: bool = False  # run the source model's own code for the eager and ONNX sides (never from the manifest)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "rounds", "steps"):
@@ -79,12 +81,12 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
         inputs_for = functools.partial(pipeline_inputs, manifest, steps=options.steps, seed=options.seed)
     else:
         inputs_for = functools.partial(benchmark_inputs, manifest, artifact, seed=options.seed)
-    sides = [Side(COMPILED, COMPILED, str(artifact)), Side(EAGER, EAGER, str(artifact))]
+    sides = [Side(COMPILED, COMPILED, str(artifact)), Side(EAGER, EAGER, str(artifact), options.trust_remote_code)]
     onnx_export_s = None
     with side_processes(sides, options.threads) as processes, tempfile.TemporaryDirectory(prefix="neuron-export-onnx-") as folder:
         if peer is None:  # export while the other sides load
             with progress.stage("onnx", "Exporting the eager model to ONNX for the ONNX Runtime peer"):
-                path, error, onnx_export_s = export_onnx_isolated(artifact, Path(folder))
+                path, error, onnx_export_s = export_onnx_isolated(artifact, Path(folder), options.trust_remote_code)
             if error:
                 peer = SideResult(ONNXRUNTIME, ONNXRUNTIME, status="failed", detail=error)
             else:
@@ -137,6 +139,8 @@ def resolve_batch_sizes(manifest: Manifest, options: BenchmarkOptions) -> list[i
                 f"--batch_size {other[0]}: this artifact was compiled for batch size {compiled} only "
                 "(export with --dynamic-batch-size to benchmark other batch sizes)"
             )
+    for size in sizes:
+        check_input_memory({spec.name: (size, *spec.shape[1:]) for spec in manifest.inputs}, {"batch_size": size})
     return sizes
 
 

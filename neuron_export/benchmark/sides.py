@@ -37,6 +37,7 @@ class Side:
     name: str  # key in the results, e.g. "compiled" or "inductor -O3"
     kind: str  # COMPILED | EAGER | ONNXRUNTIME | EAGER_STATIC
     path: str  # artifact folder (compiled, eager) or .onnx file
+    trust_remote_code: bool = False  # eager side: run the source model's own code (the caller's consent, never the manifest's)
 
 
 @dataclass
@@ -229,8 +230,8 @@ def _load_side_model(side: Side, manifest: Manifest):
         return load_artifact(side.path)
     try:
         if manifest.is_pipeline:
-            return reference.reference_pipeline(manifest)
-        return reference.reference_model(manifest)
+            return reference.reference_pipeline(manifest, trust_remote_code=side.trust_remote_code)
+        return reference.reference_model(manifest, trust_remote_code=side.trust_remote_code)
     except NeuronExportError as error:
         raise NeuronExportError(f"the eager model {manifest.source!r} is not available: {error}") from None
 

@@ -8,7 +8,6 @@ compiled text encoder(s), UNet and VAE in place of the eager modules.
 from __future__ import annotations
 
 import inspect
-import json
 import shutil
 import tempfile
 import weakref
@@ -19,7 +18,8 @@ import diffusers
 import torch
 from diffusers.configuration_utils import FrozenDict
 
-from ..artifact import Manifest, inside, load_artifact, write_json
+from ..artifact import Manifest, inside, load_artifact, publish, staging, write_json
+from ..model_files import read_json
 from ..errors import ArtifactError, NeuronExportError, ValidationFailedError
 from ..options import SHAPE_FIELDS, ExportOptions
 from ..registry import DIFFUSION_TASKS, PIPELINE_CLASSES, pipeline_task_of
@@ -71,7 +71,7 @@ class NeuronPipelineMixin:
         if task != cls.task:
             classes = " / ".join(p.class_name for p in DIFFUSION_TASKS[task].pipelines) if task in DIFFUSION_TASKS else "another pipeline class"
             raise ArtifactError(f"{folder} is a compiled {task} pipeline; load it with {classes}")
-        model_index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        model_index = read_json(folder / "model_index.json")
         components = load_components(folder, manifest, cls.uses_vae_encoder)
         parameters = inspect.signature(cls.__init__).parameters
         arguments: dict[str, Any] = {}
@@ -95,12 +95,15 @@ class NeuronPipelineMixin:
         target = Path(save_directory).expanduser()
         if target.exists():
             raise NeuronExportError(f"{target} already exists; choose a new folder")
-        shutil.copytree(self.artifact, target)
-        shutil.rmtree(target / "scheduler", ignore_errors=True)
-        self.scheduler.save_pretrained(target / "scheduler")
-        model_index = json.loads((target / "model_index.json").read_text(encoding="utf-8"))
-        model_index["scheduler"] = ["diffusers", type(self.scheduler).__name__]
-        write_json(target / "model_index.json", model_index)
+        with staging(target) as folder:  # a failed copy never leaves a half-written pipeline folder
+            shutil.copytree(self.artifact, folder)
+            shutil.rmtree(folder / "scheduler", ignore_errors=True)
+            self.scheduler.save_pretrained(folder / "scheduler")
+            model_index = read_json(folder / "model_index.json")
+            model_index["scheduler"] = ["diffusers", type(self.scheduler).__name__]
+            write_json(folder / "model_index.json", model_index)
+            if not publish(folder, target, replace=False):
+                raise NeuronExportError(f"{target} already exists; choose a new folder")
 
     @property
     def compiled_shapes(self) -> dict[str, int]:
@@ -184,7 +187,7 @@ def load_components(folder: Path, manifest: Manifest, with_vae_encoder: bool) ->
 
 
 def _config_of(component_folder: Path) -> FrozenDict:
-    return FrozenDict(json.loads((component_folder / "config.json").read_text(encoding="utf-8")))
+    return FrozenDict(read_json(component_folder / "config.json"))
 
 
 def load_pipeline_part(folder: Path, name: str, entry: list) -> Any:

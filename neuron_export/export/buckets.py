@@ -214,7 +214,7 @@ def _validate(component, manifest: Manifest, folder: Path, progress: Progress) -
 
 def _specs(component, example: dict[str, torch.Tensor], pad_values: dict[str, float]) -> list[TensorSpec]:
     return [TensorSpec(name, list(example[name].shape), str(example[name].dtype).removeprefix("torch."), list(component.axes[name]),
-                       pad_values.get(name)) for name in component.input_names]
+                       pad_values.get(name), component.value_ranges.get(name)) for name in component.input_names]
 
 
 def _output_axes(component) -> dict[str, list[Optional[str]]]:

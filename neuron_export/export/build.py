@@ -15,9 +15,12 @@ from typing import Iterator, Optional
 import torch
 
 from ..version import __version__
+from ..artifact.folders import WRITE_ERRNOS
 from ..artifact import VALIDATION_REPORT, Manifest, TensorSpec, Validation, load_artifact, write_json
 from ..errors import NeuronExportError, first_line
+from ..model_files import contained_files
 from ..progress import Progress
+from ..sources import untrained_warning
 from ..validation import ValidationReport, compare
 from .buckets import build_bucketed_component, pipeline_buckets
 from .plan import Component, ExportPlan
@@ -101,6 +104,8 @@ def compile_errors(backend, label: str) -> Iterator[None]:
     except NeuronExportError:
         raise
     except Exception as error:
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            raise  # a full or read-only disk, not a compiler problem: export() says so
         raise NeuronExportError(f"{backend.name} could not compile {label}: {first_line(error)}") from None
 
 
@@ -114,7 +119,8 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         model_type=plan.source.model_type,  # a diffusers source's model type is its task
         task=plan.task,
         shapes=plan.shapes if not plan.pipeline_class else plan.public_shapes,
-        warnings=plan.warnings,
+        warnings=plan.warnings + ([untrained_warning(plan.source.origin, component.name, component.untrained_weights)]
+                                  if component.untrained_weights else []),
         component=component.name,
         backend=backend.name,
         backend_reason=plan.backend_reason,
@@ -128,7 +134,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         model_file=backend.model_file,
         inputs=[
             TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]),
-                       state=n in component.state_inputs)
+                       state=n in component.state_inputs, value_range=component.value_ranges.get(n))
             for n in component.input_names
         ],
         outputs=component.output_names,
@@ -138,6 +144,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         optlevel=options.optlevel,
         options=options,
         validation=Validation(skipped=plan.skip_reason or "--disable-validation"),
+        untrained_weights=component.untrained_weights,
     )
 
 
@@ -155,18 +162,20 @@ def artifact_manifest(plan: ExportPlan, manifests: dict[str, Manifest], reports:
     buckets, bucketing = pipeline_buckets(plan, manifests)
     pipeline_fields = dict(component=None, model_file=None, inputs=[], outputs=[], cpu_capability=None,
                            pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings,
-                           buckets=buckets, bucketing=bucketing)
+                           buckets=buckets, bucketing=bucketing,
+                           untrained_weights=[f"{name}/{w}" for name, m in manifests.items() for w in m.untrained_weights])
     return dataclasses.replace(first, **pipeline_fields)
 
 
 def copy_model_files(source: Path, destination: Path) -> None:
-    """Config, tokenizer, preprocessor and sentence-transformers files: everything but weights."""
+    """Config, tokenizer, preprocessor and sentence-transformers files: everything but weights (and
+    never a file that a symlink places outside the model folder: model_files.contained_files)."""
     if source.is_file():
         shutil.copy2(source, destination)
         return
-    for path in source.rglob("*"):
+    for path in contained_files(source):
         relative = path.relative_to(source)
-        if path.is_dir() or path.suffix in SKIPPED_SUFFIXES or any(p.startswith(".") for p in relative.parts):
+        if path.suffix in SKIPPED_SUFFIXES or any(p.startswith(".") for p in relative.parts):
             continue
         target = destination / relative
         if target.exists():

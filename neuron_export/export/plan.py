@@ -42,6 +42,8 @@ class Component:
     atol_source: str
     model_kind: str = "generic"  # neuronx-cc --model-type
     bucketing: Optional[Any] = None  # a BucketPlan (export/buckets.py) when it is compiled at several shapes
+    untrained_weights: list[str] = field(default_factory=list)  # head weights the checkpoint lacks for the task
+    value_ranges: dict[str, list[int]] = field(default_factory=dict)  # input -> [lowest, highest] valid value
     state_inputs: tuple[str, ...] = ()  # the last inputs, updated in place and held by the loaded model (KV caches)
     # Validates the built component folder instead of comparing its outputs on validation_inputs
     # (a decode graph: whole generations against transformers' generate).

@@ -6,10 +6,11 @@ import logging
 from functools import partial
 
 from ..errors import NeuronExportError
-from ..inputs import input_axes, input_shapes, make_inputs, pad_value, resolve_shapes, validation_input_sets
+from ..inputs import input_axes, input_shapes, make_inputs, pad_value, resolve_shapes, validation_input_sets, value_ranges
 from ..options import ExportOptions
 from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
-from ..sources import ModelSource, load_config, load_eager_model
+from ..sentence_head import sentence_head
+from ..sources import ModelSource, check_preprocessor, load_config, load_eager_model, sentence_transformers_modules, untrained_warning
 from ..traceable import discover_output_names, eager_traceable, output_flags
 from .buckets import bucket_plan, plan_shapes
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
@@ -20,6 +21,7 @@ log = logging.getLogger("neuron_export")
 def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan:
     arch = get_architecture(source.model_type)
     config = load_config(source, options)
+    check_preprocessor(source, arch.family.processor)
     task = _task(source, options)
     task_spec = check_task(source.model_type, task)
     if source.library == "sentence_transformers":
@@ -27,6 +29,7 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
             raise NeuronExportError(f"a sentence-transformers folder exports {SENTENCE_TRANSFORMERS.task} only, not {task}")
         if options.output_hidden_states or options.output_attentions:
             raise NeuronExportError("--output_hidden_states / --output_attentions are not available for sentence-transformers embeddings")
+        sentence_head(sentence_transformers_modules(source.path), source.path)  # an unsupported module: refused now
     backend, reason, warnings = plan_backend(options, task, has_unet=False)
     used_axes = [axis for axes in input_axes(arch.inputs, task_spec).values() for axis in axes]
     planned = plan_shapes(arch.family.bucketable, options, used_axes, task, lambda o: resolve_shapes(arch, task_spec, o, config))
@@ -65,7 +68,9 @@ def _task(source: ModelSource, options: ExportOptions) -> str:
 def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, config, shapes_per_bucket: list[dict[str, int]],
                     fit, options: ExportOptions, validate: bool) -> Component:
     """The eager model wrapped for tracing, with its example and fresh validation inputs (per bucket)."""
-    eager = load_eager_model(source, task.name, options)
+    eager, untrained = load_eager_model(source, task.name, options)
+    if untrained:
+        log.warning("Warning: %s", untrained_warning(source.origin, task.name, untrained))
     axes = input_axes(arch.inputs, task)
 
     def inputs_for(shapes: dict[str, int]):
@@ -92,5 +97,7 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
         model_kind=arch.family.neuron_model_type,
         bucketing=bucket_plan(axes, shapes_per_bucket, fit, inputs_for, {spec.name: pad_value(spec, config) for spec in arch.inputs})
         if len(shapes_per_bucket) > 1 else None,
+        untrained_weights=untrained,
+        value_ranges=value_ranges(arch.inputs, config),
     )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .architectures import Architecture, Family, config_value
-from .inputs import InputSpec
+from .inputs import PAD, BucketAxes, InputSpec
 from .tasks import DemoSpec
 
 DECODER = "decoder"  # prefill graph(s) + decode graph, sharing the KV cache
@@ -71,6 +71,8 @@ DECODER_LM = Family(
     default_shapes={"batch_size": 1},
     # The KV cache holds the prompt and the generated tokens: at most the model's positions.
     shape_limits={"sequence_length": "max_position_embeddings"}, **_GENERATIVE,
+    # --sequence_length 64,256: a prompt graph per length (a prompt runs on the smallest that holds it), a cache of the largest
+    bucketable=(BucketAxes(("sequence_length",), PAD),),
 )
 TEXT_SEQ2SEQ = Family(
     name="text-seq2seq", modality="text", inputs=_PROMPT, tasks=("text2text-generation",), processor="AutoTokenizer",

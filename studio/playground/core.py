@@ -56,8 +56,9 @@ class LoadedArtifact:
         return self.manifest.shapes
 
 
-def load(path: Path, demo_root: Path) -> LoadedArtifact:
-    """Load an artifact for the playground; NeuronExportError if it cannot run here."""
+def load(path: Path, demo_root: Path, trust_remote_code: bool = False) -> LoadedArtifact:
+    """Load an artifact for the playground; NeuronExportError if it cannot run here. The eager
+    source model runs its own code only with trust_remote_code (the person's consent, never the manifest's)."""
     manifest = read_manifest(path)
     view = artifact_view(manifest)
     if view is None:
@@ -76,9 +77,11 @@ def load(path: Path, demo_root: Path) -> LoadedArtifact:
         if generative:
             eager = reference_generator(manifest, folder)
         elif not manifest.is_pipeline:  # an eager SD pipeline is big: loaded only when a run asks for it
-            eager = reference_model(manifest, folder)
+            eager = reference_model(manifest, folder, trust_remote_code=trust_remote_code)
     except NeuronExportError as error:
         note = f"No eager PyTorch comparison: {error}"
+        if manifest.options.trust_remote_code and not trust_remote_code:
+            note = f"No eager PyTorch comparison: {manifest.source} runs code of its own; allow it above to compare."
     return LoadedArtifact(path, manifest, view, model, processor, eager, folder, note)
 
 

@@ -76,7 +76,7 @@ def test_speedups_are_p50_ratios_over_eager_and_onnxruntime():
 
 
 def test_batch_sizes_of_a_static_artifact_are_refused_with_one_line():
-    manifest = SimpleNamespace(batch_size=2, dynamic_batch=False)
+    manifest = SimpleNamespace(batch_size=2, dynamic_batch=False, inputs=[SimpleNamespace(name="input_ids", shape=[2, 16])])
     assert bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions()) == [2]
     with pytest.raises(NeuronExportError, match="compiled for batch size 2 only"):
         bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions(batch_sizes=[2, 4]))

@@ -143,6 +143,29 @@ def test_compiled_decoder_generates_like_transformers_inductor_more(compiled, fo
     assert_same_greedy_tokens(compiled(model_type, "inductor"), folders(model_type), PROMPTS, max_new_tokens=8)
 
 
+def test_prompt_length_buckets_run_each_prompt_on_the_smallest_graph(folders, tmp_path):
+    """--sequence_length 8,32: prompt graphs of 8 and 32 tokens sharing the decode graph's cache of 32."""
+    out = tmp_path / "llama-buckets"
+    result = export(folders("llama"), out, ExportOptions(backend="torchscript", sequence_length=(8, LENGTH)))
+    assert result.validation_passed is True
+    assert result.manifest.components == ["prefill_8", f"prefill_{LENGTH}", "decode"]
+    assert result.manifest.shapes["sequence_length"] == LENGTH
+    neuron = NeuronModelForCausalLM.from_pretrained(out)
+    used = []
+    for graph in neuron.runtime.prefills:  # record which prompt graph each prompt runs on
+        graph._runner = _recording(graph._runner, used, graph.inputs["input_ids"].shape[1])
+    assert_same_greedy_tokens(neuron, folders("llama"), [PROMPTS[0], PROMPTS[2]], max_new_tokens=8)
+    assert used == [8, LENGTH]
+
+
+def _recording(runner, used, length):
+    def run(*tensors):
+        used.append(length)
+        return runner(*tensors)
+
+    return run
+
+
 def test_left_padded_batch_generates_like_transformers(compiled, folders):
     """Prompts of different lengths in one batch, padded as transformers pads for generation."""
     neuron, folder = compiled("llama", batch_size=2), folders("llama")
@@ -206,6 +229,12 @@ def test_limits_of_the_compiled_shapes_are_errors_naming_them(compiled, folders)
 def test_export_refuses_what_it_cannot_build(folders, tmp_path, options, message):
     with pytest.raises(NeuronExportError, match=message):
         export(folders("llama"), tmp_path / "out", ExportOptions(backend="torchscript", **options))
+    assert not (tmp_path / "out").exists()
+
+
+def test_seq2seq_takes_one_sequence_length(folders, tmp_path):
+    with pytest.raises(NeuronExportError, match="--sequence_length takes one value for text2text-generation"):
+        export(folders("t5"), tmp_path / "out", ExportOptions(backend="torchscript", sequence_length=(8, 16)))
     assert not (tmp_path / "out").exists()
 
 
