@@ -52,7 +52,8 @@ def plan_generation(source: ModelSource, options: ExportOptions) -> ExportPlan:
         components = _decoder_components(source, task, arch, config, shapes, prompt_lengths, options, skip_reason is None)
     else:
         components = _encoder_decoder_components(source, task, arch, config, shapes, options, skip_reason is None)
-    return ExportPlan(source, task, backend, reason, options, shapes, {key: shapes[key] for key in PUBLIC_SHAPES}, components,
+    resolved = {**shapes, "prompt_lengths": prompt_lengths}  # in the compile cache key: the shape options are not
+    return ExportPlan(source, task, backend, reason, options, resolved, {key: shapes[key] for key in PUBLIC_SHAPES}, components,
                       warnings, skip_reason, files=[(source.path, "")],  # config, generation config, tokenizer / processor files
                       cache_folders=[source.path], pipeline_class=spec.model_class)
 

@@ -143,8 +143,10 @@ def test_compiled_decoder_generates_like_transformers_inductor_more(compiled, fo
     assert_same_greedy_tokens(compiled(model_type, "inductor"), folders(model_type), PROMPTS, max_new_tokens=8)
 
 
-def test_prompt_length_buckets_run_each_prompt_on_the_smallest_graph(folders, tmp_path):
-    """--sequence_length 8,32: prompt graphs of 8 and 32 tokens sharing the decode graph's cache of 32."""
+def test_prompt_length_buckets_run_each_prompt_on_the_smallest_graph(compiled, folders, tmp_path):
+    """--sequence_length 8,32: prompt graphs of 8 and 32 tokens sharing the decode graph's cache of 32
+    (and not the compile cache's entry of the same model at the single length 32)."""
+    compiled("llama")
     out = tmp_path / "llama-buckets"
     result = export(folders("llama"), out, ExportOptions(backend="torchscript", sequence_length=(8, LENGTH)))
     assert result.validation_passed is True
