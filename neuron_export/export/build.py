@@ -119,7 +119,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         model_type=plan.source.model_type,  # a diffusers source's model type is its task
         task=plan.task,
         shapes=plan.shapes if not plan.pipeline_class else plan.public_shapes,
-        warnings=plan.warnings + ([untrained_warning(plan.source.origin, component.name, component.untrained_weights)]
+        warnings=plan.warnings + ([untrained_warning(plan.source.origin, plan.task, component.untrained_weights)]
                                   if component.untrained_weights else []),
         component=component.name,
         backend=backend.name,

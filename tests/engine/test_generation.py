@@ -9,12 +9,17 @@ llama on inductor (gpt2, qwen2, t5 and whisper on inductor under -m slow).
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 import transformers
+from safetensors.torch import load_file, save_file
 
-from neuron_export import ExportOptions, NeuronModelForCausalLM, NeuronModelForSeq2SeqLM, NeuronWhisperForConditionalGeneration, export
+from neuron_export import (
+    ExportOptions, NeuronModelForCausalLM, NeuronModelForSeq2SeqLM, NeuronWhisperForConditionalGeneration, export, read_manifest,
+)
 from neuron_export.demo.generative import build_tiny_generative_model
 from neuron_export.errors import InputMismatchError, NeuronExportError
 from neuron_export.generation.graphs import DecodeGraph, DecoderStepGraph, EncoderGraph, PrefillGraph
@@ -238,6 +243,31 @@ def test_seq2seq_takes_one_sequence_length(folders, tmp_path):
     with pytest.raises(NeuronExportError, match="--sequence_length takes one value for text2text-generation"):
         export(folders("t5"), tmp_path / "out", ExportOptions(backend="torchscript", sequence_length=(8, 16)))
     assert not (tmp_path / "out").exists()
+
+
+def _without(folder, tmp_path, name: str, dropped: str):
+    """A copy of the model folder whose checkpoint lacks the weight `dropped`."""
+    copy = shutil.copytree(folder, tmp_path / name)
+    weights = load_file(copy / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if k != dropped}, copy / "model.safetensors", metadata={"format": "pt"})
+    return copy
+
+
+def test_a_checkpoint_without_its_lm_head_is_recorded_and_one_without_body_weights_refused(folders, tmp_path):
+    """The reliability rules for generative artifacts: what transformers reports as newly initialized
+    is named in every graph's manifest and the root's; a missing weight of the body is an error and
+    nothing is written."""
+    headless = _without(folders("llama"), tmp_path, "headless", "lm_head.weight")
+    _, info = transformers.AutoModelForCausalLM.from_pretrained(headless, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["lm_head.weight"]
+    result = export(headless, tmp_path / "out", ExportOptions(backend="torchscript", sequence_length=16, use_cache=False))
+    assert result.manifest.untrained_weights == ["prefill_16/lm_head.weight", "decode/lm_head.weight"]
+    assert any("no trained text-generation head: lm_head.weight" in w for w in read_manifest(tmp_path / "out" / "decode").warnings)
+
+    bodiless = _without(folders("llama"), tmp_path, "bodiless", "model.layers.0.self_attn.q_proj.weight")
+    with pytest.raises(NeuronExportError, match=r"lacks 1 weights of the model itself \(model.layers.0.self_attn.q_proj.weight\)"):
+        export(bodiless, tmp_path / "refused", ExportOptions(backend="torchscript", sequence_length=16, use_cache=False))
+    assert not (tmp_path / "refused").exists()
 
 
 def test_pipeline_text_generation(compiled, folders):
