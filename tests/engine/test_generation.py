@@ -219,6 +219,9 @@ def test_limits_of_the_compiled_shapes_are_errors_naming_them(compiled, folders)
     too_long = torch.ones(1, LENGTH + 3, dtype=torch.long) * 5
     with pytest.raises(InputMismatchError, match=f"the prompt has {LENGTH + 3} tokens; the compiled prompt graph takes at most {LENGTH}"):
         neuron.generate(input_ids=too_long, max_new_tokens=1)
+    vocab = transformers.AutoConfig.from_pretrained(folders("llama")).vocab_size
+    with pytest.raises(InputMismatchError, match=rf"input 'input_ids' holds values from \d+ to {vocab}; the model takes 0 to {vocab - 1}"):
+        neuron.generate(input_ids=torch.full((1, 3), vocab), max_new_tokens=1)
     with pytest.raises(InputMismatchError, match="2 prompts: the model was compiled for batch_size 1"):
         neuron.generate(input_ids=torch.ones(2, 3, dtype=torch.long), max_new_tokens=1)
     with pytest.raises(NeuronExportError, match="num_beams is not supported"):
