@@ -7,6 +7,7 @@ benchmark` on it: time to first token, time per token and tokens/s of the three 
 
     python benchmarks/bench_generation.py                              # inductor, 4 layers, cache 256
     python benchmarks/bench_generation.py --layers 22 --backend torchscript --threads 2
+    python benchmarks/bench_generation.py --sequence_length 64,256   # a 64-token prompt graph too
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuron_export import ExportOptions, export  # noqa: E402
 from neuron_export.benchmark import BenchmarkOptions, benchmark, format_report  # noqa: E402
+from neuron_export.bucketing import parse_shape_text  # noqa: E402
 
 # TinyLlama/TinyLlama-1.1B-Chat-v1.0's config.json (22 layers), with the layer count an option.
 TINYLLAMA = dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_attention_heads=32, num_key_value_heads=4,
@@ -42,7 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--backend", default="inductor", choices=("inductor", "torchscript"))
-    parser.add_argument("--sequence_length", type=int, default=256)
+    parser.add_argument("--sequence_length", type=lambda text: parse_shape_text("--sequence_length", text), default=256,
+                        help="the KV cache; several values (64,256): a prompt graph per value, the cache of the largest")
     parser.add_argument("--prompt_length", type=int, default=64)
     parser.add_argument("--new_tokens", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=10)
