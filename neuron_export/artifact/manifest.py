@@ -41,11 +41,11 @@ class TensorSpec:
     dtype: str
     axes: list[str]
     pad: Optional[float] = None  # bucketed models: what pads it up to a larger bucket (token ids: the pad token)
-    # A KV cache: the loaded model holds it between calls (CompiledModel.state); callers never pass it.
-    state: bool = False
     # [lowest, highest] value it may hold (token ids < vocab_size, ...); None: any. Written at export
     # from the model's config, checked on every call (an out-of-range id is an index error inside).
     value_range: Optional[list[int]] = None
+    # A KV cache: the loaded model holds it between calls (CompiledModel.state); callers never pass it.
+    state: bool = False
 
 
 @dataclass
