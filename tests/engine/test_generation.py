@@ -287,12 +287,11 @@ def test_pipeline_text_generation(compiled, folders):
 
 
 @pytest.fixture(scope="module")
-def seq2seq(folders, tmp_path_factory):
+def seq2seq(folders):
     made = {}
 
     def get(model_type: str, backend: str = "torchscript"):
         if (model_type, backend) not in made:
-            out = tmp_path_factory.mktemp("artifact") / f"{model_type}-{backend}"
             cls = NeuronModelForSeq2SeqLM if model_type == "t5" else NeuronWhisperForConditionalGeneration
             made[model_type, backend] = cls.from_pretrained(folders(model_type), export=True, backend=backend,
                                                             sequence_length=24 if model_type == "t5" else None)
