@@ -12,14 +12,18 @@ from types import SimpleNamespace
 from typing import Optional
 
 from .errors import NeuronExportError
-from .options import ExportOptions
+from .options import SHAPE_FIELDS, ExportOptions
 from .registry import (
-    DIFFUSERS_PIPELINES, DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, BucketAxes, detect_task, get_architecture, is_diffusion_task,
-    supported_tasks,
+    DIFFUSERS_PIPELINES, DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, BucketAxes, config_attr, detect_task, get_architecture,
+    is_diffusion_task, supported_tasks,
 )
-from .sources import resolve_model_source
+from .sources import read_preprocessor_config, resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
+# Where the family has no default: values to start the form from (sequence_length: cut to the model's limit).
+# config.json keys that hold a limit under another name (transformers' attribute_map: GPT-2's n_positions).
+LIMIT_ALIASES = {"max_position_embeddings": ("n_positions",)}
+SUGGESTED_SHAPES = {"batch_size": 1, "num_choices": 4, "sequence_length": 128, "audio_sequence_length": 16000, "text_batch_size": 4}
 
 
 @dataclass
@@ -41,8 +45,8 @@ class ModelInfo:
         arch = get_architecture(self.model_type)
         if arch.family.generative:  # the other axes (prompt, audio) follow from the cache length and the config
             return ["batch_size", "sequence_length"]
-        axes = [a for spec in arch.inputs for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
-        return list(dict.fromkeys(axes))
+        axes = [a for spec in arch.task_inputs(task) for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
+        return [axis for axis in dict.fromkeys(axes) if axis in SHAPE_FIELDS]  # not AST's mel bins: its config fixes them
 
     def bucketable(self, task: str) -> tuple[BucketAxes, ...]:
         """The shape options that may take several values (buckets) for `task`."""
@@ -72,21 +76,25 @@ def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
             note = f"from config.json (architectures: {', '.join(architectures)})"
         except NeuronExportError as error:
             detected, note = None, str(error)
-    config = source.config
-    defaults: dict[str, int] = {"batch_size": 1, "num_choices": 4}
-    limits: dict[str, int] = {}
-    max_positions = config.get("max_position_embeddings", config.get("n_positions", config.get("max_target_positions")))
-    if isinstance(max_positions, int):
-        reserved_positions = get_architecture(source.model_type).reserved_positions
-        reserved = reserved_positions(SimpleNamespace(**config)) if reserved_positions else 0
-        limits["sequence_length"] = max_positions - reserved
-        defaults["sequence_length"] = min(128, limits["sequence_length"])
-    if get_architecture(source.model_type).family.generative:
-        defaults.setdefault("sequence_length", 128)  # the KV cache: prompt + generated tokens
-    image_size = config.get("image_size")
-    if isinstance(image_size, int):
-        defaults.update(height=image_size, width=image_size, num_channels=config.get("num_channels", 3))
+    defaults, limits = _shape_defaults(source.model_type, SimpleNamespace(**source.config), read_preprocessor_config(source.encoder_path))
     return ModelInfo(source.origin, source.path, source.library, source.model_type, tasks, detected, note, defaults, limits)
+
+
+def _shape_defaults(model_type: str, config: SimpleNamespace, preprocessor: dict) -> tuple[dict[str, int], dict[str, int]]:
+    """The form's starting shapes (the family's defaults, read from the config and image processor, else
+    SUGGESTED_SHAPES) and the largest values the model allows."""
+    arch = get_architecture(model_type)
+    defaults = dict(SUGGESTED_SHAPES)
+    for axis, default in arch.family.default_shapes.items():
+        defaults[axis] = default(config, preprocessor) if callable(default) else default
+    limits: dict[str, int] = {}
+    for axis, attribute in arch.family.shape_limits.items():
+        limit = next((v for v in (config_attr(config, a) for a in (attribute, *LIMIT_ALIASES.get(attribute, ()))) if v is not None), None)
+        if isinstance(limit, int):
+            reserved = arch.reserved_positions(config) if arch.reserved_positions else 0
+            limits[axis] = limit - reserved
+            defaults[axis] = min(defaults[axis], limits[axis])
+    return defaults, limits
 
 
 def _diffusion_image_size(path: Path) -> int:

@@ -3,7 +3,7 @@
 transformers' Pipeline needs of its model only `config`, `device`, `dtype` and a call returning
 the transformers output types, which a NeuronModel provides (generation pipelines: `generate()`
 and `generation_config`, which the generative classes provide); the tokenizer, image processor or
-feature extractor comes from the artifact folder.
+feature extractor comes from the artifact folder (processors.py), fitted to the compiled image size.
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ from typing import Any, Iterator, Union
 
 from .errors import NeuronExportError
 from .modeling import model_class_for_artifact
-from .registry import GENERATION_TASKS, TASKS, get_architecture
+from .processors import load_processor, pipeline_parts
+from .registry import GENERATION_TASKS, TASKS
 
-# transformers pipeline -> the task whose artifacts it runs (registry: TaskSpec.pipeline, GenerationTask.pipeline).
-PIPELINE_TASKS = {spec.pipeline: name for name, spec in (*TASKS.items(), *GENERATION_TASKS.items()) if spec.pipeline}
+# transformers pipeline -> the tasks whose artifacts it runs (registry: TaskSpec.pipeline, GenerationTask.pipeline;
+# automatic-speech-recognition names both CTC encoders and Whisper).
+PIPELINE_TASKS: dict[str, tuple[str, ...]] = {}
+for _name, _spec in (*TASKS.items(), *GENERATION_TASKS.items()):
+    if _spec.pipeline and _name not in PIPELINE_TASKS.get(_spec.pipeline, ()):
+        PIPELINE_TASKS[_spec.pipeline] = PIPELINE_TASKS.get(_spec.pipeline, ()) + (_name,)
 
 
 def pipeline(task: str, model: Union[str, Path, Any], **pipeline_kwargs: Any):
@@ -31,23 +36,17 @@ def pipeline(task: str, model: Union[str, Path, Any], **pipeline_kwargs: Any):
         raise NeuronExportError(f"pipeline task {task!r} is not supported; one of: {', '.join(PIPELINE_TASKS)}")
     if isinstance(model, (str, Path)):
         model = model_class_for_artifact(model).from_pretrained(model)
-    if model.task != PIPELINE_TASKS[task]:
-        raise NeuronExportError(f"{model.path} was compiled for {model.task}, not for {task}")
+    if model.manifest.task not in PIPELINE_TASKS[task]:
+        raise NeuronExportError(f"{model.path} was compiled for {model.manifest.task}, not for {task}")
 
     import transformers
 
-    processor = get_architecture(model.manifest.model_type).family.processor
-    if processor == "AutoProcessor":  # speech: a tokenizer and a feature extractor
-        loaded = transformers.AutoProcessor.from_pretrained(model.config_path)
-        preprocessors = {"tokenizer": loaded.tokenizer, "feature_extractor": loaded.feature_extractor}
-    elif processor != "AutoTokenizer":
-        preprocessors = {"image_processor": getattr(transformers, processor).from_pretrained(model.config_path)}
-    else:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model.config_path)
-        if "sequence_length" in model.manifest.shapes:
-            # Pipelines that truncate (token-classification) then stop at the compiled length.
-            tokenizer.model_max_length = min(tokenizer.model_max_length, model.manifest.shapes["sequence_length"])
-        preprocessors = {"tokenizer": tokenizer}
+    shapes = model.manifest.shapes
+    preprocessors = pipeline_parts(load_processor(model.config_path, model.manifest.model_type, shapes))
+    tokenizer = preprocessors.get("tokenizer")
+    if tokenizer is not None and "sequence_length" in shapes:
+        # Pipelines that truncate (token-classification) then stop at the compiled length.
+        tokenizer.model_max_length = min(tokenizer.model_max_length, shapes["sequence_length"])
     if model.can_generate():
         # The speech pipeline defaults to 5-beam search; the compiled models decode greedily or by sampling.
         pipeline_kwargs.setdefault("num_beams", 1)

@@ -102,6 +102,9 @@ class Manifest:
     auto_cast_type: Optional[str] = None
     optlevel: int = 2
     cpu_capability: Optional[str] = None  # the vector ISA its CPU kernels were built for
+    # NeuronCores it is placed on at load: [0, 1] for a data-parallel component (the SD UNet's CFG halves
+    # on separate cores), [0] otherwise; [] for portable builds. A pipeline's: those of its components.
+    neuron_cores: list[int] = field(default_factory=list)
     # one compiled model ...
     component: Optional[str] = None
     model_file: Optional[str] = None
@@ -181,6 +184,11 @@ class Manifest:
         folder = Path(folder)
         file = folder / MANIFEST
         if not file.is_file():
+            from ..optimum_neuron import read_optimum_manifest  # a folder optimum-neuron compiled
+
+            imported = read_optimum_manifest(folder) if folder.is_dir() else None
+            if imported is not None:
+                return imported
             raise ArtifactError(f"{folder} is not a compiled artifact (no {MANIFEST})")
         try:
             data = json.loads(file.read_text(encoding="utf-8"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -10,11 +11,13 @@ from typing import Optional
 import torch
 
 from ..artifact.folders import guarded_file, inside
+from ..errors import NeuronExportError
 from ..options import ExportOptions
 from .base import SavedBuckets
 from .portable import PortableBackend
 
 MAX_DYNAMIC_BATCH = 4096
+log = logging.getLogger("neuron_export")
 
 # -O levels mapped to Inductor settings (documented in the README).
 OPTLEVEL_CONFIGS = {
@@ -38,11 +41,19 @@ SHARED_WEIGHTS_CONFIGS = {
 SHARED_WEIGHTS_OPTLEVELS = (1, 2)
 
 
+def shares_bucket_weights(options: ExportOptions) -> bool:
+    """Whether the buckets share one copy of the weights: at -O1 / -O2, with a torch that can store
+    them outside the .so in that format (torch 2.9 has no package_constants_on_disk_format, and its
+    packages of several models with weights outside the .so crashed the process here: a segmentation fault)."""
+    return options.optlevel in SHARED_WEIGHTS_OPTLEVELS and hasattr(torch._inductor.config.aot_inductor, "package_constants_on_disk_format")
+
+
 class InductorBackend(PortableBackend):
     name = "inductor"
     model_file = "model.pt2"
     native_dynamic_batch = True
     records_cpu_isa = True
+    needs_cxx = True
 
     def compiler_version(self) -> str:
         return f"torch.export + AOTInductor {torch.__version__}"
@@ -57,10 +68,16 @@ class InductorBackend(PortableBackend):
             # forward(*inputs) has one (variadic) parameter: its spec is the tuple of per-input specs.
             dynamic_shapes = (tuple({0: batch} for _ in example),)
         with torch.no_grad():
-            return torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
+            program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
+        if _has_data_dependent_shapes(program):
+            raise NeuronExportError(
+                "inductor cannot compile this model: some of its shapes depend on the input values (e.g. transformers' "
+                "x-vector pooling slices each clip by the length its attention mask gives); use --backend torchscript"
+            )
+        return program
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
-                state_inputs: int = 0) -> None:
+                state_inputs: int = 0, data_parallel: bool = False) -> None:
         from torch._inductor.package import package_aoti
 
         files = self._aot_compile(traced, options, workdir, {})
@@ -72,8 +89,15 @@ class InductorBackend(PortableBackend):
         """AOTInductor's files for one exported program (the recipe of aoti_compile_and_package, whose
         documentation shows it for packages of several models)."""
         configs = {**OPTLEVEL_CONFIGS[options.optlevel], **extra_configs, "aot_inductor.package": True}
-        if options.dynamic_batch_size:
-            configs["aot_inductor.check_lowerbound"] = False  # batch 1 is valid although traced at 2
+        if configs["freezing"] and _has_transposed_convolution(traced):
+            # torch 2.13's freezing folds a following BatchNorm into a transposed convolution along its
+            # input channels instead of its output channels (BEiT segmentation: 0.08 off): not frozen.
+            log.warning("Warning: this model has transposed convolutions, which Inductor's weight freezing "
+                        "folds BatchNorm into wrongly in torch %s: compiled without freezing", torch.__version__)
+            configs["freezing"] = False
+        if options.dynamic_batch_size and hasattr(torch._inductor.config.aot_inductor, "check_lowerbound"):
+            # batch 1 is valid although traced at 2 (torch >= 2.10; torch 2.9 has no lower-bound check to relax)
+            configs["aot_inductor.check_lowerbound"] = False
         previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
         if workdir is not None:
             # --compiler_workdir keeps Inductor's generated sources and build files there.
@@ -91,8 +115,7 @@ class InductorBackend(PortableBackend):
         return _runner(torch._inductor.aoti_load_package(str(model_path)))
 
     def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
-        shared = options.optlevel in SHARED_WEIGHTS_OPTLEVELS
-        return self._aot_compile(traced, options, workdir, SHARED_WEIGHTS_CONFIGS if shared else {})
+        return self._aot_compile(traced, options, workdir, SHARED_WEIGHTS_CONFIGS if shares_bucket_weights(options) else {})
 
     def save_buckets(self, compiled: dict, folder: Path, options: ExportOptions) -> SavedBuckets:
         from torch._inductor.package import package_aoti
@@ -100,10 +123,11 @@ class InductorBackend(PortableBackend):
         locations = {name: f"bucket_{name}" for name in compiled}  # model names inside the package
         with guarded_file(folder / self.model_file) as file:
             package_aoti(file, {locations[name]: files for name, files in compiled.items()})
-        if options.optlevel in SHARED_WEIGHTS_OPTLEVELS:
+        if shares_bucket_weights(options):
             note = f"the {len(compiled)} buckets share one copy of the weights in {self.model_file}"
             return SavedBuckets(self.model_file, locations, True, note + (" (frozen, not pre-packed for oneDNN)" if options.optlevel == 2 else ""))
-        note = f"-O3: each of the {len(compiled)} buckets keeps its own pre-packed copy of the weights in {self.model_file}"
+        why = "-O3" if options.optlevel not in SHARED_WEIGHTS_OPTLEVELS else f"torch {torch.__version__} cannot share them"
+        note = f"{why}: each of the {len(compiled)} buckets keeps its own copy of the weights in {self.model_file}"
         return SavedBuckets(self.model_file, locations, False, note)
 
     def load_buckets(self, folder: Path, manifest) -> dict:
@@ -125,6 +149,20 @@ def _runner(package):
             return package(*inputs)
 
     return run
+
+
+def _has_data_dependent_shapes(program) -> bool:
+    """Whether an exported program has shapes computed from input values (unbacked symbols)."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    values = (node.meta.get("val") for node in program.graph.nodes)
+    return any(isinstance(v, torch.Tensor) and free_unbacked_symbols(v) for v in values)
+
+
+def _has_transposed_convolution(program) -> bool:
+    transposed = {torch.ops.aten.conv_transpose1d.default, torch.ops.aten.conv_transpose2d.input, torch.ops.aten.conv_transpose3d.input}
+    return any(node.target in transposed or (node.target == torch.ops.aten.convolution.default and node.args[6])
+               for node in program.graph.nodes)
 
 
 def _restore_env(name: str, value: Optional[str]) -> None:

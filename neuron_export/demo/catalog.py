@@ -17,14 +17,14 @@ from typing import Callable
 
 from ..artifact.folders import clean_stale, publish, remove_tree, staging
 from ..errors import NeuronExportError
-from ..registry import DIFFUSION_TASKS, GENERATION_TASKS, SENTENCE_TRANSFORMERS, TASKS, DemoSpec
+from ..registry import DIFFUSION_TASKS, GENERATION_TASKS, GENERATIVE_ARCHITECTURES, SENTENCE_TRANSFORMERS, TASKS, DemoSpec
 from .generative import build_memorised_gpt2, build_tiny_generative_model
 from .tiny import build_tiny_model, build_tiny_stable_diffusion
 
 MARKER_FILE = ".neuron_export_demo_complete"
 DEMO_DIR_ENV = "NEURON_EXPORT_DEMO_DIR"
 # Bump when a builder changes what it writes: cached demo folders with another version are rebuilt.
-DEMO_BUILD_VERSION = 1
+DEMO_BUILD_VERSION = 2  # 2: weights re-drawn (O(1) outputs), audio / detection / segmentation / depth / CLIP demos
 RANDOM_WEIGHTS = "random weights, for trying the tool (outputs are meaningless)"
 
 
@@ -67,7 +67,7 @@ def _builder(task: str, demo: DemoSpec) -> Callable[[Path], Path]:
     def build(out_dir: Path) -> Path:
         if task in DIFFUSION_TASKS:
             return build_tiny_stable_diffusion(out_dir, **DIFFUSION_TASKS[task].tiny)
-        if task in GENERATION_TASKS:
+        if demo.model_type in GENERATIVE_ARCHITECTURES:  # by architecture: Whisper and CTC encoders share their task
             return build_tiny_generative_model(demo.model_type, out_dir)
         return build_tiny_model(demo.model_type, task, out_dir)
 

@@ -69,7 +69,7 @@ class NeuronGenerativeModel:
                     f"{', '.join(sorted(options))}: compile options apply with export=True; a compiled artifact's shapes and options are fixed"
                 )
             return cls(_artifact_path(model))
-        artifact, temporary = export_to_temporary(model, _export_options(cls.task, options))
+        artifact, temporary = export_to_temporary(model, _export_options(cls, options))
         return cls(artifact, temporary_dir=temporary)
 
     def save_pretrained(self, save_directory: Union[str, Path]) -> Path:

@@ -51,7 +51,7 @@ GENERATION_TASKS: dict[str, GenerationTask] = {
         GenerationTask(
             "automatic-speech-recognition", "AutoModelForSpeechSeq2Seq", ("ForConditionalGeneration",),
             "NeuronWhisperForConditionalGeneration", ENCODER_DECODER, "automatic-speech-recognition",
-            views={"audio": "transcript"},
+            views={"audio": "speech-to-text"},
             demo=DemoSpec("demo:tiny-whisper", "whisper", "Tiny Whisper speech recognizer (1-second clips, 16 mel bins)"),
         ),
     )

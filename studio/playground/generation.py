@@ -7,20 +7,17 @@ with the same prompt and settings, the same seed when sampling, and says whether
 
 from __future__ import annotations
 
-import io
-import wave
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
-from neuron_export.errors import NeuronExportError, first_line
+from neuron_export.errors import NeuronExportError
 from neuron_export.generation.timing import Timing, timed_generation
 
+from .audio import Clip, read_audio
 from .core import LoadedArtifact, require
 
-SAMPLE_RATE = 16000  # what Whisper's feature extractor takes
 SEED = 0  # of sampling, on both sides
 # T5's task prefixes (its pre-training tasks), shown as choices.
 T5_TASKS = {"summarize": "summarize: ", "translate English to German": "translate English to German: ",
@@ -96,41 +93,15 @@ def text_to_text(loaded: LoadedArtifact, text: str, task: str, settings: dict[st
     return _run(loaded, dict(encoded), settings, compare)
 
 
-def read_audio(upload: Any) -> np.ndarray:
-    """A WAV upload (PCM, any rate, mono or stereo) as 16 kHz mono floats; without one, a sample clip."""
-    if upload is None:
-        return sample_audio()
-    data = upload.getvalue() if hasattr(upload, "getvalue") else upload.read_bytes()
-    try:
-        with wave.open(io.BytesIO(data)) as clip:
-            rate, channels, width, frames = clip.getframerate(), clip.getnchannels(), clip.getsampwidth(), clip.readframes(clip.getnframes())
-    except (wave.Error, EOFError) as error:
-        raise NeuronExportError(f"cannot read this audio: {first_line(error)} (upload a PCM WAV file)") from None
-    kinds = {1: (np.uint8, 128.0, 128.0), 2: (np.int16, 0.0, 32768.0), 4: (np.int32, 0.0, 2.0**31)}
-    if width not in kinds:
-        raise NeuronExportError(f"cannot read this audio: {8 * width}-bit samples (upload 8, 16 or 32-bit PCM WAV)")
-    dtype, offset, scale = kinds[width]
-    samples = (np.frombuffer(frames, dtype=dtype).astype(np.float32) - offset) / scale
-    samples = samples.reshape(-1, channels).mean(axis=1)
-    if rate != SAMPLE_RATE and len(samples):
-        samples = np.interp(np.arange(0, len(samples), rate / SAMPLE_RATE), np.arange(len(samples)), samples).astype(np.float32)
-    return samples
-
-
-def sample_audio(seconds: float = 1.0) -> np.ndarray:
-    """A generated clip to try a transcriber without an upload: a rising whistle with a little noise."""
-    t = np.arange(int(SAMPLE_RATE * seconds)) / SAMPLE_RATE
-    rng = np.random.RandomState(SEED)
-    return (0.5 * np.sin(2 * np.pi * (300 + 400 * t) * t) + 0.05 * rng.randn(len(t))).astype(np.float32)
-
-
-def transcribe(loaded: LoadedArtifact, upload: Any, settings: dict[str, Any], compare: bool = True) -> tuple[np.ndarray, Generated]:
-    """The audio and Whisper's transcript of it (the feature extractor pads or cuts it to its window)."""
-    audio = read_audio(upload)
+def transcribe_speech(loaded: LoadedArtifact, recording: Any, upload: Any, settings: dict[str, Any],
+                      compare: bool = True) -> tuple[Clip, Generated]:
+    """The clip (audio.read_audio: recording, else WAV upload, else the generated sample) and Whisper's
+    transcript of it (the feature extractor pads or cuts it to its window)."""
     features = loaded.processor.feature_extractor
-    window = features.n_samples / features.sampling_rate
-    encoded = loaded.processor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    clip = read_audio(recording, upload, features.sampling_rate)
+    encoded = loaded.processor(clip.samples, sampling_rate=clip.sampling_rate, return_tensors="pt")
     result = _run(loaded, {"input_features": encoded.input_features}, settings, compare)
-    if len(audio) > features.n_samples:
-        result.notes.append(f"The audio lasts {len(audio) / SAMPLE_RATE:.1f} s: only its first {window:g} s were transcribed.")
-    return audio, result
+    if len(clip.samples) > features.n_samples:
+        window = features.n_samples / features.sampling_rate
+        result.notes.append(f"The audio lasts {clip.seconds:.1f} s: only its first {window:g} s were transcribed.")
+    return clip, result

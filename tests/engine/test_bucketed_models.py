@@ -139,6 +139,11 @@ def test_dynamic_batch_then_bucket_and_unpadded_hidden_states(source, tmp_path):
 
 def test_inductor_buckets_share_one_copy_of_the_weights(source, eager, tmp_path):
     result = export(str(source), tmp_path / "inductor", ExportOptions(backend="inductor", sequence_length=(8, 16), use_cache=False))
+    if not hasattr(torch._inductor.config.aot_inductor, "package_constants_on_disk_format"):  # torch 2.9 (the torch 2.9 CI job)
+        assert result.validation_passed is True and not result.manifest.bucketing.shared_weights
+        assert f"torch {torch.__version__} cannot share them" in result.manifest.bucketing.weights_note
+        _assert_two_buckets_match(load_artifact(result.artifact), eager)
+        return
     assert result.validation_passed is True and result.manifest.bucketing.shared_weights
     with zipfile.ZipFile(result.artifact / "model.pt2") as package:
         names = package.namelist()

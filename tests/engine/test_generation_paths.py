@@ -95,6 +95,7 @@ def simulated_torch_neuronx(monkeypatch):
     module = types.ModuleType("torch_neuronx")
     module.trace = trace
     module.dynamic_batch = lambda compiled: compiled
+    module.experimental = types.SimpleNamespace(set_neuron_cores=lambda module, start_nc, nc_count: None)  # one core
     monkeypatch.setitem(sys.modules, "torch_neuronx", module)
     monkeypatch.setattr(NeuronBackend, "unavailable_reason", lambda self, options: None)
     monkeypatch.setattr(NeuronBackend, "runtime_problem", lambda self, manifest: None)

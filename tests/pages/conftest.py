@@ -22,6 +22,12 @@ VIEW_DEMOS = {
     "tiny-vit": {},
     "tiny-t5": {"sequence_length": 64},
     "tiny-whisper": {},
+    "tiny-wav2vec2-audio": {"audio_sequence_length": 8000},
+    "tiny-wav2vec2-ctc": {"audio_sequence_length": 8000},
+    "tiny-yolos": {},
+    "tiny-beit-seg": {},
+    "tiny-dpt": {},
+    "tiny-clip": {"text_batch_size": 3, "sequence_length": 16},
 }
 
 

@@ -6,8 +6,6 @@ Artifacts: the tiny Llama, T5 and Whisper demos exported once with the torchscri
 """
 
 import dataclasses
-import io
-import wave
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from neuron_export import ExportOptions, export
 from neuron_export.demo import default_demo_root, resolve_demo
 from neuron_export.errors import NeuronExportError
 from studio import playground
+from support import Upload, wav_bytes
 
 EXPORTS = {"tiny-llama": {"sequence_length": 48}, "tiny-t5": {"sequence_length": 24}, "tiny-whisper": {}}
 GREEDY = {"max_new_tokens": 6, "do_sample": False}
@@ -32,7 +31,7 @@ def loaded(tmp_path_factory):
 
 
 def test_views_of_generative_artifacts(loaded):
-    assert {name: item.view for name, item in loaded.items()} == {"tiny-llama": "chat", "tiny-t5": "text-to-text", "tiny-whisper": "transcript"}
+    assert {name: item.view for name, item in loaded.items()} == {"tiny-llama": "chat", "tiny-t5": "text-to-text", "tiny-whisper": "speech-to-text"}
     assert all(playground.random_weights_demo(item.manifest) for item in loaded.values())
     assert all(item.eager is not None for item in loaded.values())
 
@@ -84,37 +83,14 @@ def test_text_to_text_is_what_transformers_generates(loaded):
         playground.text_to_text(loaded["tiny-t5"], " ", "summarize", GREEDY)
 
 
-def _wav(samples: np.ndarray, rate: int, channels: int = 1, width: int = 2) -> io.BytesIO:
-    scale = {1: 127, 2: 32767}[width]
-    data = np.repeat(samples[:, None], channels, axis=1)
-    pcm = (data * scale + (128 if width == 1 else 0)).astype({1: np.uint8, 2: np.int16}[width])
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as clip:
-        clip.setnchannels(channels)
-        clip.setsampwidth(width)
-        clip.setframerate(rate)
-        clip.writeframes(pcm.tobytes())
-    return io.BytesIO(buffer.getvalue())
-
-
-def test_read_audio_resamples_to_mono_16k():
-    tone = np.sin(np.linspace(0, 200, 44100)).astype(np.float32) * 0.5
-    for channels, width in ((1, 2), (2, 2), (1, 1)):
-        audio = playground.read_audio(_wav(tone, 44100, channels, width))
-        assert abs(len(audio) - 16000) <= 1 and audio.dtype == np.float32
-        assert np.allclose(audio[::100], np.interp(np.arange(0, 44100, 44100 / 16000), np.arange(44100), tone)[::100], atol=0.02)
-    with pytest.raises(NeuronExportError, match="cannot read this audio"):
-        playground.read_audio(io.BytesIO(b"not a wav file"))
-
-
 def test_transcript_is_what_transformers_generates(loaded):
-    audio, result = playground.transcribe(loaded["tiny-whisper"], None, GREEDY)
+    clip, result = playground.transcribe_speech(loaded["tiny-whisper"], None, None, GREEDY)  # the generated sample
     folder = resolve_demo("demo:tiny-whisper")
     processor = transformers.AutoProcessor.from_pretrained(folder)
     model = transformers.AutoModelForSpeechSeq2Seq.from_pretrained(folder).eval()
     with torch.no_grad():
-        expected = model.generate(processor(audio, sampling_rate=16000, return_tensors="pt").input_features, **GREEDY)
+        expected = model.generate(processor(clip.samples, sampling_rate=clip.sampling_rate, return_tensors="pt").input_features, **GREEDY)
     assert result.tokens == expected[0].tolist() and result.tokens_match is True
-    long_clip = _wav(np.zeros(32000, dtype=np.float32), 16000)
-    _, result = playground.transcribe(loaded["tiny-whisper"], long_clip, GREEDY, compare=False)
+    long_clip = Upload(wav_bytes(np.zeros(32000, dtype=np.float32), 16000))
+    _, result = playground.transcribe_speech(loaded["tiny-whisper"], None, long_clip, GREEDY, compare=False)
     assert any("only its first 1 s" in note for note in result.notes)
