@@ -6,7 +6,7 @@ from .artifact import CompiledModel, Manifest, load_artifact, read_manifest, rea
 from .errors import NeuronExportError  # noqa: E402
 from .export import ExportResult, export  # noqa: E402
 from .options import ExportOptions  # noqa: E402
-from .registry import PIPELINE_CLASSES, SENTENCE_TRANSFORMERS, TASKS, supported_tasks  # noqa: E402
+from .registry import GENERATION_CLASSES, PIPELINE_CLASSES, SENTENCE_TRANSFORMERS, TASKS, supported_tasks  # noqa: E402
 
 # The inference classes and pipeline() import transformers / diffusers (seconds): loaded on first use.
 # Their names come from the registry: one class per task, one pipeline class per diffusion pipeline.
@@ -16,6 +16,7 @@ _LAZY = {
     **{spec.model_class: "modeling" for spec in TASKS.values()},
     SENTENCE_TRANSFORMERS.model_class: "modeling",
     **{name: "diffusion" for name in PIPELINE_CLASSES},
+    **{name: "generation" for name in GENERATION_CLASSES},
 }
 
 

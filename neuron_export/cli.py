@@ -75,7 +75,7 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("auto_cast", "--auto_cast", "cast fp32 operations to a lower precision", choices=AUTO_CAST),
     Flag("auto_cast_type", "--auto_cast_type", "the lower precision of --auto_cast (default bf16)", choices=AUTO_CAST_TYPES),
     Flag("dynamic_batch_size", "--dynamic-batch-size", "accept other batch sizes than the compiled one", "switch"),
-    Flag("num_cores", "--num_cores", "NeuronCores to deploy on (text-generation only)", type=int),
+    Flag("num_cores", "--num_cores", "NeuronCores for tensor parallelism (optimum-cli's; not supported: ignored with a warning)", type=int),
     Flag("unet", "--unet", "replace the UNet of a Stable Diffusion pipeline with this folder"),
     Flag("output_hidden_states", "--output_hidden_states", "also output the hidden states", "switch"),
     Flag("output_attentions", "--output_attentions", "also output the attentions", "switch"),
@@ -243,6 +243,8 @@ def add_benchmark_parser(commands) -> None:
     p.add_argument("--sequence_length", type=_lengths, dest="lengths", metavar="L,L,...",
                    help="a bucketed artifact: time inputs of these lengths on the bucket each picks, against its largest bucket only")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the ONNX Runtime peer")
+    p.add_argument("--prompt_length", type=int, help="generative models: prompt tokens (default: a quarter of the sequence length)")
+    p.add_argument("--new_tokens", type=int, help="generative models: tokens generated per call (default: up to 32)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let the eager side run the source model's own code (never implied by the artifact's manifest)")
     p.add_argument("--json", help="also write the results to this file (they are always stored in ARTIFACT/benchmarks/)")
@@ -268,6 +270,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             raise NeuronExportError("--sequence_length times the compiled batch size; leave out --batch_size")
         options = BenchmarkOptions(iterations=args.iterations, warmup=args.warmup, batch_sizes=args.batch_sizes,
                                    onnx=args.onnx, threads=args.threads, rounds=args.rounds, steps=args.steps,
+                                   prompt_length=args.prompt_length, new_tokens=args.new_tokens,
                                    trust_remote_code=args.trust_remote_code)
         if args.lengths:
             report = benchmark_lengths(args.artifact, args.lengths, options, on_event=events.write)

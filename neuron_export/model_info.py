@@ -14,13 +14,15 @@ from typing import Optional
 from .errors import NeuronExportError
 from .options import SHAPE_FIELDS, ExportOptions
 from .registry import (
-    ARCHITECTURES, DIFFUSERS_PIPELINES, DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, BucketAxes, config_attr, detect_task,
+    DIFFUSERS_PIPELINES, DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, BucketAxes, config_attr, detect_task, get_architecture,
     is_diffusion_task, supported_tasks,
 )
 from .sources import read_preprocessor_config, resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
 # Where the family has no default: values to start the form from (sequence_length: cut to the model's limit).
+# config.json keys that hold a limit under another name (transformers' attribute_map: GPT-2's n_positions).
+LIMIT_ALIASES = {"max_position_embeddings": ("n_positions",)}
 SUGGESTED_SHAPES = {"batch_size": 1, "num_choices": 4, "sequence_length": 128, "audio_sequence_length": 16000, "text_batch_size": 4}
 
 
@@ -40,7 +42,9 @@ class ModelInfo:
         """The shape options `task` uses, in the CLI's order."""
         if self.library == "diffusers":
             return list(DIFFUSION_SHAPE_OPTIONS)
-        arch = ARCHITECTURES[self.model_type]
+        arch = get_architecture(self.model_type)
+        if arch.family.generative:  # the other axes (prompt, audio) follow from the cache length and the config
+            return ["batch_size", "sequence_length"]
         axes = [a for spec in arch.task_inputs(task) for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
         return [axis for axis in dict.fromkeys(axes) if axis in SHAPE_FIELDS]  # not AST's mel bins: its config fixes them
 
@@ -48,7 +52,7 @@ class ModelInfo:
         """The shape options that may take several values (buckets) for `task`."""
         if self.library == "diffusers":
             return DIFFUSION_TASKS[task].bucketable
-        return ARCHITECTURES[self.model_type].family.bucketable
+        return get_architecture(self.model_type).family.bucketable
 
 
 def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
@@ -79,13 +83,13 @@ def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
 def _shape_defaults(model_type: str, config: SimpleNamespace, preprocessor: dict) -> tuple[dict[str, int], dict[str, int]]:
     """The form's starting shapes (the family's defaults, read from the config and image processor, else
     SUGGESTED_SHAPES) and the largest values the model allows."""
-    arch = ARCHITECTURES[model_type]
+    arch = get_architecture(model_type)
     defaults = dict(SUGGESTED_SHAPES)
     for axis, default in arch.family.default_shapes.items():
         defaults[axis] = default(config, preprocessor) if callable(default) else default
     limits: dict[str, int] = {}
     for axis, attribute in arch.family.shape_limits.items():
-        limit = config_attr(config, attribute)
+        limit = next((v for v in (config_attr(config, a) for a in (attribute, *LIMIT_ALIASES.get(attribute, ()))) if v is not None), None)
         if isinstance(limit, int):
             reserved = arch.reserved_positions(config) if arch.reserved_positions else 0
             limits[axis] = limit - reserved

@@ -34,7 +34,8 @@ from .errors import ArtifactError, InputMismatchError, NeuronExportError, Valida
 from .optimum_neuron import is_optimum_folder
 from .options import ExportOptions
 from .padding import default_input, input_sizes, pad_to, target_size
-from .registry import ARCHITECTURES, FAMILIES, SENTENCE_TRANSFORMERS, TASKS, modality_of_inputs, task_model_class, task_output_type
+from .registry import (ARCHITECTURES, FAMILIES, GENERATION_CLASSES, GENERATIVE_ARCHITECTURES, SENTENCE_TRANSFORMERS, TASKS,
+                       modality_of_inputs, task_model_class, task_output_type)
 
 # Preprocessor outputs that an architecture may not take (distilbert: token_type_ids; YOLOS ignores
 # the pixel mask of its image processor); dropped then.
@@ -96,7 +97,6 @@ class NeuronModel:
 
     @classmethod
     def _export(cls, model: Union[str, Path], options: ExportOptions) -> "NeuronModel":
-        from .export import export
         from .sources import resolve_model_source
 
         source = resolve_model_source(model, options)
@@ -105,30 +105,13 @@ class NeuronModel:
         if expected != cls.__name__:
             described = _describe(is_sentence, options.task) + ("" if is_sentence else f" of a {source.model_type}")
             raise NeuronExportError(f"{model} is {described}; use {_class_for(options.task, is_sentence, source.model_type)}")
-        temporary = Path(tempfile.mkdtemp(prefix="neuron_export_model_"))
-        try:
-            result = export(model, temporary / "artifact", options)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
-        if result.validation_passed is False:
-            failed = [o.name for r in result.reports for o in r.outputs if not o.passed] or ["output names"]
-            raise ValidationFailedError(
-                f"the compiled model's {', '.join(failed)} differ from eager PyTorch beyond atol; artifact and report kept in {result.artifact}"
-            )
-        return cls(load_artifact(result.artifact), temporary_dir=temporary)
+        artifact, temporary = export_to_temporary(model, options)
+        return cls(load_artifact(artifact), temporary_dir=temporary)
 
     def save_pretrained(self, save_directory: Union[str, Path]) -> Path:
         """Copy the artifact (model, manifest, config, tokenizer files) into `save_directory`.
         An artifact already there is replaced; another non-empty folder is refused."""
-        target = Path(save_directory).expanduser().resolve()
-        if target == self.path.resolve():
-            return target
-        check_output_dir(target, force=True)
-        with staging(target) as folder:
-            shutil.copytree(self.path, folder, dirs_exist_ok=True)
-            publish(folder, target, replace=True)
-        return target
+        return copy_artifact(self.path, save_directory)
 
     def _check_artifact_kind(self) -> None:
         task, model_type = self.manifest.task, self.manifest.model_type
@@ -272,6 +255,38 @@ class NeuronModel:
         return f"{type(self).__name__}({self.path}, backend={self.manifest.backend}, {shapes})"
 
 
+def export_to_temporary(model: Union[str, Path], options: ExportOptions) -> tuple[Path, Path]:
+    """Compile `model` into a temporary folder: (the artifact, the folder to delete with the model
+    object that uses it). ValidationFailedError when it differs from eager PyTorch beyond atol."""
+    from .export import export
+
+    temporary = Path(tempfile.mkdtemp(prefix="neuron_export_model_"))
+    try:
+        result = export(model, temporary / "artifact", options)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if result.validation_passed is False:
+        failed = [o.name for r in result.reports for o in r.outputs if not o.passed] or ["output names"]
+        raise ValidationFailedError(
+            f"the compiled model's {', '.join(failed)} differ from eager PyTorch beyond atol; artifact and report kept in {result.artifact}"
+        )
+    return result.artifact, temporary
+
+
+def copy_artifact(path: Path, save_directory: Union[str, Path]) -> Path:
+    """Copy an artifact folder into `save_directory` (an artifact already there is replaced; another
+    non-empty folder is refused)."""
+    target = Path(save_directory).expanduser().resolve()
+    if target == path.resolve():
+        return target
+    check_output_dir(target, force=True)
+    with staging(target) as folder:
+        shutil.copytree(path, folder, dirs_exist_ok=True)
+        publish(folder, target, replace=True)
+    return target
+
+
 @functools.cache
 def model_class(name: str) -> type[NeuronModel]:
     """The NeuronModelFor* class of that name, made from its registry entry (one per task, plus the
@@ -298,12 +313,17 @@ def class_name_for(task: Optional[str], is_sentence: bool, model_type: Optional[
     """The name of the class that runs artifacts of a task and architecture (None when no class does)."""
     if is_sentence:
         return SENTENCE_TRANSFORMERS.model_class if task == SENTENCE_TRANSFORMERS.task else None
-    return task_model_class(task, model_type) if task in TASKS else None
+    return task_model_class(task, model_type) if task in TASKS or model_type in GENERATIVE_ARCHITECTURES else None
 
 
-def model_class_for_artifact(path: Union[str, Path]) -> type[NeuronModel]:
-    """The NeuronModel class that loads an artifact folder (by its manifest's task, architecture and library)."""
+def model_class_for_artifact(path: Union[str, Path]) -> type:
+    """The NeuronModel class that loads an artifact folder (by its manifest's task, architecture and
+    library; a generative artifact names its class)."""
     manifest = Manifest.read(_artifact_path(path))
+    if manifest.pipeline_class in GENERATION_CLASSES:
+        from . import generation
+
+        return getattr(generation, manifest.pipeline_class)
     name = class_name_for(manifest.task, manifest.library == "sentence_transformers", manifest.model_type)
     if name is None:
         raise ArtifactError(f"{path} was compiled for {manifest.task}, which no NeuronModel class runs")
@@ -331,7 +351,7 @@ def _describe(is_sentence: bool, task: Optional[str]) -> str:
     return "a sentence-transformers model" if is_sentence else f"task {task}"
 
 
-def _export_options(cls: type[NeuronModel], options: dict[str, Any]) -> ExportOptions:
+def _export_options(cls: type, options: dict[str, Any]) -> ExportOptions:
     known = {f.name for f in dataclasses.fields(ExportOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -343,9 +363,10 @@ def _export_options(cls: type[NeuronModel], options: dict[str, Any]) -> ExportOp
     return ExportOptions(**{**options, "task": task})
 
 
-def _class_tasks(cls: type[NeuronModel]) -> list[str]:
-    """The tasks whose artifacts a class runs, for some architecture (NeuronCLIPModel: zero-shot and CLIP's features)."""
-    if cls.sentence_transformers:
+def _class_tasks(cls: type) -> list[str]:
+    """The tasks whose artifacts a class runs, for some architecture (NeuronCLIPModel: zero-shot and CLIP's
+    features); a NeuronModel or a generative class (generation/modeling.py)."""
+    if getattr(cls, "sentence_transformers", False):
         return [cls.task]
     by_family = [task for family in FAMILIES for task, name in family.model_classes.items() if name == cls.__name__]
     return list(dict.fromkeys([cls.task, *(t.name for t in TASKS.values() if t.model_class == cls.__name__), *by_family]))

@@ -1,7 +1,8 @@
 """pipeline(): a transformers pipeline that runs a compiled artifact.
 
 transformers' Pipeline needs of its model only `config`, `device`, `dtype` and a call returning
-the transformers output types, which a NeuronModel provides; the tokenizer, image processor or
+the transformers output types, which a NeuronModel provides (generation pipelines: `generate()`
+and `generation_config`, which the generative classes provide); the tokenizer, image processor or
 feature extractor comes from the artifact folder (processors.py), fitted to the compiled image size.
 """
 
@@ -13,26 +14,27 @@ from pathlib import Path
 from typing import Any, Iterator, Union
 
 from .errors import NeuronExportError
-from .modeling import NeuronModel, model_class_for_artifact
+from .modeling import model_class_for_artifact
 from .processors import load_processor, pipeline_parts
-from .registry import TASKS
+from .registry import GENERATION_TASKS, TASKS
 
-# transformers pipeline -> the tasks whose artifacts it runs (registry: TaskSpec.pipeline).
+# transformers pipeline -> the tasks whose artifacts it runs (registry: TaskSpec.pipeline, GenerationTask.pipeline;
+# automatic-speech-recognition names both CTC encoders and Whisper).
 PIPELINE_TASKS: dict[str, tuple[str, ...]] = {}
-for _name, _spec in TASKS.items():
-    if _spec.pipeline:
+for _name, _spec in (*TASKS.items(), *GENERATION_TASKS.items()):
+    if _spec.pipeline and _name not in PIPELINE_TASKS.get(_spec.pipeline, ()):
         PIPELINE_TASKS[_spec.pipeline] = PIPELINE_TASKS.get(_spec.pipeline, ()) + (_name,)
 
 
-def pipeline(task: str, model: Union[str, Path, NeuronModel], **pipeline_kwargs: Any):
-    """transformers.pipeline(task) on a compiled model: `model` is an artifact folder or a loaded NeuronModel;
+def pipeline(task: str, model: Union[str, Path, Any], **pipeline_kwargs: Any):
+    """transformers.pipeline(task) on a compiled model: `model` is an artifact folder or a loaded model class;
     `pipeline_kwargs` go to transformers.pipeline (e.g. top_k=, aggregation_strategy=)."""
     if task not in PIPELINE_TASKS:
-        if task in TASKS:
-            spec = TASKS[task]
+        spec = TASKS.get(task) or GENERATION_TASKS.get(task)
+        if spec is not None:
             raise NeuronExportError(f"{spec.no_pipeline}; call {spec.model_class} directly")
         raise NeuronExportError(f"pipeline task {task!r} is not supported; one of: {', '.join(PIPELINE_TASKS)}")
-    if not isinstance(model, NeuronModel):
+    if isinstance(model, (str, Path)):
         model = model_class_for_artifact(model).from_pretrained(model)
     if model.manifest.task not in PIPELINE_TASKS[task]:
         raise NeuronExportError(f"{model.path} was compiled for {model.manifest.task}, not for {task}")
@@ -45,6 +47,9 @@ def pipeline(task: str, model: Union[str, Path, NeuronModel], **pipeline_kwargs:
     if tokenizer is not None and "sequence_length" in shapes:
         # Pipelines that truncate (token-classification) then stop at the compiled length.
         tokenizer.model_max_length = min(tokenizer.model_max_length, shapes["sequence_length"])
+    if model.can_generate():
+        # The speech pipeline defaults to 5-beam search; the compiled models decode greedily or by sampling.
+        pipeline_kwargs.setdefault("num_beams", 1)
     with _accepting(type(model).__name__):
         return transformers.pipeline(task, model=model, device=model.device, **preprocessors, **pipeline_kwargs)
 

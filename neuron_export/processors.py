@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import NeuronExportError, first_line
-from .registry import ARCHITECTURES, processor_image_size
+from .registry import ARCHITECTURES, GENERATIVE_ARCHITECTURES, processor_image_size
 
 # The parts of a processor, under the keyword transformers' pipelines take them by.
 PIPELINE_PARTS = ("tokenizer", "image_processor", "feature_extractor")
@@ -21,7 +21,7 @@ PIPELINE_PARTS = ("tokenizer", "image_processor", "feature_extractor")
 
 def load_processor(folder: Path, model_type: str, shapes: Optional[dict[str, int]] = None):
     """The preprocessor of an artifact (its family's Auto class), fitted to the compiled image size."""
-    arch = ARCHITECTURES.get(model_type)
+    arch = ARCHITECTURES.get(model_type) or GENERATIVE_ARCHITECTURES.get(model_type)
     auto_name = arch.family.processor if arch else "AutoTokenizer"
     try:
         processor = open_preprocessor(folder, auto_name)

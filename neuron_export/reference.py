@@ -67,6 +67,13 @@ def reference_model(manifest: Manifest, folder: Optional[Path] = None, trust_rem
     return run
 
 
+def reference_generator(manifest: Manifest, folder: Optional[Path] = None, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The eager transformers model of a generative artifact (fp32, on its device): its generate() is the reference."""
+    source = reference_source(manifest, folder, trust_remote_code)
+    eager, _ = load_eager_model(source, manifest.task, manifest.options.replace(trust_remote_code=trust_remote_code))
+    return eager.to(manifest.device)  # its untrained weights are in the manifest
+
+
 def reference_pipeline(manifest: Manifest, folder: Optional[Path] = None, trust_remote_code: bool = False):
     """The eager diffusers pipeline of a compiled pipeline's source (fp32, without the safety checker,
     which is not exported either)."""

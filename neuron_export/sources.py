@@ -155,7 +155,7 @@ def load_eager_model(source: ModelSource, task: str, options: ExportOptions):
 
     # The default attention (sdpa) returns no attention weights: --output_attentions needs eager.
     attention = {"attn_implementation": "eager"} if options.output_attentions else {}
-    model, untrained = load_weights(auto_class(task), source.encoder_path, source.origin,
+    model, untrained = load_weights(auto_class(task, source.model_type), source.encoder_path, source.origin,
                                     trust_remote_code=options.trust_remote_code, dtype=torch.float32, **attention)
     return model, untrained + head_of_another_task(model, source, task, untrained)
 

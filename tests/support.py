@@ -1,8 +1,10 @@
 """Helpers shared by test modules of every folder (a module, not a conftest: conftest names clash)."""
 
+import io
 import os
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,3 +21,22 @@ def run_cli(*args: str, cwd=None, timeout: int = 600):
 def python_path() -> str:
     """PYTHONPATH for a subprocess: this checkout first, then what this process was given (an installed SDK)."""
     return os.pathsep.join([str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+
+
+def wav_bytes(samples, rate: int, channels: int = 1) -> bytes:
+    """16-bit PCM WAV bytes of float samples in [-1, 1] (numpy), each repeated on `channels` channels."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes((np.repeat(samples, channels) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+class Upload(io.BytesIO):
+    """What st.audio_input / st.file_uploader return: bytes with a name."""
+
+    name = "clip.wav"

@@ -198,6 +198,77 @@ def image_generation(loaded: playground.LoadedArtifact) -> None:
         latency_row(loaded, stats)
 
 
+def generation_settings(loaded: playground.LoadedArtifact, default_tokens: int = 32) -> tuple[dict, bool]:
+    """transformers' generate settings (greedy unless sampling is on), and whether to run eager transformers too."""
+    length = int(loaded.shapes["sequence_length"])
+    with st.expander("Generation settings"):
+        tokens_col, sample_col, penalty_col = st.columns(3)
+        settings = {"max_new_tokens": tokens_col.slider("Max new tokens", 1, length, min(default_tokens, length // 2)),
+                    "repetition_penalty": penalty_col.slider("Repetition penalty", 1.0, 2.0, 1.0, 0.05)}
+        if sample_col.toggle("Sample (off: greedy)"):
+            temperature, top_k, top_p = st.columns(3)
+            settings.update(do_sample=True, temperature=temperature.slider("Temperature", 0.1, 2.0, 0.7, 0.05),
+                            top_k=top_k.slider("Top-k (0: off)", 0, 200, 50), top_p=top_p.slider("Top-p", 0.05, 1.0, 0.95, 0.05))
+        else:
+            settings["do_sample"] = False
+    compare = st.checkbox("Compare with eager transformers (same prompt, settings and seed)", value=loaded.eager is not None,
+                          disabled=loaded.eager is None)
+    return settings, compare
+
+
+def generation_row(loaded: playground.LoadedArtifact, result: playground.Generated) -> None:
+    compiled, eager = result.compiled, result.eager
+    first, speed, per_token, match = st.columns(4)
+    first.metric("Time to first token", ui.fmt_ms(compiled.first_token_s), help="compiled model; prompt graph + first token")
+    speed.metric("Tokens/s", f"{compiled.tokens_per_s:.1f}" if compiled.tokens_per_s else "—", help=f"{compiled.tokens} new tokens")
+    per_token.metric("Per token", ui.fmt_ms(compiled.per_token_s), help="mean decode step after the first token")
+    if result.tokens_match is None:
+        match.metric("Tokens match eager", "—", help="eager comparison off or unavailable")
+    else:
+        where = "" if result.tokens_match else f" (from new token {result.first_difference + 1})"
+        match.metric("Tokens match eager", "yes" if result.tokens_match else "no" + where)
+    if eager is not None:
+        speed_eager = f"{eager.tokens_per_s:.1f}" if eager.tokens_per_s else "—"
+        st.caption(f"Eager transformers: time to first token {ui.fmt_ms(eager.first_token_s)}, {speed_eager} tokens/s, "
+                   f"{ui.fmt_ms(eager.per_token_s)} per token. Compiled: {loaded.manifest.backend}.")
+    for note in result.notes:
+        st.caption(f":material/info: {note}")
+
+
+def chat(loaded: playground.LoadedArtifact) -> None:
+    settings, compare = generation_settings(loaded)
+    history = st.session_state.setdefault(f"chat:{loaded.path}:{loaded.manifest.created}", [])
+    if history and st.button("Clear the conversation"):
+        history.clear()
+    for message in history:
+        st.chat_message(message["role"]).markdown(message["content"])
+    if prompt := st.chat_input("Message the model"):
+        history.append({"role": "user", "content": prompt})
+        st.chat_message("user").markdown(prompt)
+        with st.chat_message("assistant"):
+            streamed = st.empty()  # the reply as it is generated
+            run(loaded, history, settings, compare, streamed.markdown)
+            result = last_result(loaded)
+            if result is None:
+                history.pop()  # failed (the error is shown): the message can be edited and sent again
+                return
+            streamed.markdown(result.text or "*(no text)*")
+        history.append({"role": "assistant", "content": result.text})
+    if result := last_result(loaded):
+        generation_row(loaded, result)
+
+
+def text_to_text(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Generate", lambda: (
+        st.text_area("Text", "Paris is the capital of France. The city is known for its museums and its food.", height=120),
+        st.selectbox("Task", list(playground.T5_TASKS)),
+        *generation_settings(loaded),
+    ))
+    if result := last_result(loaded):
+        st.text_area("Output", result.text, disabled=True)
+        generation_row(loaded, result)
+
+
 def audio_fields() -> tuple:
     """A recording, or a WAV file; without either the generated sample is used."""
     recording = st.audio_input("Record (or upload a WAV below; without either, a generated sample is used)")
@@ -280,6 +351,16 @@ def zero_shot(loaded: playground.LoadedArtifact) -> None:
         image_and_labels(loaded, *result, best="Best label", title="Labels")
 
 
+def speech_to_text(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Transcribe", lambda: (*audio_fields(), *generation_settings(loaded, default_tokens=64)))
+    if result := last_result(loaded):
+        clip, generated = result
+        waveform(loaded, clip)
+        st.audio(clip.samples, sample_rate=clip.sampling_rate)
+        st.text_area("Transcript", generated.text, disabled=True)
+        generation_row(loaded, generated)
+
+
 # View kind -> its renderer; playground.VIEW_RUNNERS has the function that runs each.
 VIEWS = {
     "text-labels": text_labels,
@@ -290,6 +371,9 @@ VIEWS = {
     "choices": choices,
     "image-labels": image_labels,
     "image-generation": image_generation,
+    "chat": chat,
+    "text-to-text": text_to_text,
+    "speech-to-text": speech_to_text,
     "audio-labels": audio_labels,
     "transcript": transcript,
     "detection": detection,

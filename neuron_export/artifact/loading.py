@@ -8,6 +8,7 @@ call against the manifest, makes inputs contiguous and places them, so callers n
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -21,12 +22,12 @@ from .manifest import Manifest, TensorSpec
 class CompiledModel:
     """A loaded artifact: call with named tensors, get a dict of named output tensors."""
 
-    def __init__(self, path: Path, manifest: Manifest, runner, native_dynamic_batch: bool):
+    def __init__(self, path: Path, manifest: Manifest, runner, native_dynamic_batch: bool, holds_state: bool = False):
         self.path = path
         self.manifest = manifest
         self._runner = runner
         self._native_dynamic_batch = native_dynamic_batch
-        self.inputs: dict[str, TensorSpec] = {spec.name: spec for spec in manifest.inputs}
+        self.inputs: dict[str, TensorSpec] = {spec.name: spec for spec in manifest.inputs if not spec.state}
         self.input_names = list(self.inputs)
         self.output_names: list[str] = list(manifest.outputs)
         self.device = torch.device(manifest.device)
@@ -40,6 +41,14 @@ class CompiledModel:
         self.buckets: list[dict[str, int]] = []
         self.bucketed_axes: tuple[str, ...] = ()
         self.last_bucket = None
+        # State inputs (KV caches) stay with the model between calls: on the device when the backend
+        # holds them (its runner's .state), else tensors allocated here and passed, updated in place, with every call.
+        self.state_specs = [spec for spec in manifest.inputs if spec.state]
+        self._passes_state = not holds_state
+        if self.state_specs and holds_state:
+            self._state = list(runner.state)
+        else:
+            self._state = [torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype), device=self.device) for spec in self.state_specs]
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         tensors = self.prepare(inputs)
@@ -85,8 +94,19 @@ class CompiledModel:
                 raise InputMismatchError(f"inputs have different batch sizes {sorted(sizes)}")
         return prepared
 
+    def write_state(self, values: Mapping[str, torch.Tensor]) -> None:
+        """Copy whole tensors into the held state, by name (e.g. the KV cache a prompt graph computed)."""
+        index = {spec.name: i for i, spec in enumerate(self.state_specs)}
+        for name, value in values.items():
+            if name not in index:
+                raise InputMismatchError(f"{name!r} is not a state of this model; its state: {list(index)}")
+            held = self._state[index[name]]
+            if tuple(value.shape) != tuple(held.shape):
+                raise InputMismatchError(f"state {name!r} has shape {tuple(held.shape)}; got {tuple(value.shape)}")
+            held.copy_(value)
+
     def _run(self, tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        outputs = self._runner(*tensors)
+        outputs = self._runner(*tensors, *(self._state if self._passes_state else ()))
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
         if len(outputs) != len(self.output_names):
@@ -151,9 +171,9 @@ def load_artifact(path: str | Path) -> CompiledModel | BucketedModel:
         from ..registry import DIFFUSION_TASKS
 
         task = DIFFUSION_TASKS.get(manifest.task)
-        classes = " / ".join(p.class_name for p in task.pipelines) if task else "its pipeline class"
+        classes = " / ".join(p.class_name for p in task.pipelines) if task else manifest.pipeline_class or "its pipeline class"
         raise ArtifactError(
-            f"{path} is a compiled {manifest.task} pipeline of {len(manifest.components)} components; load it with "
+            f"{path} is a compiled {manifest.task} artifact of {len(manifest.components)} components; load it with "
             f"neuron_export.{classes}, or one component with load_artifact({str(path / manifest.components[0])!r})"
         )
     try:
@@ -175,4 +195,4 @@ def load_artifact(path: str | Path) -> CompiledModel | BucketedModel:
         raise
     except Exception as error:
         raise ArtifactError(f"cannot load {path / files[0]}: {first_line(error)}") from None
-    return CompiledModel(path, manifest, runner, backend.native_dynamic_batch)
+    return CompiledModel(path, manifest, runner, backend.native_dynamic_batch, backend.holds_state)

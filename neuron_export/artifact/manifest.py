@@ -44,6 +44,8 @@ class TensorSpec:
     # [lowest, highest] value it may hold (token ids < vocab_size, ...); None: any. Written at export
     # from the model's config, checked on every call (an out-of-range id is an index error inside).
     value_range: Optional[list[int]] = None
+    # A KV cache: the loaded model holds it between calls (CompiledModel.state); callers never pass it.
+    state: bool = False
 
 
 @dataclass

@@ -46,6 +46,10 @@ class Backend(Protocol):
     # True when the compiled model itself takes any batch size with --dynamic-batch-size;
     # otherwise CompiledModel splits/pads calls into chunks of the compiled batch.
     native_dynamic_batch: bool
+    # True when its loaded model keeps state inputs (KV caches) on its device itself: the runner then
+    # exposes them as `.state` and takes the other inputs only. Otherwise CompiledModel allocates them
+    # and passes them with every call, and the compiled graph updates them in place.
+    holds_state: bool
 
     def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
         """None when this host can compile with these options, else one line saying why not and what to do."""
@@ -75,9 +79,10 @@ class Backend(Protocol):
 
     def compile(
         self, traced: Any, example: tuple[torch.Tensor, ...], options: ExportOptions, model_path: Path, workdir: Optional[Path],
-        model_kind: str = "generic", data_parallel: bool = False,
+        model_kind: str = "generic", state_inputs: int = 0, data_parallel: bool = False,
     ) -> None:
         """Compile and write the model file; model_kind (generic, transformer, unet-inference) tunes neuronx-cc;
+        the last `state_inputs` example tensors are state the graph updates in place (KV caches);
         data_parallel: the model will be spread over several cores at load (see cores())."""
 
     def load(self, model_path: Path, manifest: Manifest) -> Runner: ...

@@ -77,7 +77,7 @@ class InductorBackend(PortableBackend):
         return program
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
-                data_parallel: bool = False) -> None:
+                state_inputs: int = 0, data_parallel: bool = False) -> None:
         from torch._inductor.package import package_aoti
 
         files = self._aot_compile(traced, options, workdir, {})

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
 from .. import neuron_host
 from ..artifact.folders import guarded_file, inside
-from ..errors import BackendUnavailableError
+from ..errors import ArtifactError, BackendUnavailableError
 from ..options import ExportOptions
 from .base import HostSupport, SavedBuckets
 from .neuron_sdk import compiler_version_tuple, neuronx_cc_state, torch_neuronx_state
@@ -90,11 +90,48 @@ def _flatten(outputs):
         yield from _flatten(item)
 
 
+class StateAsParameters(torch.nn.Module):
+    """A graph whose last inputs are state (KV caches), for torch_neuronx.trace: the state becomes
+    parameters of the traced module and is returned first, and input_output_aliases maps each
+    parameter to its output, so torch-neuronx keeps it on the NeuronCore and writes the updated value
+    back in place after every call (the torch-neuronx docs' pattern, as optimum-neuron's decoders use it)."""
+
+    def __init__(self, module: torch.nn.Module, state: Sequence[torch.Tensor]):
+        super().__init__()
+        self.module = module
+        self.state = torch.nn.ParameterList([torch.nn.Parameter(t.detach().clone(), requires_grad=False) for t in state])
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.no_grad():  # in-place updates of the state must not make it part of an autograd graph
+            outputs = self.module(*inputs, *self.state)
+        return (*self.state, *outputs)
+
+    def aliases(self) -> dict[torch.nn.Parameter, int]:
+        return {parameter: index for index, parameter in enumerate(self.state)}
+
+
+class HeldStateRunner(NeuronRunner):
+    """A loaded Neuron graph with state on one core: its parameters are the state (in the aliases' order,
+    as torch-neuronx registers them), its first outputs their updated values, which callers don't see."""
+
+    def __init__(self, module, cores: list[int], state_count: int):
+        super().__init__(module, cores)
+        self.state = list(module.parameters())[:state_count]
+        if len(self.state) != state_count:  # a torch-neuronx that does not keep aliased state as the module's parameters
+            raise ArtifactError(f"the loaded Neuron graph holds {len(self.state)} state tensors as parameters, not the "
+                                f"{state_count} KV-cache tensors it was traced with (input_output_aliases)")
+        self.state_count = state_count
+
+    def __call__(self, *inputs: torch.Tensor):
+        return super().__call__(*inputs)[self.state_count:]
+
+
 class NeuronBackend:
     name = "neuron"
     model_file = "model.neuron"
     is_neuron = True
     native_dynamic_batch = True  # torch_neuronx.dynamic_batch splits and pads on the device side
+    holds_state = True  # state stays on the NeuronCore (input_output_aliases)
 
     def device(self, options: ExportOptions) -> str:
         return "cpu"  # a traced Neuron module takes CPU tensors and moves them to its NeuronCore
@@ -157,8 +194,12 @@ class NeuronBackend:
         return module  # torch_neuronx.trace traces and compiles in one step (compile stage)
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
-                data_parallel: bool = False) -> None:
-        compiled = self.compile_bucket(traced, example, options, workdir, model_kind)
+                state_inputs: int = 0, data_parallel: bool = False) -> None:
+        aliases = {}
+        if state_inputs:
+            traced = StateAsParameters(traced, example[-state_inputs:])
+            example, aliases = example[:-state_inputs], traced.aliases()
+        compiled = self._trace(traced, example, options, workdir, model_kind, aliases)
         if data_parallel:
             # Set before saving (they live in the archive): the load happens once DataParallel places the
             # copies, in the background (AWS's SD samples and optimum-neuron do the same for the UNet).
@@ -179,13 +220,21 @@ class NeuronBackend:
             return NeuronRunner(parallel, wanted, replicas=len(wanted))
         # One core (also a data-parallel component on a host that shows fewer cores: its calls run in turn).
         torch_neuronx.experimental.set_neuron_cores(module, start_nc=wanted[0], nc_count=1)
+        state_count = sum(spec.state for spec in manifest.inputs)
+        if state_count:
+            return HeldStateRunner(module, wanted[:1], state_count)
         return NeuronRunner(module, wanted[:1])
 
     def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
+        return self._trace(traced, example, options, workdir, model_kind, {})
+
+    def _trace(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str, aliases: dict):
         torch_neuronx = import_torch_neuronx(options.instance_type)
+        state = {"input_output_aliases": aliases} if aliases else {}
         compiled = torch_neuronx.trace(
             traced,
             example,
+            **state,
             compiler_workdir=str(workdir) if workdir else None,
             compiler_args=neuron_compiler_args(options, model_kind),
             cpu_backend=bool(options.instance_type),

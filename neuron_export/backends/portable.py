@@ -24,6 +24,7 @@ class PortableBackend:
     model_file = ""
     is_neuron = False
     native_dynamic_batch = False
+    holds_state = False  # their graphs update the state tensors passed in, in place (torch.export and jit.trace keep that)
     records_cpu_isa = False  # its CPU artifacts are tied to the build host's vector ISA
     needs_cxx = False  # it compiles generated C++ (AOTInductor)
 

@@ -145,6 +145,10 @@ def benchmark_history(artifact: str | Path) -> list[dict[str, Any]]:
 
 
 def format_report(report: dict[str, Any]) -> list[str]:
+    if report.get("kind") == "generation":
+        from .generation import format_generation_report
+
+        return format_generation_report(report)
     model, settings = report["model"], report["settings"]
     cast = f", auto_cast {model['auto_cast']} {model['auto_cast_type']}" if model.get("auto_cast") not in (None, "none") else ""
     shapes = " x ".join(f"{k} {v}" for k, v in (model.get("shapes") or {}).items() if k != "batch_size")
@@ -191,6 +195,10 @@ def _ratios(run: dict[str, Any]) -> dict[tuple[str, str], float]:
 
 def headline(report: dict[str, Any]) -> str:
     """One line for job lists: the compiled artifact's speed-ups at the first batch size."""
+    if report.get("kind") == "generation":
+        from .generation import generation_headline
+
+        return generation_headline(report)
     run = report["runs"][0]
     said = [f"{ratio:.2f}x {SIDE_LABELS[baseline]}" for (side, baseline), ratio in _ratios(run).items() if side == COMPILED]
     p50 = run["sides"][COMPILED]["stats"]["p50_ms"]

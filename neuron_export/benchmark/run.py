@@ -15,10 +15,11 @@ from ..backends import get_backend
 from ..errors import ArtifactError, NeuronExportError
 from ..inputs import check_input_memory
 from ..progress import Progress
+from ..registry import GENERATION_CLASSES
 from .inputs import benchmark_inputs, pipeline_inputs
 from .peers import export_onnx_isolated, onnxruntime_missing
 from .report import make_report, save_results
-from .sides import COMPILED, EAGER, ONNXRUNTIME, Side, SideProcess, SideResult
+from .sides import COMPILED, EAGER, ONNXRUNTIME, Side, SideProcess, SideResult, SideRunner
 from .stats import latency_stats, throughput
 
 # A side that just ran may still spin its thread pool for a moment: pause before the next side.
@@ -36,6 +37,8 @@ class BenchmarkOptions:
     steps: int = 10  # denoising steps per image (Stable Diffusion pipelines)
     rounds: int = 10  # the timed calls are split into this many interleaved rounds
     save: bool = True  # store the results in ARTIFACT/benchmarks/
+    prompt_length: Optional[int] = None  # generative models: tokens of the prompt (default: a quarter of the cache)
+    new_tokens: Optional[int] = None  # generative models: tokens generated per call (default: up to 32, within the cache)
     trust_remote_code: bool = False  # run the source model's own code for the eager and ONNX sides (never from the manifest)
 
     def __post_init__(self) -> None:
@@ -46,6 +49,9 @@ class BenchmarkOptions:
             raise NeuronExportError(f"--warmup must be 0 or more, got {self.warmup!r}")
         if self.threads is not None and self.threads < 1:
             raise NeuronExportError(f"--threads must be a positive integer, got {self.threads!r}")
+        for name in ("prompt_length", "new_tokens"):
+            if getattr(self, name) is not None and (not isinstance(getattr(self, name), int) or getattr(self, name) < 1):
+                raise NeuronExportError(f"--{name} must be a positive integer, got {getattr(self, name)!r}")
         for size in self.batch_sizes or []:
             if not isinstance(size, int) or size < 1:
                 raise NeuronExportError(f"--batch_size must be a positive integer, got {size!r}")
@@ -64,6 +70,10 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
     problem = get_backend(manifest.backend).runtime_problem(manifest)
     if problem:
         raise ArtifactError(f"cannot benchmark {artifact} here: {problem}")
+    if manifest.pipeline_class in GENERATION_CLASSES:
+        from .generation import benchmark_generation
+
+        return benchmark_generation(artifact, manifest, options, on_event)
     batch_sizes = resolve_batch_sizes(manifest, options)
     peer = _onnx_peer_problem(manifest, options)  # the ONNX Runtime side's result when it does not run
     progress = Progress(on_event, (1 if peer else 2) + len(batch_sizes))
@@ -135,10 +145,10 @@ def resolve_batch_sizes(manifest: Manifest, options: BenchmarkOptions) -> list[i
 
 
 @contextmanager
-def side_processes(sides: list[Side], threads: Optional[int]) -> Iterator[list[SideProcess]]:
+def side_processes(sides: list[Side], threads: Optional[int], runner_class: type = SideRunner) -> Iterator[list[SideProcess]]:
     """Start every side's process (they load in the background); stop them all on exit.
     More sides may be appended to the list (e.g. once the ONNX export is done)."""
-    processes = [SideProcess(side, threads) for side in sides]
+    processes = [SideProcess(side, threads, runner_class) for side in sides]
     try:
         yield processes
     finally:

@@ -25,8 +25,9 @@ from .stats import LatencyStats
 COMPILED, EAGER, ONNXRUNTIME = "compiled", "eager", "onnxruntime"
 LARGEST_BUCKET = "largest-bucket"  # a bucketed artifact as if it had its largest bucket only
 MODEL_CLASS = "model-class"  # an artifact through its NeuronModelFor* class, which pads smaller inputs to the compiled shape
+EAGER_STATIC = "eager-static"  # generative models: transformers' generate with its static KV cache
 SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", LARGEST_BUCKET: "largest bucket only",
-               MODEL_CLASS: "model class"}
+               MODEL_CLASS: "model class", EAGER_STATIC: "eager (static cache)"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Side:
     """One contender: a compiled artifact, the eager model of an artifact's source, or an ONNX file."""
 
     name: str  # key in the results, e.g. "compiled" or "inductor -O3"
-    kind: str  # COMPILED | EAGER | ONNXRUNTIME
+    kind: str  # COMPILED | EAGER | ONNXRUNTIME | EAGER_STATIC
     path: str  # artifact folder (compiled, eager) or .onnx file
     trust_remote_code: bool = False  # eager side: run the source model's own code (the caller's consent, never the manifest's)
 
@@ -235,13 +236,13 @@ def _load_side_model(side: Side, manifest: Manifest):
         raise NeuronExportError(f"the eager model {manifest.source!r} is not available: {error}") from None
 
 
-def _side_process(side: Side, threads: Optional[int], connection) -> None:
+def _side_process(side: Side, threads: Optional[int], connection, runner_class: type = SideRunner) -> None:
     """A side's process: load, then answer the parent's commands until told to stop."""
     quiet()
     baseline = _rss_mb()
     try:
         start = time.perf_counter()
-        runner = SideRunner(side, threads)
+        runner = runner_class(side, threads)
         connection.send(("ready", {"load_s": time.perf_counter() - start, "baseline_rss_mb": baseline, "threads": runner.threads}))
     except Exception as error:  # reported as the side's status; the other sides carry on
         connection.send(("error", str(error) if isinstance(error, NeuronExportError) else first_line(error)))
@@ -259,7 +260,8 @@ def _side_process(side: Side, threads: Optional[int], connection) -> None:
         if command == "stop":
             return
         try:
-            connection.send(("ok", commands[command](*args)))
+            # A runner may answer more commands than these (a generation side's "generation").
+            connection.send(("ok", (commands.get(command) or getattr(runner, command))(*args)))
         except Exception as error:
             connection.send(("error", str(error) if isinstance(error, NeuronExportError) else first_line(error)))
 
@@ -267,12 +269,12 @@ def _side_process(side: Side, threads: Optional[int], connection) -> None:
 class SideProcess:
     """The parent's handle on a side's process."""
 
-    def __init__(self, side: Side, threads: Optional[int]):
+    def __init__(self, side: Side, threads: Optional[int], runner_class: type = SideRunner):
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with the parent
         self.side = side
         self.result = SideResult(side.name, side.kind)
         self._connection, child = context.Pipe()
-        self._process = context.Process(target=_side_process, args=(side, threads, child), daemon=True)
+        self._process = context.Process(target=_side_process, args=(side, threads, child, runner_class), daemon=True)
         self._process.start()
         child.close()
         self.baseline_rss_mb: Optional[float] = None

@@ -17,7 +17,8 @@ from typing import Callable
 
 from ..artifact.folders import clean_stale, publish, remove_tree, staging
 from ..errors import NeuronExportError
-from ..registry import DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, DemoSpec
+from ..registry import DIFFUSION_TASKS, GENERATION_TASKS, GENERATIVE_ARCHITECTURES, SENTENCE_TRANSFORMERS, TASKS, DemoSpec
+from .generative import build_memorised_gpt2, build_tiny_generative_model
 from .tiny import build_tiny_model, build_tiny_stable_diffusion
 
 MARKER_FILE = ".neuron_export_demo_complete"
@@ -66,6 +67,8 @@ def _builder(task: str, demo: DemoSpec) -> Callable[[Path], Path]:
     def build(out_dir: Path) -> Path:
         if task in DIFFUSION_TASKS:
             return build_tiny_stable_diffusion(out_dir, **DIFFUSION_TASKS[task].tiny)
+        if demo.model_type in GENERATIVE_ARCHITECTURES:  # by architecture: Whisper and CTC encoders share their task
+            return build_tiny_generative_model(demo.model_type, out_dir)
         return build_tiny_model(demo.model_type, task, out_dir)
 
     return build
@@ -83,6 +86,10 @@ DEMO_MODELS: dict[str, DemoModel] = {
                   False, _copy_minilm),
         *(_random_demo(name, spec.demo) for name, spec in TASKS.items() if spec.demo),
         *(_random_demo(name, task.demo) for name, task in DIFFUSION_TASKS.items() if task.demo),
+        *(_random_demo(name, task.demo) for name, task in GENERATION_TASKS.items() if task.demo),
+        DemoModel("demo:memorised-gpt2", "text-generation",
+                  "Tiny GPT-2 trained here at first use (fixed seed, ~10 s) to recite four sentences: prompts that begin one "
+                  "(\"the quick brown\", \"paris is the\") continue it; other prompts give noise", False, build_memorised_gpt2),
     )
 }
 

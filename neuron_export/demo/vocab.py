@@ -14,7 +14,7 @@ from ..registry import ARCHITECTURES
 TEXT_MAX_LENGTH = 128  # tokenizer model_max_length; position tables are at least this long
 
 
-_ENGLISH_WORDS = """
+ENGLISH_WORDS = """
 the of and to a in is it you that he was for on are with as i his they be at one have this
 from or had by hot but some what there we can out other were all your when up use word how
 said an each she which do their time if will way about many then them would write like so
@@ -69,7 +69,7 @@ def _text_vocab(model_type: str) -> dict[str, int]:
     tokens += chars + _PUNCTUATION
     tokens += ["##" + c for c in chars]
     tokens += ["##" + s for s in _SUFFIXES if s.isalpha()]
-    tokens += _ENGLISH_WORDS
+    tokens += ENGLISH_WORDS
     vocab: dict[str, int] = {}
     for tok in tokens:
         if tok not in vocab:
@@ -138,12 +138,13 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def _train_bpe_merges(words) -> list[tuple[str, str]]:
+def train_bpe_merges(words, end_of_word: str = "</w>") -> list[tuple[str, str]]:
     """Plain BPE training (deterministic: ties broken by the pair itself) until every word is one
-    symbol. Applying these merges by rank re-assembles each training word into a single token."""
+    symbol. Applying these merges by rank re-assembles each training word into a single token.
+    end_of_word marks the last symbol (CLIP's "</w>"; byte-level BPEs mark word starts instead)."""
     from collections import Counter
 
-    segs = [[*w[:-1], w[-1] + "</w>"] for w in dict.fromkeys(words)]
+    segs = [[*w[:-1], w[-1] + end_of_word] for w in dict.fromkeys(words)]
     merges: list[tuple[str, str]] = []
     while True:
         counts: Counter = Counter()
@@ -173,7 +174,7 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     every word of _CLIP_WORDS is a single token."""
     alphabet = list(_bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet]
-    merges = _train_bpe_merges(_CLIP_WORDS)
+    merges = train_bpe_merges(_CLIP_WORDS)
     seen = set(tokens)
     for a, b in merges:
         if a + b not in seen:

@@ -84,17 +84,21 @@ def _export(plan: ExportPlan, output: Path, on_event: Optional[EventSink]) -> Ex
             cache.store(key, folder)  # from what was built here, never from OUTPUT after publishing
         check_output_dir(output, plan.options.force, plan.cache_folders)
         publish(folder, output, replace=True)
-    log.info("The compiled %s was saved at: %s", "pipeline" if plan.pipeline_class else "model", output)
+    log.info("The compiled %s was saved at: %s", "pipeline" if plan.source.library == "diffusers" else "model", output)
     return ExportResult(output, manifest, reports, progress.timings, plan.warnings)
 
 
 def make_plan(model: str | Path, options: ExportOptions) -> ExportPlan:
     """What exporting `model` with these options will compile (reads configs only)."""
+    from ..registry import get_architecture
     from .diffusion import plan_diffusion
+    from .generation import plan_generation
     from .transformers import plan_transformers
 
     source = resolve_model_source(model, options)
-    planner = plan_diffusion if source.library == "diffusers" else plan_transformers
+    if source.library == "diffusers":
+        return plan_diffusion(source, options)
+    planner = plan_generation if get_architecture(source.model_type).family.generative else plan_transformers
     return planner(source, options)
 
 

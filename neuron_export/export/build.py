@@ -65,18 +65,20 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
                 workdir = workdir / label
                 workdir.mkdir(parents=True, exist_ok=True)
             backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind,
-                            component.data_parallel)
+                            state_inputs=len(component.state_inputs), data_parallel=component.data_parallel)
 
     with progress.stage("saving", f"Saving {label}", key=f"{label}.saving"):
         manifest = component_manifest(component, plan)
         manifest.write(folder)
 
     report = None
-    if component.validation_inputs:
+    if component.validation_inputs or component.check:
         with progress.stage("validating", f"Validating {label} against eager PyTorch", key=f"{label}.validating"):
-            compiled = load_artifact(folder)
-            report = compare(label, component.module, component.output_names, compiled, component.validation_inputs,
-                             component.atol, component.atol_source)
+            if component.check:
+                report = component.check(folder)
+            else:
+                report = compare(label, component.module, component.output_names, load_artifact(folder),
+                                 component.validation_inputs, component.atol, component.atol_source)
             for line in report.log_lines():
                 log.info("%s", line)
             write_json(folder / VALIDATION_REPORT, report.to_dict())
@@ -114,10 +116,10 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         source=plan.source.origin,
         library=plan.source.library,
-        model_type=plan.task if plan.pipeline_class else plan.source.model_type,
+        model_type=plan.source.model_type,  # a diffusers source's model type is its task
         task=plan.task,
         shapes=plan.shapes if not plan.pipeline_class else plan.public_shapes,
-        warnings=plan.warnings + ([untrained_warning(plan.source.origin, component.name, component.untrained_weights)]
+        warnings=plan.warnings + ([untrained_warning(plan.source.origin, plan.task, component.untrained_weights)]
                                   if component.untrained_weights else []),
         component=component.name,
         backend=backend.name,
@@ -133,7 +135,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         model_file=backend.model_file,
         inputs=[
             TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]),
-                       value_range=component.value_ranges.get(n))
+                       state=n in component.state_inputs, value_range=component.value_ranges.get(n))
             for n in component.input_names
         ],
         outputs=component.output_names,

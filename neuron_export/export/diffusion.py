@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..backends import Backend, choose_backend
+from ..backends import Backend
 from ..diffusion.attention import neuron_attention
 from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
@@ -28,7 +28,7 @@ from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, EXACT, DiffusionCom
 from ..sources import ModelSource, load_weights
 from ..traceable import TraceableModel, discover_output_names
 from .buckets import bucket_plan, component_bucket_axes, plan_shapes
-from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
+from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
 
 log = logging.getLogger("neuron_export")
 
@@ -43,9 +43,7 @@ NO_LENGTH_LIMIT = 10**12
 def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
     specs = pipeline_components(source, task)
-    backend, reason = choose_backend(options)
-    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
-    warnings = option_warnings(options, task, backend, has_unet=True)
+    backend, reason, warnings = plan_backend(options, task, has_unet=True)
     # A data-parallel UNet is compiled for its share of the CFG batch on each of its cores.
     replicas = len(backend.cores(data_parallel=True)) or 1
     planned = plan_shapes(DIFFUSION_TASKS[task].bucketable, options, ["height", "width"], task,
@@ -54,9 +52,7 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     warnings += planned.warnings
     if source.config.get("safety_checker", [None])[0] is not None:
         warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
-    for warning in warnings:
-        log.warning("Warning: %s", warning)
-    options, skip_reason = settle_options(planned.settle(options), backend)
+    options, skip_reason = settle_plan(planned.settle(options), backend, warnings)
     timesteps = train_timesteps(source)
     components = [
         ComponentPlan(spec.name, spec.name,

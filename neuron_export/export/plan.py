@@ -15,10 +15,11 @@ from typing import Any, Callable, ContextManager, Optional
 
 import torch
 
-from ..backends import Backend
+from ..backends import Backend, choose_backend
 from ..errors import NeuronExportError
 from ..options import ExportOptions
 from ..sources import ModelSource
+from ..validation import ValidationReport
 
 log = logging.getLogger("neuron_export")
 
@@ -49,6 +50,10 @@ class Component:
     bucketing: Optional[Any] = None  # a BucketPlan (export/buckets.py) when it is compiled at several shapes
     untrained_weights: list[str] = field(default_factory=list)  # head weights the checkpoint lacks for the task
     value_ranges: dict[str, list[int]] = field(default_factory=dict)  # input -> [lowest, highest] valid value
+    state_inputs: tuple[str, ...] = ()  # the last inputs, updated in place and held by the loaded model (KV caches)
+    # Validates the built component folder instead of comparing its outputs on validation_inputs
+    # (a decode graph: whole generations against transformers' generate).
+    check: Optional[Callable[[Path], ValidationReport]] = None
 
 
 @dataclass
@@ -101,6 +106,13 @@ def default_atol(family_atol: float, options: ExportOptions) -> tuple[float, str
     return family_atol, "default for the model family"
 
 
+def settle_plan(options: ExportOptions, backend: Backend, warnings: list[str]) -> tuple[ExportOptions, Optional[str]]:
+    """Log the plan's warnings, then settle_options."""
+    for warning in warnings:
+        log.warning("Warning: %s", warning)
+    return settle_options(options, backend)
+
+
 def settle_options(options: ExportOptions, backend: Backend) -> tuple[ExportOptions, Optional[str]]:
     """Defaults that depend on the choices made (the cast type), and why it will not be validated, if so."""
     if options.auto_cast != "none" and options.auto_cast_type is None:
@@ -113,15 +125,22 @@ def settle_options(options: ExportOptions, backend: Backend) -> tuple[ExportOpti
     return options, reason
 
 
+def plan_backend(options: ExportOptions, task: str, has_unet: bool) -> tuple[Backend, str, list[str]]:
+    """The backend of a plan (logged with why and where its artifacts run) and the option warnings."""
+    backend, reason = choose_backend(options)
+    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
+    return backend, reason, option_warnings(options, task, backend, has_unet)
+
+
 def option_warnings(options: ExportOptions, task: str, backend: Backend, has_unet: bool) -> list[str]:
     """Options that do not apply here: an error when it would change the result, else a warning."""
     if options.unet and not has_unet:
         raise NeuronExportError(f"--unet replaces the UNet of a Stable Diffusion pipeline; {task} has none")
     warnings = []
     if options.num_beams is not None:
-        warnings.append("--num_beams is for text generation, which this tool does not export; ignored")
+        warnings.append("--num_beams: beam search is not compiled (generation is greedy or sampled); ignored")
     if options.num_cores is not None:
-        warnings.append("--num_cores applies to text-generation models only; ignored")
+        warnings.append("--num_cores (tensor parallelism over NeuronCores) is not supported; ignored")
     if options.auto_cast == "none" and options.auto_cast_type is not None:
         warnings.append("--auto_cast_type has no effect without --auto_cast matmul|all; ignored")
     return warnings + backend.option_warnings(options)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from ..backends import choose_backend
 from ..errors import NeuronExportError
 from ..inputs import input_axes, input_shapes, make_inputs, pad_value, resolve_shapes, validation_input_sets, value_ranges
 from ..options import ExportOptions
@@ -15,7 +14,7 @@ from ..sources import (ModelSource, check_preprocessor, load_config, load_eager_
                        untrained_warning)
 from ..traceable import call_options, discover_output_names, eager_traceable, output_flags
 from .buckets import bucket_plan, plan_shapes
-from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
+from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
 
 log = logging.getLogger("neuron_export")
 
@@ -32,9 +31,7 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
         if options.output_hidden_states or options.output_attentions:
             raise NeuronExportError("--output_hidden_states / --output_attentions are not available for sentence-transformers embeddings")
         sentence_head(sentence_transformers_modules(source.path), source.path)  # an unsupported module: refused now
-    backend, reason = choose_backend(options)
-    log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
-    warnings = option_warnings(options, task, backend, has_unet=False)
+    backend, reason, warnings = plan_backend(options, task, has_unet=False)
     specs = arch.task_inputs(task, config)
     used_axes = [axis for axes in input_axes(specs, task_spec).values() for axis in axes]
     preprocessor = read_preprocessor_config(source.encoder_path)
@@ -44,9 +41,7 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
         batches = ", ".join(f"--{axis}" for axis in planned.largest if axis.endswith("batch_size"))
         raise NeuronExportError(f"--dynamic-batch-size: {source.model_type} {task} has no single batch axis; its batches are static ({batches})")
     warnings += planned.warnings
-    for warning in warnings:
-        log.warning("Warning: %s", warning)
-    options, skip_reason = settle_options(planned.settle(options), backend)
+    options, skip_reason = settle_plan(planned.settle(options), backend, warnings)
     load = partial(_load_component, source, arch, task_spec, config, planned.per_bucket, planned.fit, options, skip_reason is None)
     return ExportPlan(
         source=source,

@@ -42,6 +42,7 @@ class Family:
     output_types: dict[str, str] = field(default_factory=dict)
     # shape options that may hold several values, one compiled model each (buckets; neuron_export/bucketing.py)
     bucketable: tuple[BucketAxes, ...] = ()
+    generative: bool = False  # its tasks are in registry/generation.py (several graphs, generate())
 
 
 @dataclass(frozen=True)

@@ -169,9 +169,7 @@ UNSERVED_TASKS: dict[str, tuple[str, str]] = {
     "image-to-image": ("its output size follows the input image, and transformers 5 removed its pipeline", "swin2sr"),
     "mask-generation": ("it is an image encoder plus a prompt decoder run per prompt, two compiled models", "sam"),
     "zero-shot-object-detection": ("its text queries and image patches make per-query outputs this tool does not pad", "owlvit"),
-    "text-generation": ("it decodes token by token with a cache, not one static-shape call", "gpt2"),
-    "text2text-generation": ("it decodes token by token with a cache, not one static-shape call", "t5"),
-    "conversational": ("it decodes token by token with a cache, not one static-shape call", "llama"),
+    "conversational": ("transformers 5 removed its pipeline: a chat is text-generation with the tokenizer's chat template", "llama"),
     "image-to-text": ("it decodes token by token with a cache, not one static-shape call", "vision-encoder-decoder"),
     "text-to-audio": ("its output length depends on the text (predicted durations) or is decoded step by step", "vits"),
 }

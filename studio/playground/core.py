@@ -18,9 +18,9 @@ import torch
 from neuron_export import Manifest, read_manifest
 from neuron_export.demo import DEMO_MODELS
 from neuron_export.errors import NeuronExportError
-from neuron_export.reference import reference_model, source_folder
+from neuron_export.reference import reference_generator, reference_model, source_folder
 from neuron_export.processors import load_processor
-from neuron_export.registry import DIFFUSION_TASKS, modality_of_inputs, task_view
+from neuron_export.registry import DIFFUSION_TASKS, GENERATION_CLASSES, modality_of_inputs, task_view
 
 TIMED_CALLS = 5  # latency: median of up to this many calls after one warm-up call (whose result is returned)
 TIMING_BUDGET_S = 2.0  # ... stopping early once the timed calls took this long
@@ -29,7 +29,7 @@ TOP_K = 5  # labels / tokens shown, best first
 
 def artifact_view(manifest: Manifest) -> Optional[str]:
     """The kind of playground view of an artifact (registry.task_view), or None when it has none."""
-    return task_view(manifest.task, modality_of_inputs(manifest.input_names), manifest.library)
+    return task_view(manifest.task, modality_of_inputs(manifest.input_names), manifest.library, manifest.pipeline_class)
 
 
 def random_weights_demo(manifest: Manifest) -> bool:
@@ -43,9 +43,10 @@ class LoadedArtifact:
     path: Path
     manifest: Manifest
     view: str  # the kind of playground view (registry TaskSpec.views)
-    model: Any  # a NeuronModel, or a Neuron Stable Diffusion pipeline
-    processor: Any  # tokenizer or image processor; None for pipelines (they hold their tokenizers)
-    eager: Optional[Callable[..., Any]]  # named tensors -> {output: tensor}; SD: the diffusers pipeline, loaded on first use
+    model: Any  # a NeuronModel, a Neuron Stable Diffusion pipeline, or a generative model class
+    processor: Any  # tokenizer, image processor or (speech) processor; None for pipelines (they hold their tokenizers)
+    # named tensors -> {output: tensor}; SD: the diffusers pipeline, loaded on first use; generative: the transformers model
+    eager: Optional[Callable[..., Any]]
     eager_source: Optional[Path]  # local folder of the source model, if it is here
     eager_note: Optional[str]  # why there is no eager comparison
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,7 +63,8 @@ def load(path: Path, demo_root: Path, trust_remote_code: bool = False) -> Loaded
     view = artifact_view(manifest)
     if view is None:
         raise NeuronExportError(f"the playground has no view for {manifest.task} artifacts")
-    if manifest.is_pipeline:
+    generative = manifest.pipeline_class in GENERATION_CLASSES  # several graphs, one model class with generate()
+    if manifest.is_pipeline and not generative:
         model, processor = _load_pipeline(path, manifest), None
     else:
         from neuron_export.modeling import model_class_for_artifact
@@ -72,7 +74,9 @@ def load(path: Path, demo_root: Path, trust_remote_code: bool = False) -> Loaded
     eager, folder, note = None, None, None
     try:
         folder = source_folder(manifest, demo_root)
-        if not manifest.is_pipeline:  # an eager SD pipeline is big: loaded only when a run asks for it
+        if generative:
+            eager = reference_generator(manifest, folder)
+        elif not manifest.is_pipeline:  # an eager SD pipeline is big: loaded only when a run asks for it
             eager = reference_model(manifest, folder, trust_remote_code=trust_remote_code)
     except NeuronExportError as error:
         note = f"No eager PyTorch comparison: {error}"
@@ -166,7 +170,11 @@ def placement(loaded: LoadedArtifact) -> list[tuple[str, list[int], list[int]]]:
     artifact; [] for portable ones. The SD UNet asks for a copy on cores 0 and 1 (CFG's halves side by side)."""
     if not loaded.manifest.is_neuron:
         return []
-    if not loaded.manifest.is_pipeline:
+    if hasattr(loaded.model, "runtime"):  # a generative model: its prompt / decode (or encoder / decoder) graphs
+        runtime = loaded.model.runtime
+        graphs = [*getattr(runtime, "prefills", []), *(getattr(runtime, n, None) for n in ("decode", "encoder", "decoder"))]
+        models = {graph.path.name: graph for graph in graphs if graph is not None}
+    elif not loaded.manifest.is_pipeline:
         models = {loaded.manifest.task: loaded.model.compiled}
     else:
         models = {}

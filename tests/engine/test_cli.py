@@ -128,8 +128,8 @@ BAD_INPUTS = [
     ("hub-offline", lambda d: ["--model", "someone/some-model", "--sequence_length", "16"], "cannot download 'someone/some-model'.*offline"),
     (
         "unsupported-architecture",
-        lambda d: ["--model", str(write_config(d / "gpt2", model_type="gpt2", architectures=["GPT2LMHeadModel"]))],
-        "'gpt2' is not supported; supported: .*bert.*distilbert.*vit",
+        lambda d: ["--model", str(write_config(d / "bloom", model_type="bloom", architectures=["BloomForCausalLM"]))],
+        "'bloom' is not supported; supported: .*bert.*distilbert.*vit",
     ),
     (
         "task-the-architecture-lacks",

@@ -8,7 +8,7 @@ from transformers import AutoConfig
 from neuron_export import ExportOptions, supported_tasks
 from neuron_export.errors import NeuronExportError
 from neuron_export.inputs import resolve_shapes
-from neuron_export.registry import ARCHITECTURES, TASKS, check_task, detect_task, get_architecture
+from neuron_export.registry import ARCHITECTURES, GENERATIVE_ARCHITECTURES, TASKS, check_task, detect_task, get_architecture
 from support import run_cli
 
 # The seed guide's TasksManager example.
@@ -110,10 +110,10 @@ def test_detect_task_with_a_head_we_do_not_export_lists_the_tasks():
 
 def test_unknown_architecture_lists_supported():
     with pytest.raises(NeuronExportError) as error:
-        supported_tasks("gpt2")
+        supported_tasks("bloom")
     message = str(error.value)
-    assert "'gpt2' is not supported" in message
-    for model_type in ARCHITECTURES:
+    assert "'bloom' is not supported" in message
+    for model_type in [*ARCHITECTURES, *GENERATIVE_ARCHITECTURES]:
         assert model_type in message
 
 
@@ -226,9 +226,11 @@ def test_the_cli_lists_the_tasks_of_an_audio_architecture():
 def test_a_task_another_architecture_serves_names_it():
     with pytest.raises(NeuronExportError, match=r"vit does not support task 'depth-estimation'.*depth-estimation is exported for dpt$"):
         check_task("vit", "depth-estimation")
+    with pytest.raises(NeuronExportError, match=r"bert does not support task 'text2text-generation'.*text2text-generation is exported for t5$"):
+        check_task("bert", "text2text-generation")  # a generative architecture's task
 
 
-@pytest.mark.parametrize("task,model_type", [("mask-generation", "sam"), ("image-to-image", "swin2sr"), ("text-generation", "gpt2")])
+@pytest.mark.parametrize("task,model_type", [("mask-generation", "sam"), ("image-to-image", "swin2sr"), ("conversational", "llama")])
 def test_a_task_this_tool_does_not_serve_says_why_and_names_a_model_type(task, model_type):
     with pytest.raises(NeuronExportError, match=rf"task '{task}' is not exported by this tool \(.+\); transformers runs it with e.g. {model_type}"):
         check_task("bert", task)

@@ -20,6 +20,8 @@ VIEW_DEMOS = {
     "tiny-bert-mlm": {"sequence_length": 16},
     "tiny-roberta-mc": {"sequence_length": 16, "num_choices": 3},
     "tiny-vit": {},
+    "tiny-t5": {"sequence_length": 64},
+    "tiny-whisper": {},
     "tiny-wav2vec2-audio": {"audio_sequence_length": 8000},
     "tiny-wav2vec2-ctc": {"audio_sequence_length": 8000},
     "tiny-yolos": {},
@@ -44,6 +46,7 @@ def workspace_root(tmp_path_factory):
         export("demo:tiny-bert", artifacts / "tiny-bert", ExportOptions(backend="torchscript", sequence_length=16))
         export("demo:minilm", artifacts / "minilm", ExportOptions(backend="torchscript", sequence_length=32))
         export("demo:tiny-sd", artifacts / "tiny-sd", ExportOptions(backend="torchscript"))
+        export("demo:tiny-llama", artifacts / "tiny-llama", ExportOptions(backend="torchscript", sequence_length=48))
         export("demo:tiny-bert", artifacts / "unvalidated",
                ExportOptions(backend="torchscript", sequence_length=8, disable_validation=True))
         for demo, shapes in VIEW_DEMOS.items():  # one artifact for each other playground view

@@ -153,6 +153,29 @@ def test_a_neuron_backend_offers_cross_compiling_and_queues_its_command(fresh_wo
     assert (args.model, args.output) == ("demo:tiny-bert", str(fresh_workspace.artifacts_dir / "bert-inf2"))
 
 
+def test_compile_form_builds_a_text_generation_model(fresh_workspace):
+    """A decoder LLM from the form: its shapes are the batch and the KV cache length; the job's artifact
+    holds the prompt and decode graphs and generates what transformers generates."""
+    from transformers import AutoModelForCausalLM
+
+    from neuron_export import NeuronModelForCausalLM
+
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    compile_form(at, "demo:tiny-llama", "llama-ts")
+    assert [n.key for n in at.number_input if n.key.startswith("shape-")] == ["shape-batch_size-demo:tiny-llama",
+                                                                              "shape-sequence_length-demo:tiny-llama"]
+    next(b for b in at.button if b.label == "Compile").click()
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    store = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir)
+    (job,) = store.list()
+    assert str(wait_for_job(store, job.id, timeout=240).status) == "succeeded", store.log_tail(job.id)
+    model = NeuronModelForCausalLM.from_pretrained(fresh_workspace.artifacts_dir / "llama-ts")
+    inputs = AutoTokenizer.from_pretrained(model.path)("the quick brown fox", return_tensors="pt")
+    eager = AutoModelForCausalLM.from_pretrained(fresh_workspace.demo_dir / "tiny-llama").eval()
+    assert model.generate(**inputs, max_new_tokens=5).tolist() == eager.generate(**inputs, max_new_tokens=5).tolist()
+
+
 @pytest.mark.parametrize("demo,fields", [
     ("demo:tiny-wav2vec2-ctc", {"batch_size": 1, "audio_sequence_length": 16000}),
     ("demo:tiny-clip", {"text_batch_size": 4, "sequence_length": 77, "image_batch_size": 1, "num_channels": 3, "height": 32, "width": 32}),

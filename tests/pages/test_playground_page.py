@@ -102,6 +102,39 @@ def test_every_view_shows_its_result_with_both_latencies(workspace, artifact, bu
     assert metrics["Compiled (torchscript)"].endswith("ms") and metrics["Eager PyTorch"].endswith("ms")
 
 
+def test_playground_chat_streams_transformers_reply(workspace):
+    at = open_page("playground.py", "tiny-llama")
+    no_exception(at)
+    assert any("random weights" in w.value for w in at.warning)
+    at.chat_input[0].set_value("the quick brown fox").run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    source = workspace.demo_dir / "tiny-llama"
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    messages = [{"role": "user", "content": "the quick brown fox"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    model = transformers.AutoModelForCausalLM.from_pretrained(source).eval()
+    new = model.generate(**prompt, max_new_tokens=24, do_sample=False)[0, prompt["input_ids"].shape[1]:]
+    reply = [m for m in at.chat_message if m.name == "assistant"]
+    assert reply and reply[-1].markdown[0].value == (tokenizer.decode(new, skip_special_tokens=True) or "*(no text)*")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tokens match eager"] == "yes"
+    assert metrics["Time to first token"].endswith("ms") and metrics["Per token"].endswith("ms") and float(metrics["Tokens/s"]) > 0
+
+
+@pytest.mark.parametrize("artifact, button, shown", [
+    ("tiny-t5", "Generate", "Output"),
+    ("tiny-whisper", "Transcribe", "Transcript"),
+])
+def test_text_to_text_and_transcript_views(workspace, artifact, button, shown):
+    at = submit(open_page("playground.py", artifact), button)
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any(t.label == shown for t in at.text_area)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tokens match eager"] == "yes" and metrics["Time to first token"].endswith("ms")
+
+
 @pytest.mark.parametrize("repo_id, message", [
     ("aws-neuron/bert-base-uncased-finetuned-sst2-neuron", "offline for the Hugging Face Hub (HF_HUB_OFFLINE is set)"),
     ("not an id", "is not a Hugging Face Hub id"),

@@ -48,3 +48,14 @@ def test_report_with_a_damaged_validation_file_warns(workspace, artifact_copy):
     at = open_page("report.py", artifact_copy.name)
     no_exception(at)
     assert any("validation.json" in w.value for w in at.warning)
+
+
+def test_report_of_a_generative_artifact_shows_its_generation_check(workspace):
+    at = open_page("report.py", "tiny-llama")
+    no_exception(at)
+    components = json.loads((workspace.artifacts_dir / "tiny-llama" / "manifest.json").read_text())["components"]
+    assert [tab.label.split()[0] for tab in at.tabs] == components == ["prefill_48", "decode"]
+    report = json.loads((workspace.artifacts_dir / "tiny-llama" / "decode" / "validation.json").read_text())
+    outputs = at.tabs[1].dataframe[1].value
+    assert list(outputs["Output"]) == ["prefill logits", "decode logits", "greedy tokens"] == [o["name"] for o in report["outputs"]]
+    assert list(outputs["Within atol"]) == ["✓"] * 3

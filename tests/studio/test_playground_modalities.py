@@ -3,8 +3,6 @@ eagerly on the demo's source model (same preprocessing, same post-processing), b
 errors. Artifacts: the tiny demos of each view, exported once with torchscript. Budget: < 1 minute.
 """
 
-import io
-import wave
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from neuron_export import ExportOptions, export
 from neuron_export.demo import default_demo_root, resolve_demo
 from neuron_export.errors import NeuronExportError
 from studio import charts, playground
+from support import Upload, wav_bytes
 
 AUDIO_SAMPLES = 8000  # the compiled half second: the 1 s sample clip is cut to it
 EXPORTS = {
@@ -52,22 +51,6 @@ def eager_on_image(auto_class: str, demo: str, image):
     processor = transformers.AutoImageProcessor.from_pretrained(folder)
     with torch.no_grad():
         return model, processor, model(**processor(image, return_tensors="pt"))
-
-
-def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(channels)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes((np.repeat(samples, channels) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
-
-
-class Upload(io.BytesIO):
-    """What st.audio_input / st.file_uploader return: bytes with a name."""
-
-    name = "clip.wav"
 
 
 def test_a_wav_file_is_read_as_mono_at_the_model_rate():
