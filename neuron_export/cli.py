@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import NeuronExportError, first_line
-from .options import AUTO_CAST, AUTO_CAST_TYPES, DEVICES, INSTANCE_TYPES, ExportOptions
+from .options import AUTO_CAST, AUTO_CAST_TYPES, CPU_ISAS, DEVICES, INSTANCE_TYPES, QUANTIZATIONS, ExportOptions
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 3
@@ -72,6 +72,9 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("optlevel", "-O", "1: fast compile; 2: balance (default); 3: more speed, longer compile, more memory", "level"),
     Flag("force", "--force", "replace an existing artifact in OUTPUT", "switch"),
     Flag("use_cache", "--no-cache", "always compile; do not use the compile cache", "negated"),
+    Flag("cpu_isa", "--cpu_isa", "CPU code for this host only (native, default) or for any CPU with avx2 / avx512 (inductor)", choices=CPU_ISAS),
+    Flag("quantize", "--quantize", "int8-dynamic: linear layers in int8, activations quantized at each call (inductor, x86)", choices=QUANTIZATIONS),
+    Flag("threads", "--threads", "CPU threads the artifact's GEMM kernels are split for (inductor, AVX2 code; default: this host's cores)", type=int),
 )
 OPTLEVEL_HELP = {1: "fast compile", 2: "balance (default)", 3: "more speed, longer compile, more memory"}
 
@@ -208,6 +211,8 @@ def _megabytes(size: int) -> str:
 
 
 def add_benchmark_parser(commands) -> None:
+    from .benchmark.peers import PEERS
+
     p = commands.add_parser("benchmark", help="time a compiled artifact against eager PyTorch and ONNX Runtime, in one run")
     p.add_argument("artifact", help="a compiled artifact folder (made by `export`)")
     p.add_argument("--iterations", type=int, default=30, help="timed calls per side and batch size (default 30)")
@@ -217,7 +222,9 @@ def add_benchmark_parser(commands) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads of every side (default: all cores)")
     p.add_argument("--rounds", type=int, default=10, help="interleave the sides in this many rounds (default 10)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps per image of a Stable Diffusion pipeline (default 10)")
-    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the ONNX Runtime peer")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the peers (they run the model exported to ONNX)")
+    p.add_argument("--peers", nargs="+", metavar="PEER", choices=PEERS,
+                   help=f"peers to run ({', '.join(PEERS)}; default: the fp32 ones, and the int8 ones for an --quantize artifact)")
     p.add_argument("--json", help="also write the results to this file (they are always stored in ARTIFACT/benchmarks/)")
     p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
     p.set_defaults(handler=run_benchmark)
@@ -230,7 +237,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     events = EventFile(args.events)
     try:
         options = BenchmarkOptions(iterations=args.iterations, warmup=args.warmup, batch_sizes=args.batch_sizes,
-                                   onnx=args.onnx, threads=args.threads, rounds=args.rounds, steps=args.steps)
+                                   onnx=args.onnx, peers=args.peers, threads=args.threads, rounds=args.rounds, steps=args.steps)
         report = benchmark(args.artifact, options, on_event=events.write)
     except NeuronExportError as error:
         events.write({"type": "error", "message": str(error), "exit_code": error.exit_code})

@@ -63,6 +63,9 @@ class Manifest:
     auto_cast_type: Optional[str] = None
     optlevel: int = 2
     cpu_capability: Optional[str] = None  # the vector ISA its CPU kernels were built for
+    cpu_isa: Optional[str] = None  # --cpu_isa of an artifact with machine code of its own (inductor)
+    cpu_flags: list[str] = field(default_factory=list)  # CPU flags that code needs; loading checks them
+    threads: Optional[int] = None  # threads its GEMM kernels are split for (None: any count, set at run time)
     # one compiled model ...
     component: Optional[str] = None
     model_file: Optional[str] = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -9,7 +10,10 @@ from typing import Optional
 import torch
 
 from ..options import ExportOptions
+from . import cpu_build
 from .portable import PortableBackend
+
+log = logging.getLogger("neuron_export")
 
 MAX_DYNAMIC_BATCH = 4096
 
@@ -33,6 +37,17 @@ class InductorBackend(PortableBackend):
     def compiler_version(self) -> str:
         return f"torch.export + AOTInductor {torch.__version__}"
 
+    def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
+        return super().unavailable_reason(options) or cpu_build.isa_problem(options)
+
+    def quantization_problem(self, options: ExportOptions) -> Optional[str]:
+        return cpu_build.quantization_problem(options)
+
+    def annotate_manifest(self, manifest, options: ExportOptions, model_path: Path) -> None:
+        manifest.cpu_isa = options.cpu_isa
+        manifest.cpu_flags = cpu_build.required_flags(options, model_path)
+        manifest.threads = cpu_build.gemm_threads(options)
+
     def trace(self, module, example, options: ExportOptions):
         dynamic_shapes = None
         if options.dynamic_batch_size:
@@ -43,10 +58,13 @@ class InductorBackend(PortableBackend):
             # forward(*inputs) has one (variadic) parameter: its spec is the tuple of per-input specs.
             dynamic_shapes = (tuple({0: batch} for _ in example),)
         with torch.no_grad():
-            return torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
+            program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes, strict=False)
+        if options.quantize == cpu_build.INT8_DYNAMIC:
+            program = cpu_build.quantize_int8_dynamic(program, example, dynamic_shapes)
+        return program
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
-        configs = dict(OPTLEVEL_CONFIGS[options.optlevel])
+        configs = {**OPTLEVEL_CONFIGS[options.optlevel], **cpu_build.cpu_configs(options)}
         if options.dynamic_batch_size:
             configs["aot_inductor.check_lowerbound"] = False  # batch 1 is valid although traced at 2
         previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
@@ -62,6 +80,9 @@ class InductorBackend(PortableBackend):
                 _restore_env("TORCHINDUCTOR_CACHE_DIR", previous)
 
     def load(self, model_path: Path, manifest):
+        if manifest.threads and torch.get_num_threads() > manifest.threads:
+            log.warning("Warning: %s's GEMM kernels are split for %d threads (export --threads N) and this process runs %d: "
+                        "the others idle in them", model_path, manifest.threads, torch.get_num_threads())
         package = torch._inductor.aoti_load_package(str(model_path))
 
         def run(*inputs):
