@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import platform
 import warnings
 from pathlib import Path
@@ -27,7 +28,6 @@ import torch
 from .. import cpu
 from ..options import ExportOptions
 
-log = logging.getLogger("neuron_export")
 
 # The X86 Inductor quantizer's dynamic scheme: int8 weights per output channel (symmetric), int8
 # activations per tensor, scale and zero point computed from each call's activations.
@@ -104,6 +104,9 @@ def quantize_int8_dynamic(program: torch.export.ExportedProgram, example: tuple,
 
     Importing torchao's x86_inductor_quantizer registers the freezing passes that lower the
     quantize / dequantize pattern to oneDNN's int8 linear: it must happen in the compiling process."""
+    # torchao's own C++/CUDA kernels are not used on this path: do not load them (and say nothing about it).
+    os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
+    logging.getLogger("torchao").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86

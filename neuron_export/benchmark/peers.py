@@ -10,14 +10,17 @@ model in training mode in its process).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import multiprocessing
+import os
+import sys
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ..artifact import Manifest
 from ..errors import NeuronExportError, first_line
@@ -95,17 +98,34 @@ def onnxruntime_int8(onnx_path: Path) -> Path:
 
 
 def openvino_int8(onnx_path: Path) -> Path:
-    import logging
-
     import nncf
     import openvino
 
-    logging.getLogger("nncf").setLevel(logging.ERROR)  # its per-layer table and progress bar
-
     path = onnx_path.with_name("openvino-int8.xml")
-    model = nncf.compress_weights(openvino.Core().read_model(str(onnx_path)), mode=nncf.CompressWeightsMode.INT8_SYM)
+    with _silenced():  # NNCF prints a per-layer table and a progress bar
+        model = nncf.compress_weights(openvino.Core().read_model(str(onnx_path)), mode=nncf.CompressWeightsMode.INT8_SYM)
     openvino.save_model(model, str(path), compress_to_fp16=False)
     return path
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """stdout and stderr of this (throw-away) process to /dev/null, at the file-descriptor level."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 PEER_FILES = {ONNXRUNTIME: lambda onnx: onnx, OPENVINO: lambda onnx: onnx, ONNXRUNTIME_INT8: onnxruntime_int8, OPENVINO_INT8: openvino_int8}

@@ -173,7 +173,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
 
 
 def _side_table(run: dict[str, Any]) -> list[str]:
-    lines = [f"  {'side':<19}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'inf/s':>9}{'GFLOP/s':>9}{'% peak':>8}"
+    lines = [f"  {'side':<19}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'inf/s':>9}{'GFLOP/s':>9}{'% peak':>8}{'%/CPU s':>8}"
              f"{'threads':>8}{'busy':>6}{'RSS MB':>8}{'(+model)':>9}{'max diff':>10}"]
     for name, side in run["sides"].items():
         label = SIDE_LABELS.get(name, name)
@@ -184,7 +184,8 @@ def _side_table(run: dict[str, Any]) -> list[str]:
         diff = max(side["max_abs_diff"].values()) if side["max_abs_diff"] else None
         lines.append(
             f"  {label:<19}{stats['p50_ms']:>9.2f}{stats['p90_ms']:>9.2f}{stats['p99_ms']:>9.2f}{side['throughput']:>9.1f}"
-            f"{_maybe(side.get('gflops'), '.1f'):>9}{_maybe(side.get('peak_percent'), '.1f'):>8}{_maybe(side.get('threads'), 'd'):>8}"
+            f"{_maybe(side.get('gflops'), '.1f'):>9}{_maybe(side.get('peak_percent'), '.1f'):>8}"
+            f"{_maybe(side.get('cpu_peak_percent'), '.1f'):>8}{_maybe(side.get('threads'), 'd'):>8}"
             f"{_maybe(side.get('cores_busy'), '.2f'):>6}{side['peak_rss_mb']:>8.0f}{side['rss_growth_mb']:>+9.0f}"
             f"{'' if diff is None else f'{diff:.1e}':>10}"
         )
@@ -205,8 +206,10 @@ def efficiency_notes(report: dict[str, Any]) -> list[str]:
              f"% peak: of this host's peak for the side's precision and threads = {used} core(s) x {peak['clock_ghz']:.2f} GHz "
              f"({peak['clock_source']}{'; ' + '; '.join(peak['notes']) if peak['notes'] else ''}) x FLOP/cycle/core:"]
     lines += [f"  {precision} {peak['flop_per_cycle'][precision]} ({peak['why'][precision]})" for precision in peak["flop_per_cycle"]]
+    lines.append("%/CPU s: GFLOP per second of CPU time the side's process got, as % of ONE core's peak: what its kernels"
+                 " achieve while they run, whatever other processes take on a shared machine.")
     lines.append("threads: the intra-op threads each side was given; busy: its CPU time / wall time over the timed calls"
-                 " (the threads really working; spinning thread pools count too).")
+                 " (the threads really working, or less when other processes take the cores; spinning pools count too).")
     return lines
 
 

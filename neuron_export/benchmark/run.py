@@ -15,7 +15,6 @@ from ..backends import get_backend
 from ..errors import ArtifactError, NeuronExportError
 from ..progress import Progress
 from .inputs import benchmark_inputs, pipeline_inputs
-from .peak import host_peak
 from .peers import PEERS, default_peers, peer_files_isolated, peer_missing, peer_side
 from .report import make_report, save_results
 from .sides import COMPILED, EAGER, ONNXRUNTIME, OPENVINO, Side, SideProcess, SideResult
@@ -189,8 +188,10 @@ def run_sides(sides: list[Side], inputs_for, batch_sizes: list[int], options: Be
 
 def _time_batch(processes: list[SideProcess], arrays, batch_size: int, options: BenchmarkOptions, progress) -> dict[str, SideResult]:
     for process in processes:
-        process.result = SideResult(process.side.name, process.side.kind, status=process.result.status, detail=process.result.detail,
-                                    load_s=process.result.load_s, threads=process.result.threads, precision=process.side.precision)
+        loaded = process.result
+        process.result = SideResult(process.side.name, process.side.kind, status=loaded.status, detail=loaded.detail,
+                                    load_s=loaded.load_s, threads=loaded.threads, precision=process.side.precision, isa=loaded.isa,
+                                    peak_gflops=loaded.peak_gflops, core_peak_gflops=loaded.core_peak_gflops)
         bound = process.ask("bind", arrays)
         if bound is not None:
             process.result.input_digest, process.result.input_shapes = bound
@@ -232,7 +233,7 @@ def _time_batch(processes: list[SideProcess], arrays, batch_size: int, options: 
             result.rss_growth_mb = memory["peak_rss_mb"] - process.baseline_rss_mb
             result.gpu_peak_mb = memory["gpu_peak_mb"]
             result.cores_busy = cpu_seconds[process.side.name] / sum(seconds)
-            _efficiency(result, flops, process.device)
+            _efficiency(result, flops, cpu_seconds[process.side.name])
         results[process.side.name] = result
     return results
 
@@ -246,11 +247,16 @@ def _count_flops(eager: Optional[SideProcess]) -> Optional[int]:
     return value if status == "ok" else None
 
 
-def _efficiency(result: SideResult, flops: Optional[int], device: str) -> None:
-    """Achieved GFLOP/s at the median latency, and its share of this CPU's peak for the side's precision and threads."""
+def _efficiency(result: SideResult, flops: Optional[int], cpu_seconds: float) -> None:
+    """Achieved GFLOP/s at the median latency and its share of this CPU's peak for the side's precision
+    and threads; and GFLOP per second of CPU time the side got, as a share of one core's peak."""
     result.flops = flops
     if not flops or not result.stats:
         return
     result.gflops = flops / (result.stats.p50_ms / 1000) / 1e9
-    if device == "cpu" and result.threads:
-        result.peak_percent = 100 * result.gflops / host_peak().gflops(result.precision, result.threads)
+    if cpu_seconds > 0:
+        result.cpu_gflops = flops * len(result.latencies_ms) / cpu_seconds / 1e9
+    if result.peak_gflops:
+        result.peak_percent = 100 * result.gflops / result.peak_gflops
+    if result.core_peak_gflops and result.cpu_gflops:
+        result.cpu_peak_percent = 100 * result.cpu_gflops / result.core_peak_gflops

@@ -60,7 +60,14 @@ class SideResult:
     precision: str = "fp32"
     flops: Optional[int] = None  # of one call, counted on the eager model's exported graph
     gflops: Optional[float] = None  # flops / p50 latency
-    peak_percent: Optional[float] = None  # of the host's peak for its precision and threads
+    isa: Optional[str] = None  # the CPU ISA its process saw (what its compiled code could use)
+    peak_gflops: Optional[float] = None  # the host's peak for its precision and threads
+    peak_percent: Optional[float] = None  # gflops / peak_gflops
+    # Per second of CPU time its process got (all threads): what its kernels achieve when they run,
+    # whatever other processes on a shared machine take; as a share of one core's peak.
+    cpu_gflops: Optional[float] = None
+    cpu_peak_percent: Optional[float] = None
+    core_peak_gflops: Optional[float] = None
     input_digest: Optional[str] = None  # sha256 of the inputs the side passed to its model
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # per output, vs the eager side
@@ -268,6 +275,18 @@ def _load_side_model(side: Side, manifest: Manifest):
         raise NeuronExportError(f"the eager model {manifest.source!r} is not available: {error}") from None
 
 
+def _peak_seen(side: Side, runner: SideRunner) -> dict[str, Any]:
+    """The CPU's ISA and peak GFLOP/s for the side's precision and threads, as its own process sees them
+    (ATEN_CPU_CAPABILITY=avx2 in a side's environment caps what torch, and so this, counts)."""
+    if runner.device != "cpu":
+        return {"isa": None, "peak_gflops": None, "core_peak_gflops": None}
+    from .peak import host_peak
+
+    peak = host_peak()
+    return {"isa": peak.isa, "peak_gflops": peak.gflops(side.precision, runner.threads),
+            "core_peak_gflops": peak.gflops(side.precision, 1)}
+
+
 def _side_process(side: Side, threads: Optional[int], connection) -> None:
     """A side's process: load, then answer the parent's commands until told to stop."""
     quiet()
@@ -276,7 +295,7 @@ def _side_process(side: Side, threads: Optional[int], connection) -> None:
         start = time.perf_counter()
         runner = SideRunner(side, threads)
         connection.send(("ready", {"load_s": time.perf_counter() - start, "baseline_rss_mb": baseline, "threads": runner.threads,
-                               "device": runner.device}))
+                               "device": runner.device, **_peak_seen(side, runner)}))
     except Exception as error:  # reported as the side's status; the other sides carry on
         connection.send(("error", str(error) if isinstance(error, NeuronExportError) else first_line(error)))
         return
@@ -318,6 +337,8 @@ class SideProcess:
         if status == "ready":
             self.result.load_s = info["load_s"]
             self.result.threads = info["threads"]
+            self.result.isa, self.result.peak_gflops = info["isa"], info["peak_gflops"]
+            self.result.core_peak_gflops = info["core_peak_gflops"]
             self.device = info["device"]
             self.baseline_rss_mb = info["baseline_rss_mb"]
         else:
