@@ -66,11 +66,14 @@ def proc_cpuinfo() -> dict[str, str]:
     return fields
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's own flags (/proc/cpuinfo; torch's checks where there is none)."""
+    return set(proc_cpuinfo().get("flags", "").split()) or _flags_from_torch()
+
+
 def host_flags() -> frozenset[str]:
-    """CPU flags this host offers to compiled code: /proc/cpuinfo's, minus those torch was told not to use."""
-    flags = set(proc_cpuinfo().get("flags", "").split())
-    if not flags:  # no /proc/cpuinfo: ask torch
-        flags = _flags_from_torch()
+    """CPU flags this host offers to compiled code: the CPU's, minus those torch was told not to use."""
+    flags = cpu_flags()
     import torch
 
     capability = str(torch.backends.cpu.get_cpu_capability()).upper()
@@ -104,8 +107,9 @@ def host_level() -> Optional[str]:
 
 
 def native_flags() -> list[str]:
-    """What a `-march=native` build may need: every vector-extension flag of this host."""
-    return sorted(flag for flag in host_flags() if flag.startswith(SIMD_FLAG_PREFIXES))
+    """What a `-march=native` build may need: every vector-extension flag of this CPU (gcc asks the
+    CPU itself, so an ATEN_CPU_CAPABILITY cap does not narrow it)."""
+    return sorted(flag for flag in cpu_flags() if flag.startswith(SIMD_FLAG_PREFIXES))
 
 
 def missing_flags(required: Iterable[str]) -> list[str]:
