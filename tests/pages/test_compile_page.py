@@ -119,3 +119,20 @@ def test_a_neuron_backend_offers_cross_compiling_and_queues_its_command(fresh_wo
     args = build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
     assert (args.backend, args.instance_type, args.device) == ("neuron", "inf2", "cpu")
     assert (args.model, args.output) == ("demo:tiny-bert", str(fresh_workspace.artifacts_dir / "bert-inf2"))
+
+
+def test_cpu_code_and_int8_choices_reach_the_queued_command(fresh_workspace):
+    """inductor: CPU code for any AVX2 CPU, int8 linears; the job runs the CLI with those flags. With a
+    backend that has no machine code of its own (torchscript) the CPU choice is disabled."""
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    compile_form(at, "demo:tiny-bert", "bert-avx2-int8")
+    assert at.selectbox(key="cpu_isa").disabled
+    at.selectbox(key="backend").set_value("inductor").run()
+    at.selectbox(key="cpu_isa").set_value("avx2")
+    at.selectbox(key="quantize").set_value("int8-dynamic")
+    next(b for b in at.button if b.label == "Compile").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (job,) = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list()
+    args = build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
+    assert (args.backend, args.cpu_isa, args.quantize) == ("inductor", "avx2", "int8-dynamic")
