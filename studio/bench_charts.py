@@ -11,8 +11,7 @@ from typing import Any, Optional
 
 import plotly.graph_objects as go
 
-from neuron_export.benchmark import COMPILED, EAGER, ONNXRUNTIME, SIDE_LABELS
-from neuron_export.benchmark.sides import ONNXRUNTIME_INT8, OPENVINO, OPENVINO_INT8
+from neuron_export.benchmark import COMPILED, EAGER, ONNXRUNTIME, ONNXRUNTIME_INT8, OPENVINO, OPENVINO_INT8, SIDE_LABELS
 
 SIDE_COLORS = {COMPILED: "#1f77b4", EAGER: "#7f7f7f", ONNXRUNTIME: "#ff7f0e", OPENVINO: "#2ca02c",
                ONNXRUNTIME_INT8: "#ffbb78", OPENVINO_INT8: "#98df8a"}

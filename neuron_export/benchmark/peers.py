@@ -45,11 +45,6 @@ def peer_missing(name: str) -> Optional[str]:
     return f"not installed: {', '.join(missing)} ({how})" if missing else None
 
 
-def onnxruntime_missing() -> Optional[str]:
-    """Why the ONNX Runtime side cannot run here, or None."""
-    return peer_missing(ONNXRUNTIME)
-
-
 def default_peers(manifest: Manifest) -> list[str]:
     """fp32 peers always; the int8 ones too for an int8 artifact (like against like)."""
     quantized = manifest.options.quantize != "none"
@@ -157,13 +152,6 @@ def peer_files_isolated(artifact: Path, folder: Path, peers: list[str]) -> tuple
     except BrokenProcessPool:
         files = {peer: (None, "the ONNX export's process ended unexpectedly (out of memory?)") for peer in peers}
     return files, time.perf_counter() - start
-
-
-def export_onnx_isolated(artifact: Path, folder: Path) -> tuple[Optional[Path], Optional[str], float]:
-    """export_onnx in its own process: (path or None, error or None, seconds)."""
-    files, seconds = peer_files_isolated(artifact, folder, [ONNXRUNTIME])
-    path, error = files[ONNXRUNTIME]
-    return path, error, seconds
 
 
 def peer_side(name: str, path: Path) -> Side:

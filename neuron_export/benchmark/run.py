@@ -17,7 +17,7 @@ from ..progress import Progress
 from .inputs import benchmark_inputs, pipeline_inputs
 from .peers import PEERS, default_peers, peer_files_isolated, peer_missing, peer_side
 from .report import make_report, save_results
-from .sides import COMPILED, EAGER, ONNXRUNTIME, OPENVINO, Side, SideProcess, SideResult
+from .sides import COMPILED, EAGER, Side, SideProcess, SideResult
 from .stats import latency_stats, throughput
 
 # A side that just ran may still spin its thread pool for a moment: pause before the next side.
