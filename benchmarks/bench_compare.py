@@ -49,7 +49,6 @@ VARIANTS = {
     "inductor avx2": ["--cpu_isa", "avx2"],
     "inductor avx512": ["--cpu_isa", "avx512"],
     "inductor int8": ["--quantize", "int8-dynamic"],
-    "inductor int8 avx2": ["--quantize", "int8-dynamic", "--cpu_isa", "avx2"],
 }
 AVX2_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 

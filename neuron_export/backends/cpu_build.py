@@ -96,6 +96,10 @@ def quantization_problem(options: ExportOptions) -> Optional[str]:
         return f"--quantize {options.quantize} uses the X86 Inductor quantizer: x86 CPUs only (on a GPU use --auto_cast)"
     if importlib.util.find_spec("torchao") is None:
         return f"--quantize {options.quantize} needs torchao (pip install torchao), where PyTorch's PT2E quantization lives now"
+    if target_level(options) != "avx512":
+        where = "--cpu_isa avx2" if options.cpu_isa == "avx2" else "this CPU, which has no AVX-512"
+        return (f"--quantize {options.quantize} needs AVX-512 code, and {where} would run Inductor's int8 linears on "
+                "oneDNN's reference kernel (measured about 1000x slower than fp32); keep fp32 for AVX2 CPUs")
     return None
 
 

@@ -77,3 +77,14 @@ def test_backends_that_cannot_quantize_refuse_in_one_line(tmp_path):
                                      "use --backend inductor")
     with pytest.raises(NeuronExportError, match="both lower the matmuls' precision"):
         ExportOptions(quantize="int8-dynamic", auto_cast="matmul")
+
+
+def test_int8_for_avx2_code_is_refused(monkeypatch):
+    """On AVX2, oneDNN runs the int8 linears with its reference kernel (ONEDNN_MAX_CPU_ISA=AVX2: ref_int8,
+    seconds per GEMM), so an int8 artifact is AVX-512 code only."""
+    pytest.importorskip("torchao")
+    inductor = BACKENDS["inductor"]
+    problem = inductor.quantization_problem(ExportOptions(backend="inductor", quantize="int8-dynamic", cpu_isa="avx2"))
+    assert problem.startswith("--quantize int8-dynamic needs AVX-512 code, and --cpu_isa avx2 would run")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # an AVX2-only host, native code
+    assert "this CPU, which has no AVX-512" in inductor.quantization_problem(ExportOptions(backend="inductor", quantize="int8-dynamic"))
