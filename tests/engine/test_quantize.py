@@ -6,13 +6,16 @@ Budget: one AOTInductor compile of MiniLM at sequence 32 (~1 min on 2 busy cores
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zipfile
 
 import pytest
 import torch
 import transformers
 
-from support import run_cli
+from support import ROOT, run_cli
 from neuron_export import ExportOptions, load_artifact, read_manifest, read_validation
 from neuron_export.backends import BACKENDS
 from neuron_export.demo import minilm_path
@@ -88,3 +91,15 @@ def test_int8_for_avx2_code_is_refused(monkeypatch):
     assert problem.startswith("--quantize int8-dynamic needs AVX-512 code, and --cpu_isa avx2 would run")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # an AVX2-only host, native code
     assert "this CPU, which has no AVX-512" in inductor.quantization_problem(ExportOptions(backend="inductor", quantize="int8-dynamic"))
+
+
+def test_int8_export_on_an_avx2_host_is_refused_in_one_line_before_anything_is_written(tmp_path):
+    """The whole CLI, in a process that sees an AVX2-only CPU (ATEN_CPU_CAPABILITY=avx2): exit 2, one line."""
+    pytest.importorskip("torchao")
+    output = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "neuron_export", "export", "--model", "demo:tiny-bert", "--backend", "inductor",
+                             "--quantize", "int8-dynamic", str(output)], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "ATEN_CPU_CAPABILITY": "avx2"})
+    assert result.returncode == 2 and not output.exists()
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --quantize int8-dynamic needs AVX-512 code, and this CPU, which has no AVX-512")
