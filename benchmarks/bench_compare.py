@@ -193,7 +193,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         results = [compare(name, batch, workdir, args) for name in args.models for batch in args.batch_sizes]
     host = host_summary()
-    print(f"\nHost: {host['processor']}, ISA {host['isa']} (torch: {host['torch_cpu_capability']}), {host['cpu_count']} cores, "
+    print(f"\nHost: {host['processor']}, ISA {host['isa']} (torch: {host['cpu_capability']}), {host['cpu_count']} cores, "
           f"torch {host['torch']}, onnxruntime {host['onnxruntime']}, openvino {host['openvino']}")
     print(f"{args.iterations} timed calls per side after {args.warmup} warm-up calls, interleaved in {args.rounds} rounds\n")
     for result in results:

@@ -135,7 +135,7 @@ def device_name(device: str) -> str:
     from neuron_export.benchmark.report import host_summary
 
     host = host_summary()
-    return (f"{host['processor']} CPU, ISA {host['isa']} (torch: {host['torch_cpu_capability']}), "
+    return (f"{host['processor']} CPU, ISA {host['isa']} (torch: {host['cpu_capability']}), "
             f"{torch.get_num_threads()} threads")
 
 

@@ -9,16 +9,20 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from .bucketing import format_shape_value, parse_shape_text
 from .errors import NeuronExportError, first_line
-from .options import AUTO_CAST, AUTO_CAST_TYPES, CPU_ISAS, DEVICES, INSTANCE_TYPES, QUANTIZATIONS, ExportOptions
+from .options import AUTO_CAST, AUTO_CAST_TYPES, CPU_ISAS, DEVICES, INSTANCE_TYPES, MULTI_VALUE_FIELDS, QUANTIZATIONS, ExportOptions
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 3
+INTERRUPT_AGAIN_S = 5.0  # an interrupt lost in a __del__ is raised again after this long
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,7 +45,21 @@ class Flag:
 
 
 def _shape(name: str, what: str) -> Flag:
+    if name in MULTI_VALUE_FIELDS:
+        return Flag(name, f"--{name}", f"{what}; several, comma-separated, compile one model each (buckets)", type=_shape_values(name))
     return Flag(name, f"--{name}", what, type=int)
+
+
+def _shape_values(name: str) -> Callable[[str], Any]:
+    """argparse type of a multi-value shape option: 128, 32,64,128 or auto:16-512."""
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_shape_text(f"--{name}", text)
+        except NeuronExportError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix(f"--{name} ")) from None
+
+    return parse
 
 
 EXPORT_FLAGS: tuple[Flag, ...] = (
@@ -62,7 +80,9 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("output_hidden_states", "--output_hidden_states", "also output the hidden states", "switch"),
     Flag("output_attentions", "--output_attentions", "also output the attentions", "switch"),
     _shape("batch_size", "batch size"),
-    _shape("sequence_length", "sequence length (text)"),
+    _shape("sequence_length", "sequence length (text); auto:LOW-HIGH lets a cost model pick the buckets"),
+    Flag("length_histogram", "--length_histogram", "lengths of your traffic (JSON {length: count}, or one length per line): "
+         "--sequence_length auto:LOW-HIGH then picks the buckets that pad them least"),
     _shape("num_beams", "number of beams (text generation; not exported by this tool)"),
     _shape("num_choices", "number of choices (multiple-choice)"),
     _shape("num_channels", "image channels (vision)"),
@@ -112,7 +132,7 @@ def export_argv(model: str, output: str | Path, options: ExportOptions) -> list[
         elif flag.kind in ("switch", "negated"):
             argv.append(flag.flag)
         else:
-            argv += [flag.flag, str(value)]
+            argv += [flag.flag, format_shape_value(value) if isinstance(value, tuple) else str(value)]
     return argv
 
 
@@ -222,26 +242,48 @@ def add_benchmark_parser(commands) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads of every side (default: all cores)")
     p.add_argument("--rounds", type=int, default=10, help="interleave the sides in this many rounds (default 10)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps per image of a Stable Diffusion pipeline (default 10)")
+    p.add_argument("--sequence_length", type=_lengths, dest="lengths", metavar="L,L,...",
+                   help="a bucketed artifact: time inputs of these lengths on the bucket each picks, against its largest bucket only")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the peers (they run the model exported to ONNX)")
     p.add_argument("--peers", nargs="+", metavar="PEER", choices=PEERS,
                    help=f"peers to run ({', '.join(PEERS)}; default: the fp32 ones, and the int8 ones for an --quantize artifact)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the eager side run the source model's own code (never implied by the artifact's manifest)")
     p.add_argument("--json", help="also write the results to this file (they are always stored in ARTIFACT/benchmarks/)")
     p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
     p.set_defaults(handler=run_benchmark)
 
 
+def _lengths(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive lengths separated by commas, e.g. 10,50,200")
+    return [int(part) for part in parts]
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     from .artifact import write_json
     from .benchmark import BenchmarkOptions, benchmark, format_report, headline
+    from .benchmark.buckets import benchmark_lengths, format_lengths_report
 
     events = EventFile(args.events)
     try:
+        if args.lengths and args.batch_sizes:
+            raise NeuronExportError("--sequence_length times the compiled batch size; leave out --batch_size")
         options = BenchmarkOptions(iterations=args.iterations, warmup=args.warmup, batch_sizes=args.batch_sizes,
-                                   onnx=args.onnx, peers=args.peers, threads=args.threads, rounds=args.rounds, steps=args.steps)
-        report = benchmark(args.artifact, options, on_event=events.write)
+                                   onnx=args.onnx, peers=args.peers, threads=args.threads, rounds=args.rounds, steps=args.steps,
+                                   trust_remote_code=args.trust_remote_code)
+        if args.lengths:
+            report = benchmark_lengths(args.artifact, args.lengths, options, on_event=events.write)
+        else:
+            report = benchmark(args.artifact, options, on_event=events.write)
     except NeuronExportError as error:
         events.write({"type": "error", "message": str(error), "exit_code": error.exit_code})
         raise
+    if args.lengths:
+        print("\n".join(format_lengths_report(report)))
+        events.write({"type": "done", "artifact": report["artifact"], "results": report.get("saved_to")})
+        return 0
     print("\n".join(format_report(report)))
     if args.json:
         write_json(Path(args.json), report)
@@ -290,12 +332,21 @@ def _raise_interrupt(signum, frame) -> None:
     # Unwind once: a second SIGTERM (e.g. from compiler worker pools shutting down) must not
     # interrupt the cleanup or escape at exit; a stuck process still yields to SIGKILL.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # An exception raised while a __del__ runs is swallowed ("Exception ignored in ..."), and the
+    # export would carry on: until the process exits, interrupt its main thread again now and then.
+    threading.Thread(target=_interrupt_again, daemon=True).start()
     raise KeyboardInterrupt
+
+
+def _interrupt_again() -> None:
+    while True:
+        time.sleep(INTERRUPT_AGAIN_S)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal: it also wakes a main thread blocked in a call
 
 
 def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers"):
+    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers", "torchao"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -28,4 +28,15 @@ class ValidationFailedError(NeuronExportError):
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message: what a one-line error may quote of a library's error."""
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:limit]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0]
+    if line.endswith(":") and len(lines) > 1:  # "Validation error for field 'x':" says what comes next
+        line = f"{line} {lines[1]}"
+    return line[:limit]
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether an error is the host (or GPU) running out of memory: too big shapes, not a bug."""
+    if isinstance(error, MemoryError):
+        return True
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in ("can't allocate memory", "out of memory"))

@@ -13,7 +13,10 @@ from typing import Optional
 
 from .errors import NeuronExportError
 from .options import ExportOptions
-from .registry import ARCHITECTURES, DIFFUSERS_PIPELINES, SENTENCE_TRANSFORMERS, TASKS, detect_task, is_diffusion_task, supported_tasks
+from .registry import (
+    ARCHITECTURES, DIFFUSERS_PIPELINES, DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, BucketAxes, detect_task, is_diffusion_task,
+    supported_tasks,
+)
 from .sources import resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
@@ -38,6 +41,12 @@ class ModelInfo:
         arch = ARCHITECTURES[self.model_type]
         axes = [a for spec in arch.inputs for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
         return list(dict.fromkeys(axes))
+
+    def bucketable(self, task: str) -> tuple[BucketAxes, ...]:
+        """The shape options that may take several values (buckets) for `task`."""
+        if self.library == "diffusers":
+            return DIFFUSION_TASKS[task].bucketable
+        return ARCHITECTURES[self.model_type].family.bucketable
 
 
 def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:

@@ -146,6 +146,11 @@ class NeuronModel:
         return self.compiled.device
 
     @property
+    def buckets(self) -> list[dict[str, int]]:
+        """The compiled shapes of a bucketed artifact, smallest first ([] for one static shape)."""
+        return self.compiled.buckets
+
+    @property
     def dtype(self) -> torch.dtype:
         return torch.float32  # auto-cast happens inside the compiled graph; outputs are fp32
 
@@ -211,8 +216,8 @@ class NeuronModel:
             )
         target = []
         for axis, size, limit in zip(self._axes, shape, compiled):
-            if size == limit or (axis == "batch_size" and self.compiled.dynamic_batch):
-                target.append(size)  # dynamic batch: the compiled model runs any batch
+            if size == limit or (axis == "batch_size" and self.compiled.dynamic_batch) or axis in self.compiled.bucketed_axes:
+                target.append(size)  # the compiled model runs any batch (dynamic batch), or picks the bucket that fits
             elif size < limit and axis in PADDABLE_AXES:
                 target.append(limit)
             elif size < limit:

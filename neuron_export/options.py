@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from .bucketing import ShapeValue, shape_value
 from .errors import NeuronExportError
 
 DEVICES = ("cpu", "cuda")
@@ -28,6 +30,9 @@ SHAPE_FIELDS = (
     "num_images_per_prompt",
     "num_beams",
 )
+# Shape options that may hold several values: buckets, "32,64,128", or "auto:16-512" (bucketing.py).
+# Whether a model buckets them is the registry's (Family.bucketable, DiffusionTask.bucketable).
+MULTI_VALUE_FIELDS = ("sequence_length", "height", "width")
 
 
 @dataclass
@@ -38,13 +43,14 @@ class ExportOptions:
     instance_type: Optional[str] = None
     # static input shapes (None = the task's default)
     batch_size: Optional[int] = None
-    sequence_length: Optional[int] = None
+    sequence_length: Optional[ShapeValue] = None  # one value, several (buckets), or "auto:LOW-HIGH"
     num_choices: Optional[int] = None
     num_channels: Optional[int] = None
-    height: Optional[int] = None
-    width: Optional[int] = None
+    height: Optional[ShapeValue] = None  # several heights pair with as many widths (one bucket each)
+    width: Optional[ShapeValue] = None
     num_images_per_prompt: Optional[int] = None
     num_beams: Optional[int] = None
+    length_histogram: Optional[str] = None  # lengths of real traffic: an auto bucket option minimises their padding
     # compiler
     auto_cast: str = "none"
     auto_cast_type: Optional[str] = None  # bf16 when --auto_cast is on and no type is given
@@ -84,14 +90,17 @@ class ExportOptions:
             raise NeuronExportError(f"--quantize {self.quantize} and --auto_cast {self.auto_cast} both lower the matmuls' precision; choose one")
         if self.optlevel not in OPTLEVELS:
             raise NeuronExportError(f"-O{self.optlevel} is not a valid optimization level; use -O1, -O2 or -O3")
+        for name in MULTI_VALUE_FIELDS:  # lists (from JSON) become tuples, one value an int
+            setattr(self, name, shape_value(f"--{name}", getattr(self, name)))
         for name in SHAPE_FIELDS + ("num_cores", "threads"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            if name not in MULTI_VALUE_FIELDS and value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise NeuronExportError(f"--{name} must be a positive integer, got {value!r}")
-        if self.atol is not None and not self.atol > 0:
-            raise NeuronExportError(f"--atol must be a positive number, got {self.atol!r}")
+        if self.atol is not None and (isinstance(self.atol, bool) or not (isinstance(self.atol, (int, float)) and 0 < self.atol < math.inf)):
+            # inf would pass any difference, NaN included: validation would mean nothing
+            raise NeuronExportError(f"--atol must be a positive finite number, got {self.atol!r}")
 
-    def shapes(self) -> dict[str, int]:
+    def shapes(self) -> dict[str, ShapeValue]:
         """The shape options the user set."""
         return {name: getattr(self, name) for name in SHAPE_FIELDS if getattr(self, name) is not None}
 

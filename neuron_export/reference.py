@@ -51,7 +51,7 @@ def reference_module(manifest: Manifest, folder: Optional[Path] = None, trust_re
     """The source model wrapped like at export: positional inputs -> tuple of the manifest's outputs (CPU, fp32)."""
     source = reference_source(manifest, folder, trust_remote_code)
     options = manifest.options.replace(trust_remote_code=trust_remote_code)
-    eager = load_eager_model(source, manifest.task, options)
+    eager, _ = load_eager_model(source, manifest.task, options)  # its untrained weights are in the manifest
     return eager_traceable(source, eager, manifest.input_names, manifest.outputs, options)
 
 

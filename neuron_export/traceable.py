@@ -3,13 +3,13 @@ positional tensors in (in the registry's input order), a flat tuple of named ten
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 
 from .errors import NeuronExportError, first_line
 from .options import ExportOptions
-from .registry import SENTENCE_TRANSFORMERS
+from .sentence_head import SentenceEmbeddingModel, sentence_head
 from .sources import ModelSource, sentence_transformers_modules
 
 
@@ -72,53 +72,6 @@ def discover_output_names(model, task_outputs: Sequence[str], example: dict[str,
     return names
 
 
-class SentenceEmbeddingModel(torch.nn.Module):
-    """A sentence-transformers encoder: transformer, then pooling (mean or CLS), then optional L2 norm."""
-
-    def __init__(self, encoder: torch.nn.Module, input_names: Sequence[str], pooling: str, normalize: bool):
-        super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise NeuronExportError(f"sentence-transformers pooling {pooling!r} is not supported (mean and cls are)")
-        self.encoder = encoder
-        self.input_names = list(input_names)
-        self.output_names = list(SENTENCE_TRANSFORMERS.outputs)
-        self.pooling = pooling
-        self.normalize = normalize
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        kwargs = dict(zip(self.input_names, inputs))
-        tokens = self.encoder(**kwargs, return_dict=True).last_hidden_state
-        if self.pooling == "cls":
-            sentence = tokens[:, 0]
-        else:
-            mask = kwargs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-            sentence = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        if self.normalize:
-            sentence = torch.nn.functional.normalize(sentence, p=2, dim=1)
-        return tokens, sentence
-
-
-def sentence_transformers_head(modules: list[dict], folder) -> tuple[str, bool]:
-    """(pooling mode, normalize) from a sentence-transformers folder's modules.json and pooling config."""
-    import json
-    from pathlib import Path
-
-    pooling: Optional[str] = None
-    normalize = False
-    for module in modules:
-        kind = module.get("type", "")
-        if kind.endswith("Pooling"):
-            config = json.loads((Path(folder) / module.get("path", "") / "config.json").read_text())
-            modes = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
-            modes = [m.removeprefix("pooling_mode_").removesuffix("_tokens").removesuffix("_token") for m in modes]
-            if len(modes) != 1:
-                raise NeuronExportError(f"sentence-transformers pooling {modes} is not supported (one of mean, cls)")
-            pooling = modes[0]
-        elif kind.endswith("Normalize"):
-            normalize = True
-    return pooling or "mean", normalize
-
-
 def output_flags(options: ExportOptions) -> dict[str, bool]:
     return {k: True for k in ("output_hidden_states", "output_attentions") if getattr(options, k)}
 
@@ -126,10 +79,10 @@ def output_flags(options: ExportOptions) -> dict[str, bool]:
 def eager_traceable(source: ModelSource, eager: torch.nn.Module, input_names: list[str], output_names: list[str],
                     options: ExportOptions) -> torch.nn.Module:
     """The eager model with the traced signature: positional inputs -> tuple of the named outputs
-    (for a sentence-transformers folder, with its pooling and normalization)."""
+    (for a sentence-transformers folder, with its pooling, dense and normalize modules)."""
     if source.library == "sentence_transformers":
-        pooling, normalize = sentence_transformers_head(sentence_transformers_modules(source.path), source.path)
-        return SentenceEmbeddingModel(eager, input_names, pooling, normalize).eval()
+        steps = sentence_head(sentence_transformers_modules(source.path), source.path)
+        return SentenceEmbeddingModel(eager, input_names, steps).eval()
     return TraceableModel(eager, input_names, output_names, **output_flags(options)).eval()
 
 

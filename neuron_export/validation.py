@@ -62,9 +62,9 @@ class ValidationReport:
         return data
 
     def log_lines(self) -> list[str]:
-        """The seed guide's validation log."""
+        """The seed guide's validation log (and its notes, as warnings)."""
         mark = "✓" if self.names_match else "x"
-        lines = [f"Validating {self.component} model..."]
+        lines = [f"Validating {self.component} model..."] + [f"\tWarning: {note}" for note in self.notes]
         if self.names_match:
             lines.append(f"\t-[{mark}] Compiled model output names match reference model ({', '.join(self.compiled_output_names)})")
         else:
@@ -105,12 +105,14 @@ class _Totals:
     sum: float = 0.0
     count: int = 0
     histogram: list[int] = field(default_factory=lambda: [0] * (len(ERROR_BIN_EDGES) - 1))
+    reference_nonfinite: int = 0  # NaN / inf values the eager model itself returned
 
     def add(self, got: torch.Tensor, want: torch.Tensor) -> None:
         if got.shape != want.shape:
             self.shape_match, self.reference_shape, self.compiled_shape = False, list(want.shape), list(got.shape)
             return
         diff = absolute_difference(got, want)
+        self.reference_nonfinite += int((~torch.isfinite(want)).sum())
         self.max = max(self.max, float(diff.max()) if diff.numel() else 0.0)
         self.sum += float(diff.sum())
         self.count += diff.numel()
@@ -129,7 +131,8 @@ def absolute_difference(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     if torch.isfinite(diff).all():
         return diff
     agree = (torch.isnan(got) & torch.isnan(want)) | (torch.isinf(got) & (got == want))
-    return torch.where(agree, torch.zeros_like(diff), torch.nan_to_num(diff, nan=math.inf))
+    # nan_to_num's default would turn +inf into the dtype's largest finite value, which a large atol passes.
+    return torch.where(agree, torch.zeros_like(diff), torch.nan_to_num(diff, nan=math.inf, posinf=math.inf))
 
 
 def compare(
@@ -153,6 +156,9 @@ def compare(
             if name in actual:
                 got, want = actual[name].detach().float().cpu(), expected[name].detach().float().cpu()
                 totals.setdefault(name, _Totals(list(want.shape), list(got.shape))).add(got, want)
+    # Both sides agreeing on NaN passes, but the eager model returning NaN is worth saying loudly.
+    notes = [f"the eager model's own {name} holds {t.reference_nonfinite} NaN or infinite values: check its weights"
+             for name, t in totals.items() if t.reference_nonfinite]
     return ValidationReport(
         component=component,
         atol=atol,
@@ -161,4 +167,34 @@ def compare(
         compiled_output_names=list(compiled.output_names),
         outputs=[totals[name].check(name, atol) for name in reference_names if name in totals],
         runs=runs,
+        notes=notes,
+    )
+
+
+def merge_reports(component: str, reports: list[ValidationReport]) -> ValidationReport:
+    """One report over several (a bucketed model's buckets): per output the largest difference, the
+    mean over every compared value, the summed error histogram; shapes of the last (largest) report;
+    the runs of all; a note per report with its verdict."""
+    last = reports[-1]
+    outputs = []
+    for check in last.outputs:
+        same = [o for r in reports for o in r.outputs if o.name == check.name]
+        counts = [sum(o.error_histogram) for o in same]
+        compared = all(o.max_abs_diff is not None for o in same) and sum(counts) > 0
+        outputs.append(OutputCheck(
+            check.name, check.reference_shape, check.compiled_shape, all(o.shape_match for o in same),
+            max(o.max_abs_diff for o in same) if compared else None,
+            sum(o.mean_abs_diff * n for o, n in zip(same, counts)) / sum(counts) if compared else None,
+            check.atol, [sum(bins) for bins in zip(*(o.error_histogram for o in same))],
+        ))
+    return ValidationReport(
+        component=component,
+        atol=last.atol,
+        atol_source=last.atol_source,
+        reference_output_names=last.reference_output_names,
+        compiled_output_names=last.compiled_output_names if all(r.names_match for r in reports) else
+        next(r.compiled_output_names for r in reports if not r.names_match),
+        outputs=outputs,
+        runs=[run for r in reports for run in r.runs],
+        notes=[f"{r.component}: {'passed' if r.passed else 'failed'}" for r in reports],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,16 @@ import streamlit as st
 
 from neuron_export import Manifest, read_manifest, read_validation
 from neuron_export.artifact import MANIFEST
+from neuron_export.artifact.folders import clean_stale
 from neuron_export.errors import NeuronExportError
+from neuron_export.export.cache import cache_root
+from neuron_export.sources import untrained_warning
 from studio.jobs import Dispatcher, JobStore
 from studio.workspace import Workspace
 
 MAX_JOBS_ENV = "NEURON_EXPORT_MAX_JOBS"
+TRUSTED_SOURCES_KEY = "remote_code_trusted"  # session state: sources whose own code this session agreed to run
+log = logging.getLogger("neuron_export.studio")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ def services() -> Services:
     # Demo models and the compile cache live in the workspace too; job subprocesses inherit this.
     os.environ.setdefault("NEURON_EXPORT_DEMO_DIR", str(workspace.demo_dir))
     os.environ.setdefault("NEURON_EXPORT_CACHE", str(workspace.cache_dir))
+    for folder in (workspace.artifacts_dir, Path(os.environ["NEURON_EXPORT_DEMO_DIR"]), cache_root()):
+        for stale in clean_stale(folder):  # temporary folders of killed jobs; live ones are kept
+            log.info("removed %s, left by an export that was killed", stale)
     store = JobStore(workspace.db_path, workspace.jobs_dir)
     dispatcher = Dispatcher(store, max_concurrent=int(os.environ.get(MAX_JOBS_ENV, "1")))
     dispatcher.start()
@@ -74,7 +83,9 @@ def where_it_runs(manifest: Manifest) -> str:
 
 def shapes_summary(manifest: Manifest) -> str:
     """The compiled shapes in words: 'batch size 1 · sequence length 16' (the UNet's derived ones left out)."""
-    return " · ".join(f"{k.replace('_', ' ')} {v}" for k, v in manifest.shapes.items() if not k.startswith("unet_"))
+    bucketed = {axis: ", ".join(str(b.shapes[axis]) for b in manifest.buckets) for axis in manifest.buckets[0].shapes} if manifest.buckets else {}
+    return " · ".join(f"{k.replace('_', ' ')} {bucketed.get(k, v)}" + (" (buckets)" if k in bucketed else "")
+                      for k, v in manifest.shapes.items() if not k.startswith("unet_"))
 
 
 def backend_badge(manifest: Manifest) -> None:
@@ -98,6 +109,31 @@ def verdict(manifest: Manifest) -> tuple[str, str]:
 def verdict_badge(manifest: Manifest) -> None:
     label, colour = verdict(manifest)
     st.badge(label, color=colour)
+
+
+def untrained_badge(manifest: Manifest) -> None:
+    """A warning badge (and what it means) for an artifact whose checkpoint lacked weights for its task."""
+    if manifest.untrained_weights:
+        st.badge("untrained head", icon=":material/warning:", color="orange")
+
+
+def untrained_warning_box(manifest: Manifest) -> None:
+    if manifest.untrained_weights:
+        st.warning(untrained_warning(manifest.source, manifest.task, manifest.untrained_weights), icon=":material/warning:")
+
+
+def remote_code_consent(manifest: Manifest, where: str) -> bool:
+    """Whether the person at the dashboard agreed, in this session, to run the code its source model
+    ships (the eager comparison needs it). A manifest saying trust_remote_code is data, not consent."""
+    if not manifest.options.trust_remote_code:
+        return False
+    trusted: set = st.session_state.setdefault(TRUSTED_SOURCES_KEY, set())
+    agreed = st.checkbox(f"Run the Python code shipped with {manifest.source} on this host", value=manifest.source in trusted,
+                         key=f"{where}-trust-{manifest.source}",
+                         help="It was compiled with trust-remote-code; its eager PyTorch model needs that code. "
+                              "Only for code you trust: it runs with the dashboard's permissions. Asked once per session.")
+    (trusted.add if agreed else trusted.discard)(manifest.source)
+    return agreed
 
 
 def artifact_manifests(workspace: Workspace) -> dict[Path, Manifest]:
@@ -150,14 +186,16 @@ def artifact_header(
         return None
     with st.container(horizontal=True, vertical_alignment="center"):
         verdict_badge(manifest)
+        untrained_badge(manifest)
         backend_badge(manifest)
+    untrained_warning_box(manifest)
     return path, manifest
 
 
 def validation_of(path: Path) -> Optional[dict]:
     try:
         return read_validation(path)
-    except (OSError, ValueError):
+    except NeuronExportError:
         return None
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from neuron_export.artifact import MANIFEST
 from neuron_export.errors import NeuronExportError
+from studio.environment import MODEL_ROOTS_ENV
 
 WORKSPACE_ENV = "NEURON_EXPORT_WORKSPACE"
 MAX_NAME_LENGTH = 100
@@ -35,6 +36,27 @@ class Workspace:
         if problem:
             raise NeuronExportError(f"Invalid output name {name!r}: {problem}.")
         return self.artifacts_dir / name
+
+    def model_roots(self) -> list[Path]:
+        """The folders a model folder typed on the dashboard may be in: the workspace, and those
+        in $NEURON_EXPORT_MODEL_ROOTS (os.pathsep-separated)."""
+        extra = [Path(p).expanduser().resolve() for p in os.environ.get(MODEL_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+        return [self.root, *extra]
+
+    def model_folder(self, typed: str) -> Path:
+        """The model folder a person typed, if it is a folder inside a model root. Whether it is
+        missing, a file or outside the roots gets the same answer: the dashboard is no way to learn
+        what exists on the host."""
+        roots = self.model_roots()
+        path = Path(typed.strip()).expanduser()
+        if path.is_absolute():
+            resolved = path.resolve()
+            if resolved.is_dir() and any(resolved.is_relative_to(root) for root in roots):
+                return resolved
+        raise NeuronExportError(
+            f"No model folder {typed.strip()!r} that this dashboard may read. Give the full path of a folder under "
+            f"{', '.join(str(root) for root in roots)} ({MODEL_ROOTS_ENV} adds folders)."
+        )
 
     def list_artifacts(self) -> list[Path]:
         """Folders under artifacts/ that hold a manifest.json, sorted by name."""

@@ -21,6 +21,8 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_SESSION_DIR / "inductor")
 os.environ["NEURON_EXPORT_DEMO_DIR"] = str(_SESSION_DIR / "demo")
 os.environ["NEURON_EXPORT_CACHE"] = str(_SESSION_DIR / "compile-cache")
+# Models with their own code (trust-remote-code tests) are copied here by transformers, not into ~/.cache.
+os.environ["HF_MODULES_CACHE"] = str(_SESSION_DIR / "hf-modules")
 
 
 def pytest_sessionfinish(session, exitstatus):

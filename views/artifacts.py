@@ -1,12 +1,12 @@
 """Artifacts: the library of compiled models in the workspace."""
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from neuron_export import Manifest, read_manifest
+from neuron_export.artifact import remove_tree
 from neuron_export.errors import NeuronExportError
 from studio import ui
 from studio.workspace import Workspace
@@ -43,6 +43,8 @@ def details(path: Path, manifest: Manifest) -> None:
     st.subheader(path.name)
     ui.backend_badge(manifest)
     ui.verdict_badge(manifest)
+    ui.untrained_badge(manifest)
+    ui.untrained_warning_box(manifest)
     st.markdown(
         f"**Model:** `{manifest.source}` ({manifest.model_type})  \n"
         f"**Task:** {manifest.task}  \n"
@@ -62,7 +64,8 @@ def actions(path: Path) -> None:
     with st.popover("Delete…", icon=":material/delete:"):
         st.write(f"Delete **{path.name}** ({ui.fmt_mb(ui.folder_size(path))}) from the workspace? This cannot be undone.")
         if st.button("Delete for good", type="primary", key=f"delete-{path.name}"):
-            shutil.rmtree(path)
+            # Renamed aside, then deleted: never a half-deleted artifact under its name; a link only unlinked.
+            path.unlink() if path.is_symlink() else remove_tree(path)
             st.query_params.pop("artifact", None)
             st.toast(f"Deleted {path.name}")
             st.rerun()

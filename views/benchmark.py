@@ -37,6 +37,7 @@ def caption(name: str, manifest: Manifest) -> str:
 
 def run_form(store: JobStore, selected: list[Path], manifests: dict[Path, Manifest]) -> None:
     """The run settings; submitting queues one benchmark job per selected artifact."""
+    trusted = {p for p in selected if ui.remote_code_consent(manifests[p], "benchmark")}
     dynamic = [p for p in selected if any_batch(manifests[p])]
     pipelines = [p for p in selected if manifests[p].is_pipeline]
     with st.form("benchmark"):
@@ -59,7 +60,8 @@ def run_form(store: JobStore, selected: list[Path], manifests: dict[Path, Manife
         return
     for path in selected:
         argv = benchmark_command(path, iterations=int(iterations), warmup=int(warmup), steps=int(steps),
-                                 batch_sizes=batch_sizes if path in dynamic else [], onnx=onnx)
+                                 batch_sizes=batch_sizes if path in dynamic else [], onnx=onnx,
+                                 trust_remote_code=path in trusted)
         job = store.submit(BENCHMARK, argv, title=f"Benchmark {path.name}", artifact=str(path))
         st.session_state.setdefault(JOBS_KEY, []).append(job.id)
     st.toast(f"Queued {len(selected)} benchmark job(s)")

@@ -12,11 +12,14 @@ import streamlit as st
 import torch
 
 from neuron_export.backends import BACKENDS, Backend, auto_backend
+from neuron_export.bucketing import parse_resolutions, parse_shape_text
 from neuron_export.demo import DEMO_MODELS
 from neuron_export.errors import NeuronExportError
 from neuron_export.model_info import ModelInfo, inspect_model
 from neuron_export import cpu
 from neuron_export.options import AUTO_CAST, AUTO_CAST_TYPES, CPU_ISAS, INSTANCE_TYPES, QUANTIZATIONS, ExportOptions
+from neuron_export.registry import TEXT_ENCODER
+from neuron_export.sources import HUB_ID
 from studio import ui
 from studio.jobs import EXPORT, JobStore, export_command
 from studio.workspace import Workspace
@@ -45,8 +48,9 @@ def host_backends(options: ExportOptions) -> dict[str, str | None]:
     return {name: backend.unavailable_reason(options.replace(backend=name)) for name, backend in BACKENDS.items()}
 
 
-def model_section(workspace: Workspace) -> tuple[str, Optional[ModelInfo]]:
-    """The model (demo name, folder or hub id) and, unless it is on the hub, what its config says."""
+def model_section(workspace: Workspace) -> tuple[str, Optional[ModelInfo], bool]:
+    """The model (demo name, folder or hub id), what its config says (unless it is on the hub), and
+    whether it is ready to compile (its config read, or a well-formed hub id); problems on screen."""
     st.subheader("1 · Model")
     source_kind = st.segmented_control("Source", SOURCES, default=SOURCES[0], key="source_kind") or SOURCES[0]
     if source_kind == "Demo model":
@@ -58,13 +62,27 @@ def model_section(workspace: Workspace) -> tuple[str, Optional[ModelInfo]]:
         model = st.text_input("Hub model id", key="hub_id", placeholder="distilbert/distilbert-base-uncased-finetuned-sst-2-english")
         st.caption("Downloads config and safetensors weights from the Hugging Face Hub when the job runs; "
                    "this host needs Hub access.")
-    info = None
-    if model and source_kind != "Hugging Face Hub":
-        try:
+    info, ready = None, False
+    try:
+        if source_kind == "Hugging Face Hub":
+            ready = bool(model) and is_hub_id(model)
+            if model and not ready:
+                raise NeuronExportError(f"{model.strip()!r} is not a Hub model id (OWNER/NAME, e.g. distilbert/distilbert-base-uncased)")
+        elif model:
+            if source_kind == "Local folder":
+                # A typed folder must be in a model root: the same answer whether it is missing or not allowed.
+                model = str(workspace.model_folder(model))
             info = model_info(model.strip(), str(workspace.demo_dir))
-        except NeuronExportError as error:
-            ui.show_error(error)
-    return model, info
+            ready = True
+    except NeuronExportError as error:
+        ui.show_error(error)
+    return model, info, ready
+
+
+def is_hub_id(text: str) -> bool:
+    """OWNER/NAME as the Hub spells ids, and not a path here (the job would read a folder of that name)."""
+    text = text.strip()
+    return bool(HUB_ID.match(text)) and not Path(text).expanduser().exists()
 
 
 def task_choice(model: str, info: Optional[ModelInfo]) -> tuple[str, list[str]]:
@@ -92,6 +110,42 @@ def shapes_section(model: str, info: Optional[ModelInfo], shape_names: list[str]
                                             value=min(int(defaults.get(name, 1)), limits.get(name, 100_000)), step=1,
                                             key=f"shape-{name}-{model}"))
     return shapes
+
+
+def buckets_section(model: str, info: Optional[ModelInfo], task: str, shape_names: list[str]) -> dict[tuple[str, ...], str]:
+    """Optional several values of the bucketable shapes (one compiled model each), as typed; see bucket_options."""
+    groups = info.bucketable(task) if info is not None else TEXT_ENCODER.bucketable
+    texts = {}
+    for group in (g for g in groups if set(g.axes) <= set(shape_names)):
+        if set(group.axes) == {"height", "width"}:
+            texts[group.axes] = st.text_input("Resolutions (buckets, optional)", key=f"buckets-{'-'.join(group.axes)}-{model}",
+                                              placeholder="512x512, 768x768",
+                                              help="Width×height, comma-separated: one compiled UNet and VAE per resolution "
+                                                   "(the text encoders once); each run picks its own. Empty: the size above.")
+        else:
+            axis = group.axes[0]
+            texts[group.axes] = st.text_input(f"Buckets: several {axis.replace('_', ' ')} values (optional)", key=f"buckets-{axis}-{model}",
+                                              placeholder="32,64,128 or auto:16-512",
+                                              help="One compiled model per value; each call runs on the smallest that fits. "
+                                                   "auto:LOW-HIGH lets a cost model pick powers of two. Empty: the value above.")
+    try:
+        bucket_options(texts)
+    except NeuronExportError as error:
+        ui.show_error(error)
+    return texts
+
+
+def bucket_options(texts: dict[tuple[str, ...], str]) -> dict[str, Any]:
+    """The ExportOptions values of the typed buckets (they replace the single values of those shapes)."""
+    values: dict[str, Any] = {}
+    for axes, text in texts.items():
+        if not text.strip():
+            continue
+        if set(axes) == {"height", "width"}:
+            values["height"], values["width"] = parse_resolutions(text)
+        else:
+            values[axes[0]] = parse_shape_text(f"--{axes[0]}", text)
+    return values
 
 
 def backend_choice(column) -> tuple[str, Backend, Optional[str]]:
@@ -180,10 +234,27 @@ def output_section(model: str, task: str, backend: str) -> tuple[str, bool]:
     return name, force
 
 
+def output_ready(workspace: Workspace, name: str, force: bool) -> bool:
+    """Whether the artifact can be written under this name; if not, the reason is on screen (and Compile disabled)."""
+    try:
+        output = workspace.artifact_path(name)
+    except NeuronExportError as error:
+        ui.show_error(error)
+        return False
+    if output.exists() and not force:
+        st.warning(f"An artifact named {name!r} already exists: pick another name or tick 'Replace if it exists'.",
+                   icon=":material/warning:")
+        return False
+    return True
+
+
+def what_compile_does(model: str, task: str, shapes: dict[str, int], backend: str, name: str) -> str:
+    shown = " · ".join(f"{axis.replace('_', ' ')} {value}" for axis, value in shapes.items())
+    return f"Compiles {model.strip()} for {task} ({shown}) with {backend} into {name}."
+
+
 def submit(store: JobStore, model: str, task: str, output: Path, options: ExportOptions) -> None:
-    """Queue the export job and follow it (?job=ID); NeuronExportError, with nothing submitted, for a taken name."""
-    if output.exists() and not options.force:
-        raise NeuronExportError(f"an artifact named {output.name!r} already exists: pick another name or tick 'Replace if it exists'")
+    """Queue the export job and follow it (?job=ID)."""
     job = store.submit(EXPORT, export_command(model, output, options), title=f"{output.name} ({task}, {options.backend})",
                        artifact=str(output), metadata={"model": model, "task": task, "options": options.to_dict()})
     st.query_params["job"] = job.id
@@ -208,18 +279,28 @@ def main() -> None:
     st.title("Compile a model")
     st.caption("Trace and compile ahead of time, then validate against eager PyTorch. The compile runs as a job: "
                "you can leave this page, reload, or come back from another browser.")
-    model, info = model_section(services.workspace)
-    task, shape_names = task_choice(model, info)
-    shapes = shapes_section(model, info, shape_names)
-    compiler = compiler_section()
-    checks, keep_workdir = advanced_section()
-    name, force = output_section(model, task, compiler["backend"])
-    if st.button("Compile", type="primary", icon=":material/bolt:", disabled=not model):
+    form = st.container()
+    # Compile's place, below the form, holds a disabled button until this run has read the model's
+    # config and found no problem: a click meanwhile (on the last run's button) would be lost.
+    action = st.empty()
+    action.button("Compile", type="primary", icon=":material/bolt:", disabled=True, key="compile-waiting")
+    with form:
+        model, info, ready = model_section(services.workspace)
+        task, shape_names = task_choice(model, info)
+        shapes = shapes_section(model, info, shape_names)
+        bucket_texts = buckets_section(model, info, task, shape_names)
+        compiler = compiler_section()
+        checks, keep_workdir = advanced_section()
+        name, force = output_section(model, task, compiler["backend"])
+        ready = output_ready(services.workspace, name, force) and ready
+    if ready:  # what a click does, from this run's values (stale ones of the last run are greyed out meanwhile)
+        st.caption(what_compile_does(model, task, shapes, compiler["backend"], name))
+    if action.button("Compile", type="primary", icon=":material/bolt:", disabled=not ready, key="compile"):
         try:
             output = services.workspace.artifact_path(name)
             workdir = str(services.workspace.root / "compiler-workdir" / name) if keep_workdir else None
             options = ExportOptions(task=task if info is not None else (task.strip() or "auto"), compiler_workdir=workdir,
-                                    force=force, **compiler, **checks, **shapes)
+                                    force=force, **compiler, **checks, **{**shapes, **bucket_options(bucket_texts)})
             submit(services.store, model.strip(), task, output, options)
         except NeuronExportError as error:
             ui.show_error(error)

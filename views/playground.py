@@ -12,9 +12,10 @@ DEFAULT_SENTENCES = "A man is eating food.\nA man is eating a piece of bread.\nT
 
 
 @st.cache_resource(max_entries=3, show_spinner="Loading the compiled model and its eager PyTorch source…")
-def loaded_artifact(path: str, created: str, demo_root: str) -> playground.LoadedArtifact:
-    """Shared by every session (hold .lock to run it); `created` is in the key so a replaced artifact reloads."""
-    return playground.load(Path(path), Path(demo_root))
+def loaded_artifact(path: str, created: str, demo_root: str, trust_remote_code: bool = False) -> playground.LoadedArtifact:
+    """Shared by every session (hold .lock to run it); `created` is in the key so a replaced artifact reloads,
+    and the consent to run its source's own code too (one session's consent is not another's)."""
+    return playground.load(Path(path), Path(demo_root), trust_remote_code)
 
 
 def run(loaded: playground.LoadedArtifact, *inputs) -> None:
@@ -174,12 +175,14 @@ def generation_fields(loaded: playground.LoadedArtifact) -> tuple:
     compare = st.checkbox("Also run the eager diffusers pipeline (same seed) for its time", value=loaded.eager_source is not None,
                           disabled=loaded.eager_source is None,
                           help="runs the whole request a second time, uncompiled (the first time also loads it)")
-    return prompt, negative, steps, guidance, seed, count, compare
+    sizes = loaded.model.resolutions  # a bucketed pipeline has several
+    size = st.selectbox("Size", sizes, index=len(sizes) - 1, format_func=lambda hw: f"{hw[1]}×{hw[0]}") if len(sizes) > 1 else None
+    return prompt, negative, steps, guidance, seed, count, compare, size
 
 
 def image_generation(loaded: playground.LoadedArtifact) -> None:
     form(loaded, "Generate", lambda: generation_fields(loaded))
-    st.caption(f"Compiled for {loaded.shapes.get('width')}×{loaded.shapes.get('height')} images.")
+    st.caption(f"Compiled for {', '.join(f'{w}×{h}' for h, w in loaded.model.resolutions)} images.")
     if result := last_result(loaded):
         images, stats = result
         columns = st.columns(min(max(len(images), 2), 4))
@@ -214,8 +217,9 @@ def main() -> None:
     if playground.random_weights_demo(manifest):
         st.warning(f"{manifest.source} is a demo model with random weights: its outputs are meaningless. "
                    "It is here to try the tool; the latencies are real.", icon=":material/casino:")
+    trusted = ui.remote_code_consent(manifest, "playground")
     try:
-        loaded = loaded_artifact(str(path), manifest.created, str(services.workspace.demo_dir))
+        loaded = loaded_artifact(str(path), manifest.created, str(services.workspace.demo_dir), trusted)
     except Exception as error:  # cannot run here, missing files, ...: the page stays usable
         ui.show_error(error)
         return

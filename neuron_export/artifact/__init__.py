@@ -9,6 +9,8 @@ from .manifest import (
     MANIFEST,
     TOOL_MARKER,
     VALIDATION_REPORT,
+    BucketRecord,
+    Bucketing,
     Manifest,
     TensorSpec,
     Validation,
@@ -17,7 +19,7 @@ from .manifest import (
     write_json,
 )
 
-_LOADING = ("CompiledModel", "load_artifact")
+_LOADING = ("CompiledModel", "load_artifact", "BucketedModel")
 
 
 def __getattr__(name: str):
@@ -29,7 +31,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "MANIFEST", "VALIDATION_REPORT", "TOOL_MARKER", "Manifest", "TensorSpec", "Validation", "CompiledModel",
+    "MANIFEST", "VALIDATION_REPORT", "TOOL_MARKER", "Manifest", "TensorSpec", "Validation", "BucketRecord", "Bucketing",
+    "CompiledModel", "BucketedModel",
     "load_artifact", "read_manifest", "read_validation", "write_json", "check_output_dir", "inside", "publish",
     "remove_tree", "sibling", "staging",
 ]

@@ -13,6 +13,7 @@ import torch
 
 from ..backends import get_backend
 from ..errors import ArtifactError, InputMismatchError, NeuronExportError, first_line
+from .buckets import BucketedModel
 from .folders import inside
 from .manifest import Manifest, TensorSpec
 
@@ -31,6 +32,10 @@ class CompiledModel:
         self.device = torch.device(manifest.device)
         self.dynamic_batch = manifest.dynamic_batch
         self.batch_size = manifest.batch_size
+        # One static shape: no buckets (a bucketed artifact loads as a BucketedModel).
+        self.buckets: list[dict[str, int]] = []
+        self.bucketed_axes: tuple[str, ...] = ()
+        self.last_bucket = None
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         tensors = self.prepare(inputs)
@@ -53,8 +58,7 @@ class CompiledModel:
         batches = set()
         for name in self.input_names:
             spec, tensor = self.inputs[name], inputs[name]
-            if not isinstance(tensor, torch.Tensor):
-                raise InputMismatchError(f"input {name!r} must be a torch.Tensor, got {type(tensor).__name__}")
+            _check_tensor(name, tensor)
             compiled = tuple(spec.shape)
             shape = tuple(tensor.shape)
             ok = shape == compiled or (self.dynamic_batch and len(shape) == len(compiled) and shape[1:] == compiled[1:] and shape[0] > 0)
@@ -64,7 +68,9 @@ class CompiledModel:
                     f"input {name!r} has shape {shape}; the model was compiled for {compiled} ({hint}pad to the compiled shape)"
                 )
             batches.add(shape[0])
-            prepared.append(_convert_dtype(name, tensor, getattr(torch, spec.dtype)).to(self.device).contiguous())
+            tensor = _convert_dtype(name, tensor, getattr(torch, spec.dtype))
+            _check_range(name, tensor, spec.value_range)
+            prepared.append(tensor.to(self.device).contiguous())
         if len(batches) > 1:
             raise InputMismatchError(f"inputs have different batch sizes {sorted(batches)}")
         return prepared
@@ -91,16 +97,40 @@ class CompiledModel:
         return {name: torch.cat([r[name] for r in results])[:batch] for name in self.output_names}
 
 
+def _check_tensor(name: str, tensor) -> None:
+    """A real, dense tensor: a meta tensor has no values and a sparse one is not what was compiled."""
+    if not isinstance(tensor, torch.Tensor):
+        raise InputMismatchError(f"input {name!r} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.is_meta:
+        raise InputMismatchError(f"input {name!r} is a meta tensor (a shape without values); pass real values")
+    if tensor.layout != torch.strided:
+        raise InputMismatchError(f"input {name!r} is a {tensor.layout} tensor; pass a dense one (tensor.to_dense())")
+
+
 def _convert_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Lossless-in-practice conversions within a kind (int32 ids -> int64); never float <-> int."""
+    """Lossless-in-practice conversions within a kind (int32 ids -> int64, float64 -> float32); never
+    float <-> int, and never complex, bool or unsigned (uint8 masks once meant something else)."""
     if tensor.dtype == dtype:
         return tensor
-    if tensor.is_floating_point() != dtype.is_floating_point or tensor.dtype == torch.bool:
+    signed_int = not tensor.is_floating_point() and not tensor.is_complex() and tensor.dtype.is_signed
+    if (tensor.is_floating_point() != dtype.is_floating_point or tensor.is_complex()
+            or not (tensor.is_floating_point() or signed_int)):
         raise InputMismatchError(f"input {name!r} has dtype {tensor.dtype}; the model was compiled for {dtype}")
     return tensor.to(dtype)
 
 
-def load_artifact(path: str | Path) -> CompiledModel:
+def _check_range(name: str, tensor: torch.Tensor, value_range) -> None:
+    """Values within the range the manifest gives (token ids below the vocabulary size, ...): out
+    of range, a compiled model fails deep inside (or reads other memory) instead of saying so."""
+    if value_range is None or tensor.numel() == 0:
+        return
+    low, high = value_range
+    lowest, highest = int(tensor.min()), int(tensor.max())
+    if lowest < low or highest > high:
+        raise InputMismatchError(f"input {name!r} holds values from {lowest} to {highest}; the model takes {low} to {high}")
+
+
+def load_artifact(path: str | Path) -> CompiledModel | BucketedModel:
     """Load a compiled artifact, refusing clearly when this host cannot run it."""
     path = Path(path)
     manifest = Manifest.read(path)
@@ -120,13 +150,16 @@ def load_artifact(path: str | Path) -> CompiledModel:
     problem = backend.runtime_problem(manifest)
     if problem:
         raise ArtifactError(f"cannot run {path} here: {problem}")
-    model_file = inside(path, manifest.model_file)
-    if not model_file.is_file():
-        raise ArtifactError(f"{path} is incomplete: {manifest.model_file} is missing")
+    files = [manifest.model_file] if manifest.model_file else [bucket.location for bucket in manifest.buckets]
+    absent = [name for name in files if not inside(path, name).is_file()]
+    if absent:
+        raise ArtifactError(f"{path} is incomplete: {', '.join(absent)} {'is' if len(absent) == 1 else 'are'} missing")
     try:
-        runner = backend.load(model_file, manifest)
+        if manifest.is_bucketed:
+            return BucketedModel(path, manifest, backend.load_buckets(path, manifest), backend.native_dynamic_batch)
+        runner = backend.load(inside(path, manifest.model_file), manifest)
     except NeuronExportError:
         raise
     except Exception as error:
-        raise ArtifactError(f"cannot load {model_file}: {first_line(error)}") from None
+        raise ArtifactError(f"cannot load {path / files[0]}: {first_line(error)}") from None
     return CompiledModel(path, manifest, runner, backend.native_dynamic_batch)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -18,8 +19,17 @@ from ..options import ExportOptions
 MANIFEST = "manifest.json"
 VALIDATION_REPORT = "validation.json"
 FORMAT_VERSION = 1
+BUCKETS_FORMAT = 2  # written by bucketed artifacts only: a reader of format 1 would run one bucket as the whole model
+READABLE_FORMATS = (FORMAT_VERSION, BUCKETS_FORMAT)
 # Written by every manifest of this tool: --force replaces only folders that carry it.
 TOOL_MARKER = "neuron_export"
+# What a validation report (validation.json) holds for the screens that show it.
+REPORT_FIELDS = {"passed", "atol", "atol_source", "names_match", "compiled_output_names", "reference_output_names",
+                 "outputs", "error_bin_edges"}
+REPORT_OUTPUT_FIELDS = {"name", "reference_shape", "compiled_shape", "shape_match", "max_abs_diff", "mean_abs_diff",
+                        "atol", "error_histogram"}
+# The files and component folders a manifest names: plain names inside the artifact folder.
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 
 
 @dataclass
@@ -30,6 +40,10 @@ class TensorSpec:
     shape: list[int]
     dtype: str
     axes: list[str]
+    pad: Optional[float] = None  # bucketed models: what pads it up to a larger bucket (token ids: the pad token)
+    # [lowest, highest] value it may hold (token ids < vocab_size, ...); None: any. Written at export
+    # from the model's config, checked on every call (an out-of-range id is an index error inside).
+    value_range: Optional[list[int]] = None
 
 
 @dataclass
@@ -38,6 +52,29 @@ class Validation:
     atol: Optional[float] = None
     skipped: Optional[str] = None  # why it was not validated
     components: dict[str, bool] = field(default_factory=dict)  # pipelines: the verdict per component
+
+
+@dataclass
+class BucketRecord:
+    """One compiled shape of a bucketed model: its values of the bucketed axes, verdict and compile time."""
+
+    name: str  # "32", "512x512": the bucket's key
+    shapes: dict[str, int]  # the bucketed axes' values, e.g. {"sequence_length": 32}
+    inputs: list[TensorSpec] = field(default_factory=list)  # its static inputs (a pipeline's root: none)
+    location: str = ""  # where the backend stored it: a model inside model_file, or a file of the folder
+    validation: Validation = field(default_factory=Validation)
+    compile_s: Optional[float] = None  # its trace and compile stages (a pipeline's root: all its components')
+
+
+@dataclass
+class Bucketing:
+    """How calls of a bucketed model meet its buckets."""
+
+    axes: list[str]  # the bucketed shape options, e.g. ["sequence_length"] or ["height", "width"]
+    fit: str  # "pad": the smallest bucket that fits, padded; "exact": the bucket of the call's size
+    outputs: dict[str, list[Optional[str]]] = field(default_factory=dict)  # per output, the bucketed axis of each dim
+    shared_weights: bool = False  # the buckets' model file stores the weights once
+    weights_note: str = ""  # what the backend did with the weights, in words
 
 
 @dataclass
@@ -77,8 +114,14 @@ class Manifest:
     # results
     validation: Validation = field(default_factory=Validation)
     warnings: list[str] = field(default_factory=list)
+    # weights the checkpoint did not provide for this task (random, or another task's head): the
+    # compiled model matches eager PyTorch, but its outputs are meaningless until fine-tuned
+    untrained_weights: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     compile_cache: Optional[dict[str, Any]] = None
+    # several static shapes (bucketing.py): every compiled one, and how calls meet them
+    buckets: list[BucketRecord] = field(default_factory=list)
+    bucketing: Optional[Bucketing] = None
     format_version: int = FORMAT_VERSION
     tool: str = ""
     created: str = ""
@@ -96,9 +139,14 @@ class Manifest:
         """The compiled batch size: of the first input, or the pipeline's prompts per call."""
         return int(self.shapes["batch_size"]) if self.is_pipeline else int(self.inputs[0].shape[0])
 
+    @property
+    def is_bucketed(self) -> bool:
+        return bool(self.buckets)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["options"] = self.options.to_dict()
+        data["format_version"] = BUCKETS_FORMAT if self.buckets else FORMAT_VERSION
         return data
 
     @classmethod
@@ -106,20 +154,27 @@ class Manifest:
         """A manifest from its JSON form; ArtifactError naming what is wrong."""
         if not isinstance(data, dict):
             raise ArtifactError(f"{where} is not a JSON object")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"{where} has manifest format {data.get('format_version')}, this tool reads {FORMAT_VERSION}")
+        if data.get("format_version") not in READABLE_FORMATS:
+            raise ArtifactError(f"{where} has manifest format {data.get('format_version')}, this tool reads "
+                                f"{' and '.join(map(str, READABLE_FORMATS))}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         try:
             values["options"] = ExportOptions.from_dict(_mapping(data.get("options", {}), "options"))
             values["inputs"] = [TensorSpec(**_mapping(spec, "inputs")) for spec in data.get("inputs") or []]
             values["validation"] = Validation(**_mapping(data.get("validation") or {}, "validation"))
+            values["buckets"] = [_bucket(_mapping(bucket, "buckets")) for bucket in data.get("buckets") or []]
+            values["bucketing"] = Bucketing(**_mapping(data["bucketing"], "bucketing")) if data.get("bucketing") else None
             manifest = cls(**values)
         except (TypeError, ValueError, NeuronExportError) as error:
             raise ArtifactError(f"{where} is not a valid manifest: {first_line(error)}") from None
-        missing = [name for name in ("model_file", "inputs", "outputs") if not manifest.is_pipeline and not getattr(manifest, name)]
+        required = ("inputs", "outputs") if manifest.buckets else ("model_file", "inputs", "outputs")
+        missing = [name for name in required if not manifest.is_pipeline and not getattr(manifest, name)]
         if missing:
             raise ArtifactError(f"{where} is not a valid manifest: it lists no {', '.join(missing)}")
+        for name in ([manifest.model_file] if manifest.model_file else []) + list(manifest.components):
+            if not isinstance(name, str) or not PLAIN_NAME.match(name) or name in (".", ".."):
+                raise ArtifactError(f"{where} is not a valid manifest: {name!r} is not a file name inside the artifact")
         return manifest
 
     @classmethod
@@ -138,6 +193,13 @@ class Manifest:
         write_json(folder / MANIFEST, self.to_dict())
 
 
+def _bucket(data: dict[str, Any]) -> BucketRecord:
+    values = dict(data)
+    values["inputs"] = [TensorSpec(**_mapping(spec, "bucket inputs")) for spec in data.get("inputs") or []]
+    values["validation"] = Validation(**_mapping(data.get("validation") or {}, "bucket validation"))
+    return BucketRecord(**values)
+
+
 def _mapping(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be an object, got {type(value).__name__}")
@@ -153,5 +215,16 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def read_validation(path: str | Path) -> Optional[dict[str, Any]]:
+    """An artifact's validation report (None when it has none); ArtifactError when it is damaged."""
     file = Path(path) / VALIDATION_REPORT
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+    if not file.is_file():
+        return None
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ArtifactError(f"{file} is corrupt: {first_line(error)}") from None
+    outputs = report.get("outputs") if isinstance(report, dict) else None
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) and REPORT_OUTPUT_FIELDS <= set(o) for o in outputs) \
+            or not REPORT_FIELDS <= set(report):
+        raise ArtifactError(f"{file} is not a validation report of this tool")
+    return report

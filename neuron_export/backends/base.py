@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
@@ -12,6 +13,16 @@ from ..options import ExportOptions
 
 # A loaded compiled model: positional tensors in, a tuple of tensors out.
 Runner = Callable[..., Sequence[torch.Tensor]]
+
+
+@dataclass
+class SavedBuckets:
+    """Where Backend.save_buckets put the buckets of a model, and what it did with the weights."""
+
+    model_file: Optional[str]  # one file holding every bucket, or None: a file per bucket
+    locations: dict[str, str]  # bucket name -> a model inside model_file, or a file of the folder
+    shared_weights: bool  # the weights are stored once for all buckets
+    weights_note: str  # what was done with the weights, for the log and the manifest
 
 
 class Backend(Protocol):
@@ -67,6 +78,20 @@ class Backend(Protocol):
         """Record in the manifest what only the built model file tells (the CPU flags its code needs, ...)."""
 
     def load(self, model_path: Path, manifest: Manifest) -> Runner: ...
+
+    # Buckets (several static shapes of one model, bucketing.py): the buckets are traced from one
+    # eager module, compiled one by one, then saved together, sharing weights where the format allows.
+
+    def compile_bucket(
+        self, traced: Any, example: tuple[torch.Tensor, ...], options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic",
+    ) -> Any:
+        """Compile one bucket's trace and keep the result (in memory or in temporary files) for save_buckets."""
+
+    def save_buckets(self, compiled: dict[str, Any], folder: Path, options: ExportOptions) -> SavedBuckets:
+        """Write every compiled bucket (name -> compile_bucket's result, smallest first) into `folder`."""
+
+    def load_buckets(self, folder: Path, manifest: Manifest) -> dict[str, Callable[[], Runner]]:
+        """For each bucket of the manifest, a function giving its runner (called when the bucket is first used)."""
 
     def runtime_problem(self, manifest: Manifest) -> Optional[str]:
         """None when an artifact with this manifest can run on this host, else why not."""

@@ -50,6 +50,15 @@ def gemm_threads(options: ExportOptions) -> Optional[int]:
     return (options.threads or cpu.physical_cores()) if uses_gemm_template(options) else None
 
 
+def prepacking_reason(options: ExportOptions) -> Optional[str]:
+    """Why this build needs its weights pre-packed inside the compiled code (cpp.weight_prepack), or None."""
+    if options.quantize != "none":
+        return f"--quantize {options.quantize} (oneDNN's int8 linears)"
+    if uses_gemm_template(options):
+        return "AVX2 code (Inductor's C++ GEMM template)"
+    return None
+
+
 def cpu_configs(options: ExportOptions) -> dict[str, Any]:
     """Inductor settings for a CPU artifact with these options (added to the -O level's)."""
     configs: dict[str, Any] = {"cpp.dynamic_threads": True}

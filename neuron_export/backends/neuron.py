@@ -13,8 +13,10 @@ from typing import Optional
 
 import torch
 
+from ..artifact.folders import guarded_file, inside
 from ..errors import BackendUnavailableError, first_line
 from ..options import ExportOptions
+from .base import SavedBuckets
 
 INSTALL_HINT = (
     "install the real Neuron SDK on an inf2/trn1 instance: "
@@ -137,6 +139,18 @@ class NeuronBackend:
         return module  # torch_neuronx.trace traces and compiles in one step (compile stage)
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
+        compiled = self.compile_bucket(traced, example, options, workdir, model_kind)
+        with guarded_file(model_path) as file:  # a full disk: an OSError, not an abort
+            torch.jit.save(compiled, file)
+
+    def load(self, model_path: Path, manifest):
+        torch_neuronx = import_torch_neuronx()
+        module = torch.jit.load(str(model_path))  # loading places it on a NeuronCore
+        if manifest.dynamic_batch:
+            module = torch_neuronx.dynamic_batch(module)
+        return module
+
+    def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
         torch_neuronx = import_torch_neuronx(options.instance_type)
         compiled = torch_neuronx.trace(
             traced,
@@ -147,14 +161,33 @@ class NeuronBackend:
         )
         if options.dynamic_batch_size:
             compiled = torch_neuronx.dynamic_batch(compiled)
-        torch.jit.save(compiled, str(model_path))
+        return compiled
 
-    def load(self, model_path: Path, manifest):
-        torch_neuronx = import_torch_neuronx()
-        module = torch.jit.load(str(model_path))  # loading places it on a NeuronCore
-        if manifest.dynamic_batch:
-            module = torch_neuronx.dynamic_batch(module)
-        return module
+    def save_buckets(self, compiled: dict, folder: Path, options: ExportOptions) -> SavedBuckets:
+        """One torch_neuronx trace per bucket, each saved on its own (AWS's bucketing app note). The load
+        behaviour is stored in each archive, so it is set here, before torch.jit.save: the largest bucket,
+        which fits every call, loads at start in the background (async_load); the others on the first
+        call that needs them (lazy_load), so unused buckets take no NeuronCore memory."""
+        torch_neuronx = import_torch_neuronx(options.instance_type)
+        largest = list(compiled)[-1]
+        locations = {}
+        for name, module in compiled.items():
+            if name == largest:
+                torch_neuronx.async_load(module)
+            else:
+                torch_neuronx.lazy_load(module)
+            locations[name] = f"model.{name}.neuron"
+            with guarded_file(folder / locations[name]) as file:
+                torch.jit.save(module, file)
+        note = (f"one NEFF per bucket with its weights inlined ({len(compiled)} copies of the weights on disk); the largest "
+                "bucket loads at start in the background (async_load), the others on first use (lazy_load)")
+        return SavedBuckets(None, locations, False, note)
+
+    def load_buckets(self, folder: Path, manifest) -> dict:
+        # torch.jit.load of every bucket now: the largest starts loading onto its NeuronCore in the
+        # background, the lazy ones only when first called (flags stored in their archives).
+        loaded = {bucket.name: self.load(inside(folder, bucket.location), manifest) for bucket in manifest.buckets}
+        return {name: (lambda module=module: module) for name, module in loaded.items()}
 
     def runtime_problem(self, manifest) -> Optional[str]:
         if not torch_neuronx_importable():

@@ -8,7 +8,9 @@ from typing import Optional
 
 import torch
 
+from ..artifact.folders import guarded_file, inside
 from ..options import ExportOptions
+from .base import SavedBuckets
 from .portable import PortableBackend
 
 
@@ -41,17 +43,47 @@ class TorchScriptBackend(PortableBackend):
             warnings.simplefilter("ignore")
             if options.optlevel >= 2:
                 traced = torch.jit.freeze(traced.eval())
-            torch.jit.save(traced, str(model_path))
+            with guarded_file(model_path) as file:  # a full disk: an OSError, not an abort
+                torch.jit.save(traced, file)
 
     def load(self, model_path: Path, manifest):
+        return _runner(_load_module(model_path, manifest.device))
+
+    def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
+        # Not frozen: the traces of one module share its parameters, so the buckets' file stores them
+        # once; freezing would copy them into every bucket's graph.
+        return traced
+
+    def save_buckets(self, compiled: dict, folder: Path, options: ExportOptions) -> SavedBuckets:
+        locations = {name: f"bucket_{name}" for name in compiled}  # attribute names of the container
+        container = torch.nn.Module()
+        for name, traced in compiled.items():
+            container.add_module(locations[name], traced)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = torch.jit.load(str(model_path), map_location=manifest.device)
+            with guarded_file(folder / self.model_file) as file:
+                torch.jit.save(torch.jit.script(container), file)
+        note = f"the {len(compiled)} buckets' traces share one copy of the weights in {self.model_file}"
+        if options.optlevel >= 2:
+            note += " (not frozen: freezing would copy them into every bucket's graph, and frozen TorchScript was no faster on CPU)"
+        return SavedBuckets(self.model_file, locations, True, note)
 
-        def run(*inputs):
-            # Every call of a TorchScript module warns that TorchScript is deprecated.
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                return module(*inputs)
+    def load_buckets(self, folder: Path, manifest) -> dict:
+        container = _load_module(inside(folder, manifest.model_file), manifest.device)
+        return {bucket.name: (lambda location=bucket.location: _runner(getattr(container, location))) for bucket in manifest.buckets}
 
-        return run
+
+def _load_module(model_path: Path, device: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(model_path), map_location=device)
+
+
+def _runner(module):
+    def run(*inputs):
+        # Every call of a TorchScript module warns that TorchScript is deprecated.
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            return module(*inputs)
+
+    return run

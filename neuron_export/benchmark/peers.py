@@ -51,7 +51,7 @@ def default_peers(manifest: Manifest) -> list[str]:
     return [peer for peer in PEERS if quantized or peer in (ONNXRUNTIME, OPENVINO)]
 
 
-def export_onnx(artifact: Path, folder: Path) -> Path:
+def export_onnx(artifact: Path, folder: Path, trust_remote_code: bool = False) -> Path:
     """The artifact's eager source model exported to ONNX with a dynamic batch axis.
 
     torch 2.13's dynamo exporter needs onnxscript; the TorchScript-based one (dynamo=False) needs
@@ -60,7 +60,7 @@ def export_onnx(artifact: Path, folder: Path) -> Path:
     import torch
 
     manifest = Manifest.read(artifact)
-    module = reference_module(manifest)
+    module = reference_module(manifest, trust_remote_code=trust_remote_code)
     names, outputs = manifest.input_names, list(manifest.outputs)
     example = benchmark_inputs(manifest, artifact, 2, seed=1)
     if "attention_mask" in example and example["attention_mask"].shape[-1] > 1:
@@ -126,10 +126,10 @@ def _silenced() -> Iterator[None]:
 PEER_FILES = {ONNXRUNTIME: lambda onnx: onnx, OPENVINO: lambda onnx: onnx, ONNXRUNTIME_INT8: onnxruntime_int8, OPENVINO_INT8: openvino_int8}
 
 
-def _peer_files_process(artifact: Path, folder: Path, peers: list[str]) -> dict[str, tuple[Optional[Path], Optional[str]]]:
+def _peer_files_process(artifact: Path, folder: Path, peers: list[str], trust_remote_code: bool) -> dict[str, tuple[Optional[Path], Optional[str]]]:
     quiet()
     try:
-        onnx = export_onnx(artifact, folder)
+        onnx = export_onnx(artifact, folder, trust_remote_code)
     except NeuronExportError as error:
         return {peer: (None, str(error)) for peer in peers}
     except Exception as error:
@@ -143,12 +143,12 @@ def _peer_files_process(artifact: Path, folder: Path, peers: list[str]) -> dict[
     return files
 
 
-def peer_files_isolated(artifact: Path, folder: Path, peers: list[str]) -> tuple[dict[str, tuple[Optional[Path], Optional[str]]], float]:
+def peer_files_isolated(artifact: Path, folder: Path, peers: list[str], trust_remote_code: bool = False) -> tuple[dict[str, tuple[Optional[Path], Optional[str]]], float]:
     """Each peer's model file (or why there is none), made in a process of its own, and the seconds it took."""
     start = time.perf_counter()
     try:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            files = pool.submit(_peer_files_process, artifact, folder, peers).result()
+            files = pool.submit(_peer_files_process, artifact, folder, peers, trust_remote_code).result()
     except BrokenProcessPool:
         files = {peer: (None, "the ONNX export's process ended unexpectedly (out of memory?)") for peer in peers}
     return files, time.perf_counter() - start

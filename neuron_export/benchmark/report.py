@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import cpu
 from ..artifact import Manifest, write_json
 from .peak import host_peak
 from .sides import COMPILED, EAGER, PEER_KINDS, SIDE_LABELS, SideResult
@@ -91,9 +92,10 @@ def host_summary() -> dict[str, Any]:
     return {
         "machine": platform.machine(),
         "processor": _cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector ISA torch's CPU kernels use
+        "vector_flags": _vector_flags(),
         "cpu_count": os.cpu_count(),
         "isa": peak.isa,  # what compiled code may use here (torch's capability caps it)
-        "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "peak": asdict(peak),
         "torch": torch.__version__,
         "onnxruntime": _version("onnxruntime"),
@@ -108,19 +110,25 @@ def _version(module: str) -> Optional[str]:
     return getattr(__import__(module), "__version__", "?")
 
 
+def host_line(host: dict[str, Any]) -> str:
+    """The host a figure was measured on, in one line: CPU, torch's vector ISA and the CPU's vector flags."""
+    flags = " ".join(host.get("vector_flags") or []) or "unknown"
+    return f"{host.get('processor', 'unknown CPU')}, torch CPU capability {host.get('cpu_capability', 'unknown')}, flags {flags}"
+
+
+def _vector_flags() -> list[str]:
+    """The CPU's vector-ISA flags (lscpu's avx*, amx*, fma): what a speed figure depends on."""
+    return sorted(flag for flag in cpu.cpu_flags() if flag.startswith(("avx", "amx", "fma")))
+
+
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu.proc_cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
-def save_results(artifact: Path, report: dict[str, Any]) -> Path:
-    folder = artifact / RESULTS_DIR
-    folder.mkdir(exist_ok=True)
+def save_results(artifact: Path, report: dict[str, Any], kind: str = "") -> Path:
+    """Store a report in ARTIFACT/benchmarks/ (another kind of report in a sub-folder of that name)."""
+    folder = artifact / RESULTS_DIR / kind
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = folder / f"{stamp}.json"
     write_json(path, report)
@@ -149,9 +157,10 @@ def format_report(report: dict[str, Any]) -> list[str]:
     lines = [
         f"Benchmark of {report['artifact']}",
         f"  {model['source']} ({model['task']}), {model['backend']} -O{model['optlevel']}{cast}{isa}, {shapes}, on {model['device']}",
-        f"  host: {host['processor']}, {host['cpu_count']} cores, ISA {host.get('isa', '?')} (torch: {host.get('torch_cpu_capability', '?')})",
+        f"  host: {host_line(host)}; {host['cpu_count']} cores, ISA {host.get('isa', '?')}",
         f"  {settings['iterations']} timed calls per side after {settings['warmup']} warm-up calls, interleaved in up to "
-        f"{settings['rounds']} rounds; every side in its own process; threads asked: {settings['threads'] or 'all cores'}",
+        f"{settings['rounds']} rounds; every side in its own process; threads: {report['runs'][0]['sides'][COMPILED]['threads']} "
+        f"(asked: {settings['threads'] or 'all cores'})",
     ]
     for run in report["runs"]:
         lines += ["", f"batch size {run['batch_size']}:" + ("" if run["same_inputs"] else " (WARNING: the sides did not get the same inputs)")]

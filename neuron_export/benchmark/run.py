@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 from ..artifact import Manifest
 from ..backends import get_backend
 from ..errors import ArtifactError, NeuronExportError
+from ..inputs import check_input_memory
 from ..progress import Progress
 from .inputs import benchmark_inputs, pipeline_inputs
 from .peers import PEERS, default_peers, peer_files_isolated, peer_missing, peer_side
@@ -36,6 +37,7 @@ class BenchmarkOptions:
     steps: int = 10  # denoising steps per image (Stable Diffusion pipelines)
     rounds: int = 10  # the timed calls are split into this many interleaved rounds
     save: bool = True  # store the results in ARTIFACT/benchmarks/
+    trust_remote_code: bool = False  # run the source model's own code for the eager and ONNX sides (never from the manifest)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "rounds", "steps"):
@@ -74,12 +76,13 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
         inputs_for = functools.partial(pipeline_inputs, manifest, steps=options.steps, seed=options.seed)
     else:
         inputs_for = functools.partial(benchmark_inputs, manifest, artifact, seed=options.seed)
-    sides = [Side(COMPILED, COMPILED, str(artifact), precision=artifact_precision(manifest)), Side(EAGER, EAGER, str(artifact))]
+    sides = [Side(COMPILED, COMPILED, str(artifact), precision=artifact_precision(manifest)),
+             Side(EAGER, EAGER, str(artifact), trust_remote_code=options.trust_remote_code)]
     onnx_export_s = None
     with side_processes(sides, options.threads) as processes, tempfile.TemporaryDirectory(prefix="neuron-export-onnx-") as folder:
         if wanted:  # export while the other sides load
             with progress.stage("onnx", f"Exporting the eager model to ONNX for the peers ({', '.join(wanted)})"):
-                files, onnx_export_s = peer_files_isolated(artifact, Path(folder), wanted)
+                files, onnx_export_s = peer_files_isolated(artifact, Path(folder), wanted, options.trust_remote_code)
             for name, (path, error) in files.items():
                 if error:
                     peers[name] = SideResult(name, peer_side(name, Path()).kind, status="failed", detail=error)
@@ -147,6 +150,8 @@ def resolve_batch_sizes(manifest: Manifest, options: BenchmarkOptions) -> list[i
                 f"--batch_size {other[0]}: this artifact was compiled for batch size {compiled} only "
                 "(export with --dynamic-batch-size to benchmark other batch sizes)"
             )
+    for size in sizes:
+        check_input_memory({spec.name: (size, *spec.shape[1:]) for spec in manifest.inputs}, {"batch_size": size})
     return sizes
 
 
@@ -168,25 +173,30 @@ def time_sides(
     batch_sizes: list[int],
     options: BenchmarkOptions,
     progress,
+    case: str = "batch size",
+    rows: Optional[int] = None,
 ) -> dict[int, dict[str, SideResult]]:
-    """Time every side at every batch size on the same inputs, interleaved; results by batch, then side."""
+    """Time every side at every batch size on the same inputs, interleaved; results by batch, then side.
+    case: what the sizes are ("batch size", or "sequence length" with `rows` inputs per call)."""
     names = ", ".join(process.side.name for process in processes)
     with progress.stage("loading", f"Loading {len(processes)} sides ({names}), each in its own process"):
         for process in processes:
             process.wait_ready()
     results = {}
-    for batch_size in batch_sizes:
-        with progress.stage("timing", f"Timing batch size {batch_size}", key=f"timing.batch{batch_size}"):
-            results[batch_size] = _time_batch(processes, inputs_for(batch_size), batch_size, options, progress)
+    for size in batch_sizes:
+        label = f"{case} {size}"
+        with progress.stage("timing", f"Timing {label}", key=f"timing.{label.replace(' ', '_')}"):
+            results[size] = _time_batch(processes, inputs_for(size), rows or size, label, options, progress)
     return results
 
 
-def run_sides(sides: list[Side], inputs_for, batch_sizes: list[int], options: BenchmarkOptions, progress) -> dict[int, dict[str, SideResult]]:
+def run_sides(sides: list[Side], inputs_for, batch_sizes: list[int], options: BenchmarkOptions, progress,
+              **timing: Any) -> dict[int, dict[str, SideResult]]:
     with side_processes(sides, options.threads) as processes:
-        return time_sides(processes, inputs_for, batch_sizes, options, progress)
+        return time_sides(processes, inputs_for, batch_sizes, options, progress, **timing)
 
 
-def _time_batch(processes: list[SideProcess], arrays, batch_size: int, options: BenchmarkOptions, progress) -> dict[str, SideResult]:
+def _time_batch(processes: list[SideProcess], arrays, batch_size: int, label: str, options: BenchmarkOptions, progress) -> dict[str, SideResult]:
     for process in processes:
         loaded = process.result
         process.result = SideResult(process.side.name, process.side.kind, status=loaded.status, detail=loaded.detail,
@@ -218,7 +228,7 @@ def _time_batch(processes: list[SideProcess], arrays, batch_size: int, options: 
             time.sleep(HANDOFF_PAUSE_S)
         progress.emit({"type": "stage", "stage": "timing", "index": progress.done + 1, "total": progress.total,
                        "fraction": (progress.done + (round_index + 1) / len(per_round)) / progress.total,
-                       "message": f"Timing batch size {batch_size}: round {round_index + 1}/{len(per_round)}"})
+                       "message": f"Timing {label}: round {round_index + 1}/{len(per_round)}"})
     results = {}
     for process in processes:
         result = process.result

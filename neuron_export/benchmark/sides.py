@@ -25,8 +25,11 @@ from .stats import LatencyStats
 
 COMPILED, EAGER, ONNXRUNTIME, OPENVINO = "compiled", "eager", "onnxruntime", "openvino"
 ONNXRUNTIME_INT8, OPENVINO_INT8 = "onnxruntime-int8", "openvino-int8"
+LARGEST_BUCKET = "largest-bucket"  # a bucketed artifact as if it had its largest bucket only
+MODEL_CLASS = "model-class"  # an artifact through its NeuronModelFor* class, which pads smaller inputs to the compiled shape
 SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", OPENVINO: "OpenVINO f32",
-               ONNXRUNTIME_INT8: "ONNX Runtime int8", OPENVINO_INT8: "OpenVINO int8"}
+               ONNXRUNTIME_INT8: "ONNX Runtime int8", OPENVINO_INT8: "OpenVINO int8", LARGEST_BUCKET: "largest bucket only",
+               MODEL_CLASS: "model class"}
 PEER_KINDS = (ONNXRUNTIME, OPENVINO)
 
 
@@ -35,9 +38,10 @@ class Side:
     """One contender: a compiled artifact, the eager model of an artifact's source, or an ONNX file."""
 
     name: str  # key in the results, e.g. "compiled" or "inductor -O3"
-    kind: str  # COMPILED | EAGER | ONNXRUNTIME | OPENVINO
+    kind: str  # COMPILED | EAGER | ONNXRUNTIME | OPENVINO | LARGEST_BUCKET | MODEL_CLASS
     path: str  # artifact folder (compiled, eager), .onnx file, or OpenVINO .xml
     precision: str = "fp32"  # what its matmuls compute in: fp32 | bf16 | fp16 | int8 (for the % of peak)
+    trust_remote_code: bool = False  # eager side: run the source model's own code (the caller's consent, never the manifest's)
 
 
 @dataclass
@@ -82,7 +86,7 @@ def quiet() -> None:
     import logging
 
     warnings.simplefilter("ignore")
-    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers"):
+    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers", "torchao"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -260,6 +264,12 @@ def _load_side_model(side: Side, manifest: Manifest):
     """The compiled model or pipeline of the artifact, or the eager one of its source (fp32)."""
     from .. import reference
 
+    if side.kind == LARGEST_BUCKET:
+        return load_artifact(side.path).largest_only()
+    if side.kind == MODEL_CLASS:
+        from ..modeling import model_class_for_artifact
+
+        return model_class_for_artifact(side.path).from_pretrained(side.path)
     if side.kind == COMPILED:
         if manifest.is_pipeline:
             from .. import diffusion
@@ -269,8 +279,8 @@ def _load_side_model(side: Side, manifest: Manifest):
         return load_artifact(side.path)
     try:
         if manifest.is_pipeline:
-            return reference.reference_pipeline(manifest)
-        return reference.reference_model(manifest)
+            return reference.reference_pipeline(manifest, trust_remote_code=side.trust_remote_code)
+        return reference.reference_model(manifest, trust_remote_code=side.trust_remote_code)
     except NeuronExportError as error:
         raise NeuronExportError(f"the eager model {manifest.source!r} is not available: {error}") from None
 

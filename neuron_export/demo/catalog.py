@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..artifact.folders import publish, remove_tree, staging
+from ..artifact.folders import clean_stale, publish, remove_tree, staging
 from ..errors import NeuronExportError
 from ..registry import DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, DemoSpec
 from .tiny import build_tiny_model, build_tiny_stable_diffusion
@@ -121,6 +121,7 @@ def resolve_demo(name: str, root=None) -> Path:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise NeuronExportError(f"cannot create the demo folder {base}: {exc.strerror or exc}") from exc
+    clean_stale(base)  # what killed builds left
     with staging(final) as folder:
         demo.build(folder)
         marker = {"name": demo.name, "task": demo.task, "version": DEMO_BUILD_VERSION, "built_at": time.time()}

@@ -133,11 +133,12 @@ class CompiledVae(CompiledComponent):
 
         if self.encoder_model is None:
             raise NeuronExportError("this pipeline was loaded without the VAE encoder; use an img2img pipeline class")
-        compiled_size = tuple(self.encoder_model.inputs["sample"].shape[-2:])
-        if tuple(sample.shape[-2:]) != compiled_size:
+        sizes = [(b["height"], b["width"]) for b in self.encoder_model.buckets] or [tuple(self.encoder_model.inputs["sample"].shape[-2:])]
+        if tuple(sample.shape[-2:]) not in sizes:
             height, width = sample.shape[-2:]
+            compiled = ", ".join(f"{w}x{h}" for h, w in sizes)
             raise NeuronExportError(
-                f"the image is {width}x{height} pixels and this pipeline was compiled for {compiled_size[1]}x{compiled_size[0]}: "
+                f"the image is {width}x{height} pixels and this pipeline was compiled for {compiled}: "
                 f"resize the image, or re-export with --height {height} --width {width}"
             )
         parameters = run_at_compiled_batch(self.encoder_model, {"sample": sample})["latent_parameters"]

@@ -8,7 +8,6 @@ compiled text encoder(s), UNet and VAE in place of the eager modules.
 from __future__ import annotations
 
 import inspect
-import json
 import shutil
 import tempfile
 import weakref
@@ -19,7 +18,8 @@ import diffusers
 import torch
 from diffusers.configuration_utils import FrozenDict
 
-from ..artifact import Manifest, inside, load_artifact, write_json
+from ..artifact import Manifest, inside, load_artifact, publish, staging, write_json
+from ..model_files import read_json
 from ..errors import ArtifactError, NeuronExportError, ValidationFailedError
 from ..options import SHAPE_FIELDS, ExportOptions
 from ..registry import DIFFUSION_TASKS, PIPELINE_CLASSES, pipeline_task_of
@@ -71,7 +71,7 @@ class NeuronPipelineMixin:
         if task != cls.task:
             classes = " / ".join(p.class_name for p in DIFFUSION_TASKS[task].pipelines) if task in DIFFUSION_TASKS else "another pipeline class"
             raise ArtifactError(f"{folder} is a compiled {task} pipeline; load it with {classes}")
-        model_index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        model_index = read_json(folder / "model_index.json")
         components = load_components(folder, manifest, cls.uses_vae_encoder)
         parameters = inspect.signature(cls.__init__).parameters
         arguments: dict[str, Any] = {}
@@ -95,16 +95,30 @@ class NeuronPipelineMixin:
         target = Path(save_directory).expanduser()
         if target.exists():
             raise NeuronExportError(f"{target} already exists; choose a new folder")
-        shutil.copytree(self.artifact, target)
-        shutil.rmtree(target / "scheduler", ignore_errors=True)
-        self.scheduler.save_pretrained(target / "scheduler")
-        model_index = json.loads((target / "model_index.json").read_text(encoding="utf-8"))
-        model_index["scheduler"] = ["diffusers", type(self.scheduler).__name__]
-        write_json(target / "model_index.json", model_index)
+        with staging(target) as folder:  # a failed copy never leaves a half-written pipeline folder
+            shutil.copytree(self.artifact, folder)
+            shutil.rmtree(folder / "scheduler", ignore_errors=True)
+            self.scheduler.save_pretrained(folder / "scheduler")
+            model_index = read_json(folder / "model_index.json")
+            model_index["scheduler"] = ["diffusers", type(self.scheduler).__name__]
+            write_json(folder / "model_index.json", model_index)
+            if not publish(folder, target, replace=False):
+                raise NeuronExportError(f"{target} already exists; choose a new folder")
 
     @property
     def compiled_shapes(self) -> dict[str, int]:
         return self.manifest.shapes
+
+    @property
+    def buckets(self) -> list[dict[str, int]]:
+        """The compiled resolutions of a bucketed pipeline, smallest first ([] for one resolution)."""
+        return [dict(bucket.shapes) for bucket in self.manifest.buckets]
+
+    @property
+    def resolutions(self) -> list[tuple[int, int]]:
+        """Every (height, width) this pipeline was compiled for."""
+        sizes = self.buckets or [self.compiled_shapes]
+        return [(size["height"], size["width"]) for size in sizes]
 
     def __call__(self, prompt=None, *, seed: Optional[int] = None, **kwargs):
         """diffusers' __call__ (prompt, negative_prompt, num_inference_steps, guidance_scale, generator,
@@ -125,13 +139,13 @@ class NeuronPipelineMixin:
 
     def _check_shapes(self, prompt, kwargs: dict[str, Any]) -> None:
         shapes = self.compiled_shapes
-        for name in ("height", "width"):
-            value = kwargs.get(name)
-            if value is not None and value != shapes[name]:
-                raise NeuronExportError(
-                    f"{name} {value}: this pipeline was compiled for {shapes['width']}x{shapes['height']} images; "
-                    f"re-export with --{name} {value} for other sizes"
-                )
+        size = (kwargs.get("height") or shapes["height"], kwargs.get("width") or shapes["width"])
+        if size not in self.resolutions:
+            compiled = ", ".join(f"{w}x{h}" for h, w in self.resolutions)
+            raise NeuronExportError(
+                f"{size[1]}x{size[0]} (width x height): this pipeline was compiled for {compiled} images; "
+                f"re-export with --height {size[0]} --width {size[1]} (several sizes: --height 512,768 --width 512,768)"
+            )
         if self.manifest.dynamic_batch:
             return
         if isinstance(prompt, str):
@@ -173,7 +187,7 @@ def load_components(folder: Path, manifest: Manifest, with_vae_encoder: bool) ->
 
 
 def _config_of(component_folder: Path) -> FrozenDict:
-    return FrozenDict(json.loads((component_folder / "config.json").read_text(encoding="utf-8")))
+    return FrozenDict(read_json(component_folder / "config.json"))
 
 
 def load_pipeline_part(folder: Path, name: str, entry: list) -> Any:

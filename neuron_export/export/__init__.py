@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..artifact import Manifest, check_output_dir, publish, staging
+from ..artifact.folders import clean_stale, write_error
+from ..errors import NeuronExportError, first_line, out_of_memory
 from ..options import ExportOptions
 from ..progress import EventSink, Progress
 from ..sources import resolve_model_source
@@ -46,6 +48,23 @@ def export(model: str | Path, output: str | Path, options: Optional[ExportOption
     output = Path(output).expanduser().resolve()
     check_output_dir(output, options.force)  # refuse before loading anything
     plan = make_plan(model, options)
+    check_output_dir(output, options.force, plan.cache_folders)  # never into (or around) the model itself
+    clean_stale(output.parent)  # what killed exports left next to it
+    try:
+        return _export(plan, output, on_event)
+    except OSError as error:  # a full or read-only disk: one line; the staging folder is gone already
+        problem = write_error(error, output)
+        if problem is None:
+            raise
+        raise problem from None
+    except (MemoryError, RuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        shapes = ", ".join(f"{name} {value}" for name, value in plan.public_shapes.items())
+        raise NeuronExportError(f"out of memory with {shapes}: use smaller shapes ({first_line(error, 120)})") from None
+
+
+def _export(plan: ExportPlan, output: Path, on_event: Optional[EventSink]) -> ExportResult:
     cache, key = _cache_for(plan)
     if cache is not None:
         hit = _export_from_cache(cache, key, plan, output, on_event)
@@ -58,10 +77,12 @@ def export(model: str | Path, output: str | Path, options: Optional[ExportOption
         for source, destination in plan.files:
             copy_model_files(source, folder / destination)
         manifest = artifact_manifest(plan, manifests, reports, progress.timings)
+        if cache is not None:
+            manifest.compile_cache = {"hit": False, "key": key}  # what a later hit re-checks
         manifest.write(folder)
         if cache is not None and manifest.validation.passed is not False:
             cache.store(key, folder)  # from what was built here, never from OUTPUT after publishing
-        check_output_dir(output, options.force)
+        check_output_dir(output, plan.options.force, plan.cache_folders)
         publish(folder, output, replace=True)
     log.info("The compiled %s was saved at: %s", "pipeline" if plan.pipeline_class else "model", output)
     return ExportResult(output, manifest, reports, progress.timings, plan.warnings)
@@ -85,14 +106,16 @@ def _cache_for(plan: ExportPlan) -> tuple[Optional[CompileCache], Optional[str]]
         log.info("--compiler_workdir: compiling without the compile cache, so the compiler's files are written")
         return None, None
     cache = CompileCache()
-    return cache, cache.key(plan.cache_folders, plan.source.library, plan.task, plan.shapes, plan.backend, options)
+    shapes = {**plan.shapes, "buckets": plan.buckets} if plan.buckets else plan.shapes  # several static shapes
+    return cache, cache.key(plan.cache_folders, plan.source.library, plan.task, shapes, plan.backend, options)
 
 
 def _export_from_cache(cache: CompileCache, key: str, plan: ExportPlan, output: Path, on_event) -> Optional[ExportResult]:
     """OUTPUT from the compile cache entry `key` (same staging/publish rules as a compile), or None on a miss."""
     start = time.perf_counter()
+    expected = {"task": plan.task, "backend": plan.backend.name, "shapes": plan.public_shapes}
     with staging(output) as folder:
-        manifest = cache.restore(key, folder)
+        manifest = cache.restore(key, folder, expected)
         if manifest is None:
             return None
         progress = Progress(on_event, 1)
@@ -102,7 +125,7 @@ def _export_from_cache(cache: CompileCache, key: str, plan: ExportPlan, output: 
             manifest.source, manifest.warnings, manifest.options = plan.source.origin, plan.warnings, plan.options
             manifest.compile_cache = {"hit": True, "key": key}
             manifest.write(folder)
-            check_output_dir(output, plan.options.force)
+            check_output_dir(output, plan.options.force, plan.cache_folders)
             publish(folder, output, replace=True)
     validation = manifest.validation
     log.info("Validated against eager PyTorch when compiled: %s",

@@ -8,16 +8,21 @@ import dataclasses
 import datetime
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
 from ..version import __version__
+from ..artifact.folders import WRITE_ERRNOS
 from ..artifact import VALIDATION_REPORT, Manifest, TensorSpec, Validation, load_artifact, write_json
 from ..errors import NeuronExportError, first_line
+from ..model_files import contained_files
 from ..progress import Progress
+from ..sources import untrained_warning
 from ..validation import ValidationReport, compare
+from .buckets import build_bucketed_component, pipeline_buckets
 from .plan import Component, ExportPlan
 
 log = logging.getLogger("neuron_export")
@@ -34,7 +39,10 @@ def build_components(plan: ExportPlan, staging: Path, progress: Progress) -> tup
         folder.mkdir(exist_ok=True)  # "" for a single model: the staging folder itself
         with progress.stage("loading", f"Loading {_loading_what(plan, component_plan.name)}", key=f"{component_plan.name}.loading"):
             component = component_plan.load()
-        manifests[component.name], report = build_component(component, plan, folder, progress)
+        if component.bucketing is not None:
+            manifests[component.name], report = build_bucketed_component(component, plan, folder, progress, prepare_module(component, plan))
+        else:
+            manifests[component.name], report = build_component(component, plan, folder, progress)
         if component_plan.config_file is not None:
             shutil.copy2(component_plan.config_file, folder / "config.json")
         reports += [report] if report else []
@@ -46,13 +54,9 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
     """Trace, compile, save and (unless the plan skips it) validate one component into `folder`."""
     backend, options, label = plan.backend, plan.options, component.name
     example = tuple(component.example[n] for n in component.input_names)
-    compiled_module = component.module
-    if options.auto_cast != "none" or options.device != "cpu":
-        # prepare() casts / moves in place; the validation reference must stay fp32 on CPU.
-        compiled_module = copy.deepcopy(component.module)
-    compiled_module = backend.prepare(compiled_module, options)
+    compiled_module = prepare_module(component, plan)
     device_example = tuple(t.to(options.device) for t in example)
-    try:
+    with compile_errors(backend, label):
         with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{label}.tracing"):
             traced = backend.trace(compiled_module, device_example, options)
         with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})", key=f"{label}.compiling"):
@@ -61,10 +65,6 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
                 workdir = workdir / label
                 workdir.mkdir(parents=True, exist_ok=True)
             backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind)
-    except NeuronExportError:
-        raise
-    except Exception as error:
-        raise NeuronExportError(f"{backend.name} could not compile {label}: {first_line(error)}") from None
 
     with progress.stage("saving", f"Saving {label}", key=f"{label}.saving"):
         manifest = component_manifest(component, plan)
@@ -85,6 +85,28 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
     return manifest, report
 
 
+def prepare_module(component: Component, plan: ExportPlan) -> torch.nn.Module:
+    """The component's module as the backend compiles it (cast, on its device)."""
+    module = component.module
+    if plan.options.auto_cast != "none" or plan.options.device != "cpu":
+        # prepare() casts / moves in place; the validation reference must stay fp32 on CPU.
+        module = copy.deepcopy(component.module)
+    return plan.backend.prepare(module, plan.options)
+
+
+@contextmanager
+def compile_errors(backend, label: str) -> Iterator[None]:
+    """A compiler's failure as one line naming the backend and what it compiled."""
+    try:
+        yield
+    except NeuronExportError:
+        raise
+    except Exception as error:
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            raise  # a full or read-only disk, not a compiler problem: export() says so
+        raise NeuronExportError(f"{backend.name} could not compile {label}: {first_line(error)}") from None
+
+
 def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
     backend, options = plan.backend, plan.options
     return Manifest(
@@ -95,7 +117,8 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         model_type=plan.task if plan.pipeline_class else plan.source.model_type,
         task=plan.task,
         shapes=plan.shapes if not plan.pipeline_class else plan.public_shapes,
-        warnings=plan.warnings,
+        warnings=plan.warnings + ([untrained_warning(plan.source.origin, component.name, component.untrained_weights)]
+                                  if component.untrained_weights else []),
         component=component.name,
         backend=backend.name,
         backend_reason=plan.backend_reason,
@@ -108,7 +131,8 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         compiler=backend.compiler_version(),
         model_file=backend.model_file,
         inputs=[
-            TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]))
+            TensorSpec(n, list(component.example[n].shape), str(component.example[n].dtype).removeprefix("torch."), list(component.axes[n]),
+                       value_range=component.value_ranges.get(n))
             for n in component.input_names
         ],
         outputs=component.output_names,
@@ -118,6 +142,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         optlevel=options.optlevel,
         options=options,
         validation=Validation(skipped=plan.skip_reason or "--disable-validation"),
+        untrained_weights=component.untrained_weights,
     )
 
 
@@ -132,19 +157,23 @@ def artifact_manifest(plan: ExportPlan, manifests: dict[str, Manifest], reports:
         validation = Validation(passed=all(r.passed for r in reports), components={r.component: r.passed for r in reports})
     else:
         validation = Validation(skipped=plan.skip_reason)
+    buckets, bucketing = pipeline_buckets(plan, manifests)
     pipeline_fields = dict(component=None, model_file=None, inputs=[], outputs=[], cpu_capability=None,
-                           pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings)
+                           pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings,
+                           buckets=buckets, bucketing=bucketing,
+                           untrained_weights=[f"{name}/{w}" for name, m in manifests.items() for w in m.untrained_weights])
     return dataclasses.replace(first, **pipeline_fields)
 
 
 def copy_model_files(source: Path, destination: Path) -> None:
-    """Config, tokenizer, preprocessor and sentence-transformers files: everything but weights."""
+    """Config, tokenizer, preprocessor and sentence-transformers files: everything but weights (and
+    never a file that a symlink places outside the model folder: model_files.contained_files)."""
     if source.is_file():
         shutil.copy2(source, destination)
         return
-    for path in source.rglob("*"):
+    for path in contained_files(source):
         relative = path.relative_to(source)
-        if path.is_dir() or path.suffix in SKIPPED_SUFFIXES or any(p.startswith(".") for p in relative.parts):
+        if path.suffix in SKIPPED_SUFFIXES or any(p.startswith(".") for p in relative.parts):
             continue
         target = destination / relative
         if target.exists():

@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +25,8 @@ import torch
 
 from ..version import __version__
 from ..artifact import MANIFEST, Manifest, publish, remove_tree, staging, write_json
+from ..artifact.folders import clean_stale
+from ..model_files import contained_files
 from ..errors import NeuronExportError, first_line
 from ..options import SHAPE_FIELDS, ExportOptions
 
@@ -34,10 +34,9 @@ log = logging.getLogger("neuron_export")
 
 CACHE_ENV = "NEURON_EXPORT_CACHE"
 # Bump when the key or the entry layout changes: older entries are then simply never hit.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: entries' manifests name their key
 ENTRY_RECORD = "entry.json"
 ENTRY_ARTIFACT = "artifact"
-FILE_DIGESTS = "file-digests.json"  # sha256 of model files by (path, size, mtime): no rehash of big weights
 ENTRY_NAME = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
 
@@ -52,12 +51,23 @@ NOT_IN_KEY = frozenset(
         "backend",  # replaced by the resolved backend ("auto" -> inductor, ...)
         "task",  # replaced by the resolved task
         *SHAPE_FIELDS,  # replaced by the resolved shapes (defaults filled in, ignored ones dropped)
+        "length_histogram",  # the buckets it chose are in the resolved shapes
     }
 )
 
 
 class CorruptEntry(Exception):
-    """A cache entry whose files do not match the checksums recorded when it was stored."""
+    """A cache entry whose files do not match the checksums recorded when it was stored, or whose
+    artifact is not the one its key asks for."""
+
+
+def _check_entry_manifest(manifest: Manifest, key: str, expected: dict[str, Any]) -> None:
+    stored_for = (manifest.compile_cache or {}).get("key")
+    if stored_for != key:
+        raise CorruptEntry(f"its artifact was stored for another key ({str(stored_for)[:12]})")
+    wrong = [name for name, value in expected.items() if getattr(manifest, name) != value]
+    if wrong:
+        raise CorruptEntry(f"its artifact has another {', '.join(wrong)} than this export asks for")
 
 
 def cache_root() -> Path:
@@ -127,55 +137,39 @@ class CompileCache:
         }
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
-    def files_digest(self, folder: Path) -> str:
+    @staticmethod
+    def files_digest(folder: Path) -> str:
         """One digest of every (non-hidden) file of a model folder: config, weights, tokenizer, pooling.
-        Each file's own sha256 is remembered by (path, size, mtime), so big weights are hashed once."""
-        memo_file = self.root / FILE_DIGESTS
-        try:
-            memo = json.loads(memo_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            memo = {}
-        changed = False
+        Every byte is hashed each time: a size and mtime would miss weights edited in place."""
         total = hashlib.sha256()
-        for relative in _artifact_files(folder):
-            path = (folder / relative).resolve()  # hub snapshots are symlinks into blobs/
-            stat = path.stat()
-            memo_key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-            if memo_key not in memo:
-                memo[memo_key] = hash_file(path)
-                changed = True
-            total.update(f"{relative.as_posix()}\0{memo[memo_key]}\n".encode())
-        if changed:
-            # Forget files that are gone (rebuilt demos, deleted downloads) so the memo stays small.
-            memo = {k: v for k, v in memo.items() if Path(k.rsplit("|", 2)[0]).exists()}
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                temporary = self.root / f".tmp-{FILE_DIGESTS}-{uuid.uuid4().hex[:8]}"
-                temporary.write_text(json.dumps(memo), encoding="utf-8")
-                os.replace(temporary, memo_file)
-            except OSError as error:
-                log.debug("could not save the file digests: %s", error)
+        files = sorted(p.relative_to(folder) for p in contained_files(folder))  # no link out of the model folder
+        for relative in files:
+            if not any(part.startswith(".") for part in relative.parts):  # demo markers, .git, ...
+                total.update(f"{relative.as_posix()}\0{hash_file(folder / relative)}\n".encode())
         return total.hexdigest()
 
     # ---- lookup and store -----------------------------------------------------------------
 
-    def restore(self, key: str, destination: Path) -> Optional[Manifest]:
-        """Copy the entry's artifact into the empty folder `destination`, verifying every file.
-        Returns its manifest, or None on a miss; a corrupt entry is deleted (and is a miss)."""
+    def restore(self, key: str, destination: Path, expected: dict[str, Any]) -> Optional[Manifest]:
+        """Copy the entry's artifact into the empty folder `destination`, verifying every file, and
+        check that its manifest was stored for `key` and has the `expected` fields (task, shapes, ...).
+        Returns its manifest, or None on a miss; a corrupt or mismatched entry is deleted (and is a miss)."""
         entry = self.root / key
         if not entry.is_dir():
             return None
         try:
             record = self._read_record(entry)
-            for relative, expected in record["checksums"].items():
+            for relative, checksum in record["checksums"].items():
                 target = destination / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = entry / ENTRY_ARTIFACT / relative
                 if not source.is_file():
                     raise CorruptEntry(f"{relative} is missing")
-                if _copy_hashing(source, target) != expected:
+                if _copy_hashing(source, target) != checksum:
                     raise CorruptEntry(f"{relative} does not match its checksum")
-            return Manifest.read(destination)
+            manifest = Manifest.read(destination)
+            _check_entry_manifest(manifest, key, expected)
+            return manifest
         except OSError as error:  # unreadable cache folder, entry deleted meanwhile: just compile
             log.warning("Warning: could not read compile cache entry %s (%s); compiling", key[:12], first_line(error))
             return None
@@ -189,6 +183,7 @@ class CompileCache:
         entry = self.root / key
         if entry.is_dir():
             return
+        clean_stale(self.root)  # stores and removals that were killed
         try:
             with staging(entry) as temporary:
                 self._fill_entry(temporary, key, artifact)
@@ -249,17 +244,13 @@ class CompileCache:
         return sorted(found, key=lambda e: e.record.get("stored", ""), reverse=True)
 
     def clear(self) -> tuple[int, int]:
-        """Delete every entry (and leftovers of interrupted stores); returns (entries, bytes).
-        Only what this cache wrote is deleted, whatever else the folder holds."""
+        """Delete every entry (and leftovers of killed stores); returns (entries, bytes).
+        Only what this cache wrote is deleted, whatever else the folder holds; a store in progress
+        in another process is left alone."""
         if not self.root.is_dir():
             return 0, 0
         entries = self.entries()
         for entry in entries:
             remove_tree(entry.path)
-        for path in self.root.iterdir():
-            if path.name.startswith(".") and path.name != f".{FILE_DIGESTS}" and path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)  # leftovers of interrupted stores and removals
-            elif path.name.startswith(".tmp-"):
-                path.unlink(missing_ok=True)
-        (self.root / FILE_DIGESTS).unlink(missing_ok=True)
+        clean_stale(self.root)
         return len(entries), sum(e.size for e in entries)

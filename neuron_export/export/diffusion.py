@@ -8,7 +8,6 @@ and its root manifest lists the components.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -20,11 +19,13 @@ import torch
 from ..backends import choose_backend
 from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
-from ..inputs import input_shapes, make_inputs, validation_input_sets
+from ..inputs import check_input_memory, input_shapes, make_inputs, validation_input_sets, value_ranges
+from ..model_files import check_links, read_json
 from ..options import ExportOptions
-from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, DiffusionComponent
-from ..sources import ModelSource
+from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, EXACT, DiffusionComponent
+from ..sources import ModelSource, load_weights
 from ..traceable import TraceableModel, discover_output_names
+from .buckets import bucket_plan, component_bucket_axes, plan_shapes
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
 
 log = logging.getLogger("neuron_export")
@@ -43,17 +44,20 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     backend, reason = choose_backend(options)
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = option_warnings(options, task, backend, has_unet=True)
-    shapes, shape_warnings = resolve_shapes(source, specs, options)
-    warnings += shape_warnings
+    planned = plan_shapes(DIFFUSION_TASKS[task].bucketable, options, ["height", "width"], task,
+                          lambda o: resolve_shapes(source, specs, o))
+    shapes = planned.largest  # the largest resolution: what the pipeline makes when asked for no size
+    warnings += planned.warnings
     if source.config.get("safety_checker", [None])[0] is not None:
         warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
     for warning in warnings:
         log.warning("Warning: %s", warning)
-    options, skip_reason = settle_options(options, backend)
+    options, skip_reason = settle_options(planned.settle(options), backend)
     timesteps = train_timesteps(source)
     components = [
-        ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, shapes, timesteps, options, skip_reason is None),
-                      component_folder(source, spec, options) / "config.json")
+        ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, planned.per_bucket, timesteps, options, skip_reason is None),
+                      component_folder(source, spec, options) / "config.json",
+                      bucketed=bool(component_bucket_axes({i.name: i.axes for i in spec.inputs}, planned.per_bucket)))
         for spec in specs
     ]
     files = [(source.path / name, name) for name in PIPELINE_FILES if (source.path / name).is_dir()]
@@ -72,6 +76,8 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
         files=files + [(source.path / "model_index.json", "model_index.json")],
         cache_folders=[source.path] + ([unet] if unet != source.path / "unet" else []),
         pipeline_class=source.config.get("_class_name"),
+        buckets=planned.buckets,
+        bucket_fit=planned.fit,
     )
 
 
@@ -93,8 +99,8 @@ def pipeline_components(source: ModelSource, task: str) -> list[DiffusionCompone
     refuse a folder that lists a component without its folder, or lacks a required one."""
     present = []
     for spec in DIFFUSION_TASKS[task].components:
-        entry = source.config.get(spec.source)
-        if not isinstance(entry, list) or entry[0] is None:
+        entry = model_index_entry(source, spec.source)
+        if entry is None:
             if not spec.optional:
                 raise NeuronExportError(f"{source.origin}: model_index.json has no {spec.source}; {task} needs it")
             continue
@@ -102,10 +108,37 @@ def pipeline_components(source: ModelSource, task: str) -> list[DiffusionCompone
             raise NeuronExportError(f"{source.origin} is missing its {spec.source}/ folder (listed in model_index.json)")
         present.append(spec)
     for folder in ("scheduler", "tokenizer", "tokenizer_2"):
-        entry = source.config.get(folder)
-        if isinstance(entry, list) and entry[0] is not None and not (source.path / folder).is_dir():
+        if model_index_entry(source, folder) is not None and not (source.path / folder).is_dir():
             raise NeuronExportError(f"{source.origin} is missing its {folder}/ folder (listed in model_index.json)")
+    check_tokenizers(source)
     return present
+
+
+def check_tokenizers(source: ModelSource) -> None:
+    """Load the pipeline's tokenizers: a corrupt one is refused here, not copied into the artifact."""
+    import transformers
+
+    for folder in ("tokenizer", "tokenizer_2"):
+        entry = model_index_entry(source, folder)
+        if entry is None or entry[0] != "transformers":
+            continue
+        tokenizer_class = getattr(transformers, entry[1], None)
+        try:
+            if tokenizer_class is None:
+                raise ValueError(f"transformers has no {entry[1]}")
+            tokenizer_class.from_pretrained(source.path / folder, local_files_only=True)
+        except Exception as error:  # tokenizers / json raise many types for broken files
+            raise NeuronExportError(f"the {folder} of {source.origin} cannot be loaded: {first_line(error)}") from None
+
+
+def model_index_entry(source: ModelSource, name: str) -> Optional[tuple[str, str]]:
+    """(library, class name) of a model_index.json entry; None when it is absent or null."""
+    entry = source.config.get(name)
+    if entry is None or (isinstance(entry, list) and entry and entry[0] is None):
+        return None
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)):
+        raise NeuronExportError(f"{source.origin}: model_index.json's {name} must be [library, class name], got {entry!r}")
+    return entry[0], entry[1]
 
 
 def unet_folder(source: ModelSource, options: ExportOptions) -> Path:
@@ -117,6 +150,7 @@ def unet_folder(source: ModelSource, options: ExportOptions) -> Path:
         path = path / "unet"
     if not (path / "config.json").is_file():
         raise NeuronExportError(f"--unet {options.unet}: no UNet there (a folder with config.json and weights)")
+    check_links(path)
     class_name = read_json(path / "config.json").get("_class_name")
     if class_name != "UNet2DConditionModel":
         raise NeuronExportError(f"--unet {options.unet} holds a {class_name}, not a UNet2DConditionModel")
@@ -125,13 +159,6 @@ def unet_folder(source: ModelSource, options: ExportOptions) -> Path:
 
 def component_folder(source: ModelSource, spec: DiffusionComponent, options: ExportOptions) -> Path:
     return unet_folder(source, options) if spec.kind == "unet" else source.path / spec.source
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise NeuronExportError(f"cannot read {path}: {first_line(error)}") from None
 
 
 def text_sequence_length(source: ModelSource, spec: DiffusionComponent, text_config: dict[str, Any]) -> int:
@@ -150,12 +177,17 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
     lengths = {text_sequence_length(source, s, text_configs[s.source]) for s in text_specs}
     if len(lengths) != 1:
         raise NeuronExportError(f"{source.origin}: its tokenizers pad to different lengths {sorted(lengths)}")
-    pooled_dim = text_configs["text_encoder_2"]["projection_dim"] if "text_encoder_2" in text_configs else None
     unet = read_json(unet_folder(source, options) / "config.json")
     vae = read_json(source.path / "vae" / "config.json")
-    shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options)
+    try:
+        pooled_dim = text_configs["text_encoder_2"]["projection_dim"] if "text_encoder_2" in text_configs else None
+        shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise NeuronExportError(f"{source.origin}: its unet, vae or text encoder config.json lacks or has a bad {first_line(error)}") from None
     if any(i.name == "time_ids" for s in specs for i in s.inputs) and "time_ids_dim" not in shapes:
         raise NeuronExportError(f"{source.origin}: its UNet takes no SDXL added conditions (addition_embed_type 'text_time')")
+    for spec in specs:  # one component's inputs at a time are in memory
+        check_input_memory(input_shapes({i.name: i.axes for i in spec.inputs}, shapes), options.shapes())
     warnings = [f"--{name} is not used by Stable Diffusion; ignored" for name in ("num_choices", "num_channels") if getattr(options, name)]
     warnings += [f"--{flag} does not apply to Stable Diffusion components; ignored"
                  for flag in ("output_hidden_states", "output_attentions") if getattr(options, flag)]
@@ -206,7 +238,7 @@ def pipeline_shapes(
 def load_module(source: ModelSource, spec: DiffusionComponent, options: ExportOptions) -> torch.nn.Module:
     """The eager diffusers / transformers module behind a component, fp32 in eval mode."""
     folder = component_folder(source, spec, options)
-    library, class_name = source.config[spec.source]
+    library, class_name = model_index_entry(source, spec.source)
     if folder != source.path / spec.source:
         library, class_name = "diffusers", read_json(folder / "config.json")["_class_name"]
     if library not in ("diffusers", "transformers"):
@@ -218,12 +250,11 @@ def load_module(source: ModelSource, spec: DiffusionComponent, options: ExportOp
         keywords = {"torch_dtype": torch.float32, "low_cpu_mem_usage": is_accelerate_available()}
     else:
         keywords = {"dtype": torch.float32}
-    try:
-        module_class = getattr(importlib.import_module(library), class_name)
-        module = module_class.from_pretrained(folder, local_files_only=True, **keywords)
-    except Exception as error:  # corrupt weights, unknown classes: many exception types
-        raise NeuronExportError(f"cannot load {spec.source} of {source.origin}: {first_line(error)}") from None
-    return module.eval()
+    module_class = getattr(importlib.import_module(library), class_name, None)
+    if module_class is None:
+        raise NeuronExportError(f"cannot load {spec.source} of {source.origin}: {library} has no {class_name}")
+    module, _ = load_weights(module_class, folder, f"{spec.source} of {source.origin}", **keywords)  # no head: all required
+    return module
 
 
 def _text_encoder_module(spec: DiffusionComponent, eager: torch.nn.Module, example: dict[str, torch.Tensor]):
@@ -244,24 +275,30 @@ WRAPPERS = {
 
 def make_component(
     spec: DiffusionComponent, eager: torch.nn.Module, shapes: dict[str, int], generator_config: Any, options: ExportOptions,
-    validate: bool,
+    validate: bool, bucket_shapes: Optional[list[dict[str, int]]] = None,
 ) -> Component:
-    """A component for build_component: the wrapped module, its example and fresh validation inputs."""
+    """A component for build_component: the wrapped module, its example and fresh validation inputs;
+    bucket_shapes: the shapes of every bucket (the component is bucketed if its inputs differ between them)."""
     axes = {i.name: i.axes for i in spec.inputs}
-    shapes_by_input = input_shapes(axes, shapes)
-    example = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=0)
+
+    def inputs_for(bucket: dict[str, int]):
+        shapes_by_input = input_shapes(axes, bucket)
+        validation_inputs = []
+        if validate:
+            validation_inputs = validation_input_sets(spec.inputs, shapes_by_input, generator_config, options.dynamic_batch_size)
+            if "timestep" in axes:
+                # Also one timestep for the whole batch, expanded (stride 0), as the pipelines pass it.
+                expanded = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=2, realistic=True)
+                expanded["timestep"] = expanded["timestep"][:1].expand(shapes_by_input["timestep"])
+                validation_inputs.insert(1, expanded)
+        return make_inputs(spec.inputs, shapes_by_input, generator_config, seed=0), validation_inputs
+
+    example, validation_inputs = inputs_for(shapes)
     module, output_names = WRAPPERS[spec.kind](spec, eager, example)
-    validation_inputs = []
-    if validate:
-        validation_inputs = validation_input_sets(spec.inputs, shapes_by_input, generator_config, options.dynamic_batch_size)
-        if "timestep" in axes:
-            # Also one timestep for the whole batch, expanded (stride 0), as the pipelines pass it.
-            expanded = make_inputs(spec.inputs, shapes_by_input, generator_config, seed=2, realistic=True)
-            expanded["timestep"] = expanded["timestep"][:1].expand(shapes_by_input["timestep"])
-            validation_inputs.insert(1, expanded)
     atol, atol_source = default_atol(spec.atol, options)
+    bucketing = bucket_plan(axes, bucket_shapes, EXACT, inputs_for, {}) if bucket_shapes and len(bucket_shapes) > 1 else None
     return Component(spec.name, module, list(axes), output_names, axes, example, validation_inputs, atol, atol_source,
-                     spec.neuron_model_type)
+                     spec.neuron_model_type, bucketing, value_ranges=value_ranges(spec.inputs, generator_config))
 
 
 def input_config(spec: DiffusionComponent, eager: torch.nn.Module, num_train_timesteps: int = 1000) -> Any:
@@ -276,7 +313,7 @@ def train_timesteps(source: ModelSource) -> int:
     return read_json(scheduler).get("num_train_timesteps", 1000) if scheduler.is_file() else 1000
 
 
-def _load_component(source: ModelSource, spec: DiffusionComponent, shapes: dict[str, int], timesteps: int,
+def _load_component(source: ModelSource, spec: DiffusionComponent, shapes_per_bucket: list[dict[str, int]], timesteps: int,
                     options: ExportOptions, validate: bool) -> Component:
     eager = load_module(source, spec, options)
-    return make_component(spec, eager, shapes, input_config(spec, eager, timesteps), options, validate)
+    return make_component(spec, eager, shapes_per_bucket[-1], input_config(spec, eager, timesteps), options, validate, shapes_per_bucket)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -43,6 +43,9 @@ class Component:
     atol: float
     atol_source: str
     model_kind: str = "generic"  # neuronx-cc --model-type
+    bucketing: Optional[Any] = None  # a BucketPlan (export/buckets.py) when it is compiled at several shapes
+    untrained_weights: list[str] = field(default_factory=list)  # head weights the checkpoint lacks for the task
+    value_ranges: dict[str, list[int]] = field(default_factory=dict)  # input -> [lowest, highest] valid value
 
 
 @dataclass
@@ -53,6 +56,7 @@ class ComponentPlan:
     folder: str  # its folder inside the artifact; "" for a single-model artifact
     load: Callable[[], Component]
     config_file: Optional[Path] = None  # copied beside the compiled model
+    bucketed: bool = False  # compiled once per bucket of the plan
 
 
 @dataclass
@@ -71,6 +75,9 @@ class ExportPlan:
     files: list[tuple[Path, str]] = field(default_factory=list)
     cache_folders: list[Path] = field(default_factory=list)  # model folders whose files key the compile cache
     pipeline_class: Optional[str] = None  # set for pipelines (several components)
+    # several static shapes: each bucket's values of the bucketed shape options, smallest first
+    buckets: list[dict[str, int]] = field(default_factory=list)
+    bucket_fit: Optional[str] = None  # how calls meet the buckets (registry PAD | EXACT)
 
     @property
     def validate(self) -> bool:
@@ -78,7 +85,8 @@ class ExportPlan:
 
     @property
     def stage_count(self) -> int:
-        return len(self.components) * (len(COMPONENT_STAGES) - (0 if self.validate else 1))
+        per_shape = len(COMPONENT_STAGES) - 2 - (0 if self.validate else 1)  # tracing, compiling (and validating)
+        return sum(2 + per_shape * (len(self.buckets) if c.bucketed else 1) for c in self.components)  # + loading, saving
 
 
 def default_atol(family_atol: float, options: ExportOptions) -> tuple[float, str]:

@@ -7,11 +7,13 @@ from functools import partial
 
 from ..backends import choose_backend
 from ..errors import NeuronExportError
-from ..inputs import input_axes, input_shapes, make_inputs, resolve_shapes, validation_input_sets
+from ..inputs import input_axes, input_shapes, make_inputs, pad_value, resolve_shapes, validation_input_sets, value_ranges
 from ..options import ExportOptions
 from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
-from ..sources import ModelSource, load_config, load_eager_model
+from ..sentence_head import sentence_head
+from ..sources import ModelSource, check_preprocessor, load_config, load_eager_model, sentence_transformers_modules, untrained_warning
 from ..traceable import discover_output_names, eager_traceable, output_flags
+from .buckets import bucket_plan, plan_shapes
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
 
 log = logging.getLogger("neuron_export")
@@ -20,6 +22,7 @@ log = logging.getLogger("neuron_export")
 def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan:
     arch = get_architecture(source.model_type)
     config = load_config(source, options)
+    check_preprocessor(source, arch.family.processor)
     task = _task(source, options)
     task_spec = check_task(source.model_type, task)
     if source.library == "sentence_transformers":
@@ -27,28 +30,32 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
             raise NeuronExportError(f"a sentence-transformers folder exports {SENTENCE_TRANSFORMERS.task} only, not {task}")
         if options.output_hidden_states or options.output_attentions:
             raise NeuronExportError("--output_hidden_states / --output_attentions are not available for sentence-transformers embeddings")
+        sentence_head(sentence_transformers_modules(source.path), source.path)  # an unsupported module: refused now
     backend, reason = choose_backend(options)
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = option_warnings(options, task, backend, has_unet=False)
-    shapes, shape_warnings = resolve_shapes(arch, task_spec, options, config)
-    warnings += shape_warnings
+    used_axes = [axis for axes in input_axes(arch.inputs, task_spec).values() for axis in axes]
+    planned = plan_shapes(arch.family.bucketable, options, used_axes, task, lambda o: resolve_shapes(arch, task_spec, o, config))
+    warnings += planned.warnings
     for warning in warnings:
         log.warning("Warning: %s", warning)
-    options, skip_reason = settle_options(options, backend)
-    load = partial(_load_component, source, arch, task_spec, config, shapes, options, skip_reason is None)
+    options, skip_reason = settle_options(planned.settle(options), backend)
+    load = partial(_load_component, source, arch, task_spec, config, planned.per_bucket, planned.fit, options, skip_reason is None)
     return ExportPlan(
         source=source,
         task=task,
         backend=backend,
         backend_reason=reason,
         options=options,
-        shapes=shapes,
-        public_shapes=shapes,
-        components=[ComponentPlan(task, "", load)],
+        shapes=planned.largest,  # the largest bucket: what the artifact takes at most
+        public_shapes=planned.largest,
+        components=[ComponentPlan(task, "", load, bucketed=bool(planned.buckets))],
         warnings=warnings,
         skip_reason=skip_reason,
         files=[(source.encoder_path if source.library == "transformers" else source.path, "")],
         cache_folders=[source.path],
+        buckets=planned.buckets,
+        bucket_fit=planned.fit,
     )
 
 
@@ -63,13 +70,20 @@ def _task(source: ModelSource, options: ExportOptions) -> str:
     return task
 
 
-def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, config, shapes: dict[str, int],
-                    options: ExportOptions, validate: bool) -> Component:
-    """The eager model wrapped for tracing, with its example and fresh validation inputs."""
-    eager = load_eager_model(source, task.name, options)
+def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, config, shapes_per_bucket: list[dict[str, int]],
+                    fit, options: ExportOptions, validate: bool) -> Component:
+    """The eager model wrapped for tracing, with its example and fresh validation inputs (per bucket)."""
+    eager, untrained = load_eager_model(source, task.name, options)
+    if untrained:
+        log.warning("Warning: %s", untrained_warning(source.origin, task.name, untrained))
     axes = input_axes(arch.inputs, task)
-    shapes_by_input = input_shapes(axes, shapes)
-    example = make_inputs(arch.inputs, shapes_by_input, config, seed=0)
+
+    def inputs_for(shapes: dict[str, int]):
+        by_input = input_shapes(axes, shapes)
+        validation = validation_input_sets(arch.inputs, by_input, config, options.dynamic_batch_size) if validate else []
+        return make_inputs(arch.inputs, by_input, config, seed=0), validation
+
+    example, validation_inputs = inputs_for(shapes_per_bucket[-1])
     if source.library == "sentence_transformers":
         output_names = list(SENTENCE_TRANSFORMERS.outputs)
     else:
@@ -82,9 +96,13 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
         output_names=output_names,
         axes=axes,
         example=example,
-        validation_inputs=validation_input_sets(arch.inputs, shapes_by_input, config, options.dynamic_batch_size) if validate else [],
+        validation_inputs=validation_inputs,
         atol=atol,
         atol_source=atol_source,
         model_kind=arch.family.neuron_model_type,
+        bucketing=bucket_plan(axes, shapes_per_bucket, fit, inputs_for, {spec.name: pad_value(spec, config) for spec in arch.inputs})
+        if len(shapes_per_bucket) > 1 else None,
+        untrained_weights=untrained,
+        value_ranges=value_ranges(arch.inputs, config),
     )
 

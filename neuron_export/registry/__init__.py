@@ -19,7 +19,7 @@ from .diffusion import (
     DiffusionTask,
     pipeline_task_of,
 )
-from .inputs import InputSpec
+from .inputs import EXACT, PAD, BucketAxes, InputSpec
 from .tasks import SENTENCE_TRANSFORMERS, TASKS, DemoSpec, SentenceTransformersSpec, TaskSpec
 
 
@@ -103,5 +103,5 @@ __all__ = [
     "TEXT_ENCODER", "VISION_ENCODER", "TINY_IMAGE_SIZE", "Architecture", "Family", "InputSpec", "TaskSpec", "DemoSpec",
     "DiffusionComponent", "DiffusionPipelineSpec", "DiffusionTask", "SentenceTransformersSpec", "config_value",
     "get_architecture", "supported_tasks", "auto_class", "head_class_name", "check_task", "detect_task",
-    "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of",
+    "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of", "BucketAxes", "PAD", "EXACT",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from .inputs import TEXT_INPUTS, VISION_INPUTS, InputSpec
+from .inputs import PAD, TEXT_INPUTS, VISION_INPUTS, BucketAxes, InputSpec
 
 TINY_IMAGE_SIZE = 32  # pixels of the tiny vision models' images
 
@@ -29,6 +29,8 @@ class Family:
     # shape option -> config attribute that bounds it (e.g. sequence_length <= max_position_embeddings)
     shape_limits: dict[str, str] = field(default_factory=dict)
     neuron_model_type: str = "generic"  # neuronx-cc --model-type
+    # shape options that may hold several values, one compiled model each (buckets; neuron_export/bucketing.py)
+    bucketable: tuple[BucketAxes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ TEXT_ENCODER = Family(
     default_shapes={"batch_size": 1},
     shape_limits={"sequence_length": "max_position_embeddings"},
     neuron_model_type="transformer",
+    bucketable=(BucketAxes(("sequence_length",), PAD),),
 )
 
 VISION_ENCODER = Family(

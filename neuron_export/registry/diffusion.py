@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .inputs import InputSpec
+from .inputs import EXACT, BucketAxes, InputSpec
 from .tasks import DemoSpec
 
 
@@ -47,6 +47,8 @@ class DiffusionTask:
     demo: Optional[DemoSpec] = None
     tiny: dict[str, Any] = field(default_factory=dict)  # keywords of its tiny pipeline builder (demo/tiny.py)
     views: dict[str, str] = field(default_factory=lambda: {"diffusion": "image-generation"})
+    # one UNet / VAE per resolution; the components whose input shapes do not depend on it (text encoders) are compiled once
+    bucketable: tuple[BucketAxes, ...] = (BucketAxes(("height", "width"), EXACT),)
 
     @property
     def text_to_image(self) -> DiffusionPipelineSpec:

@@ -19,3 +19,17 @@ TEXT_INPUTS = (
     InputSpec("token_type_ids", ("batch_size", "sequence_length"), "token_type_ids"),
 )
 VISION_INPUTS = (InputSpec("pixel_values", ("batch_size", "num_channels", "height", "width"), "pixel_values", "float32"),)
+
+
+# How a call meets a bucket (BucketAxes.fit).
+PAD = "pad"  # the smallest bucket at least as large; the padding is masked (attention mask), then cut from the outputs
+EXACT = "exact"  # a bucket of exactly the call's size: padding would change the result (pixels, latents)
+
+
+@dataclass(frozen=True)
+class BucketAxes:
+    """Shape options that may take several values, one compiled model per value (a bucket).
+    Several axes pair by position: --height 512,768 --width 512,768 is 512x512 and 768x768."""
+
+    axes: tuple[str, ...]
+    fit: str  # PAD | EXACT

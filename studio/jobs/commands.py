@@ -32,9 +32,10 @@ def export_command(model: str, output: str | Path, options: ExportOptions) -> li
 
 
 def benchmark_command(artifact: str | Path, iterations: int, warmup: int, steps: int, batch_sizes: Sequence[int] = (),
-                      onnx: bool = True, threads: Optional[int] = None) -> list[str]:
+                      onnx: bool = True, threads: Optional[int] = None, trust_remote_code: bool = False) -> list[str]:
     """Time `artifact` against eager PyTorch (and ONNX Runtime unless onnx=False); no batch sizes:
-    the compiled one; steps: denoising steps per image of a pipeline; threads: all cores unless given."""
+    the compiled one; steps: denoising steps per image of a pipeline; threads: all cores unless given;
+    trust_remote_code: the person at the dashboard agreed to run the source model's own code."""
     args = ["benchmark", str(artifact), "--iterations", str(iterations), "--warmup", str(warmup), "--steps", str(steps)]
     if batch_sizes:
         args += ["--batch_size", *map(str, batch_sizes)]
@@ -42,4 +43,6 @@ def benchmark_command(artifact: str | Path, iterations: int, warmup: int, steps:
         args.append("--no-onnx")
     if threads is not None:
         args += ["--threads", str(threads)]
+    if trust_remote_code:
+        args.append("--trust-remote-code")
     return cli_command(*args)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from studio.environment import PRIVATE_ENV
+
 from .processes import signal_job_group, worker_alive
 from .store import Job, JobStatus, JobStore
 
@@ -78,7 +80,7 @@ class Dispatcher:
             # A job without a pid has just been claimed; its heartbeat dates from the claim.
             if job.pid is not None and not worker_alive(job):
                 reason = "its worker process is gone"
-            elif time.time() - (job.heartbeat_at or 0) > self.stale_after_s:
+            elif time.time() - job.last_beat() > self.stale_after_s:
                 reason = f"no heartbeat for over {self.stale_after_s:.0f} s"
             else:
                 continue
@@ -89,7 +91,7 @@ class Dispatcher:
                 self.store.finish(job.id, JobStatus.INTERRUPTED, message=f"interrupted: {reason}")
 
     def _launch(self, job: Job) -> None:
-        env = dict(os.environ)
+        env = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}  # no password in jobs
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
         # `--job=ID`: an id may start with "-", which argparse would take for an option.
         argv = [sys.executable, "-m", WORKER_MODULE, f"--db={self.store.db_path}", f"--job={job.id}"]

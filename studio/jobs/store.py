@@ -8,6 +8,7 @@ three meet.
 import contextlib
 import dataclasses
 import enum
+import functools
 import json
 import os
 import secrets
@@ -62,12 +63,32 @@ class Job:
         return self.status in FINISHED_STATUSES
 
     @property
+    def heartbeat_path(self) -> Path:
+        """A file the worker touches every beat, database or not: a locked database must not make a
+        healthy worker look hung."""
+        return Path(self.log_path).parent / "heartbeat"
+
+    def last_beat(self) -> float:
+        """When the worker last showed it is alive (time.time()), from the store or its heartbeat file."""
+        try:
+            touched = self.heartbeat_path.stat().st_mtime
+        except OSError:
+            touched = 0.0
+        return max(self.heartbeat_at or 0.0, touched)
+
+    @property
     def elapsed_s(self) -> float:
         """Seconds spent running so far (or in total once finished); 0 while queued."""
         if self.started_at is None:
             return 0.0
         return max(0.0, (self.finished_at or time.time()) - self.started_at)
 
+
+# A busy database (another process holds its lock) must never fail a healthy job: SQLite itself
+# waits BUSY_TIMEOUT_S for a lock, then the store retries with back-off for up to BUSY_RETRY_S.
+BUSY_TIMEOUT_S = 5.0
+BUSY_RETRY_S = 120.0
+_MAX_RETRY_PAUSE_S = 2.0
 
 _COLUMNS = tuple(field.name for field in dataclasses.fields(Job))
 _JSON_COLUMNS = ("argv", "metadata")
@@ -102,20 +123,50 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
 
 
+def is_busy(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed because another connection holds a lock (worth retrying)."""
+    return any(text in str(error) for text in ("database is locked", "database is busy", "database table is locked"))
+
+
+def _retry_when_busy(method):
+    """Run a store operation again, with back-off, while the database is locked by another process."""
+
+    @functools.wraps(method)
+    def retrying(self, *args, **kwargs):
+        pause, deadline = 0.05, time.monotonic() + self.busy_retry_s
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.OperationalError as error:
+                if not is_busy(error) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_RETRY_PAUSE_S)
+
+    return retrying
+
+
 class JobStore:
     """Job records in SQLite (WAL mode, one short-lived connection per call: safe across threads and processes).
 
     Each job gets a folder `jobs_dir/ID/` (default: `jobs/` next to the database) with `log.txt` and `events.jsonl`.
     """
 
-    def __init__(self, db_path: str | os.PathLike, jobs_dir: str | os.PathLike | None = None):
+    def __init__(self, db_path: str | os.PathLike, jobs_dir: str | os.PathLike | None = None,
+                 busy_retry_s: float = BUSY_RETRY_S):
         self.db_path = Path(db_path).resolve()
         self.jobs_dir = Path(jobs_dir).resolve() if jobs_dir else self.db_path.parent / "jobs"
+        self.busy_retry_s = busy_retry_s
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._create()
+
+    @_retry_when_busy
+    def _create(self) -> None:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
 
+    @_retry_when_busy
     def submit(self, kind: str, argv: list[str], title: str, artifact: str | None = None,
                metadata: dict | None = None) -> Job:
         """Queue a job; the dispatcher starts it. `argv` is the full command, e.g. [python, -m, neuron_export, ...]."""
@@ -135,11 +186,13 @@ class JobStore:
                          [_to_sql(column, value) for column, value in row.items()])
         return self.get(job_id)
 
+    @_retry_when_busy
     def get(self, job_id: str) -> Job | None:
         with self._connect() as conn:
             row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _job_from_row(row)
 
+    @_retry_when_busy
     def list(self, limit: int | None = 100, statuses: list[str] | None = None) -> list[Job]:
         """Jobs newest first, optionally only those with one of `statuses`; limit=None for all."""
         where, params = "", []
@@ -160,6 +213,7 @@ class JobStore:
         return self._set(job_id, {**fields, "status": status, "finished_at": time.time()},
                          only_if_status=ACTIVE_STATUSES)
 
+    @_retry_when_busy
     def claim_next(self, max_running: int) -> Job | None:
         """Mark the oldest queued job running, if fewer than `max_running` run; atomic across processes."""
         with self._connect() as conn:
@@ -177,7 +231,8 @@ class JobStore:
                              (JobStatus.RUNNING, now, now, row[0]))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # BEGIN itself may have failed (busy): nothing to roll back
+                    conn.execute("ROLLBACK")
                 raise
         return self.get(row[0])
 
@@ -218,6 +273,7 @@ class JobStore:
             data = data.partition(b"\n")[2]  # drop the cut-off first line
         return data.decode("utf-8", errors="replace")
 
+    @_retry_when_busy
     def delete(self, job_id: str) -> bool:
         """Delete a finished job and its folder; False if it is unknown or still active."""
         job = self.get(job_id)
@@ -232,6 +288,7 @@ class JobStore:
         """Delete every finished job; returns how many."""
         return sum(self.delete(job.id) for job in self.list(limit=None, statuses=list(FINISHED_STATUSES)))
 
+    @_retry_when_busy
     def _set(self, job_id: str, fields: dict, only_if_status: tuple[JobStatus, ...] = ()) -> bool:
         unknown = set(fields) - (set(_COLUMNS) - {"id"})
         if unknown:
@@ -247,7 +304,7 @@ class JobStore:
     @contextlib.contextmanager
     def _connect(self):
         # Autocommit mode; the timeout is SQLite's busy timeout, so writers from several processes wait their turn.
-        conn = sqlite3.connect(self.db_path, timeout=15, isolation_level=None)
+        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
             yield conn
         finally:

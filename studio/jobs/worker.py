@@ -19,6 +19,7 @@ import json
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,12 +27,13 @@ import time
 import traceback
 
 from studio.jobs.commands import CLI_KINDS
-from studio.jobs.store import Job, JobStatus, JobStore
+from studio.jobs.store import Job, JobStatus, JobStore, is_busy
 
 EVENTS_ENV = "NEURON_EXPORT_EVENTS"
 HEARTBEAT_INTERVAL_S = 2.0
 STOP_GRACE_S = 5.0
 _POLL_INTERVAL_S = 0.1
+RECORD_RETRY_S = 5.0
 # Exit codes of a job stopped by SIGINT/SIGTERM/SIGKILL: the CLI's 130, a shell's 128+N, or Popen's -N.
 _STOPPED_EXIT_CODES = {130, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL}
 
@@ -96,10 +98,15 @@ def run_job(store: JobStore, job_id: str, sigterm: threading.Event) -> None:
         _finish(store, job_id, JobStatus.FAILED, message=f"could not start {argv[0]}: {error}")
         return
     events = _EventsFile(job.events_path)
-    exit_code = _supervise(store, job_id, child, sigterm, events)
-    if updates := events.read_updates():
-        store.update(job_id, **updates)
-    job = store.get(job_id)
+    beating = threading.Event()
+    threading.Thread(target=_beat, args=(job.heartbeat_path, beating), daemon=True).start()
+    try:
+        exit_code, pending = _supervise(store, job_id, child, sigterm, events)
+    finally:
+        beating.set()
+    if updates := {**pending, **events.read_updates()}:
+        _until_recorded(lambda: store.update(job_id, **updates))
+    job = _until_recorded(lambda: store.get(job_id))
     if exit_code is None:
         status = JobStatus.CANCELLED if job.cancel_requested else JobStatus.INTERRUPTED
         fields = {"message": f"did not stop within {STOP_GRACE_S:.0f} s of SIGTERM; killed"}
@@ -111,30 +118,68 @@ def run_job(store: JobStore, job_id: str, sigterm: threading.Event) -> None:
 
 def _finish(store: JobStore, job_id: str, status: JobStatus, **fields) -> None:
     """Record the final status and say it in the log."""
-    store.finish(job_id, status, **fields)
+    _until_recorded(lambda: store.finish(job_id, status, **fields))
     detail = fields.get("message") or f"exit code {fields.get('exit_code')}"
     print(f"[studio] {status}: {detail}", flush=True)
 
 
 def _supervise(store: JobStore, job_id: str, child: subprocess.Popen, sigterm: threading.Event,
-               events: _EventsFile) -> int | None:
-    """Wait for the child while recording events and heartbeats; None if it ignored SIGTERM for STOP_GRACE_S."""
+               events: _EventsFile) -> tuple[int | None, dict]:
+    """Wait for the child while recording events and heartbeats; returns its exit code (None if it
+    ignored SIGTERM for STOP_GRACE_S) and the updates not recorded yet. A locked database delays the
+    bookkeeping, never the job."""
     next_heartbeat = kill_at = 0.0
+    pending: dict = {}
+    store_reachable = True
     while (exit_code := child.poll()) is None:
         now = time.monotonic()
-        if updates := events.read_updates():
-            store.update(job_id, **updates)
-        if now >= next_heartbeat:
-            next_heartbeat = now + HEARTBEAT_INTERVAL_S
-            store.update(job_id, heartbeat_at=time.time())
-            if store.get(job_id).cancel_requested and not sigterm.is_set():
-                os.killpg(os.getpgrp(), signal.SIGTERM)  # cancelled before its pid was recorded: signal ourselves
+        pending.update(events.read_updates())
+        try:
+            if pending:
+                store.update(job_id, **pending)
+                pending = {}
+            if now >= next_heartbeat:
+                next_heartbeat = now + HEARTBEAT_INTERVAL_S
+                store.update(job_id, heartbeat_at=time.time())
+                if store.get(job_id).cancel_requested and not sigterm.is_set():
+                    os.killpg(os.getpgrp(), signal.SIGTERM)  # cancelled before its pid was recorded: signal ourselves
+        except sqlite3.OperationalError as error:
+            if not is_busy(error):
+                raise
+            if store_reachable:
+                print(f"[studio] the job store is locked ({error}); the job carries on", flush=True)
+            store_reachable = False
+        else:
+            store_reachable = True
         if sigterm.is_set() and not kill_at:
-            kill_at = now + STOP_GRACE_S
-        if kill_at and now >= kill_at:
-            return None
+            kill_at = time.monotonic() + STOP_GRACE_S
+        if kill_at and time.monotonic() >= kill_at:
+            return None, pending
         time.sleep(_POLL_INTERVAL_S)
-    return exit_code
+    return exit_code, pending
+
+
+def _beat(path, stop: threading.Event) -> None:
+    """Touch the job's heartbeat file every HEARTBEAT_INTERVAL_S until `stop`: the dispatcher sees a
+    live worker even while the database is locked and the store's writes wait."""
+    while not stop.is_set():
+        try:
+            path.touch()
+        except OSError:
+            pass  # the job folder was deleted meanwhile: the store's heartbeat still counts
+        stop.wait(HEARTBEAT_INTERVAL_S)
+
+
+def _until_recorded(operation):
+    """Run a store operation until the database takes it: a job's outcome must not be lost to a lock."""
+    while True:
+        try:
+            return operation()
+        except sqlite3.OperationalError as error:
+            if not is_busy(error):
+                raise
+            print(f"[studio] the job store is locked ({error}); retrying", flush=True)
+            time.sleep(RECORD_RETRY_S)
 
 
 def _outcome(exit_code: int, job: Job, error_message: str | None, log_tail: str) -> tuple[JobStatus, dict]:

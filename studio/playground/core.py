@@ -55,8 +55,9 @@ class LoadedArtifact:
         return self.manifest.shapes
 
 
-def load(path: Path, demo_root: Path) -> LoadedArtifact:
-    """Load an artifact for the playground; NeuronExportError if it cannot run here."""
+def load(path: Path, demo_root: Path, trust_remote_code: bool = False) -> LoadedArtifact:
+    """Load an artifact for the playground; NeuronExportError if it cannot run here. The eager
+    source model runs its own code only with trust_remote_code (the person's consent, never the manifest's)."""
     manifest = read_manifest(path)
     view = artifact_view(manifest)
     if view is None:
@@ -72,9 +73,11 @@ def load(path: Path, demo_root: Path) -> LoadedArtifact:
     try:
         folder = source_folder(manifest, demo_root)
         if not manifest.is_pipeline:  # an eager SD pipeline is big: loaded only when a run asks for it
-            eager = reference_model(manifest, folder)
+            eager = reference_model(manifest, folder, trust_remote_code=trust_remote_code)
     except NeuronExportError as error:
         note = f"No eager PyTorch comparison: {error}"
+        if manifest.options.trust_remote_code and not trust_remote_code:
+            note = f"No eager PyTorch comparison: {manifest.source} runs code of its own; allow it above to compare."
     return LoadedArtifact(path, manifest, view, model, processor, eager, folder, note)
 
 
@@ -146,10 +149,19 @@ def _max_abs_diff(compiled: dict[str, Any], eager: dict[str, Any]) -> Optional[f
     return max(diffs) if diffs else None
 
 
+def bucket_note(compiled: Any) -> Optional[str]:
+    """Which bucket served the latest call of a bucketed compiled model, in words (None for one static shape)."""
+    if not getattr(compiled, "buckets", None) or compiled.last_bucket is None:
+        return None
+    axes = " x ".join(compiled.bucketed_axes).replace("_", " ")
+    return f"Served by the {axes} {compiled.last_bucket} bucket (compiled: {', '.join(r.name for r in compiled.records)})."
+
+
 def run_both(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]) -> tuple[list[Any], RunStats]:
     """Run the compiled model (and eager PyTorch) on each batch; latency of the whole list, outputs compared."""
     compiled, compiled_s = timed(lambda: [loaded.model(**batch) for batch in batches])
     stats = RunStats(compiled_s)
+    stats.notes += [note] if (note := bucket_note(getattr(loaded.model, "compiled", None))) else []
     if loaded.eager is not None:
         names = loaded.manifest.input_names
         eager_batches = [_eager_inputs(batch, names) for batch in batches]

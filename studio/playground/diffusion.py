@@ -4,12 +4,13 @@ diffusers pipeline on the same request and seed."""
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 import torch
 
 from neuron_export.reference import reference_pipeline
 
-from .core import LoadedArtifact, RunStats, require
+from .core import LoadedArtifact, RunStats, bucket_note, require
 
 
 def max_images(loaded: LoadedArtifact) -> int:
@@ -27,19 +28,23 @@ def generate_images(
     seed: int = 0,
     num_images: int = 1,
     compare_eager: bool = True,
+    resolution: Optional[tuple[int, int]] = None,
 ) -> tuple[list, RunStats]:
     """Images from the compiled pipeline, timed per image; with compare_eager, the eager pipeline runs the
-    same request (same seed) for its time and the largest pixel difference (0..1 scale)."""
+    same request (same seed) for its time and the largest pixel difference (0..1 scale). resolution:
+    (height, width), one of a bucketed pipeline's (default: the largest compiled one)."""
     prompt = require(prompt, "a prompt")
+    height, width = resolution or (loaded.shapes["height"], loaded.shapes["width"])
     request = {
         "negative_prompt": negative_prompt.strip() or None, "num_inference_steps": int(steps),
         "guidance_scale": float(guidance), "num_images_per_prompt": int(num_images),
-        "height": int(loaded.shapes["height"]), "width": int(loaded.shapes["width"]),
+        "height": int(height), "width": int(width),
     }
     with torch.inference_mode():
         started = time.perf_counter()
         images = loaded.model(prompt, seed=int(seed), **request).images
         stats = RunStats((time.perf_counter() - started) / len(images), unit="image")
+        stats.notes += [note] if (note := bucket_note(loaded.model.unet.compiled)) else []
         if compare_eager and loaded.eager_source is not None:
             if loaded.eager is None:
                 loaded.eager = reference_pipeline(loaded.manifest, loaded.eager_source)

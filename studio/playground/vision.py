@@ -6,6 +6,8 @@ from neuron_export.errors import NeuronExportError, first_line
 
 from .core import TOP_K, LoadedArtifact, RunStats, label_name, run_both
 
+MAX_IMAGE_PIXELS = 40_000_000  # an upload larger than this is refused (a 40 MP photo is 120 MB decoded)
+KEPT_SIDE = 1024  # the image kept in the session is at most this many pixels a side
 
 
 def sample_image(size: int = 224):
@@ -27,16 +29,25 @@ def sample_image(size: int = 224):
 
 
 def read_image(upload):
-    """An uploaded image file (anything PIL opens) as RGB, or the sample picture when there is none."""
+    """An uploaded image file (anything PIL opens) as RGB, at most KEPT_SIDE pixels a side, or the
+    sample picture when there is none. A file of more than MAX_IMAGE_PIXELS is refused before it is
+    decoded: a small PNG can hold a huge image (a 164 KB file of 13000x13000 pixels is 500 MB decoded)."""
     if upload is None:
         return sample_image()
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(upload) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
+            width, height = image.size  # from the header: nothing decoded yet
+            if width * height > MAX_IMAGE_PIXELS:
+                raise NeuronExportError(f"this image has {width}×{height} pixels; the playground takes at most "
+                                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels")
+            image.draft("RGB", (KEPT_SIDE, KEPT_SIDE))  # JPEG decodes straight at a smaller scale
+            picture = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise NeuronExportError(f"cannot read this image: {first_line(error)}") from None
+    picture.thumbnail((KEPT_SIDE, KEPT_SIDE))  # what is kept (and shown) is the small copy only
+    return picture
 
 
 def classify_image(loaded: LoadedArtifact, image, top_k: int = TOP_K) -> tuple[list[tuple[str, float]], RunStats]:

@@ -78,7 +78,7 @@ def test_speedups_are_p50_ratios_over_eager_and_onnxruntime():
 
 
 def test_batch_sizes_of_a_static_artifact_are_refused_with_one_line():
-    manifest = SimpleNamespace(batch_size=2, dynamic_batch=False)
+    manifest = SimpleNamespace(batch_size=2, dynamic_batch=False, inputs=[SimpleNamespace(name="input_ids", shape=[2, 16])])
     assert bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions()) == [2]
     with pytest.raises(NeuronExportError, match="compiled for batch size 2 only"):
         bench.resolve_batch_sizes(manifest, bench.BenchmarkOptions(batch_sizes=[2, 4]))
@@ -154,7 +154,9 @@ def check_efficiency(report, config):
         assert side["gflops"] == pytest.approx(run["flops"] / side["stats"]["p50_ms"] * 1e-6)
         precision = "int8" if name.endswith("int8") else "fp32"
         assert side["precision"] == precision
-        assert side["peak_percent"] == pytest.approx(100 * side["gflops"] / peak.gflops(precision, side["threads"]))
+        assert side["peak_percent"] == pytest.approx(100 * side["gflops"] / side["peak_gflops"])
+        # each side's process measures the clock itself: the same peak within the measurement's noise
+        assert side["peak_gflops"] == pytest.approx(peak.gflops(precision, side["threads"]), rel=0.1)
         assert side["threads"] == torch.get_num_threads() and side["cores_busy"] > 0
     assert report["host"]["isa"] == peak.isa and report["host"]["peak"]["clock_ghz"] > 0.5
     text = "\n".join(bench.format_report(report))

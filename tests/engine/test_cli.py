@@ -186,7 +186,7 @@ def test_neuron_backend_says_how_to_install_the_sdk(out):
 def test_force_refuses_a_folder_that_is_not_an_artifact(out):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert_one_line_error(run_cli("export", *TINY, "--force", str(out)), "not an artifact; --force only replaces artifacts")
+    assert_one_line_error(run_cli("export", *TINY, "--force", str(out)), "not an artifact written by neuron-export; --force only replaces those")
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     assert [p.name for p in out.parent.iterdir()] == ["artifact"]
 
@@ -240,3 +240,34 @@ def test_sigterm_while_compiling_leaves_nothing(out, tmp_path):
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert_nothing_written(out)
+
+
+SWALLOWED_INTERRUPT = """
+import os, signal, time
+from neuron_export import cli
+
+signal.signal(signal.SIGTERM, cli._raise_interrupt)
+
+
+class Finalized:
+    def __del__(self):  # the SIGTERM handler runs in here: its KeyboardInterrupt is swallowed
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+
+
+try:
+    Finalized()
+    time.sleep(60)
+    print("never interrupted")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_an_interrupt_swallowed_by_a_finalizer_is_raised_again():
+    """Under load, the job runner's SIGTERM can land inside a __del__ of the compiler's worker pools:
+    the interrupt was lost and the export went on (the SIGTERM test above timed out)."""
+    result = subprocess.run([sys.executable, "-c", SWALLOWED_INTERRUPT], capture_output=True, text=True, timeout=60,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "interrupted", (result.stdout, result.stderr[-500:])
+    assert "Exception ignored in" in result.stderr  # the first one was indeed swallowed

@@ -194,3 +194,19 @@ def test_cpu_isa_and_threads_are_warnings_for_torchscript(tmp_path):
     assert manifest["cpu_flags"] == [] and manifest["threads"] is None
     assert any("--cpu_isa: torchscript artifacts hold no machine code" in w for w in manifest["warnings"])
     assert any("--threads: torchscript artifacts hold no machine code" in w for w in manifest["warnings"])
+
+
+def test_bucketed_avx2_artifact_records_its_cpu_needs_and_keeps_prepacked_weights_per_bucket(tmp_path):
+    """Buckets x --cpu_isa: each bucket is AVX2 code through the C++ GEMM template, which needs pre-packed
+    weights (so no shared copy at -O2), the manifest records what loading checks, and each bucket
+    matches eager (validation at its own shape)."""
+    output = tmp_path / "avx2-buckets"
+    result = export("demo:tiny-bert", output, ExportOptions(backend="inductor", task="feature-extraction", sequence_length=(8, 16),
+                                                            cpu_isa="avx2", threads=2, use_cache=False))
+    manifest = result.manifest
+    assert result.validation_passed and [b.validation.passed for b in manifest.buckets] == [True, True]
+    assert manifest.validation.atol == 1e-4
+    assert manifest.cpu_isa == "avx2" and manifest.cpu_flags == sorted(cpu.ISA_LEVELS["avx2"].flags) and manifest.threads == 2
+    assert not manifest.bucketing.shared_weights and "AVX2 code (Inductor's C++ GEMM template)" in manifest.bucketing.weights_note
+    code = shared_objects_disassembly(output / "model.pt2")
+    assert "ymm" in code and "zmm" not in code

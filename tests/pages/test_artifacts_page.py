@@ -1,9 +1,14 @@
 """AppTest of the Artifacts page on real artifacts: the library table says what each manifest says,
-an opened artifact shows its details, a damaged one is flagged, Delete removes the folder."""
+an opened artifact shows its details, a damaged one is flagged, Delete removes the folder; the
+dashboard's start-up removes temporary folders of killed exports."""
 
 import json
+import os
+import subprocess
+import sys
 
-from page_helpers import no_exception, open_in_app, submit
+from page_helpers import APP, no_exception, open_in_app, submit
+from streamlit.testing.v1 import AppTest
 
 from neuron_export import read_manifest
 
@@ -54,3 +59,16 @@ def test_an_artifact_made_by_a_newer_tool_is_flagged(workspace, artifact_copy):
     at = open_in_app("artifacts.py")
     no_exception(at)
     assert any(artifact_copy.name in w.value for w in at.warning)
+
+
+def test_the_dashboards_start_up_removes_what_killed_exports_left(fresh_workspace):
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    stale = fresh_workspace.artifacts_dir / f".killed.tmp-{finished.pid}-0123abcd"
+    live = fresh_workspace.artifacts_dir / f".running.tmp-{os.getpid()}-89abcdef"  # a writer that still runs
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.pt").write_bytes(b"partial")
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception
+    assert not stale.exists() and live.exists()

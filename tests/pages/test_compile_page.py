@@ -4,6 +4,7 @@ inputs are readable errors that submit nothing.
 The compile is a real job: the dispatcher started by the app runs the real CLI in a subprocess."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from neuron_export import ExportOptions, load_artifact
 from neuron_export.backends import BACKENDS, auto_backend
 from neuron_export.cli import build_parser
+from neuron_export.demo import resolve_demo
 from studio.jobs import JobStore
 
 
@@ -30,7 +32,8 @@ def test_compile_form_runs_a_real_job_to_success(fresh_workspace):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
     compile_form(at, "demo:tiny-bert", "tiny-bert-ts")
-    next(b for b in at.button if b.label == "Compile").click()
+    assert not compile_button(at).disabled
+    compile_button(at).click()
     at.run()
     assert not at.error, [e.value for e in at.error]
     job_id = at.query_params["job"][0] if isinstance(at.query_params["job"], list) else at.query_params["job"]
@@ -52,8 +55,9 @@ def test_compile_form_runs_a_real_job_to_success(fresh_workspace):
     compiled = load_artifact(artifact)(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
     torch.testing.assert_close(compiled["logits"], expected, atol=1e-4, rtol=0)
 
-    at.run()  # the live panel now shows the finished job
+    at.run()  # the live panel now shows the finished job; the name is taken now
     assert not at.exception and len(at.success) == 1 and not at.error
+    assert any("already exists" in w.value for w in at.warning) and compile_button(at).disabled
 
     at.switch_page("views/jobs.py").run()
     assert not at.exception
@@ -68,17 +72,20 @@ def test_compile_form_runs_a_real_job_to_success(fresh_workspace):
     assert "not Neuron" in row["backend · runs on"] and row["validation"].startswith("validated")
 
 
+def compile_button(at: AppTest):
+    return next(b for b in at.button if b.label == "Compile")
+
+
 @pytest.mark.parametrize(
     "name, message",
     [("../escape", "Invalid output name"), ("/abs/path", "Invalid output name"), ("", "Invalid output name")],
 )
-def test_bad_artifact_names_show_an_error_and_submit_nothing(fresh_workspace, name, message):
+def test_bad_artifact_names_show_an_error_and_disable_compile(fresh_workspace, name, message):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     compile_form(at, "demo:tiny-bert", name)
-    next(b for b in at.button if b.label == "Compile").click()
-    at.run()
     assert not at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert compile_button(at).disabled
     assert JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list() == []
 
 
@@ -86,18 +93,43 @@ def test_existing_artifact_needs_replace(fresh_workspace):
     (fresh_workspace.artifacts_dir / "taken").mkdir(parents=True)
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     compile_form(at, "demo:tiny-bert", "taken")
-    next(b for b in at.button if b.label == "Compile").click()
-    at.run()
-    assert any("already exists" in e.value for e in at.error)
+    assert any("already exists" in w.value for w in at.warning) and compile_button(at).disabled
+    at.checkbox(key="force").check().run()
+    assert not at.warning and not at.error and not compile_button(at).disabled
+
+
+def local_folder(at: AppTest, typed: str) -> AppTest:
+    at.segmented_control(key="source_kind").set_value("Local folder").run()
+    return at.text_input(key="folder").set_value(typed).run()
+
+
+def test_local_folders_outside_the_model_roots_get_the_same_answer_as_missing_ones(fresh_workspace, tmp_path):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    answers = set()
+    for typed in ("/etc/passwd", "/root/.ssh", str(tmp_path / "nope"), str(fresh_workspace.root / "nope")):
+        local_folder(at, typed)
+        assert not at.exception and compile_button(at).disabled
+        [error] = [e.value for e in at.error]
+        assert "is a file" not in error and "does not exist" not in error
+        answers.add(error.replace(repr(typed), "PATH"))
+    assert len(answers) == 1, answers
     assert JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list() == []
 
 
-def test_missing_local_folder_is_a_readable_error(fresh_workspace, tmp_path):
+def test_a_local_folder_in_the_workspace_is_read(fresh_workspace):
+    model = shutil.copytree(resolve_demo("demo:tiny-bert"), fresh_workspace.root / "models" / "bert")
+    at = local_folder(AppTest.from_file(str(APP), default_timeout=60).run(), str(model))
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("Detected task:** text-classification" in m.value for m in at.markdown)
+    assert not compile_button(at).disabled
+
+
+@pytest.mark.parametrize("typed", ["../../etc", "/etc/passwd", "a/b/c"])
+def test_a_hub_id_that_is_a_path_is_refused(fresh_workspace, typed):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
-    at.segmented_control(key="source_kind").set_value("Local folder").run()
-    at.text_input(key="folder").set_value(str(tmp_path / "nope")).run()
-    assert not at.exception
-    assert any("does not exist" in e.value for e in at.error)
+    at.segmented_control(key="source_kind").set_value("Hugging Face Hub").run()
+    at.text_input(key="hub_id").set_value(typed).run()
+    assert any("is not a Hub model id" in e.value for e in at.error) and compile_button(at).disabled
 
 
 def test_auto_says_which_backend_it_picks_on_this_host(fresh_workspace):
@@ -112,27 +144,56 @@ def test_a_neuron_backend_offers_cross_compiling_and_queues_its_command(fresh_wo
     at.selectbox(key="backend").set_value(next(name for name, backend in BACKENDS.items() if backend.is_neuron)).run()
     assert at.selectbox(key="device").disabled
     at.selectbox(key="instance_type").set_value("inf2 (cross-compile)")
-    next(b for b in at.button if b.label == "Compile").click()
-    at.run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    (job,) = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list()
-    args = build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
+    args = queued_command(at, fresh_workspace)
     assert (args.backend, args.instance_type, args.device) == ("neuron", "inf2", "cpu")
     assert (args.model, args.output) == ("demo:tiny-bert", str(fresh_workspace.artifacts_dir / "bert-inf2"))
 
 
 def test_cpu_code_and_int8_choices_reach_the_queued_command(fresh_workspace):
-    """inductor: CPU code for any AVX2 CPU, int8 linears; the job runs the CLI with those flags. With a
+    """inductor: CPU code for any AVX-512 CPU, int8 linears; the job runs the CLI with those flags. With a
     backend that has no machine code of its own (torchscript) the CPU choice is disabled."""
     at = AppTest.from_file(str(APP), default_timeout=60).run()
-    compile_form(at, "demo:tiny-bert", "bert-avx2-int8")
+    compile_form(at, "demo:tiny-bert", "bert-avx512-int8")
     assert at.selectbox(key="cpu_isa").disabled
     at.selectbox(key="backend").set_value("inductor").run()
-    at.selectbox(key="cpu_isa").set_value("avx2")
+    at.selectbox(key="cpu_isa").set_value("avx512")
     at.selectbox(key="quantize").set_value("int8-dynamic")
+    args = queued_command(at, fresh_workspace)
+    assert (args.backend, args.cpu_isa, args.quantize) == ("inductor", "avx512", "int8-dynamic")
+
+
+def queued_command(at, workspace):
+    """Click Compile; the arguments of the one export job it queued."""
     next(b for b in at.button if b.label == "Compile").click()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    (job,) = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list()
-    args = build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
-    assert (args.backend, args.cpu_isa, args.quantize) == ("inductor", "avx2", "int8-dynamic")
+    (job,) = JobStore(workspace.db_path, workspace.jobs_dir).list()
+    return build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
+
+
+def test_buckets_typed_in_the_form_compile_one_model_per_length(fresh_workspace):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    compile_form(at, "demo:tiny-bert", "bert-buckets")
+    at.text_input(key="buckets-sequence_length-demo:tiny-bert").set_value("16, 8").run()
+    assert not at.error, [e.value for e in at.error]
+    next(b for b in at.button if b.label == "Compile").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    store = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir)
+    (job,) = store.list()
+    assert build_parser().parse_args(job.argv[3:]).sequence_length == (16, 8)  # what the CLI runs
+    assert str(wait_for_job(store, job.id, timeout=180).status) == "succeeded", store.log_tail(job.id)
+    manifest = json.loads((fresh_workspace.artifacts_dir / "bert-buckets" / "manifest.json").read_text())
+    assert [(b["name"], b["validation"]["passed"]) for b in manifest["buckets"]] == [("8", True), ("16", True)]
+
+
+@pytest.mark.parametrize("text", ["8,x", "auto:64-8"])
+def test_bad_buckets_show_an_error_and_submit_nothing(fresh_workspace, text):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    compile_form(at, "demo:tiny-bert", "bert-bad-buckets")
+    at.text_input(key="buckets-sequence_length-demo:tiny-bert").set_value(text).run()
+    assert any("--sequence_length" in e.value for e in at.error), [e.value for e in at.error]
+    next(b for b in at.button if b.label == "Compile").click()
+    at.run()
+    assert not at.exception
+    assert JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list() == []
