@@ -86,9 +86,12 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     _shape("num_beams", "number of beams (text generation; not exported by this tool)"),
     _shape("num_choices", "number of choices (multiple-choice)"),
     _shape("num_channels", "image channels (vision)"),
-    _shape("width", "image width (vision, stable diffusion)"),
-    _shape("height", "image height (vision, stable diffusion)"),
+    _shape("width", "image width (vision: default the image processor's; stable diffusion)"),
+    _shape("height", "image height (vision: default the image processor's; stable diffusion)"),
     _shape("num_images_per_prompt", "images per prompt (stable diffusion)"),
+    _shape("audio_sequence_length", "audio samples per input (audio; 16000 = 1 s at 16 kHz)"),
+    _shape("text_batch_size", "texts per call (CLIP; zero-shot: the most labels)"),
+    _shape("image_batch_size", "images per call (CLIP)"),
     Flag("optlevel", "-O", "1: fast compile; 2: balance (default); 3: more speed, longer compile, more memory", "level"),
     Flag("force", "--force", "replace an existing artifact in OUTPUT", "switch"),
     Flag("use_cache", "--no-cache", "always compile; do not use the compile cache", "negated"),
@@ -292,8 +295,47 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_doctor_parser(commands) -> None:
+    p = commands.add_parser("doctor", help="what this host can compile and run (torch, torch-neuronx, devices, backends), with fixes")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
+    p.set_defaults(handler=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when some backend can both compile and run here, else 1."""
+    from .doctor import gather
+
+    report = gather()
+    print(json.dumps(report.to_dict(), indent=2) if args.json else "\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def add_download_parser(commands) -> None:
+    p = commands.add_parser("download", help="download a precompiled Neuron model (optimum-neuron's layout) from the Hugging Face Hub")
+    p.add_argument("repo_id", help="the model's id on the Hub, e.g. aws-neuron/bert-base-uncased-finetuned-sst2-neuron")
+    p.add_argument("output", help="folder to write it to")
+    p.add_argument("--revision", help="branch, tag or commit (default: main)")
+    p.add_argument("--force", action="store_true", help="replace an existing artifact in OUTPUT")
+    p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
+    p.set_defaults(handler=run_download)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from .hub import download_precompiled
+
+    events = EventFile(args.events)
+    try:
+        artifact = download_precompiled(args.repo_id, args.output, force=args.force, revision=args.revision)
+    except NeuronExportError as error:
+        events.write({"type": "error", "message": str(error), "exit_code": error.exit_code})
+        raise
+    events.write({"type": "done", "artifact": str(artifact)})
+    return 0
+
+
 # Each entry adds one sub-command; its parser sets `handler`.
-COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser, add_benchmark_parser]
+COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser, add_benchmark_parser,
+                                         add_doctor_parser, add_download_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Iterable
+from types import SimpleNamespace
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
 from .errors import NeuronExportError
 from .options import ExportOptions
-from .registry import Architecture, InputSpec, TaskSpec
+from .registry import Architecture, InputSpec, TaskSpec, config_attr
+
+# The example value the error of a missing shape option suggests (else 128).
+SHAPE_EXAMPLES = {"audio_sequence_length": 16000, "text_batch_size": 4}
+
 
 # Copies of the inputs an export holds at once: the trace example and the validation sets (one
 # of them a strided view of a tensor twice as wide).
@@ -23,29 +28,31 @@ def input_axes(inputs: Iterable[InputSpec], task: TaskSpec) -> dict[str, tuple[s
 
 
 def resolve_shapes(
-    arch: Architecture, task: TaskSpec, options: ExportOptions, config: Any
+    arch: Architecture, task: TaskSpec, options: ExportOptions, config: Any, preprocessor: Optional[dict] = None
 ) -> tuple[dict[str, int], list[str]]:
-    """The value of every shape axis the task uses, and warnings for shape options it ignores."""
+    """The value of every shape axis the task uses, and warnings for shape options it ignores.
+    Defaults come from the family, read from the config and the preprocessor config (image size)."""
     family = arch.family
-    used = [axis for axes in input_axes(arch.inputs, task).values() for axis in axes]
+    specs = arch.task_inputs(task.name, config)
+    used = [axis for axes in input_axes(specs, task).values() for axis in axes]
     used = list(dict.fromkeys(used))
     shapes: dict[str, int] = {}
     for axis in used:
-        value = getattr(options, axis)
+        value = getattr(options, axis, None)  # None too for axes that are no option (AST's mel bins)
         if value is None:
             default = family.default_shapes.get(axis)
-            value = default(config) if callable(default) else default
+            value = default(config, preprocessor or {}) if callable(default) else default
         if value is None:
-            raise NeuronExportError(f"missing --{axis}: {task.name} needs it (for example --{axis} 128)")
+            raise NeuronExportError(f"missing --{axis}: {task.name} needs it (for example --{axis} {SHAPE_EXAMPLES.get(axis, 128)})")
         limit_attr = family.shape_limits.get(axis)
-        limit = getattr(config, limit_attr, None) if limit_attr else None
+        limit = config_attr(config, limit_attr) if limit_attr else None
         if isinstance(limit, int):
             reserved = arch.reserved_positions(config) if arch.reserved_positions and limit_attr == "max_position_embeddings" else 0
             if value > limit - reserved:
                 detail = f", of which {arch.model_type} reserves the first {reserved}: at most {limit - reserved}" if reserved else ""
                 raise NeuronExportError(f"--{axis} {value} is beyond the model's {limit_attr} ({limit}{detail})")
         shapes[axis] = value
-    check_input_memory(input_shapes(input_axes(arch.inputs, task), shapes), shapes)
+    check_input_memory(input_shapes(input_axes(specs, task), shapes), shapes)
     warnings = [
         f"--{name} is not used by {task.name}; ignored" for name in options.shapes() if name not in shapes
     ]
@@ -111,7 +118,7 @@ def _id_range(size_attribute: str) -> Callable[[Any], Any]:
 # Input kinds (InputSpec.kind) whose values index a table -> their range from the model's config.
 VALUE_RANGES: dict[str, Callable[[Any], Any]] = {
     "token_ids": _id_range("vocab_size"),
-    "clip_token_ids": _id_range("vocab_size"),
+    "clip_token_ids": lambda config: _id_range("vocab_size")(_text_config(config)),
     "token_type_ids": _id_range("type_vocab_size"),
     "attention_mask": lambda config: [0, 1],
 }
@@ -159,8 +166,20 @@ def _gaussian(shape, config, generator, realistic):
     return torch.randn(shape, generator=generator)
 
 
+def _waveform(shape, config, generator, realistic):
+    """Audio samples in [-1, 1), as a normalized 16 kHz recording."""
+    return torch.rand(shape, generator=generator) * 2 - 1
+
+
+def _text_config(config: Any) -> Any:
+    """A CLIP model's text config; a CLIP text encoder's config is itself."""
+    text_config = config_attr(config, "text_config")
+    return config if text_config is None else SimpleNamespace(**text_config) if isinstance(text_config, dict) else text_config
+
+
 def _clip_token_ids(shape, config, generator, realistic):
     """Ids like a CLIP tokenizer's padded batch: start token, words, end token, then end tokens as padding."""
+    config = _text_config(config)
     special = {config.bos_token_id, config.eos_token_id}
     ids = torch.randint(0, config.vocab_size, shape, generator=generator)
     ids[torch.isin(ids, torch.tensor(sorted(special)))] = 0
@@ -195,6 +214,7 @@ GENERATORS: dict[str, Callable[..., torch.Tensor]] = {
     "attention_mask": _attention_mask,
     "token_type_ids": _token_type_ids,
     "pixel_values": _gaussian,
+    "waveform": _waveform,
     "gaussian": _gaussian,
     "clip_token_ids": _clip_token_ids,
     "timestep": _timestep,

@@ -12,14 +12,16 @@ from types import SimpleNamespace
 from typing import Optional
 
 from .errors import NeuronExportError
-from .options import ExportOptions
+from .options import SHAPE_FIELDS, ExportOptions
 from .registry import (
-    ARCHITECTURES, DIFFUSERS_PIPELINES, DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, BucketAxes, detect_task, is_diffusion_task,
-    supported_tasks,
+    ARCHITECTURES, DIFFUSERS_PIPELINES, DIFFUSION_TASKS, SENTENCE_TRANSFORMERS, TASKS, BucketAxes, config_attr, detect_task,
+    is_diffusion_task, supported_tasks,
 )
-from .sources import resolve_model_source
+from .sources import read_preprocessor_config, resolve_model_source
 
 DIFFUSION_SHAPE_OPTIONS = ("batch_size", "height", "width", "num_images_per_prompt")
+# Where the family has no default: values to start the form from (sequence_length: cut to the model's limit).
+SUGGESTED_SHAPES = {"batch_size": 1, "num_choices": 4, "sequence_length": 128, "audio_sequence_length": 16000, "text_batch_size": 4}
 
 
 @dataclass
@@ -39,8 +41,8 @@ class ModelInfo:
         if self.library == "diffusers":
             return list(DIFFUSION_SHAPE_OPTIONS)
         arch = ARCHITECTURES[self.model_type]
-        axes = [a for spec in arch.inputs for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
-        return list(dict.fromkeys(axes))
+        axes = [a for spec in arch.task_inputs(task) for a in spec.axes[:1] + TASKS[task].extra_axes + spec.axes[1:]]
+        return [axis for axis in dict.fromkeys(axes) if axis in SHAPE_FIELDS]  # not AST's mel bins: its config fixes them
 
     def bucketable(self, task: str) -> tuple[BucketAxes, ...]:
         """The shape options that may take several values (buckets) for `task`."""
@@ -70,19 +72,25 @@ def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
             note = f"from config.json (architectures: {', '.join(architectures)})"
         except NeuronExportError as error:
             detected, note = None, str(error)
-    config = source.config
-    defaults: dict[str, int] = {"batch_size": 1, "num_choices": 4}
-    limits: dict[str, int] = {}
-    max_positions = config.get("max_position_embeddings")
-    if isinstance(max_positions, int):
-        reserved_positions = ARCHITECTURES[source.model_type].reserved_positions
-        reserved = reserved_positions(SimpleNamespace(**config)) if reserved_positions else 0
-        limits["sequence_length"] = max_positions - reserved
-        defaults["sequence_length"] = min(128, limits["sequence_length"])
-    image_size = config.get("image_size")
-    if isinstance(image_size, int):
-        defaults.update(height=image_size, width=image_size, num_channels=config.get("num_channels", 3))
+    defaults, limits = _shape_defaults(source.model_type, SimpleNamespace(**source.config), read_preprocessor_config(source.encoder_path))
     return ModelInfo(source.origin, source.path, source.library, source.model_type, tasks, detected, note, defaults, limits)
+
+
+def _shape_defaults(model_type: str, config: SimpleNamespace, preprocessor: dict) -> tuple[dict[str, int], dict[str, int]]:
+    """The form's starting shapes (the family's defaults, read from the config and image processor, else
+    SUGGESTED_SHAPES) and the largest values the model allows."""
+    arch = ARCHITECTURES[model_type]
+    defaults = dict(SUGGESTED_SHAPES)
+    for axis, default in arch.family.default_shapes.items():
+        defaults[axis] = default(config, preprocessor) if callable(default) else default
+    limits: dict[str, int] = {}
+    for axis, attribute in arch.family.shape_limits.items():
+        limit = config_attr(config, attribute)
+        if isinstance(limit, int):
+            reserved = arch.reserved_positions(config) if arch.reserved_positions else 0
+            limits[axis] = limit - reserved
+            defaults[axis] = min(defaults[axis], limits[axis])
+    return defaults, limits
 
 
 def _diffusion_image_size(path: Path) -> int:

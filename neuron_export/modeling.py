@@ -5,16 +5,19 @@
     model = NeuronModelForSequenceClassification.from_pretrained("compiled/")
     logits = model(**tokenizer("Hello", return_tensors="pt")).logits
 
-A compiled model has static shapes. Smaller inputs are padded up to them (input_ids with the pad
-token, masks and token type ids with 0, the batch with padding rows) and the padding is cut from
-the outputs again, so results equal transformers' on the unpadded input. Larger inputs are a clear
-error, except the batch of a model compiled with dynamic_batch_size=True.
+A compiled model has static shapes. Smaller inputs are padded up to them axis by axis (padding.py:
+input_ids with the pad token, masks and token type ids with 0, audio with silence, the batch, and
+CLIP's text and image batches, with padding rows) and the padding is cut from the outputs again
+(audio: the frames of the padding too), so results equal transformers' on the unpadded input where
+the model takes an attention mask. Larger inputs are a clear error naming the compiled shape, except
+the batch of a model compiled with dynamic_batch_size=True.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import shutil
 import tempfile
 import weakref
@@ -28,13 +31,15 @@ from transformers.utils import ModelOutput
 
 from .artifact import CompiledModel, Manifest, check_output_dir, load_artifact, publish, staging
 from .errors import ArtifactError, InputMismatchError, NeuronExportError, ValidationFailedError
+from .optimum_neuron import is_optimum_folder
 from .options import ExportOptions
-from .registry import SENTENCE_TRANSFORMERS, TASKS
+from .padding import default_input, input_sizes, pad_to, target_size
+from .registry import ARCHITECTURES, FAMILIES, SENTENCE_TRANSFORMERS, TASKS, modality_of_inputs, task_model_class, task_output_type
 
-# Axes whose inputs can be padded: attention masks make padded tokens (and rows) inert.
-PADDABLE_AXES = frozenset({"batch_size", "num_choices", "sequence_length"})
-# Tokenizer outputs that an architecture may not take (distilbert: token_type_ids); dropped then.
-TOKENIZER_EXTRAS = frozenset({"token_type_ids", "special_tokens_mask", "offset_mapping", "overflow_to_sample_mapping", "length"})
+# Preprocessor outputs that an architecture may not take (distilbert: token_type_ids; YOLOS ignores
+# the pixel mask of its image processor); dropped then.
+TOKENIZER_EXTRAS = frozenset({"token_type_ids", "special_tokens_mask", "offset_mapping", "overflow_to_sample_mapping", "length",
+                              "pixel_mask"})
 
 
 @dataclasses.dataclass
@@ -63,7 +68,10 @@ class NeuronModel:
         self.config = _load_config(self.config_path)
         self.main_input_name = compiled.input_names[0]
         self._inputs = {name: (tuple(spec.shape), tuple(spec.axes)) for name, spec in compiled.inputs.items()}
-        self.compiled_shape, self._axes = self._inputs[self.main_input_name]
+        self._compiled_sizes = {axis: size for shape, axes in self._inputs.values() for axis, size in zip(axes, shape)}
+        self._family = _family(self.manifest.model_type)
+        if not self.sentence_transformers:
+            self.output_type = _output_type(task_output_type(self.manifest.task, self.manifest.model_type))
         self._pad_values = {name: 0 for name in self._inputs}
         if "input_ids" in self._pad_values:
             self._pad_values["input_ids"] = self._pad_token_id()
@@ -84,16 +92,19 @@ class NeuronModel:
                     f"{', '.join(sorted(options))}: compile options apply with export=True; a compiled artifact's shapes and options are fixed"
                 )
             return cls(_load(model))
-        return cls._export(model, _export_options(cls.task, options))
+        return cls._export(model, _export_options(cls, options))
 
     @classmethod
     def _export(cls, model: Union[str, Path], options: ExportOptions) -> "NeuronModel":
         from .export import export
         from .sources import resolve_model_source
 
-        is_sentence = resolve_model_source(model, options).library == "sentence_transformers"
-        if is_sentence != cls.sentence_transformers:
-            raise NeuronExportError(f"{model} is {_describe(is_sentence, options.task)}; use {_class_for(options.task, is_sentence)}")
+        source = resolve_model_source(model, options)
+        is_sentence = source.library == "sentence_transformers"
+        expected = class_name_for(options.task, is_sentence, source.model_type)
+        if expected != cls.__name__:
+            described = _describe(is_sentence, options.task) + ("" if is_sentence else f" of a {source.model_type}")
+            raise NeuronExportError(f"{model} is {described}; use {_class_for(options.task, is_sentence, source.model_type)}")
         temporary = Path(tempfile.mkdtemp(prefix="neuron_export_model_"))
         try:
             result = export(model, temporary / "artifact", options)
@@ -120,17 +131,18 @@ class NeuronModel:
         return target
 
     def _check_artifact_kind(self) -> None:
-        task = self.manifest.task
+        task, model_type = self.manifest.task, self.manifest.model_type
         is_sentence = self.manifest.library == "sentence_transformers"
-        if task != self.task or is_sentence != self.sentence_transformers:
+        if class_name_for(task, is_sentence, model_type) != type(self).__name__:
             raise ArtifactError(
                 f"{self.path} was compiled for {_describe(is_sentence, task)}, not for {type(self).__name__}; "
-                f"load it with {_class_for(task, is_sentence)}"
+                f"load it with {_class_for(task, is_sentence, model_type)}"
             )
 
     def _pad_token_id(self) -> int:
-        if self.config.pad_token_id is not None:
-            return int(self.config.pad_token_id)
+        text_config = getattr(self.config, "text_config", None) or self.config  # CLIP: its text tower's
+        if getattr(text_config, "pad_token_id", None) is not None:
+            return int(text_config.pad_token_id)
         from transformers import AutoTokenizer
 
         try:
@@ -164,7 +176,8 @@ class NeuronModel:
 
     @property
     def input_modalities(self) -> tuple[str, ...]:
-        return ("image",) if self.main_input_name == "pixel_values" else ("text",)
+        modality = modality_of_inputs(list(self._inputs)) or "text"
+        return {"vision": ("image",), "text-image": ("text", "image")}.get(modality, (modality,))
 
     def can_generate(self) -> bool:
         return False  # encoders only; transformers' pipelines ask
@@ -184,53 +197,42 @@ class NeuronModel:
         return outputs if return_dict else outputs.to_tuple()
 
     def pad_inputs(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        """The inputs padded to the compiled shape, and the size of each axis before padding."""
-        given = {}
-        for name, value in inputs.items():
-            if value is None:
-                continue
-            if name in self._inputs:
-                given[name] = value
-            elif name not in TOKENIZER_EXTRAS:
-                raise InputMismatchError(f"unexpected input {name!r}; this model takes {', '.join(self._inputs)}")
+        """The inputs padded to the compiled shapes, and the size of each axis before padding (plus the
+        output axes derived from them, e.g. audio frames)."""
+        given = self._known_inputs(inputs)
         main = given.get(self.main_input_name)
         if not isinstance(main, torch.Tensor):
             raise InputMismatchError(f"input {self.main_input_name!r} is missing or not a tensor (tokenize with return_tensors='pt')")
-        shape = tuple(main.shape)
-        target = self._target_shape(shape)
+        sizes = input_sizes(given, self._inputs)
+        free_axes = (("batch_size",) if self.compiled.dynamic_batch else ()) + self.compiled.bucketed_axes
+        targets = {axis: target_size(axis, size, given, self._inputs, free_axes) for axis, size in sizes.items()}
         padded = {}
-        for name in self._inputs:
-            tensor = given.get(name)
-            if tensor is None:
-                tensor = _default_input(name, main)
-            elif tuple(tensor.shape) != shape:
-                raise InputMismatchError(f"input {name!r} has shape {tuple(tensor.shape)} but {self.main_input_name!r} has {shape}")
-            padded[name] = tensor if target == shape else _pad(tensor, target, self._pad_values[name])
-        return padded, dict(zip(self._axes, shape))
+        for name, (_, axes) in self._inputs.items():
+            tensor = given[name] if name in given else default_input(name, axes, sizes, main.device)
+            target = tuple(targets[axis] for axis in axes)
+            padded[name] = tensor if tuple(tensor.shape) == target else pad_to(tensor, target, self._pad_values[name])
+        for axis, derive in (self._family.derived_axes.items() if self._family else ()):
+            sizes[axis] = derive(self.config, sizes)
+        if self._family and self._family.positions_axis in sizes:
+            sizes["positions"] = sizes[self._family.positions_axis]
+        return padded, sizes
 
-    def _target_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        compiled = self.compiled_shape
-        if len(shape) != len(compiled):
-            raise InputMismatchError(
-                f"input {self.main_input_name!r} has shape {shape}; the model was compiled for {compiled} ({', '.join(self._axes)})"
-            )
-        target = []
-        for axis, size, limit in zip(self._axes, shape, compiled):
-            if size == limit or (axis == "batch_size" and self.compiled.dynamic_batch) or axis in self.compiled.bucketed_axes:
-                target.append(size)  # the compiled model runs any batch (dynamic batch), or picks the bucket that fits
-            elif size < limit and axis in PADDABLE_AXES:
-                target.append(limit)
-            elif size < limit:
-                raise InputMismatchError(
-                    f"input {self.main_input_name!r} has shape {shape}; the model was compiled for {compiled} and {axis} must be {limit}"
-                )
+    def _known_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The inputs the compiled model takes; preprocessor extras it does not take are dropped."""
+        given = {}
+        for name, value in inputs.items():
+            if value is None or (name not in self._inputs and name in TOKENIZER_EXTRAS):
+                continue
+            if name in self._inputs:
+                given[name] = value
+            elif name == "attention_mask" and isinstance(value, torch.Tensor) and bool(value.all()):
+                continue  # attends to everything: the same as no mask (audio models compiled without one)
+            elif name == "attention_mask":
+                raise InputMismatchError("this model was compiled without an attention mask (its checkpoint is used without one): "
+                                         "pass inputs without padding, one per call or all of the same length")
             else:
-                hint = "split the batch, or export with a larger batch_size or dynamic_batch_size=True" if axis == "batch_size" else f"export with a larger {axis}"
-                raise InputMismatchError(
-                    f"input {self.main_input_name!r} has shape {shape}, larger than the compiled shape {compiled} "
-                    f"({axis} {size} > {limit}); {hint}"
-                )
-        return tuple(target)
+                raise InputMismatchError(f"unexpected input {name!r}; this model takes {', '.join(self._inputs)}")
+        return given
 
     def unpad_outputs(self, outputs: dict[str, torch.Tensor], sizes: dict[str, int]) -> ModelOutput:
         """The compiled outputs without the padding rows / tokens, as the transformers output type."""
@@ -247,7 +249,7 @@ class NeuronModel:
     def _strip(self, tensor: torch.Tensor, axes: tuple, sizes: dict[str, int]) -> torch.Tensor:
         if isinstance(axes[0], tuple) and len(axes[0]) > 1:
             # Rows of several axes flattened (multiple-choice: batch x choices): unflatten, cut, flatten again.
-            inner = tuple(self.compiled_shape[self._axes.index(axis)] for axis in axes[0][1:])
+            inner = tuple(self._compiled_sizes[axis] for axis in axes[0][1:])
             rows = tensor.reshape(-1, *inner, *tensor.shape[1:])
             return self._strip(rows, axes[0] + axes[1:], sizes).flatten(0, len(axes[0]) - 1)
         index = [slice(None)] * len(axes)
@@ -260,9 +262,9 @@ class NeuronModel:
         group = name.partition(".")[0]
         rows = self.hidden_batch_axes if len(self.hidden_batch_axes) > 1 else self.hidden_batch_axes[0]
         if group == "hidden_states":
-            return (rows, "sequence_length")
+            return (rows, "positions")
         if group == "attentions":
-            return (rows, None, "sequence_length", "sequence_length")
+            return (rows, None, "positions", "positions")
         return self.output_axes.get(group, ("batch_size",))
 
     def __repr__(self) -> str:
@@ -280,7 +282,7 @@ def model_class(name: str) -> type[NeuronModel]:
         spec = next((t for t in TASKS.values() if t.model_class == name), None)
         if spec is None:
             raise AttributeError(f"no NeuronModel class {name!r}")
-        output_type, sentence = getattr(modeling_outputs, spec.output_type), False
+        output_type, sentence = _output_type(spec.output_type), False
     doc = f"A compiled {spec.task if sentence else spec.name} model with the transformers calling convention; returns {output_type.__name__}."
     attributes = dict(task=spec.task if sentence else spec.name, output_type=output_type, output_axes=spec.output_axes,
                       hidden_batch_axes=("batch_size",) if sentence else spec.hidden_batch_axes,
@@ -292,45 +294,68 @@ def __getattr__(name: str):
     return model_class(name)  # NeuronModelForSequenceClassification, ...
 
 
-def class_name_for(task: Optional[str], is_sentence: bool) -> Optional[str]:
-    """The name of the class that runs artifacts of a task (None when no class does)."""
+def class_name_for(task: Optional[str], is_sentence: bool, model_type: Optional[str] = None) -> Optional[str]:
+    """The name of the class that runs artifacts of a task and architecture (None when no class does)."""
     if is_sentence:
         return SENTENCE_TRANSFORMERS.model_class if task == SENTENCE_TRANSFORMERS.task else None
-    return TASKS[task].model_class if task in TASKS else None
+    return task_model_class(task, model_type) if task in TASKS else None
 
 
 def model_class_for_artifact(path: Union[str, Path]) -> type[NeuronModel]:
-    """The NeuronModel class that loads an artifact folder (by its manifest's task and library)."""
+    """The NeuronModel class that loads an artifact folder (by its manifest's task, architecture and library)."""
     manifest = Manifest.read(_artifact_path(path))
-    name = class_name_for(manifest.task, manifest.library == "sentence_transformers")
+    name = class_name_for(manifest.task, manifest.library == "sentence_transformers", manifest.model_type)
     if name is None:
         raise ArtifactError(f"{path} was compiled for {manifest.task}, which no NeuronModel class runs")
     return model_class(name)
 
 
-def _class_for(task: Optional[str], is_sentence: bool) -> str:
-    return class_name_for(task, is_sentence) or "load_artifact() (no NeuronModel class for it)"
+def _class_for(task: Optional[str], is_sentence: bool, model_type: Optional[str] = None) -> str:
+    return class_name_for(task, is_sentence, model_type) or "load_artifact() (no NeuronModel class for it)"
+
+
+def _output_type(name: str) -> type[ModelOutput]:
+    """A transformers output class: a name in transformers.modeling_outputs, or a dotted path to a model's own."""
+    if "." not in name:
+        return getattr(modeling_outputs, name)
+    module, _, attribute = name.rpartition(".")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _family(model_type: Optional[str]):
+    arch = ARCHITECTURES.get(model_type or "")
+    return arch.family if arch else None
 
 
 def _describe(is_sentence: bool, task: Optional[str]) -> str:
     return "a sentence-transformers model" if is_sentence else f"task {task}"
 
 
-def _export_options(task: str, options: dict[str, Any]) -> ExportOptions:
+def _export_options(cls: type[NeuronModel], options: dict[str, Any]) -> ExportOptions:
     known = {f.name for f in dataclasses.fields(ExportOptions)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise NeuronExportError(f"unknown option(s) {', '.join(unknown)}; export options are: {', '.join(sorted(known - {'task'}))}")
-    if options.get("task", task) != task:
-        raise NeuronExportError(f"task={options['task']!r}: this class compiles for {task}; use the class of that task")
+    tasks = _class_tasks(cls)
+    task = options.get("task", cls.task)
+    if task not in tasks:
+        raise NeuronExportError(f"task={task!r}: this class compiles for {' or '.join(tasks)}; use the class of that task")
     return ExportOptions(**{**options, "task": task})
+
+
+def _class_tasks(cls: type[NeuronModel]) -> list[str]:
+    """The tasks whose artifacts a class runs, for some architecture (NeuronCLIPModel: zero-shot and CLIP's features)."""
+    if cls.sentence_transformers:
+        return [cls.task]
+    by_family = [task for family in FAMILIES for task, name in family.model_classes.items() if name == cls.__name__]
+    return list(dict.fromkeys([cls.task, *(t.name for t in TASKS.values() if t.model_class == cls.__name__), *by_family]))
 
 
 def _artifact_path(path: Union[str, Path]) -> Path:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ArtifactError(f"{path} is not a compiled artifact folder; to compile a model, pass export=True")
-    if not (folder / "manifest.json").is_file() and (folder / "config.json").is_file():
+    if not (folder / "manifest.json").is_file() and (folder / "config.json").is_file() and not is_optimum_folder(folder):
         raise ArtifactError(f"{path} is a model folder, not a compiled artifact; pass export=True to compile it")
     return folder
 
@@ -354,18 +379,3 @@ def _config_folder(path: Path) -> Path:
 
         return path / sentence_transformers_modules(path)[0].get("path", "")
     return path
-
-
-def _default_input(name: str, main: torch.Tensor) -> torch.Tensor:
-    """What transformers assumes for an input left out: every token attended, one segment."""
-    if name == "attention_mask":
-        return torch.ones_like(main)
-    if name == "token_type_ids":
-        return torch.zeros_like(main)
-    raise InputMismatchError(f"missing input {name!r}")
-
-
-def _pad(tensor: torch.Tensor, target: tuple[int, ...], value: int) -> torch.Tensor:
-    padded = tensor.new_full(target, value)
-    padded[tuple(slice(0, size) for size in tensor.shape)] = tensor
-    return padded

@@ -29,6 +29,9 @@ SHAPE_FIELDS = (
     "width",
     "num_images_per_prompt",
     "num_beams",
+    "audio_sequence_length",
+    "text_batch_size",
+    "image_batch_size",
 )
 # Shape options that may hold several values: buckets, "32,64,128", or "auto:16-512" (bucketing.py).
 # Whether a model buckets them is the registry's (Family.bucketable, DiffusionTask.bucketable).
@@ -50,6 +53,9 @@ class ExportOptions:
     width: Optional[ShapeValue] = None
     num_images_per_prompt: Optional[int] = None
     num_beams: Optional[int] = None
+    audio_sequence_length: Optional[int] = None  # audio samples (16000 = 1 s at 16 kHz)
+    text_batch_size: Optional[int] = None  # CLIP: texts per call (zero-shot: the most labels)
+    image_batch_size: Optional[int] = None  # CLIP: images per call
     length_histogram: Optional[str] = None  # lengths of real traffic: an auto bucket option minimises their padding
     # compiler
     auto_cast: str = "none"

@@ -1,8 +1,8 @@
 """pipeline(): a transformers pipeline that runs a compiled artifact.
 
 transformers' Pipeline needs of its model only `config`, `device`, `dtype` and a call returning
-the transformers output types, which a NeuronModel provides; the tokenizer or image processor
-comes from the artifact folder.
+the transformers output types, which a NeuronModel provides; the tokenizer, image processor or
+feature extractor comes from the artifact folder (processors.py), fitted to the compiled image size.
 """
 
 from __future__ import annotations
@@ -14,10 +14,14 @@ from typing import Any, Iterator, Union
 
 from .errors import NeuronExportError
 from .modeling import NeuronModel, model_class_for_artifact
-from .registry import ARCHITECTURES, TASKS
+from .processors import load_processor, pipeline_parts
+from .registry import TASKS
 
-# transformers pipeline -> the task whose artifacts it runs (registry: TaskSpec.pipeline).
-PIPELINE_TASKS = {spec.pipeline: name for name, spec in TASKS.items() if spec.pipeline}
+# transformers pipeline -> the tasks whose artifacts it runs (registry: TaskSpec.pipeline).
+PIPELINE_TASKS: dict[str, tuple[str, ...]] = {}
+for _name, _spec in TASKS.items():
+    if _spec.pipeline:
+        PIPELINE_TASKS[_spec.pipeline] = PIPELINE_TASKS.get(_spec.pipeline, ()) + (_name,)
 
 
 def pipeline(task: str, model: Union[str, Path, NeuronModel], **pipeline_kwargs: Any):
@@ -30,20 +34,17 @@ def pipeline(task: str, model: Union[str, Path, NeuronModel], **pipeline_kwargs:
         raise NeuronExportError(f"pipeline task {task!r} is not supported; one of: {', '.join(PIPELINE_TASKS)}")
     if not isinstance(model, NeuronModel):
         model = model_class_for_artifact(model).from_pretrained(model)
-    if model.task != PIPELINE_TASKS[task]:
-        raise NeuronExportError(f"{model.path} was compiled for {model.task}, not for {task}")
+    if model.manifest.task not in PIPELINE_TASKS[task]:
+        raise NeuronExportError(f"{model.path} was compiled for {model.manifest.task}, not for {task}")
 
     import transformers
 
-    processor = ARCHITECTURES[model.manifest.model_type].family.processor if model.manifest.model_type in ARCHITECTURES else "AutoTokenizer"
-    if processor != "AutoTokenizer":
-        preprocessors = {"image_processor": getattr(transformers, processor).from_pretrained(model.config_path)}
-    else:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model.config_path)
-        if "sequence_length" in model.manifest.shapes:
-            # Pipelines that truncate (token-classification) then stop at the compiled length.
-            tokenizer.model_max_length = min(tokenizer.model_max_length, model.manifest.shapes["sequence_length"])
-        preprocessors = {"tokenizer": tokenizer}
+    shapes = model.manifest.shapes
+    preprocessors = pipeline_parts(load_processor(model.config_path, model.manifest.model_type, shapes))
+    tokenizer = preprocessors.get("tokenizer")
+    if tokenizer is not None and "sequence_length" in shapes:
+        # Pipelines that truncate (token-classification) then stop at the compiled length.
+        tokenizer.model_max_length = min(tokenizer.model_max_length, shapes["sequence_length"])
     with _accepting(type(model).__name__):
         return transformers.pipeline(task, model=model, device=model.device, **preprocessors, **pipeline_kwargs)
 

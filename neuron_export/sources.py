@@ -10,7 +10,8 @@ from typing import Any, Optional
 from .errors import NeuronExportError, first_line
 from .model_files import check_links, read_json
 from .options import ExportOptions
-from .registry import DIFFUSERS_PIPELINES, auto_class, detect_task, get_architecture
+from .processors import open_preprocessor
+from .registry import ARCHITECTURES, DIFFUSERS_PIPELINES, auto_class, detect_task, get_architecture
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 # Files worth downloading from a hub repo: configs, tokenizers, weights; never other formats.
@@ -108,6 +109,22 @@ def sentence_transformers_modules(path: Path) -> list[dict[str, Any]]:
     return modules
 
 
+def read_preprocessor_config(folder: Path) -> dict[str, Any]:
+    """A model folder's image processor / feature extractor config, {} when it has none: its
+    preprocessor_config.json, or the part of processor_config.json (transformers 5 saves a processor
+    such as CLIPProcessor there) that holds it."""
+    folder = Path(folder)
+    if (folder / "preprocessor_config.json").is_file():
+        return read_json(folder / "preprocessor_config.json")
+    if (folder / "processor_config.json").is_file():
+        combined = read_json(folder / "processor_config.json")
+        part = combined.get("image_processor") or combined.get("feature_extractor") or {}
+        if not isinstance(part, dict):
+            raise NeuronExportError(f"{folder / 'processor_config.json'}: its image processor / feature extractor must be a JSON object")
+        return part
+    return {}
+
+
 def load_config(source: ModelSource, options: ExportOptions):
     from transformers import AutoConfig
 
@@ -122,14 +139,11 @@ def load_config(source: ModelSource, options: ExportOptions):
 def check_preprocessor(source: ModelSource, processor_class: str) -> None:
     """Load the folder's tokenizer / image processor (what the artifact's users will load) when it
     ships one: a corrupt one is refused here rather than copied into the artifact."""
-    import transformers
-
     folder = source.encoder_path if source.library == "transformers" else source.path
     if not any((folder / name).is_file() for name in PREPROCESSOR_FILES):
         return
     try:
-        getattr(transformers, processor_class).from_pretrained(folder, local_files_only=True,
-                                                               trust_remote_code=False)
+        open_preprocessor(folder, processor_class, local_files_only=True, trust_remote_code=False)
     except Exception as error:  # tokenizers / PIL / json raise many types for broken files
         raise NeuronExportError(f"the tokenizer or preprocessor files of {source.origin} cannot be loaded: {first_line(error)}") from None
 
@@ -172,7 +186,9 @@ def is_head_weight(model, name: str) -> bool:
         return True
     prefix = getattr(model, "base_model_prefix", "")
     if getattr(model, "base_model", model) is model:
-        return False  # a body without a head (AutoModel, a diffusers model)
+        # A body without a head (AutoModel, a diffusers model), or a head without a body prefix (CLIP's).
+        arch = ARCHITECTURES.get(getattr(getattr(model, "config", None), "model_type", None))
+        return arch is not None and name.split(".")[0] in arch.unprefixed_heads
     return not name.startswith(f"{prefix}.")
 
 

@@ -3,12 +3,13 @@ positional tensors in (in the registry's input order), a flat tuple of named ten
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from .errors import NeuronExportError, first_line
 from .options import ExportOptions
+from .registry import ARCHITECTURES
 from .sentence_head import SentenceEmbeddingModel, sentence_head
 from .sources import ModelSource, sentence_transformers_modules
 
@@ -21,12 +22,13 @@ class TraceableModel(torch.nn.Module):
         output_names: Sequence[str],
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        call_options: Optional[dict] = None,
     ):
         super().__init__()
         self.model = model
         self.input_names = list(input_names)
         self.output_names = list(output_names)
-        self.flags = {}
+        self.flags = dict(call_options or {})  # the architecture's (registry Architecture.call_options)
         # Only pass the flags when asked: some heads reject unknown keyword arguments.
         if output_hidden_states:
             self.flags["output_hidden_states"] = True
@@ -83,7 +85,13 @@ def eager_traceable(source: ModelSource, eager: torch.nn.Module, input_names: li
     if source.library == "sentence_transformers":
         steps = sentence_head(sentence_transformers_modules(source.path), source.path)
         return SentenceEmbeddingModel(eager, input_names, steps).eval()
-    return TraceableModel(eager, input_names, output_names, **output_flags(options)).eval()
+    return TraceableModel(eager, input_names, output_names, **output_flags(options), call_options=call_options(source.model_type)).eval()
+
+
+def call_options(model_type: str) -> dict:
+    """Keywords every forward call of this architecture needs (phi: use_cache=False)."""
+    arch = ARCHITECTURES.get(model_type)
+    return dict(arch.call_options) if arch else {}
 
 
 class CastModel(torch.nn.Module):

@@ -221,3 +221,36 @@ def percent_bars_figure(labels: Sequence[str], percents: Sequence[float], title:
     figure.update_yaxes(range=[0, 110], ticksuffix="%")
     figure.update_xaxes(type="category")
     return _layout(figure, title, height=260)
+
+
+# ---- playground: audio and depth ---------------------------------------------------------------
+
+WAVEFORM_POINTS = 2000  # drawn at most: a longer clip is shown by the extremes of each stretch
+
+
+def waveform_figure(samples: Sequence[float], sampling_rate: int, title: str = "Waveform") -> go.Figure:
+    """Amplitude over time; a long clip is drawn as the min/max envelope of WAVEFORM_POINTS / 2 stretches."""
+    import numpy as np
+
+    values = np.asarray(samples, dtype="float32")
+    if len(values) > WAVEFORM_POINTS:
+        stretches = np.array_split(values, WAVEFORM_POINTS // 2)
+        starts = np.cumsum([0] + [len(s) for s in stretches[:-1]])
+        times = np.ravel([(start, start + len(s) // 2) for start, s in zip(starts, stretches)])
+        values = np.ravel([(s.min(), s.max()) for s in stretches])
+    else:
+        times = np.arange(len(values))
+    figure = go.Figure(go.Scatter(x=times / sampling_rate, y=values, mode="lines", line={"width": 1, "color": OUTPUT_COLORS[0]},
+                                  hovertemplate="%{x:.3f} s: %{y:.3f}<extra></extra>"))
+    figure.update_xaxes(title="seconds")
+    figure.update_yaxes(title="amplitude", range=[-1.05, 1.05])
+    return _layout(figure, title, height=220)
+
+
+def depth_figure(depth: Sequence[Sequence[float]], title: str = "Predicted depth") -> go.Figure:
+    """The depth map as an image with its colour scale (the model's own units)."""
+    figure = go.Figure(go.Heatmap(z=depth, colorscale="Viridis", colorbar={"title": "depth"},
+                                  hovertemplate="x %{x}, y %{y}: %{z:.3g}<extra></extra>"))
+    figure.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
+    figure.update_xaxes(showticklabels=False, constrain="domain")
+    return _layout(figure, title, height=420)

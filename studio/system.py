@@ -1,8 +1,7 @@
-"""Host and Neuron device metrics for the System page: psutil, and the JSON of `neuron-ls` / `neuron-monitor`.
+"""Host and Neuron device metrics for the System page: psutil, and the JSON of `neuron-monitor`
+(the devices from `neuron-ls` are read by the engine: neuron_export.neuron_host).
 
-Formats (AWS Neuron tools docs):
-- `neuron-ls --json-output`: a list of devices, each {"neuron_device": 0, "nc_count": 2, "memory_size": bytes,
-  "neuroncore_ids": [0, 1] (newer tools), "neuron_processes": [{"pid": ..., "command": ...}], ...}.
+Format (AWS Neuron tools docs):
 - `neuron-monitor`: one JSON report per period on stdout; per-core figures live in
   neuron_runtime_data[].report.neuroncore_counters.neuroncores_in_use{"<core>": {"neuroncore_utilization": %}}
   and report.memory_used.neuron_runtime_used_bytes.usage_breakdown.neuroncore_memory_usage{"<core>": {kind: bytes}}.
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -24,11 +22,10 @@ from typing import Any, Iterable, Optional
 
 import psutil
 
-from neuron_export.errors import NeuronExportError, first_line
+from neuron_export import Manifest, read_manifest
+from neuron_export.errors import NeuronExportError
+from neuron_export.neuron_host import NEURON_TOOLS_DIR, NeuronDevice, find_neuron_tool, parse_neuron_ls, read_neuron_ls  # noqa: F401 (re-exported for the System page)
 
-# Where the Neuron SDK installs its tools when they are not on PATH.
-NEURON_TOOLS_DIR = "/opt/aws/neuron/bin"
-NEURON_LS_TIMEOUT_S = 15
 # neuron-monitor's config: one report a second with the per-core counters and memory.
 MONITOR_CONFIG = {
     "period": "1s",
@@ -123,55 +120,7 @@ def _rss(process: psutil.Process) -> int:
         return 0
 
 
-# ---- Neuron tools -------------------------------------------------------------------------------
-
-
-def find_neuron_tool(name: str) -> Optional[str]:
-    """Path of a Neuron tool (neuron-ls, neuron-monitor) on PATH or in the SDK's folder, else None."""
-    return shutil.which(name) or shutil.which(name, path=NEURON_TOOLS_DIR)
-
-
-@dataclass(frozen=True)
-class NeuronDevice:
-    index: int
-    cores: list[int]  # global NeuronCore ids
-    memory: int  # bytes of device memory
-    processes: list[tuple[int, str]]  # (pid, command)
-
-    @property
-    def memory_per_core(self) -> int:
-        return self.memory // len(self.cores) if self.cores else 0
-
-
-def parse_neuron_ls(text: str) -> list[NeuronDevice]:
-    """`neuron-ls --json-output` -> the devices; NeuronExportError if it is not that format."""
-    try:
-        data = json.loads(text)
-    except ValueError as error:
-        raise NeuronExportError(f"neuron-ls printed no JSON: {first_line(error)}") from None
-    if not isinstance(data, list):
-        raise NeuronExportError("neuron-ls JSON is not a list of devices (a newer format?)")
-    devices, next_core = [], 0
-    for entry in data:
-        try:
-            count = int(entry["nc_count"])
-            cores = [int(c) for c in entry.get("neuroncore_ids") or range(next_core, next_core + count)]
-            processes = [(int(p["pid"]), str(p.get("command", ""))) for p in entry.get("neuron_processes") or []]
-            devices.append(NeuronDevice(int(entry["neuron_device"]), cores, int(entry.get("memory_size") or 0), processes))
-        except (KeyError, TypeError, ValueError) as error:
-            raise NeuronExportError(f"unexpected neuron-ls device entry ({type(error).__name__}: {error})") from None
-        next_core = max(cores, default=next_core - 1) + 1
-    return devices
-
-
-def read_neuron_ls(tool: str) -> list[NeuronDevice]:
-    try:
-        done = subprocess.run([tool, "--json-output"], capture_output=True, text=True, timeout=NEURON_LS_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise NeuronExportError(f"neuron-ls did not run: {first_line(error)}") from None
-    if done.returncode != 0:
-        raise NeuronExportError(f"neuron-ls failed: {first_line(done.stderr or done.stdout) or f'exit code {done.returncode}'}")
-    return parse_neuron_ls(done.stdout)
+# ---- Neuron tools: the device list comes from the engine (neuron_export.neuron_host) -------------
 
 
 @dataclass(frozen=True)
@@ -267,3 +216,25 @@ class NeuronMonitor:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+
+
+def neuron_placements(artifacts: dict[Path, Manifest]) -> list[dict[str, Any]]:
+    """One row per component of the workspace's Neuron artifacts: the NeuronCores it is placed on at load
+    (from its manifest: [0, 1] for the data-parallel SD UNet, [0] for the rest)."""
+    rows = []
+    for path, manifest in artifacts.items():
+        if not manifest.is_neuron:
+            continue
+        parts = [(manifest.task, manifest)]
+        if manifest.is_pipeline:
+            parts = []
+            for component in manifest.components:
+                try:
+                    parts.append((component, read_manifest(path / component)))
+                except NeuronExportError:
+                    continue  # a damaged component: the Artifacts page shows it
+        for name, part in parts:
+            cores = part.neuron_cores or [0]
+            rows.append({"Artifact": path.name, "Component": name, "NeuronCores": ", ".join(map(str, cores)),
+                         "Copies": len(cores), "Compiled for": part.target or "inf2 / trn1"})
+    return rows

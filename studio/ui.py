@@ -11,12 +11,13 @@ from typing import Callable, Optional
 import streamlit as st
 
 from neuron_export import Manifest, read_manifest, read_validation
-from neuron_export.artifact import MANIFEST
+from neuron_export.artifact import MANIFEST, check_output_dir
 from neuron_export.artifact.folders import clean_stale
 from neuron_export.errors import NeuronExportError
 from neuron_export.export.cache import cache_root
+from neuron_export.hub import download_problem
 from neuron_export.sources import untrained_warning
-from studio.jobs import Dispatcher, JobStore
+from studio.jobs import Dispatcher, JobStore, commands
 from studio.workspace import Workspace
 
 MAX_JOBS_ENV = "NEURON_EXPORT_MAX_JOBS"
@@ -259,3 +260,48 @@ def job_panel(store: JobStore, job_id: str, log_lines: int = 20) -> None:
     if log.strip():
         with st.expander("Log", expanded=not job.is_finished):
             st.code("\n".join(log.splitlines()[-log_lines:]), language=None)
+
+
+def placement_caption(rows: list[tuple[str, list[int], list[int]]]) -> None:
+    """Which NeuronCores each component of a loaded Neuron artifact runs on (studio.playground.placement)."""
+    if not rows:
+        return
+    parts = []
+    for name, wanted, used in rows:
+        if len(used) > 1:
+            parts.append(f"**{name}** on cores {' and '.join(map(str, used))} (a copy on each: the CFG halves side by side)")
+        elif len(wanted) > 1:
+            parts.append(f"**{name}** on core {used[0]} (meant for cores {', '.join(map(str, wanted))}; this host shows fewer, "
+                         "so its halves run in turn)")
+        else:
+            parts.append(f"**{name}** on core {(used or wanted)[0]}")
+    st.caption(":material/memory: NeuronCores — " + " · ".join(parts))
+
+
+HUB_JOB_KEY = "hub_download_job"
+
+
+def hub_download(services: Services) -> None:
+    """A field for precompiled Neuron models on the Hugging Face Hub (optimum-neuron's layout): downloaded
+    only when asked, as a job, into the workspace, where the picker then offers them."""
+    with st.expander("Precompiled Neuron model from the Hugging Face Hub", icon=":material/cloud_download:"):
+        st.caption("Models that optimum-neuron compiled and published (e.g. under aws-neuron/) run here without a compile. "
+                   "Nothing is downloaded until you click Download.")
+        with st.form("hub-download"):
+            repo_id = st.text_input("Hub id", key="hub_repo_id", placeholder="aws-neuron/bert-base-uncased-finetuned-sst2-neuron").strip()
+            name = st.text_input("Save as (a folder in the workspace)", key="hub_artifact_name").strip()
+            submitted = st.form_submit_button("Download", icon=":material/download:")
+        if submitted:
+            try:
+                problem = download_problem(repo_id)
+                if problem:
+                    raise NeuronExportError(problem)
+                output = services.workspace.artifact_path(name or repo_id.split("/")[-1])
+                check_output_dir(output, force=False)
+                job = services.store.submit(commands.DOWNLOAD, commands.download_command(repo_id, output),
+                                            title=f"{output.name} (download {repo_id})", artifact=str(output))
+                st.session_state[HUB_JOB_KEY] = job.id
+            except NeuronExportError as error:
+                show_error(error)
+        if st.session_state.get(HUB_JOB_KEY):
+            job_panel(services.store, st.session_state[HUB_JOB_KEY])

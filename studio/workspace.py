@@ -6,6 +6,7 @@ from pathlib import Path
 
 from neuron_export.artifact import MANIFEST
 from neuron_export.errors import NeuronExportError
+from neuron_export.optimum_neuron import is_optimum_folder
 from studio.environment import MODEL_ROOTS_ENV
 
 WORKSPACE_ENV = "NEURON_EXPORT_WORKSPACE"
@@ -59,8 +60,9 @@ class Workspace:
         )
 
     def list_artifacts(self) -> list[Path]:
-        """Folders under artifacts/ that hold a manifest.json, sorted by name."""
-        return sorted(folder for folder in self.artifacts_dir.iterdir() if (folder / MANIFEST).is_file())
+        """Folders under artifacts/ that hold a manifest.json, or that optimum-neuron compiled, sorted by name."""
+        return sorted(folder for folder in self.artifacts_dir.iterdir()
+                      if (folder / MANIFEST).is_file() or (folder.is_dir() and is_optimum_folder(folder)))
 
 
 def _name_problem(name: str) -> str | None:

@@ -32,6 +32,9 @@ SHAPE_LABELS = {
     "height": "Height (px)",
     "width": "Width (px)",
     "num_images_per_prompt": "Images per prompt",
+    "audio_sequence_length": "Audio samples (16000 = 1 s)",
+    "text_batch_size": "Texts per call (labels)",
+    "image_batch_size": "Images per call",
 }
 SOURCES = ("Demo model", "Local folder", "Hugging Face Hub")
 THIS_HOST = "this host's Neuron device"

@@ -1,5 +1,6 @@
 """Playground page: try a compiled artifact on your own input, with eager PyTorch's latency beside it."""
 
+import html
 from pathlib import Path
 from typing import Callable
 
@@ -143,19 +144,25 @@ def choices(loaded: playground.LoadedArtifact) -> None:
         latency_row(loaded, stats)
 
 
+def image_field() -> tuple:
+    return (st.file_uploader("Image (PNG, JPEG or WebP); without one, the generated sample picture is used",
+                             type=["png", "jpg", "jpeg", "webp"]),)
+
+
+def image_and_labels(loaded: playground.LoadedArtifact, image, labels, stats, best: str, title: str) -> None:
+    """The input image beside its best label and the chart of the labels' probabilities."""
+    picture, scores = st.columns([1, 2])
+    picture.image(image, caption="input", width="stretch")
+    with scores:
+        st.metric(best, labels[0][0], f"{labels[0][1]:.1%}", delta_color="off", delta_arrow="off")
+        st.plotly_chart(charts.scores_figure(labels, title), width="stretch")
+    latency_row(loaded, stats)
+
+
 def image_labels(loaded: playground.LoadedArtifact) -> None:
-    form(loaded, "Classify", lambda: (
-        st.file_uploader("Image (PNG, JPEG or WebP); without one, the generated sample picture is used",
-                         type=["png", "jpg", "jpeg", "webp"]),
-    ))
+    form(loaded, "Classify", image_field)
     if result := last_result(loaded):
-        image, labels, stats = result
-        picture, scores = st.columns([1, 2])
-        picture.image(image, caption="input", width="stretch")
-        with scores:
-            st.metric("Label", labels[0][0], f"{labels[0][1]:.1%}", delta_color="off", delta_arrow="off")
-            st.plotly_chart(charts.scores_figure(labels, "Top labels"), width="stretch")
-        latency_row(loaded, stats)
+        image_and_labels(loaded, *result, best="Label", title="Top labels")
 
 
 def generation_fields(loaded: playground.LoadedArtifact) -> tuple:
@@ -191,6 +198,88 @@ def image_generation(loaded: playground.LoadedArtifact) -> None:
         latency_row(loaded, stats)
 
 
+def audio_fields() -> tuple:
+    """A recording, or a WAV file; without either the generated sample is used."""
+    recording = st.audio_input("Record (or upload a WAV below; without either, a generated sample is used)")
+    upload = st.file_uploader("WAV file", type=["wav"])
+    return recording, upload
+
+
+def waveform(loaded: playground.LoadedArtifact, clip: playground.Clip) -> None:
+    st.plotly_chart(charts.waveform_figure(clip.samples, clip.sampling_rate, f"Waveform of {clip.source} ({clip.seconds:.2f} s)"),
+                    width="stretch")
+    limit = loaded.shapes.get("audio_sequence_length")
+    if limit:
+        st.caption(f"Compiled for {limit} samples ({limit / clip.sampling_rate:.2f} s at {clip.sampling_rate} Hz): shorter clips are "
+                   "padded, longer ones cut.")
+
+
+def audio_labels(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Classify", audio_fields)
+    if result := last_result(loaded):
+        clip, labels, stats = result
+        waveform(loaded, clip)
+        st.metric("Label", labels[0][0], f"{labels[0][1]:.1%}", delta_color="off", delta_arrow="off")
+        st.plotly_chart(charts.scores_figure(labels, "Top labels"), width="stretch")
+        latency_row(loaded, stats)
+
+
+def transcript(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Transcribe", audio_fields)
+    if result := last_result(loaded):
+        clip, text, stats = result
+        waveform(loaded, clip)
+        st.markdown("**Transcript**")
+        st.code(text or "(nothing recognised)", language=None, wrap_lines=True)
+        latency_row(loaded, stats)
+
+
+def detection(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Detect", image_field)
+    if result := last_result(loaded):
+        image, detections, stats = result
+        threshold = st.slider("Score threshold", 0.0, 1.0, 0.5, 0.01, help="boxes scoring below it are hidden")
+        shown = [d for d in detections if d.score >= threshold]
+        st.image(playground.draw_boxes(image, shown), caption=f"{len(shown)} of {len(detections)} boxes above {threshold:.0%}",
+                 width="stretch")
+        if shown:
+            st.dataframe([{"Label": d.label, "Score": d.score, "Box (x0, y0, x1, y1)": ", ".join(f"{v:.0f}" for v in d.box)}
+                          for d in shown], hide_index=True,
+                         column_config={"Score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="percent")})
+        latency_row(loaded, stats)
+
+
+def segmentation(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Segment", image_field)
+    if result := last_result(loaded):
+        image, overlaid, segments, stats = result
+        picture, masks = st.columns(2)
+        picture.image(image, caption="input", width="stretch")
+        masks.image(overlaid, caption="classes", width="stretch")
+        st.html("".join(f'<span style="display:inline-block;margin:0 1em 0.3em 0"><span style="display:inline-block;width:0.9em;'
+                        f'height:0.9em;background:{color};border-radius:0.2em;margin-right:0.35em"></span>{html.escape(label)} '
+                        f"({share:.0%})</span>" for label, color, share in segments.legend))
+        latency_row(loaded, stats)
+
+
+def depth(loaded: playground.LoadedArtifact) -> None:
+    form(loaded, "Estimate depth", image_field)
+    if result := last_result(loaded):
+        image, depth_map, stats = result
+        picture, chart = st.columns([1, 2])
+        picture.image(image, caption="input", width="stretch")
+        chart.plotly_chart(charts.depth_figure(depth_map.tolist()), width="stretch")
+        latency_row(loaded, stats)
+
+
+def zero_shot(loaded: playground.LoadedArtifact) -> None:
+    most = loaded.shapes.get("text_batch_size")
+    form(loaded, "Classify", lambda: (*image_field(), st.text_input(f"Labels, separated by commas (2 to {most})",
+                                                                    "a photo of a house, a photo of a cat, a photo of the sea")))
+    if result := last_result(loaded):
+        image_and_labels(loaded, *result, best="Best label", title="Labels")
+
+
 # View kind -> its renderer; playground.VIEW_RUNNERS has the function that runs each.
 VIEWS = {
     "text-labels": text_labels,
@@ -201,6 +290,12 @@ VIEWS = {
     "choices": choices,
     "image-labels": image_labels,
     "image-generation": image_generation,
+    "audio-labels": audio_labels,
+    "transcript": transcript,
+    "detection": detection,
+    "segmentation": segmentation,
+    "depth": depth,
+    "zero-shot": zero_shot,
 }
 
 
@@ -208,6 +303,7 @@ def main() -> None:
     st.title("Playground")
     st.caption("Run a compiled artifact on your own input; every run also times the eager PyTorch model it came from.")
     services = ui.services()
+    ui.hub_download(services)
     picked = ui.artifact_header(services.workspace, key="playground_artifact",
                                 accept=lambda manifest: playground.artifact_view(manifest) in VIEWS)
     if picked is None:
@@ -225,6 +321,7 @@ def main() -> None:
         return
     if loaded.eager_note:
         st.info(loaded.eager_note, icon=":material/info:")
+    ui.placement_caption(playground.placement(loaded))
     VIEWS[loaded.view](loaded)
 
 

@@ -4,6 +4,7 @@ from typing import Optional
 
 import streamlit as st
 
+from neuron_export import doctor, neuron_host
 from neuron_export.errors import NeuronExportError
 from studio import charts, system, ui
 from studio.jobs import JobStatus
@@ -81,7 +82,7 @@ def neuron_section() -> None:
     if neuron_ls is None:
         st.info(
             "No Neuron device or tools on this host: neuron-ls and neuron-monitor were found neither on PATH nor in "
-            f"`{system.NEURON_TOOLS_DIR}`. Artifacts built with the portable backends (inductor, torchscript) run "
+            f"`{neuron_host.NEURON_TOOLS_DIR}`. Artifacts built with the portable backends (inductor, torchscript) run "
             "here on the CPU or a GPU; Neuron artifacts need an Inferentia / Trainium instance (inf2, trn1) with the "
             "Neuron SDK installed.",
             icon=":material/info:",
@@ -123,10 +124,44 @@ def live_panel(services: ui.Services) -> None:
     neuron_section()
 
 
+@st.cache_data(ttl=60, show_spinner="Checking what this host can compile and run…")
+def doctor_report() -> dict:
+    return doctor.gather().to_dict()
+
+
+def doctor_section() -> None:
+    """`neuron-export doctor` as tables: each fact with its fix, and per backend whether it compiles and runs here."""
+    st.subheader("What this host can compile and run")
+    report = doctor_report()
+    st.dataframe([{"": "✓" if f["ok"] else "✗", "Fact": f["name"], "Found": f["value"], "Fix": "" if f["ok"] else f["fix"] or ""}
+                  for f in report["facts"]], hide_index=True, width="stretch", key="doctor-facts")
+    st.dataframe([{"Backend": b["name"], "Compiles here": "yes" if b["can_compile"] else f"no: {b['compile_problem']}",
+                   "Runs here": "yes" if b["can_run"] else f"no: {b['run_problem']}", "Note": b["note"]}
+                  for b in report["backends"]], hide_index=True, width="stretch", key="doctor-backends")
+    usable = [b["name"] for b in report["backends"] if b["can_compile"] and b["can_run"]]
+    if usable:
+        st.success(f"This host can compile and run with: {', '.join(usable)}.", icon=":material/check_circle:")
+    else:
+        st.error("No backend can both compile and run here: see the fixes above.", icon=":material/error:")
+    st.caption("The same as `neuron-export doctor` (`--json` for scripts); checked again every minute.")
+
+
+def placement_section(services: ui.Services) -> None:
+    rows = system.neuron_placements(ui.artifact_manifests(services.workspace))
+    if rows:
+        st.subheader("NeuronCores of the workspace's Neuron artifacts")
+        st.dataframe(rows, hide_index=True, width="stretch", key="neuron-placements")
+        st.caption("Where each component is placed when it loads: the Stable Diffusion UNet gets a copy on two NeuronCores, "
+                   "so classifier-free guidance runs its unconditional and text halves side by side (AWS's SD samples).")
+
+
 def main() -> None:
     st.title("System")
     st.caption("Live view of this host, refreshed every 2 seconds: CPU, memory, disk, running compiles and NeuronCores.")
-    live_panel(ui.services())
+    services = ui.services()
+    live_panel(services)
+    placement_section(services)
+    doctor_section()
 
 
 main()

@@ -52,6 +52,23 @@ class BucketedModel:
         """The compiled shapes, smallest first, e.g. [{"sequence_length": 32}, {"sequence_length": 64}]."""
         return [dict(record.shapes) for record in self.records]
 
+    # Where the buckets run, and how many rows one call takes: the same for every bucket (one backend
+    # placed them all), read from a loaded bucket, else from the largest (it serves calls of any size).
+    @property
+    def cores(self) -> list[int]:
+        return self._placed().cores
+
+    @property
+    def replicas(self) -> int:
+        return self._placed().replicas
+
+    @property
+    def call_batch(self) -> int:
+        return self._placed().call_batch
+
+    def _placed(self):
+        return next(iter(self._models.values()), None) or self.bucket_model(self.records[-1].name)
+
     def largest_only(self) -> "BucketedModel":
         """The same model as if only its largest bucket had been compiled (every call padded to it)."""
         manifest = dataclasses.replace(self.manifest, buckets=self.records[-1:])

@@ -32,6 +32,10 @@ class CompiledModel:
         self.device = torch.device(manifest.device)
         self.dynamic_batch = manifest.dynamic_batch
         self.batch_size = manifest.batch_size
+        # Where a Neuron runner was placed: a data-parallel one takes its compiled batch once per copy.
+        self.cores: list[int] = list(getattr(runner, "cores", []))
+        self.replicas: int = getattr(runner, "replicas", 1)
+        self.call_batch = self.batch_size * self.replicas
         # One static shape: no buckets (a bucketed artifact loads as a BucketedModel).
         self.buckets: list[dict[str, int]] = []
         self.bucketed_axes: tuple[str, ...] = ()
@@ -42,6 +46,9 @@ class CompiledModel:
         batch = tensors[0].shape[0]
         if self.dynamic_batch and not self._native_dynamic_batch and batch != self.batch_size:
             return self._run_in_chunks(tensors, batch)
+        if not self.dynamic_batch and self.replicas > 1 and batch < self.call_batch:
+            padded = self._run([_pad_rows(t, self.call_batch - batch) for t in tensors])  # every copy gets a full batch
+            return {name: output[:batch] for name, output in padded.items()}
         return self._run(tensors)
 
     def prepare(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -55,24 +62,27 @@ class CompiledModel:
                 + (f" (unexpected {extra})" if extra else "")
             )
         prepared = []
-        batches = set()
+        batches: dict[str, set[int]] = {}  # per batch axis: CLIP's texts and images have one each
         for name in self.input_names:
             spec, tensor = self.inputs[name], inputs[name]
             _check_tensor(name, tensor)
             compiled = tuple(spec.shape)
             shape = tuple(tensor.shape)
-            ok = shape == compiled or (self.dynamic_batch and len(shape) == len(compiled) and shape[1:] == compiled[1:] and shape[0] > 0)
+            rows_ok = shape[:1] == compiled[:1] or (
+                bool(shape) and 0 < shape[0] and (self.dynamic_batch or (self.replicas > 1 and shape[0] <= self.call_batch)))
+            ok = shape == compiled or (rows_ok and len(shape) == len(compiled) and shape[1:] == compiled[1:])
             if not ok:
-                hint = "any batch size, " if self.dynamic_batch else ""
+                hint = "any batch size, " if self.dynamic_batch else f"up to {self.call_batch} rows on {self.replicas} cores, " if self.replicas > 1 else ""
                 raise InputMismatchError(
                     f"input {name!r} has shape {shape}; the model was compiled for {compiled} ({hint}pad to the compiled shape)"
                 )
-            batches.add(shape[0])
+            batches.setdefault(spec.axes[0] if spec.axes else "", set()).add(shape[0])
             tensor = _convert_dtype(name, tensor, getattr(torch, spec.dtype))
             _check_range(name, tensor, spec.value_range)
             prepared.append(tensor.to(self.device).contiguous())
-        if len(batches) > 1:
-            raise InputMismatchError(f"inputs have different batch sizes {sorted(batches)}")
+        for sizes in batches.values():
+            if len(sizes) > 1:
+                raise InputMismatchError(f"inputs have different batch sizes {sorted(sizes)}")
         return prepared
 
     def _run(self, tensors: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,11 +102,14 @@ class CompiledModel:
             chunk = [t[start : start + size] for t in tensors]
             short = size - chunk[0].shape[0]
             if short:
-                chunk = [torch.cat([c, c[-1:].expand(short, *c.shape[1:])]).contiguous() for c in chunk]
+                chunk = [_pad_rows(c, short) for c in chunk]
             results.append(self._run(chunk))
         return {name: torch.cat([r[name] for r in results])[:batch] for name in self.output_names}
 
 
+def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """The tensor with its last row repeated `rows` more times (padding that the caller drops again)."""
+    return torch.cat([tensor, tensor[-1:].expand(rows, *tensor.shape[1:])]).contiguous()
 def _check_tensor(name: str, tensor) -> None:
     """A real, dense tensor: a meta tensor has no values and a sparse one is not what was compiled."""
     if not isinstance(tensor, torch.Tensor):

@@ -103,6 +103,9 @@ class Manifest:
     cpu_isa: Optional[str] = None  # --cpu_isa of an artifact with machine code of its own (inductor)
     cpu_flags: list[str] = field(default_factory=list)  # CPU flags that code needs; loading checks them
     threads: Optional[int] = None  # threads its GEMM kernels are split for (None: any count, set at run time)
+    # NeuronCores it is placed on at load: [0, 1] for a data-parallel component (the SD UNet's CFG halves
+    # on separate cores), [0] otherwise; [] for portable builds. A pipeline's: those of its components.
+    neuron_cores: list[int] = field(default_factory=list)
     # one compiled model ...
     component: Optional[str] = None
     model_file: Optional[str] = None
@@ -182,6 +185,11 @@ class Manifest:
         folder = Path(folder)
         file = folder / MANIFEST
         if not file.is_file():
+            from ..optimum_neuron import read_optimum_manifest  # a folder optimum-neuron compiled
+
+            imported = read_optimum_manifest(folder) if folder.is_dir() else None
+            if imported is not None:
+                return imported
             raise ArtifactError(f"{folder} is not a compiled artifact (no {MANIFEST})")
         try:
             data = json.loads(file.read_text(encoding="utf-8"))

@@ -11,8 +11,19 @@ import torch
 from ..artifact.manifest import Manifest
 from ..options import ExportOptions
 
-# A loaded compiled model: positional tensors in, a tuple of tensors out.
+# A loaded compiled model: positional tensors in, a tuple of tensors out. A Neuron runner also says
+# where it was placed: `cores` (NeuronCore ids) and `replicas` (data-parallel copies, each taking the
+# compiled batch, so one call takes replicas x the compiled batch).
 Runner = Callable[..., Sequence[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class HostSupport:
+    """What a backend can do on this host: None, or why not with the fix, for compiling and for running."""
+
+    compile: Optional[str] = None
+    run: Optional[str] = None
+    note: str = ""  # e.g. where it runs, or that it cross-compiles only
 
 
 @dataclass
@@ -70,9 +81,10 @@ class Backend(Protocol):
 
     def compile(
         self, traced: Any, example: tuple[torch.Tensor, ...], options: ExportOptions, model_path: Path, workdir: Optional[Path],
-        model_kind: str = "generic",
+        model_kind: str = "generic", data_parallel: bool = False,
     ) -> None:
-        """Compile and write the model file; model_kind (generic, transformer, unet-inference) tunes neuronx-cc."""
+        """Compile and write the model file; model_kind (generic, transformer, unet-inference) tunes neuronx-cc;
+        data_parallel: the model will be spread over several cores at load (see cores())."""
 
     def annotate_manifest(self, manifest: Manifest, options: ExportOptions, model_path: Path) -> None:
         """Record in the manifest what only the built model file tells (the CPU flags its code needs, ...)."""
@@ -95,6 +107,13 @@ class Backend(Protocol):
 
     def runtime_problem(self, manifest: Manifest) -> Optional[str]:
         """None when an artifact with this manifest can run on this host, else why not."""
+
+    def cores(self, data_parallel: bool) -> list[int]:
+        """The accelerator cores a component is placed on at load ([] for the portable backends); a
+        data-parallel one (the SD UNet) is compiled for one core and copied to each of them."""
+
+    def host_support(self) -> HostSupport:
+        """Whether this host can compile with it, and run what it compiles (for `neuron-export doctor`)."""
 
 
 def cast_dtype(options: ExportOptions) -> Optional[torch.dtype]:

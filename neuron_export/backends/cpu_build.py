@@ -105,6 +105,12 @@ def quantization_problem(options: ExportOptions) -> Optional[str]:
         return f"--quantize {options.quantize} uses the X86 Inductor quantizer: x86 CPUs only (on a GPU use --auto_cast)"
     if importlib.util.find_spec("torchao") is None:
         return f"--quantize {options.quantize} needs torchao (pip install torchao), where PyTorch's PT2E quantization lives now"
+    try:
+        _x86_quantizer()
+    except Exception as error:  # a torchao built for another torch fails in many ways on import
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return (f"--quantize {options.quantize}: this torchao does not work with torch {torch.__version__} ({first_line}); "
+                "install the torchao release paired with this torch")
     if target_level(options) != "avx512":
         where = "--cpu_isa avx2" if options.cpu_isa == "avx2" else "this CPU, which has no AVX-512"
         return (f"--quantize {options.quantize} needs AVX-512 code, and {where} would run Inductor's int8 linears on "
@@ -117,14 +123,9 @@ def quantize_int8_dynamic(program: torch.export.ExportedProgram, example: tuple,
 
     Importing torchao's x86_inductor_quantizer registers the freezing passes that lower the
     quantize / dequantize pattern to oneDNN's int8 linear: it must happen in the compiling process."""
-    # torchao's own C++/CUDA kernels are not used on this path: do not load them (and say nothing about it).
-    os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    x86, prepare_pt2e, convert_pt2e = _x86_quantizer()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
         quantizer = x86.X86InductorQuantizer()
         quantizer.set_module_type_qconfig(torch.nn.Linear, x86.get_default_x86_inductor_quantization_config(is_dynamic=True))
         module = program.module()
@@ -137,3 +138,15 @@ def quantize_int8_dynamic(program: torch.export.ExportedProgram, example: tuple,
             prepared(*example)  # dynamic: nothing to calibrate, but the observers must have run once
             converted = convert_pt2e(prepared)
             return torch.export.export(converted, example, dynamic_shapes=dynamic_shapes, strict=False)
+
+
+def _x86_quantizer():
+    """torchao's X86 Inductor quantizer module, prepare_pt2e and convert_pt2e."""
+    # torchao's own C++/CUDA kernels are not used on this path: do not load them (and say nothing about it).
+    os.environ.setdefault("TORCHAO_FORCE_SKIP_LOADING_SO_FILES", "1")
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    return x86, prepare_pt2e, convert_pt2e

@@ -1,30 +1,31 @@
 """torch_neuronx.trace: a TorchScript module embedding a NEFF, for AWS Inferentia2 / Trainium.
 
-Written against the documented torch-neuronx API (torch 2.9 line): it can only be exercised where
-the real Neuron SDK is installed. Imported lazily so the rest of the engine works without it.
+Written against the documented torch-neuronx API (torch 2.9 line), and exercised end to end against
+the strict stand-in in tests/neuron (never on Inferentia from this project's CI). Imported lazily
+so the rest of the engine works without it.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from .. import neuron_host
 from ..artifact.folders import guarded_file, inside
-from ..errors import BackendUnavailableError, first_line
+from ..errors import BackendUnavailableError
 from ..options import ExportOptions
-from .base import SavedBuckets
+from .base import HostSupport, SavedBuckets
+from .neuron_sdk import compiler_version_tuple, neuronx_cc_state, torch_neuronx_state
 
-INSTALL_HINT = (
-    "install the real Neuron SDK on an inf2/trn1 instance: "
-    "pip install --extra-index-url https://pip.repos.neuron.amazonaws.com torch-neuronx neuronx-cc "
-    "(torch 2.9; PyPI's packages of those names are placeholders)"
-)
 # neuronx-cc spells the matmul auto-cast mode "matmult".
 AUTO_CAST_FLAG = {"none": "none", "matmul": "matmult", "all": "all"}
+# An inf2 / trn1 device pairs two NeuronCores: a data-parallel component (the SD UNet) gets one copy on
+# each, so classifier-free guidance runs its unconditional and text halves side by side (AWS's SD samples).
+DATA_PARALLEL_CORES = [0, 1]
+DEFAULT_TARGET = "inf2"
 
 
 def neuron_compiler_args(options: ExportOptions, model_type: str = "transformer") -> list[str]:
@@ -41,32 +42,22 @@ def neuron_compiler_args(options: ExportOptions, model_type: str = "transformer"
 
 
 def import_torch_neuronx(target: Optional[str] = None):
-    """torch_neuronx, or BackendUnavailableError saying why not; target: the instance type to compile
-    for on a host without a Neuron device (the override must be set before the library loads)."""
+    """torch_neuronx, or BackendUnavailableError saying why not (missing, PyPI's placeholder, built for
+    another torch, broken) and what to do; target: the instance type to compile for on a host without
+    a Neuron device (the override must be set before the library loads)."""
     if target:
         os.environ["NEURON_PLATFORM_TARGET_OVERRIDE"] = target
-    try:
-        import torch_neuronx
-    except Exception as error:  # a broken install (e.g. built for another torch) fails with any error type
-        raise BackendUnavailableError(f"neuron backend: {_import_problem(error)}; {INSTALL_HINT}") from None
+    state = torch_neuronx_state()
+    if not state.ok:
+        raise BackendUnavailableError(f"neuron backend: {state.problem}; {state.fix}")
+    import torch_neuronx
+
     return torch_neuronx
 
 
-def _import_problem(error: Exception) -> str:
-    if "WRONG PACKAGE" in str(error):
-        return "the installed torch-neuronx is PyPI's placeholder"
-    if isinstance(error, ModuleNotFoundError):
-        return "torch-neuronx is not installed"
-    return f"torch-neuronx does not import ({type(error).__name__}: {first_line(error)})"
-
-
 def torch_neuronx_problem() -> Optional[str]:
-    """None when torch_neuronx imports, else why not (not installed, placeholder, broken)."""
-    try:
-        import_torch_neuronx()
-    except BackendUnavailableError as error:
-        return str(error).removeprefix("neuron backend: ").split(";")[0]
-    return None
+    """None when torch_neuronx imports, else why not (not installed, placeholder, other torch, broken)."""
+    return torch_neuronx_state().problem
 
 
 def torch_neuronx_importable() -> bool:
@@ -74,7 +65,29 @@ def torch_neuronx_importable() -> bool:
 
 
 def neuron_device_present() -> bool:
-    return bool(glob.glob("/dev/neuron*"))
+    return neuron_host.neuron_device_present()
+
+
+class NeuronRunner:
+    """A loaded Neuron module on its NeuronCores: one core, or a copy on each core with the batch of a
+    call split across them (torch_neuronx.DataParallel). Nested outputs come back flat."""
+
+    def __init__(self, module, cores: list[int], replicas: int = 1):
+        self.module = module
+        self.cores = cores
+        self.replicas = replicas
+
+    def __call__(self, *inputs: torch.Tensor):
+        with torch.no_grad():
+            return tuple(_flatten(self.module(*inputs)))
+
+
+def _flatten(outputs):
+    if isinstance(outputs, torch.Tensor):
+        yield outputs
+        return
+    for item in outputs:  # optimum-neuron's text encoders return hidden_states as a nested tuple
+        yield from _flatten(item)
 
 
 class NeuronBackend:
@@ -88,7 +101,11 @@ class NeuronBackend:
         return "cpu"  # a traced Neuron module takes CPU tensors and moves them to its NeuronCore
 
     def target(self, options: ExportOptions) -> Optional[str]:
-        return options.instance_type or "inf2"
+        host = neuron_host.instance_type()
+        return options.instance_type or (neuron_host.instance_family(host) if host else DEFAULT_TARGET)
+
+    def cores(self, data_parallel: bool) -> list[int]:
+        return list(DATA_PARALLEL_CORES) if data_parallel else DATA_PARALLEL_CORES[:1]
 
     def option_warnings(self, options: ExportOptions) -> list[str]:
         return []
@@ -113,7 +130,10 @@ class NeuronBackend:
         try:
             import_torch_neuronx(options.instance_type)  # the first import: it must see the target
         except BackendUnavailableError as error:
-            return str(error)  # says whether it is missing, PyPI's placeholder or broken
+            return str(error)  # says whether it is missing, PyPI's placeholder, for another torch or broken
+        compiler = neuronx_cc_state()
+        if not compiler.ok:
+            return f"neuron backend: {compiler.problem}; {compiler.fix}"
         if not options.instance_type and not neuron_device_present():
             return "no Neuron device on this host (/dev/neuron*): pass --instance_type inf2 (or trn1) to compile for one without validation"
         if options.auto_cast_type == "tf32" and options.instance_type == "inf2":
@@ -121,16 +141,24 @@ class NeuronBackend:
         return None
 
     def runs_on(self, options: ExportOptions) -> str:
-        target = options.instance_type or "inf2"
-        return f"AWS {target} NeuronCores only (torch-neuronx)"
+        return f"AWS {self.target(options)} NeuronCores only (torch-neuronx)"
 
     def compiler_version(self) -> str:
-        try:
-            import neuronxcc
+        state = neuronx_cc_state()
+        return f"neuronx-cc {state.version}" if state.ok else "neuronx-cc (version unknown)"
 
-            return f"neuronx-cc {neuronxcc.__version__}"
-        except ImportError:
-            return "neuronx-cc (version unknown)"
+    def host_support(self) -> HostSupport:
+        state = torch_neuronx_state()
+        if not state.ok:
+            return HostSupport(f"{state.problem}: {state.fix}", state.problem)
+        compiler = neuronx_cc_state()
+        if not compiler.ok:  # running needs only torch-neuronx and a device
+            return HostSupport(f"{compiler.problem}: {compiler.fix}", None if neuron_device_present() else "no Neuron device on this host")
+        if not neuron_device_present():
+            return HostSupport(None, "no Neuron device on this host (/dev/neuron*): run its artifacts on an inf2 / trn1 instance",
+                               "cross-compiles only: --instance_type inf2|trn1 (no validation here)")
+        host = neuron_host.survey()
+        return HostSupport(None, None, f"{len(host.cores)} NeuronCores ({host.instance or 'instance type unknown'})")
 
     def prepare(self, module: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
         return module  # the compiler casts (--auto-cast) and places the model itself
@@ -138,8 +166,15 @@ class NeuronBackend:
     def trace(self, module, example, options: ExportOptions):
         return module  # torch_neuronx.trace traces and compiles in one step (compile stage)
 
-    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
+    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
+                data_parallel: bool = False) -> None:
         compiled = self.compile_bucket(traced, example, options, workdir, model_kind)
+        if data_parallel:
+            # Set before saving (they live in the archive): the load happens once DataParallel places the
+            # copies, in the background (AWS's SD samples and optimum-neuron do the same for the UNet).
+            torch_neuronx = import_torch_neuronx(options.instance_type)
+            torch_neuronx.async_load(compiled)
+            torch_neuronx.lazy_load(compiled)
         with guarded_file(model_path) as file:  # a full disk: an OSError, not an abort
             torch.jit.save(compiled, file)
 
@@ -148,7 +183,13 @@ class NeuronBackend:
         module = torch.jit.load(str(model_path))  # loading places it on a NeuronCore
         if manifest.dynamic_batch:
             module = torch_neuronx.dynamic_batch(module)
-        return module
+        wanted = list(manifest.neuron_cores or DATA_PARALLEL_CORES[:1])
+        if len(wanted) > 1 and set(wanted) <= set(neuron_host.survey().cores):
+            parallel = torch_neuronx.DataParallel(module, wanted, set_dynamic_batching=manifest.dynamic_batch)
+            return NeuronRunner(parallel, wanted, replicas=len(wanted))
+        # One core (also a data-parallel component on a host that shows fewer cores: its calls run in turn).
+        torch_neuronx.experimental.set_neuron_cores(module, start_nc=wanted[0], nc_count=1)
+        return NeuronRunner(module, wanted[:1])
 
     def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
         torch_neuronx = import_torch_neuronx(options.instance_type)
@@ -190,8 +231,26 @@ class NeuronBackend:
         return {name: (lambda module=module: module) for name, module in loaded.items()}
 
     def runtime_problem(self, manifest) -> Optional[str]:
-        if not torch_neuronx_importable():
-            return f"it is a Neuron artifact and torch-neuronx is not usable here; {INSTALL_HINT}"
+        target = manifest.target or DEFAULT_TARGET
+        state = torch_neuronx_state()
+        if not state.ok:
+            return f"it is a Neuron artifact for {target} NeuronCores and {state.problem} here: run it on an {target} instance with the Neuron SDK ({state.fix})"
         if not neuron_device_present():
-            return f"it is a Neuron artifact for {manifest.target or 'inf2'} and this host has no Neuron device"
-        return None
+            return f"it is a Neuron artifact for {target} and this host has no Neuron device: run it on an {target} instance"
+        host = neuron_host.instance_type()
+        if manifest.target and host and neuron_host.core_generation(host) != neuron_host.core_generation(target):
+            return (f"it was compiled for {target} ({neuron_host.core_generation(target) or 'unknown NeuronCores'}) and this host is an "
+                    f"{host} ({neuron_host.core_generation(host)}): recompile it for {neuron_host.instance_family(host)}")
+        return _compiler_problem(manifest.compiler)
+
+
+def _compiler_problem(compiled_with: str) -> Optional[str]:
+    """An artifact from a newer neuronx-cc than this host's may use what its runtime lacks (older ones load)."""
+    made, installed = compiler_version_tuple(compiled_with or ""), None
+    state = neuronx_cc_state()
+    if state.ok:
+        installed = compiler_version_tuple(state.version or "")
+    if made and installed and made[:2] > installed[:2]:
+        return (f"it was compiled with {compiled_with} and this host has neuronx-cc {state.version}: "
+                f"upgrade the Neuron SDK here, or recompile it with this one")
+    return None

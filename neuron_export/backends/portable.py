@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 from typing import Optional
 
 import torch
@@ -11,7 +12,7 @@ from .. import cpu
 from ..artifact.manifest import Manifest
 from ..options import ExportOptions
 from ..traceable import CastModel
-from .base import cast_dtype
+from .base import HostSupport, cast_dtype
 
 
 def torch_release(version: str) -> str:
@@ -25,6 +26,7 @@ class PortableBackend:
     is_neuron = False
     native_dynamic_batch = False
     records_cpu_isa = False  # its CPU artifacts are tied to the build host's vector ISA
+    needs_cxx = False  # it compiles generated C++ (AOTInductor)
 
     def device(self, options: ExportOptions) -> str:
         return options.device
@@ -74,6 +76,18 @@ class PortableBackend:
         elif dtype is not None:
             module = CastModel(module, options.auto_cast, dtype, options.device)
         return module.to(options.device)
+
+    def cores(self, data_parallel: bool) -> list[int]:
+        return []
+
+    def host_support(self) -> HostSupport:
+        compile_problem = None
+        if self.needs_cxx and not (shutil.which("g++") or shutil.which("c++")):
+            compile_problem = "no C++ compiler (g++) to build its kernels: apt-get install -y g++"
+        where = f"{platform.machine()} CPU ({torch.backends.cpu.get_cpu_capability()})"
+        if torch.cuda.is_available():
+            where += f" and CUDA ({torch.cuda.get_device_name(0)})"
+        return HostSupport(compile_problem, None, f"{where}; portable, not Neuron")
 
     def runtime_problem(self, manifest: Manifest) -> Optional[str]:
         if manifest.device == "cuda" and not torch.cuda.is_available():

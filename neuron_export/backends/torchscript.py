@@ -36,7 +36,8 @@ class TorchScriptBackend(PortableBackend):
             warnings.simplefilter("ignore")
             return torch.jit.trace(module, example, check_trace=False)
 
-    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic") -> None:
+    def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
+                data_parallel: bool = False) -> None:
         # -O1: the plain trace; -O2 and -O3: weights frozen as constants. (optimize_for_inference is
         # not used for -O3: its MKLDNN-prepacked graphs do not load back once saved, e.g. ConvNeXt.)
         with warnings.catch_warnings():

@@ -18,6 +18,7 @@ def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: 
     """Inputs of the artifact's signature at `batch_size`, like a tokenizer's batch (padded masks);
     axis_sizes: other sizes of some axes (e.g. the sequence_length of a bucketed artifact's call)."""
     specs = {spec.name: spec for spec in get_architecture(manifest.model_type).inputs}
+    # Only the axes named here change (CLIP's text and image batches stay as compiled).
     sizes = {**(axis_sizes or {}), "batch_size": batch_size}
     shapes = {spec.name: tuple(sizes.get(axis, size) for axis, size in zip(spec.axes, spec.shape)) for spec in manifest.inputs}
     unknown = sorted(set(shapes) - set(specs))

@@ -23,7 +23,7 @@ from .tiny import build_tiny_model, build_tiny_stable_diffusion
 MARKER_FILE = ".neuron_export_demo_complete"
 DEMO_DIR_ENV = "NEURON_EXPORT_DEMO_DIR"
 # Bump when a builder changes what it writes: cached demo folders with another version are rebuilt.
-DEMO_BUILD_VERSION = 1
+DEMO_BUILD_VERSION = 2  # 2: weights re-drawn (O(1) outputs), audio / detection / segmentation / depth / CLIP demos
 RANDOM_WEIGHTS = "random weights, for trying the tool (outputs are meaningless)"
 
 

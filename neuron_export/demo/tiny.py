@@ -12,29 +12,114 @@ from typing import Any, Optional
 
 from ..errors import NeuronExportError
 from ..registry import ARCHITECTURES, TASKS, TINY_IMAGE_SIZE, head_class_name
-from .vocab import TEXT_MAX_LENGTH, make_clip_tokenizer, make_wordpiece_tokenizer, roberta_style, special_tokens
+from .vocab import TEXT_MAX_LENGTH, make_clip_tokenizer, make_ctc_tokenizer, make_wordpiece_tokenizer, roberta_style, special_tokens
 
 
 def make_tiny_model(model_type: str, task: str, seed: int = 0, modality: Optional[str] = None) -> tuple[Any, Any]:
-    """The tiny (model, tokenizer or image processor) pair in memory (same seed -> same weights).
-    modality: refuse an architecture of another one ("text", "vision")."""
+    """The tiny (model, preprocessor) pair in memory (same seed -> same weights): a tokenizer, image
+    processor, feature extractor or processor, as the architecture's family takes.
+    modality: refuse an architecture of another one ("text", "vision", "audio", "text-image")."""
     head = _check_model_task(model_type, task, modality)
     import torch
     import transformers
 
     arch = ARCHITECTURES[model_type]
-    if arch.family.modality == "text":
-        processor = make_wordpiece_tokenizer(model_type)
-        config = _config(model_type, task, **_text_config_values(model_type, processor))
-    else:
-        class_name, keywords = arch.tiny_processor
-        processor = getattr(transformers, class_name)(**keywords)
-        config = _config(model_type, task, image_size=TINY_IMAGE_SIZE, num_channels=3)
+    processor, values = _TINY_PREPROCESSORS[arch.family.modality](arch, task)
+    config = _config(model_type, task, **values)
+    if arch.family.modality == "audio":
+        # The feature extractor returns a mask exactly when the model takes one (layer-norm wav2vec2s).
+        extractor = getattr(processor, "feature_extractor", processor)
+        extractor.return_attention_mask = any(spec.name == "attention_mask" for spec in arch.task_inputs(task, config))
     torch.manual_seed(seed)
     # The concrete class, not Auto*.from_config: deit's image-classification mapping is a tuple
     # (with and without teacher) and Auto*.from_config trips over it in transformers 5.
     model = getattr(transformers, head)(config).eval()
+    _redraw_weights(model, arch, task, config, processor, seed)
     return model, processor
+
+
+def _text_preprocessor(arch, task: str):
+    tokenizer = make_wordpiece_tokenizer(arch.model_type)
+    return tokenizer, _text_config_values(arch.model_type, tokenizer)
+
+
+def _image_processor(arch):
+    import transformers
+
+    class_name, keywords = arch.tiny_processor
+    return getattr(transformers, class_name)(**keywords)
+
+
+def _vision_preprocessor(arch, task: str):
+    return _image_processor(arch), dict(image_size=TINY_IMAGE_SIZE, num_channels=3)
+
+
+def _audio_preprocessor(arch, task: str):
+    """The feature extractor; for speech recognition a Wav2Vec2Processor with a letter CTC tokenizer."""
+    import transformers
+
+    extractor = _image_processor(arch)  # the tiny_processor entry: a feature extractor here
+    if task != "automatic-speech-recognition":
+        return extractor, {}
+    tokenizer = make_ctc_tokenizer()
+    processor = transformers.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
+    return processor, dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+
+
+def _text_image_preprocessor(arch, task: str):
+    """CLIPProcessor: the tiny CLIP BPE tokenizer and the image processor; the text config takes the tokenizer's ids."""
+    import transformers
+
+    tokenizer = make_clip_tokenizer()
+    processor = transformers.CLIPProcessor(image_processor=_image_processor(arch), tokenizer=tokenizer)
+    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    return processor, dict(text_config=ids)
+
+
+# Family modality -> (architecture, task) -> (preprocessor, config values it implies).
+_TINY_PREPROCESSORS = {
+    "text": _text_preprocessor,
+    "vision": _vision_preprocessor,
+    "audio": _audio_preprocessor,
+    "text-image": _text_image_preprocessor,
+}
+
+
+def _redraw_weights(model, arch, task: str, config, processor, seed: int) -> None:
+    """transformers' init (normal, std 0.02) leaves tiny models' outputs near 0 (classification heads
+    ~1e-3; conv + BatchNorm stacks 1e-25 to exactly 0), and a 1e-4 comparison then passes whatever
+    the compiled model does. Re-draw every Linear and convolution with PyTorch's default init and
+    calibrate BatchNorm statistics on random inputs, so that outputs are of order 1."""
+    import torch
+
+    torch.manual_seed(seed + 1)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.reset_parameters()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for batch in range(2):
+            model(**_calibration_inputs(arch, task, config, processor, seed + batch))
+    model.eval()
+
+
+def _calibration_inputs(arch, task: str, config, processor, seed: int):
+    """A batch of 4 random inputs of the tiny model's own shapes."""
+    from ..inputs import input_axes, input_shapes, make_inputs
+
+    image_processor = getattr(processor, "image_processor", processor)
+    preprocessor = image_processor.to_dict() if hasattr(image_processor, "to_dict") else {}
+    shapes = {axis: default(config, preprocessor) if callable(default) else default for axis, default in arch.family.default_shapes.items()}
+    shapes.update(batch_size=4, text_batch_size=4, image_batch_size=4, sequence_length=16, num_choices=2, audio_sequence_length=1600)
+    specs = arch.task_inputs(task, config)
+    return make_inputs(specs, input_shapes(input_axes(specs, TASKS[task]), shapes), config, seed=seed)
 
 
 def build_tiny_model(model_type: str, task: str, out_dir, seed: int = 0, modality: Optional[str] = None) -> Path:
@@ -84,18 +169,24 @@ def _text_config_values(model_type: str, tokenizer) -> dict[str, Any]:
         pad_token_id=ids["pad"],
         bos_token_id=ids["cls"],
         eos_token_id=ids["sep"],
+        cls_token_id=ids["cls"],  # modernbert's defaults are outside a tiny vocabulary
+        sep_token_id=ids["sep"],
+        mask_token_id=ids["mask"],  # esm's token dropout scales by the share of masked tokens
         # RoBERTa-style position ids start at padding_idx + 1.
         max_position_embeddings=TEXT_MAX_LENGTH + (ids["pad"] + 1 if roberta_style(model_type) else 0),
     )
 
 
 def _config(model_type: str, task: str, **values: Any):
+    """The tiny config: the registry's, over `values` (sub-configs such as CLIP's text_config merged)."""
     from transformers import AutoConfig
 
     labels = TASKS[task].labels
     if labels:
         values.update(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
-    return AutoConfig.for_model(model_type, **values, **ARCHITECTURES[model_type].tiny)
+    for key, value in ARCHITECTURES[model_type].tiny.items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) and isinstance(values.get(key), dict) else value
+    return AutoConfig.for_model(model_type, **values)
 
 
 def _clip_text_config(tokenizer):

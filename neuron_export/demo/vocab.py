@@ -193,3 +193,25 @@ def make_clip_tokenizer():
     if tok.unk_token in probe or len(probe) != 5:  # pragma: no cover - guards against the trap
         raise NeuronExportError(f"internal error: demo CLIP tokenizer does not tokenize words: {probe}")
     return tok
+
+
+CTC_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
+
+
+def make_ctc_tokenizer():
+    """A letter-level CTC tokenizer like wav2vec2-base-960h's: <pad> (the CTC blank), <s>, </s>, <unk>,
+    "|" between words, then the letters."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from transformers import Wav2Vec2CTCTokenizer  # Python-only: it reads its vocabulary from a file
+
+    vocab = {token: i for i, token in enumerate(["<pad>", "<s>", "</s>", "<unk>", "|", *CTC_LETTERS])}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "vocab.json"
+        path.write_text(json.dumps(vocab))
+        tok = Wav2Vec2CTCTokenizer(str(path))
+    if tok.decode(tok("HELLO WORLD")["input_ids"], group_tokens=False) != "HELLO WORLD":  # pragma: no cover - vocabulary check
+        raise NeuronExportError("internal error: demo CTC tokenizer does not round-trip letters")
+    return tok

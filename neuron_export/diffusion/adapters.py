@@ -20,9 +20,15 @@ def run_at_compiled_batch(compiled: CompiledModel, inputs: dict[str, torch.Tenso
     """Run a call of at most the compiled batch: a smaller one (fewer prompts, or a call without
     guidance) is padded by repeating its last row, and the padding dropped from the outputs."""
     batch = next(iter(inputs.values())).shape[0]
-    compiled_batch = compiled.batch_size
+    compiled_batch = compiled.call_batch
     if compiled.dynamic_batch or batch == compiled_batch:
         return compiled(**inputs)
+    if batch > compiled_batch and len(compiled.manifest.neuron_cores) > len(compiled.cores):
+        # Compiled per NeuronCore for data parallelism, on a host that gave it fewer cores: the rows
+        # (CFG's unconditional and text halves) run one after the other.
+        chunks = [run_at_compiled_batch(compiled, {n: t[start:start + compiled_batch] for n, t in inputs.items()})
+                  for start in range(0, batch, compiled_batch)]
+        return {name: torch.cat([chunk[name] for chunk in chunks]) for name in chunks[0]}
     if batch > compiled_batch:
         raise InputMismatchError(
             f"the compiled {compiled.manifest.component} takes at most {compiled_batch} rows and this call needs {batch}: "

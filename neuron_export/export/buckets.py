@@ -161,14 +161,14 @@ def build_bucketed_component(component, plan, folder: Path, progress: Progress, 
     together, then validate each; the manifest lists them."""
     from .build import compile_errors, component_manifest
 
-    backend, options, buckets = plan.backend, plan.options, component.bucketing
+    backend, options, buckets = plan.backend, component.options or plan.options, component.bucketing
     output_axes = _output_axes(component) if buckets.fit == PAD else {}
     compiled, compile_s = {}, {}
     for bucket in buckets.buckets:
         label = f"{component.name} [{bucket_label(bucket.shapes)}]"
         example = tuple(bucket.example[name].to(options.device) for name in component.input_names)
         start = time.perf_counter()
-        with compile_errors(backend, label):
+        with compile_errors(backend, label), component.compile_context():
             with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{component.name}.{bucket.name}.tracing"):
                 traced = backend.trace(module, example, options)
             with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})",

@@ -52,11 +52,11 @@ def build_components(plan: ExportPlan, staging: Path, progress: Progress) -> tup
 
 def build_component(component: Component, plan: ExportPlan, folder: Path, progress: Progress) -> tuple[Manifest, Optional[ValidationReport]]:
     """Trace, compile, save and (unless the plan skips it) validate one component into `folder`."""
-    backend, options, label = plan.backend, plan.options, component.name
+    backend, options, label = plan.backend, component.options or plan.options, component.name
     example = tuple(component.example[n] for n in component.input_names)
     compiled_module = prepare_module(component, plan)
     device_example = tuple(t.to(options.device) for t in example)
-    with compile_errors(backend, label):
+    with compile_errors(backend, label), component.compile_context():
         with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{label}.tracing"):
             traced = backend.trace(compiled_module, device_example, options)
         with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})", key=f"{label}.compiling"):
@@ -64,7 +64,8 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
             if workdir is not None:
                 workdir = workdir / label
                 workdir.mkdir(parents=True, exist_ok=True)
-            backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind)
+            backend.compile(traced, device_example, options, folder / backend.model_file, workdir, component.model_kind,
+                            component.data_parallel)
 
     with progress.stage("saving", f"Saving {label}", key=f"{label}.saving"):
         manifest = component_manifest(component, plan)
@@ -87,11 +88,11 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
 
 def prepare_module(component: Component, plan: ExportPlan) -> torch.nn.Module:
     """The component's module as the backend compiles it (cast, on its device)."""
-    module = component.module
-    if plan.options.auto_cast != "none" or plan.options.device != "cpu":
+    module, options = component.module, component.options or plan.options
+    if options.auto_cast != "none" or options.device != "cpu":
         # prepare() casts / moves in place; the validation reference must stay fp32 on CPU.
         module = copy.deepcopy(component.module)
-    return plan.backend.prepare(module, plan.options)
+    return plan.backend.prepare(module, options)
 
 
 @contextmanager
@@ -108,7 +109,7 @@ def compile_errors(backend, label: str) -> Iterator[None]:
 
 
 def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
-    backend, options = plan.backend, plan.options
+    backend, options = plan.backend, component.options or plan.options  # a component may have its own (the SD VAE: fp32)
     return Manifest(
         tool=f"neuron_export {__version__}",
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -128,6 +129,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         runs_on=backend.runs_on(options),
         torch_version=torch.__version__,
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        neuron_cores=backend.cores(component.data_parallel),
         compiler=backend.compiler_version(),
         model_file=backend.model_file,
         inputs=[
@@ -159,6 +161,7 @@ def artifact_manifest(plan: ExportPlan, manifests: dict[str, Manifest], reports:
         validation = Validation(skipped=plan.skip_reason)
     buckets, bucketing = pipeline_buckets(plan, manifests)
     pipeline_fields = dict(component=None, model_file=None, inputs=[], outputs=[], cpu_capability=None,
+                           neuron_cores=sorted({core for m in manifests.values() for core in m.neuron_cores}),
                            pipeline_class=plan.pipeline_class, components=list(manifests), validation=validation, timings=timings,
                            buckets=buckets, bucketing=bucketing,
                            untrained_weights=[f"{name}/{w}" for name, m in manifests.items() for w in m.untrained_weights])

@@ -7,6 +7,7 @@ and its root manifest lists the components.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from functools import partial
@@ -16,7 +17,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..backends import choose_backend
+from ..backends import Backend, choose_backend
+from ..diffusion.attention import neuron_attention
 from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
 from ..inputs import check_input_memory, input_shapes, make_inputs, validation_input_sets, value_ranges
@@ -44,8 +46,10 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     backend, reason = choose_backend(options)
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = option_warnings(options, task, backend, has_unet=True)
+    # A data-parallel UNet is compiled for its share of the CFG batch on each of its cores.
+    replicas = len(backend.cores(data_parallel=True)) or 1
     planned = plan_shapes(DIFFUSION_TASKS[task].bucketable, options, ["height", "width"], task,
-                          lambda o: resolve_shapes(source, specs, o))
+                          lambda o: resolve_shapes(source, specs, o, replicas))
     shapes = planned.largest  # the largest resolution: what the pipeline makes when asked for no size
     warnings += planned.warnings
     if source.config.get("safety_checker", [None])[0] is not None:
@@ -55,7 +59,8 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     options, skip_reason = settle_options(planned.settle(options), backend)
     timesteps = train_timesteps(source)
     components = [
-        ComponentPlan(spec.name, spec.name, partial(_load_component, source, spec, planned.per_bucket, timesteps, options, skip_reason is None),
+        ComponentPlan(spec.name, spec.name,
+                      partial(_load_component, source, spec, planned.per_bucket, timesteps, options, skip_reason is None, backend),
                       component_folder(source, spec, options) / "config.json",
                       bucketed=bool(component_bucket_axes({i.name: i.axes for i in spec.inputs}, planned.per_bucket)))
         for spec in specs
@@ -170,7 +175,8 @@ def text_sequence_length(source: ModelSource, spec: DiffusionComponent, text_con
     return length
 
 
-def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options: ExportOptions) -> tuple[dict[str, int], list[str]]:
+def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options: ExportOptions,
+                   replicas: int = 1) -> tuple[dict[str, int], list[str]]:
     """Every axis value of the components, from the shape options and the pipeline folder's configs."""
     text_specs = [s for s in specs if s.kind == "text_encoder"]
     text_configs = {s.source: read_json(source.path / s.source / "config.json") for s in text_specs}
@@ -181,7 +187,7 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
     vae = read_json(source.path / "vae" / "config.json")
     try:
         pooled_dim = text_configs["text_encoder_2"]["projection_dim"] if "text_encoder_2" in text_configs else None
-        shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options)
+        shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options, replicas)
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise NeuronExportError(f"{source.origin}: its unet, vae or text encoder config.json lacks or has a bad {first_line(error)}") from None
     if any(i.name == "time_ids" for s in specs for i in s.inputs) and "time_ids_dim" not in shapes:
@@ -200,10 +206,11 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
 
 
 def pipeline_shapes(
-    unet: dict[str, Any], vae: dict[str, Any], sequence_length: int, pooled_dim: Optional[int], options: ExportOptions
+    unet: dict[str, Any], vae: dict[str, Any], sequence_length: int, pooled_dim: Optional[int], options: ExportOptions,
+    replicas: int = 1,
 ) -> dict[str, int]:
     """Axis values from the UNet and VAE configs and the shape options; pooled_dim (text_encoder_2's
-    projection) sizes SDXL's added conditions."""
+    projection) sizes SDXL's added conditions; replicas: the data-parallel UNet's copies (its batch is shared)."""
     scale = 2 ** (len(vae["block_out_channels"]) - 1)
     sample_size = unet.get("sample_size") or 64
     default_height, default_width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
@@ -221,7 +228,7 @@ def pipeline_shapes(
         "height": height,
         "width": width,
         "sequence_length": sequence_length,
-        "unet_batch_size": batch * images * 2,  # classifier-free guidance: unconditional + text rows
+        "unet_batch_size": batch * images * 2 // replicas,  # classifier-free guidance: unconditional + text rows
         "images_batch_size": batch * images,
         "latent_channels": unet["in_channels"],
         "latent_height": height // scale,
@@ -275,10 +282,13 @@ WRAPPERS = {
 
 def make_component(
     spec: DiffusionComponent, eager: torch.nn.Module, shapes: dict[str, int], generator_config: Any, options: ExportOptions,
-    validate: bool, bucket_shapes: Optional[list[dict[str, int]]] = None,
+    validate: bool, bucket_shapes: Optional[list[dict[str, int]]] = None, backend: Optional[Backend] = None,
 ) -> Component:
-    """A component for build_component: the wrapped module, its example and fresh validation inputs;
+    """A component for build_component: the wrapped module, its example and fresh validation inputs, and
+    the registry's recipe for it (an fp32 VAE; on a Neuron backend the samples' attention, data parallelism);
     bucket_shapes: the shapes of every bucket (the component is bucketed if its inputs differ between them)."""
+    own_options = options.replace(auto_cast="none", auto_cast_type=None) if spec.keeps_fp32 and options.auto_cast != "none" else None
+    options = own_options or options
     axes = {i.name: i.axes for i in spec.inputs}
 
     def inputs_for(bucket: dict[str, int]):
@@ -297,8 +307,11 @@ def make_component(
     module, output_names = WRAPPERS[spec.kind](spec, eager, example)
     atol, atol_source = default_atol(spec.atol, options)
     bucketing = bucket_plan(axes, bucket_shapes, EXACT, inputs_for, {}) if bucket_shapes and len(bucket_shapes) > 1 else None
+    neuron_recipe = backend is not None and backend.is_neuron and spec.neuron_attention
     return Component(spec.name, module, list(axes), output_names, axes, example, validation_inputs, atol, atol_source,
-                     spec.neuron_model_type, bucketing, value_ranges=value_ranges(spec.inputs, generator_config))
+                     spec.neuron_model_type, own_options, spec.data_parallel,
+                     partial(neuron_attention, module) if neuron_recipe else contextlib.nullcontext,
+                     bucketing, value_ranges=value_ranges(spec.inputs, generator_config))
 
 
 def input_config(spec: DiffusionComponent, eager: torch.nn.Module, num_train_timesteps: int = 1000) -> Any:
@@ -314,6 +327,7 @@ def train_timesteps(source: ModelSource) -> int:
 
 
 def _load_component(source: ModelSource, spec: DiffusionComponent, shapes_per_bucket: list[dict[str, int]], timesteps: int,
-                    options: ExportOptions, validate: bool) -> Component:
+                    options: ExportOptions, validate: bool, backend: Backend) -> Component:
     eager = load_module(source, spec, options)
-    return make_component(spec, eager, shapes_per_bucket[-1], input_config(spec, eager, timesteps), options, validate, shapes_per_bucket)
+    return make_component(spec, eager, shapes_per_bucket[-1], input_config(spec, eager, timesteps), options, validate,
+                          shapes_per_bucket, backend)

@@ -7,10 +7,11 @@ the eager model.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 import torch
 
@@ -43,6 +44,11 @@ class Component:
     atol: float
     atol_source: str
     model_kind: str = "generic"  # neuronx-cc --model-type
+    options: Optional[ExportOptions] = None  # its own options when they differ from the plan's (a VAE stays fp32)
+    data_parallel: bool = False  # copied to several cores at load (Backend.cores)
+    # around its trace and compile: a backend's recipe for it (the Neuron SD attention); the eager
+    # module is what validation compares with, outside it
+    compile_context: Callable[[], ContextManager] = contextlib.nullcontext
     bucketing: Optional[Any] = None  # a BucketPlan (export/buckets.py) when it is compiled at several shapes
     untrained_weights: list[str] = field(default_factory=list)  # head weights the checkpoint lacks for the task
     value_ranges: dict[str, list[int]] = field(default_factory=dict)  # input -> [lowest, highest] valid value

@@ -11,8 +11,9 @@ from ..inputs import input_axes, input_shapes, make_inputs, pad_value, resolve_s
 from ..options import ExportOptions
 from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
 from ..sentence_head import sentence_head
-from ..sources import ModelSource, check_preprocessor, load_config, load_eager_model, sentence_transformers_modules, untrained_warning
-from ..traceable import discover_output_names, eager_traceable, output_flags
+from ..sources import (ModelSource, check_preprocessor, load_config, load_eager_model, read_preprocessor_config, sentence_transformers_modules,
+                       untrained_warning)
+from ..traceable import call_options, discover_output_names, eager_traceable, output_flags
 from .buckets import bucket_plan, plan_shapes
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, option_warnings, settle_options
 
@@ -34,8 +35,14 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
     backend, reason = choose_backend(options)
     log.info("Backend: %s (%s); runs on %s", backend.name, reason, backend.runs_on(options))
     warnings = option_warnings(options, task, backend, has_unet=False)
-    used_axes = [axis for axes in input_axes(arch.inputs, task_spec).values() for axis in axes]
-    planned = plan_shapes(arch.family.bucketable, options, used_axes, task, lambda o: resolve_shapes(arch, task_spec, o, config))
+    specs = arch.task_inputs(task, config)
+    used_axes = [axis for axes in input_axes(specs, task_spec).values() for axis in axes]
+    preprocessor = read_preprocessor_config(source.encoder_path)
+    planned = plan_shapes(arch.family.bucketable, options, used_axes, task,
+                          lambda o: resolve_shapes(arch, task_spec, o, config, preprocessor))
+    if options.dynamic_batch_size and "batch_size" not in planned.largest:
+        batches = ", ".join(f"--{axis}" for axis in planned.largest if axis.endswith("batch_size"))
+        raise NeuronExportError(f"--dynamic-batch-size: {source.model_type} {task} has no single batch axis; its batches are static ({batches})")
     warnings += planned.warnings
     for warning in warnings:
         log.warning("Warning: %s", warning)
@@ -76,19 +83,21 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
     eager, untrained = load_eager_model(source, task.name, options)
     if untrained:
         log.warning("Warning: %s", untrained_warning(source.origin, task.name, untrained))
-    axes = input_axes(arch.inputs, task)
+    specs = arch.task_inputs(task.name, config)
+    axes = input_axes(specs, task)
 
     def inputs_for(shapes: dict[str, int]):
         by_input = input_shapes(axes, shapes)
-        validation = validation_input_sets(arch.inputs, by_input, config, options.dynamic_batch_size) if validate else []
-        return make_inputs(arch.inputs, by_input, config, seed=0), validation
+        validation = validation_input_sets(specs, by_input, config, options.dynamic_batch_size) if validate else []
+        return make_inputs(specs, by_input, config, seed=0), validation
 
     example, validation_inputs = inputs_for(shapes_per_bucket[-1])
     if source.library == "sentence_transformers":
         output_names = list(SENTENCE_TRANSFORMERS.outputs)
     else:
-        output_names = discover_output_names(eager, task.outputs, example, output_flags(options))
-    atol, atol_source = default_atol(arch.family.atol, options)
+        flags = {**output_flags(options), **call_options(source.model_type)}
+        output_names = discover_output_names(eager, task.outputs, example, flags)
+    atol, atol_source = default_atol(arch.atol or arch.family.atol, options)
     return Component(
         name=task.name,
         module=eager_traceable(source, eager, list(axes), output_names, options),
@@ -100,9 +109,9 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
         atol=atol,
         atol_source=atol_source,
         model_kind=arch.family.neuron_model_type,
-        bucketing=bucket_plan(axes, shapes_per_bucket, fit, inputs_for, {spec.name: pad_value(spec, config) for spec in arch.inputs})
+        bucketing=bucket_plan(axes, shapes_per_bucket, fit, inputs_for, {spec.name: pad_value(spec, config) for spec in specs})
         if len(shapes_per_bucket) > 1 else None,
         untrained_weights=untrained,
-        value_ranges=value_ranges(arch.inputs, config),
+        value_ranges=value_ranges(specs, config),
     )
 

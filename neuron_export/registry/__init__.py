@@ -10,6 +10,7 @@ from typing import Optional
 
 from ..errors import NeuronExportError
 from .architectures import ARCHITECTURES, TINY_IMAGE_SIZE, VISION_ENCODER, TEXT_ENCODER, Architecture, Family, config_value
+from .architectures import AUDIO_ENCODER, FAMILIES, SPECTROGRAM_ENCODER, TEXT_IMAGE_ENCODER, config_attr, processor_image_size
 from .diffusion import (
     DIFFUSERS_PIPELINES,
     DIFFUSION_TASKS,
@@ -20,7 +21,7 @@ from .diffusion import (
     pipeline_task_of,
 )
 from .inputs import EXACT, PAD, BucketAxes, InputSpec
-from .tasks import SENTENCE_TRANSFORMERS, TASKS, DemoSpec, SentenceTransformersSpec, TaskSpec
+from .tasks import SENTENCE_TRANSFORMERS, TASKS, UNSERVED_TASKS, DemoSpec, SentenceTransformersSpec, TaskSpec
 
 
 def get_architecture(model_type: str) -> Architecture:
@@ -62,8 +63,33 @@ def head_class_name(model_type: str, task: str) -> Optional[str]:
 def check_task(model_type: str, task: str) -> TaskSpec:
     tasks = supported_tasks(model_type)
     if task not in tasks:
-        raise NeuronExportError(f"{model_type} does not support task {task!r}; its tasks: {', '.join(tasks)}")
+        if task in UNSERVED_TASKS:
+            why, example = UNSERVED_TASKS[task]
+            raise NeuronExportError(f"task {task!r} is not exported by this tool ({why}); transformers runs it with e.g. {example}. "
+                                    f"{model_type}'s tasks: {', '.join(tasks)}")
+        serving = architectures_for(task)
+        named = ", ".join(serving) if len(serving) <= 3 else "e.g. " + ", ".join(serving[:3])
+        elsewhere = f"; {task} is exported for {named}" if serving else ""
+        raise NeuronExportError(f"{model_type} does not support task {task!r}; its tasks: {', '.join(tasks)}{elsewhere}")
     return TASKS[task]
+
+
+def architectures_for(task: str) -> list[str]:
+    """The architectures that can be exported for `task`."""
+    return [m for m, arch in ARCHITECTURES.items() if task in arch.family.tasks and task in TASKS and head_class_name(m, task)]
+
+
+def task_model_class(task: str, model_type: Optional[str]) -> str:
+    """The NeuronModelFor* class that runs artifacts of (task, architecture): the family's own, else the task's."""
+    arch = ARCHITECTURES.get(model_type or "")
+    return (arch.family.model_classes.get(task) if arch else None) or TASKS[task].model_class
+
+
+def task_output_type(task: str, model_type: Optional[str]) -> str:
+    """The transformers output type an architecture returns for a task (its own, its family's, else the task's)."""
+    arch = ARCHITECTURES.get(model_type or "")
+    own = (arch.output_types.get(task) or arch.family.output_types.get(task)) if arch else None
+    return own or TASKS[task].output_type
 
 
 def detect_task(model_type: str, architectures: Optional[list[str]]) -> str:
@@ -91,16 +117,17 @@ def task_view(task: Optional[str], modality: Optional[str], library: Optional[st
 
 
 def modality_of_inputs(input_names: list[str]) -> Optional[str]:
-    """The modality of a compiled model, from its input names (the family whose inputs they are)."""
-    for family in (TEXT_ENCODER, VISION_ENCODER):
-        if input_names and input_names[0] == family.inputs[0].name:
+    """The modality of a compiled model, from its input names (the first family that takes them all)."""
+    for family in FAMILIES:
+        if input_names and set(input_names) <= {spec.name for spec in family.inputs}:
             return family.modality
     return None
 
 
 __all__ = [
     "ARCHITECTURES", "TASKS", "DIFFUSION_TASKS", "DIFFUSERS_PIPELINES", "PIPELINE_CLASSES", "SENTENCE_TRANSFORMERS",
-    "TEXT_ENCODER", "VISION_ENCODER", "TINY_IMAGE_SIZE", "Architecture", "Family", "InputSpec", "TaskSpec", "DemoSpec",
+    "TEXT_ENCODER", "VISION_ENCODER", "AUDIO_ENCODER", "SPECTROGRAM_ENCODER", "TEXT_IMAGE_ENCODER", "FAMILIES", "UNSERVED_TASKS",
+    "TINY_IMAGE_SIZE", "config_attr", "processor_image_size", "architectures_for", "task_model_class", "task_output_type", "Architecture", "Family", "InputSpec", "TaskSpec", "DemoSpec",
     "DiffusionComponent", "DiffusionPipelineSpec", "DiffusionTask", "SentenceTransformersSpec", "config_value",
     "get_architecture", "supported_tasks", "auto_class", "head_class_name", "check_task", "detect_task",
     "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of", "BucketAxes", "PAD", "EXACT",

@@ -28,6 +28,10 @@ class DiffusionComponent:
     hidden_states: bool = False  # text encoders: also every layer's output (SDXL reads the penultimate)
     optional: bool = False  # a pipeline may lack it (an SDXL refiner has no first text encoder)
     tokenizer: Optional[str] = None  # text encoders: the pipeline folder of their tokenizer
+    # The AWS Stable Diffusion recipe (aws-neuron-samples' SD notebooks, optimum-neuron):
+    data_parallel: bool = False  # one copy per NeuronCore at load: CFG's unconditional and text halves side by side
+    neuron_attention: bool = False  # compiled for Neuron with the samples' attention (diffusers' Attention modules)
+    keeps_fp32: bool = False  # never auto-cast: the samples keep the VAE in fp32 under a bf16 UNet
 
 
 @dataclass(frozen=True)
@@ -66,20 +70,23 @@ _SDXL_UNET_INPUTS = _UNET_INPUTS + (
     InputSpec("time_ids", ("unet_batch_size", "time_ids_dim"), "time_ids", "float32"),
 )
 _CLIP_INPUTS = (InputSpec("input_ids", ("batch_size", "sequence_length"), "clip_token_ids"),)
-# The UNet runs on batch_size x num_images_per_prompt x 2 rows: classifier-free guidance.
-_UNET = DiffusionComponent("unet", "unet", "unet", _UNET_INPUTS, ("sample",), 1e-3, "unet-inference")
-_SDXL_UNET = DiffusionComponent("unet", "unet", "unet", _SDXL_UNET_INPUTS, ("sample",), 1e-3, "unet-inference")
+# The UNet runs on batch_size x num_images_per_prompt x 2 rows: classifier-free guidance; a
+# data-parallel one is compiled for its share of them per core.
+_UNET = DiffusionComponent("unet", "unet", "unet", _UNET_INPUTS, ("sample",), 1e-3, "unet-inference",
+                           data_parallel=True, neuron_attention=True)
+_SDXL_UNET = DiffusionComponent("unet", "unet", "unet", _SDXL_UNET_INPUTS, ("sample",), 1e-3, "unet-inference",
+                                data_parallel=True, neuron_attention=True)
 _VAE_ENCODER = DiffusionComponent(
     "vae_encoder", "vae", "vae_encoder",
     (InputSpec("sample", ("batch_size", "image_channels", "height", "width"), "gaussian", "float32"),),
     ("latent_parameters",),  # mean and log-variance of the latent distribution, concatenated
-    1e-3,
+    1e-3, "unet-inference", neuron_attention=True, keeps_fp32=True,
 )
 _VAE_DECODER = DiffusionComponent(
     "vae_decoder", "vae", "vae_decoder",
     (InputSpec("latent_sample", ("images_batch_size", "latent_channels", "latent_height", "latent_width"), "gaussian", "float32"),),
     ("sample",),
-    1e-3,
+    1e-3, "unet-inference", neuron_attention=True, keeps_fp32=True,
 )
 _TEXT_ENCODER = DiffusionComponent(
     "text_encoder", "text_encoder", "text_encoder", _CLIP_INPUTS, ("last_hidden_state",), 1e-3, "transformer",

@@ -19,6 +19,20 @@ TEXT_INPUTS = (
     InputSpec("token_type_ids", ("batch_size", "sequence_length"), "token_type_ids"),
 )
 VISION_INPUTS = (InputSpec("pixel_values", ("batch_size", "num_channels", "height", "width"), "pixel_values", "float32"),)
+# Raw 16 kHz samples (wav2vec2 family); the attention mask only for checkpoints that take one
+# (Family.optional_inputs): padding is inert for them, and they were trained with it.
+AUDIO_INPUTS = (
+    InputSpec("input_values", ("batch_size", "audio_sequence_length"), "waveform", "float32"),
+    InputSpec("attention_mask", ("batch_size", "audio_sequence_length"), "attention_mask"),
+)
+# A log-mel spectrogram that the feature extractor always pads or cuts to the config's length (AST).
+SPECTROGRAM_INPUTS = (InputSpec("input_values", ("batch_size", "num_frames", "num_mel_bins"), "gaussian", "float32"),)
+# CLIP: texts and images in one call, each with its own batch (optimum-neuron's text/image_batch_size).
+TEXT_IMAGE_INPUTS = (
+    InputSpec("input_ids", ("text_batch_size", "sequence_length"), "clip_token_ids"),
+    InputSpec("pixel_values", ("image_batch_size", "num_channels", "height", "width"), "pixel_values", "float32"),
+    InputSpec("attention_mask", ("text_batch_size", "sequence_length"), "attention_mask"),
+)
 
 
 # How a call meets a bucket (BucketAxes.fit).

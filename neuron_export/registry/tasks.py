@@ -45,17 +45,30 @@ class TaskSpec:
 
 
 SEQUENCE = ("batch_size", "sequence_length")
+POSITIONS = ("batch_size", "positions")  # tokens or audio frames: the family's positions_axis
+# CLIP: texts x images; padding rows of either batch are cut from both sides of the logits.
+CLIP_OUTPUTS = ("logits_per_image", "logits_per_text", "text_embeds", "image_embeds")
+CLIP_AXES = {
+    "logits_per_image": ("image_batch_size", "text_batch_size"),
+    "logits_per_text": ("text_batch_size", "image_batch_size"),
+    "text_embeds": ("text_batch_size",),
+    "image_embeds": ("image_batch_size",),
+}
+SCENE_LABELS = ("sky", "grass", "house", "sun")  # the demo segmenter's classes: the sample picture's
 
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
         TaskSpec(
-            "feature-extraction", "AutoModel", ("last_hidden_state", "pooler_output"), ("Model",),
+            # Each architecture returns some of these: audio its CNN features, CvT its CLS token, CLIP both towers.
+            "feature-extraction", "AutoModel",
+            ("last_hidden_state", "pooler_output", "extract_features", "cls_token_value", *CLIP_OUTPUTS), ("Model",),
             "NeuronModelForFeatureExtraction", "BaseModelOutputWithPooling",
-            output_axes={"last_hidden_state": SEQUENCE}, pipeline="feature-extraction", views={"text": "similarity"},
+            output_axes={"last_hidden_state": POSITIONS, "extract_features": POSITIONS, **CLIP_AXES}, pipeline="feature-extraction",
+            views={"text": "similarity", "text-image": "zero-shot"},
         ),
         TaskSpec(
-            "fill-mask", "AutoModelForMaskedLM", ("logits",), ("ForMaskedLM",),
+            "fill-mask", "AutoModelForMaskedLM", ("logits",), ("ForMaskedLM", "WithLMHeadModel"),  # xlm, flaubert
             "NeuronModelForMaskedLM", "MaskedLMOutput",
             output_axes={"logits": SEQUENCE}, pipeline="fill-mask", views={"text": "masked-word"},
             demo=DemoSpec("demo:tiny-bert-mlm", "bert", "Tiny BERT masked language model (fill-mask)"),
@@ -74,7 +87,8 @@ TASKS: dict[str, TaskSpec] = {
             demo=DemoSpec("demo:tiny-bert-ner", "bert", "Tiny BERT named-entity tagger (O, B-PER, I-PER, ...)"),
         ),
         TaskSpec(
-            "question-answering", "AutoModelForQuestionAnswering", ("start_logits", "end_logits"), ("ForQuestionAnswering",),
+            "question-answering", "AutoModelForQuestionAnswering", ("start_logits", "end_logits"),
+            ("ForQuestionAnswering", "ForQuestionAnsweringSimple"),  # xlm, flaubert
             "NeuronModelForQuestionAnswering", "QuestionAnsweringModelOutput",
             output_axes={"start_logits": SEQUENCE, "end_logits": SEQUENCE}, views={"text": "answer-span"},
             no_pipeline="transformers 5 removed the question-answering pipeline",
@@ -94,7 +108,72 @@ TASKS: dict[str, TaskSpec] = {
             pipeline="image-classification", views={"vision": "image-labels"}, labels=("cat", "dog", "bird"),
             demo=DemoSpec("demo:tiny-vit", "vit", "Tiny ViT image classifier (cat/dog/bird, 32x32 input)"),
         ),
+        TaskSpec(
+            "semantic-segmentation", "AutoModelForSemanticSegmentation", ("logits",), ("ForSemanticSegmentation",),
+            "NeuronModelForSemanticSegmentation", "SemanticSegmenterOutput",
+            pipeline="image-segmentation", views={"vision": "segmentation"}, labels=SCENE_LABELS,
+            demo=DemoSpec("demo:tiny-beit-seg", "beit", "Tiny BEiT semantic segmenter (sky/grass/house/sun, 32x32 input)"),
+        ),
+        TaskSpec(
+            # optimum-neuron's name for semantic segmentation models run by the image-segmentation pipeline
+            "image-segmentation", "AutoModelForSemanticSegmentation", ("logits",), (),
+            "NeuronModelForSemanticSegmentation", "SemanticSegmenterOutput",
+            pipeline="image-segmentation", views={"vision": "segmentation"}, labels=SCENE_LABELS,
+        ),
+        TaskSpec(
+            "object-detection", "AutoModelForObjectDetection", ("logits", "pred_boxes", "last_hidden_state"), ("ForObjectDetection",),
+            "NeuronModelForObjectDetection", "transformers.models.yolos.modeling_yolos.YolosObjectDetectionOutput",
+            pipeline="object-detection", views={"vision": "detection"}, labels=("cat", "dog", "bird"),
+            demo=DemoSpec("demo:tiny-yolos", "yolos", "Tiny YOLOS object detector (cat/dog/bird, 32x48 input)"),
+        ),
+        TaskSpec(
+            "depth-estimation", "AutoModelForDepthEstimation", ("predicted_depth",), ("ForDepthEstimation",),
+            "NeuronModelForDepthEstimation", "DepthEstimatorOutput",
+            pipeline="depth-estimation", views={"vision": "depth"},
+            demo=DemoSpec("demo:tiny-dpt", "dpt", "Tiny DPT depth estimator (32x32 input, 64x64 depth map)"),
+        ),
+        TaskSpec(
+            # A CLIPModel checkpoint is detected as this (the hub's pipeline tag); --task feature-extraction for its embeddings.
+            "zero-shot-image-classification", "AutoModelForZeroShotImageClassification", CLIP_OUTPUTS, ("CLIPModel",),
+            "NeuronCLIPModel", "transformers.models.clip.modeling_clip.CLIPOutput",
+            output_axes=CLIP_AXES, pipeline="zero-shot-image-classification", views={"text-image": "zero-shot"},
+            demo=DemoSpec("demo:tiny-clip", "clip", "Tiny CLIP zero-shot image classifier (the labels you type, 32x32 input)"),
+        ),
+        TaskSpec(
+            "automatic-speech-recognition", "AutoModelForCTC", ("logits",), ("ForCTC",),
+            "NeuronModelForCTC", "CausalLMOutput",
+            output_axes={"logits": POSITIONS}, pipeline="automatic-speech-recognition", views={"audio": "transcript"},
+            demo=DemoSpec("demo:tiny-wav2vec2-ctc", "wav2vec2", "Tiny wav2vec2 CTC speech recognizer (letters, 16 kHz)"),
+        ),
+        TaskSpec(
+            "audio-classification", "AutoModelForAudioClassification", ("logits",), ("ForSequenceClassification", "ForAudioClassification"),
+            "NeuronModelForAudioClassification", "SequenceClassifierOutput",
+            pipeline="audio-classification", views={"audio": "audio-labels"}, labels=("speech", "music", "silence"),
+            demo=DemoSpec("demo:tiny-wav2vec2-audio", "wav2vec2", "Tiny wav2vec2 audio classifier (speech/music/silence, 16 kHz)"),
+        ),
+        TaskSpec(
+            "audio-frame-classification", "AutoModelForAudioFrameClassification", ("logits",), ("ForAudioFrameClassification",),
+            "NeuronModelForAudioFrameClassification", "TokenClassifierOutput", output_axes={"logits": POSITIONS},
+            labels=("speech", "music", "silence"),
+        ),
+        TaskSpec(
+            "audio-xvector", "AutoModelForAudioXVector", ("logits", "embeddings"), ("ForXVector",),
+            "NeuronModelForXVector", "XVectorOutput",
+        ),
     )
+}
+
+# The seed guide's tasks that no static-shape encoder here serves: why, and a transformers model type that does them.
+UNSERVED_TASKS: dict[str, tuple[str, str]] = {
+    "masked-im": ("its masked-patch input is for pre-training; transformers has no pipeline for it", "vit"),
+    "image-to-image": ("its output size follows the input image, and transformers 5 removed its pipeline", "swin2sr"),
+    "mask-generation": ("it is an image encoder plus a prompt decoder run per prompt, two compiled models", "sam"),
+    "zero-shot-object-detection": ("its text queries and image patches make per-query outputs this tool does not pad", "owlvit"),
+    "text-generation": ("it decodes token by token with a cache, not one static-shape call", "gpt2"),
+    "text2text-generation": ("it decodes token by token with a cache, not one static-shape call", "t5"),
+    "conversational": ("it decodes token by token with a cache, not one static-shape call", "llama"),
+    "image-to-text": ("it decodes token by token with a cache, not one static-shape call", "vision-encoder-decoder"),
+    "text-to-audio": ("its output length depends on the text (predicted durations) or is decoded step by step", "vits"),
 }
 
 

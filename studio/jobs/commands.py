@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 EXPORT = "export"
 BENCHMARK = "benchmark"
-CLI_KINDS = (EXPORT, BENCHMARK)  # job kinds that run the neuron_export CLI and take its --events flag
+DOWNLOAD = "download"
+CLI_KINDS = (EXPORT, BENCHMARK, DOWNLOAD)  # job kinds that run the neuron_export CLI and take its --events flag
 
 
 def cli_command(*args: str) -> list[str]:
@@ -46,3 +47,8 @@ def benchmark_command(artifact: str | Path, iterations: int, warmup: int, steps:
     if trust_remote_code:
         args.append("--trust-remote-code")
     return cli_command(*args)
+
+
+def download_command(repo_id: str, output: str | Path, force: bool = False) -> list[str]:
+    """Download the precompiled Neuron model `repo_id` from the Hugging Face Hub into `output`."""
+    return cli_command("download", repo_id, str(output), *(["--force"] if force else []))

@@ -16,6 +16,7 @@ from .core import (
     RunStats,
     artifact_view,
     load,
+    placement,
     random_weights_demo,
     run_both,
 )
@@ -32,7 +33,9 @@ from .text import (
     fill_mask,
     tag_tokens,
 )
-from .vision import classify_image, classify_upload, read_image, sample_image
+from .vision import candidate_labels, classify_image, classify_upload, encode_image, read_image, sample_image, zero_shot
+from .audio import Clip, classify_audio, read_audio, read_wav, sample_audio, transcribe
+from .scenes import Detection, Segments, detect_objects, draw_boxes, estimate_depth, segment
 
 # View kind (registry TaskSpec.views) -> what runs it: (LoadedArtifact, *the page's inputs) -> (result..., RunStats).
 # A new kind of output adds its runner here (run_both times the compiled and eager models) and its
@@ -46,6 +49,12 @@ VIEW_RUNNERS: dict[str, Callable[..., Any]] = {
     "choices": choose,
     "image-labels": classify_upload,
     "image-generation": generate_images,
+    "audio-labels": classify_audio,
+    "transcript": transcribe,
+    "detection": detect_objects,
+    "segmentation": segment,
+    "depth": estimate_depth,
+    "zero-shot": zero_shot,
 }
 
 
@@ -55,8 +64,10 @@ def run_view(loaded: LoadedArtifact, *inputs: Any) -> Any:
 
 
 __all__ = [
-    "load", "LoadedArtifact", "RunStats", "artifact_view", "random_weights_demo", "run_both", "VIEW_RUNNERS", "run_view",
+    "load", "LoadedArtifact", "RunStats", "placement", "artifact_view", "random_weights_demo", "run_both", "VIEW_RUNNERS", "run_view",
     "TIMED_CALLS", "TOP_K", "MAX_ANSWER_TOKENS", "classify_text", "tag_tokens", "Segment", "answer_question", "Answer",
     "fill_mask", "embed_sentences", "choose", "sample_image", "read_image", "classify_image", "classify_upload",
     "max_images", "generate_images", "entities_html", "entity_colors", "highlight_html",
+    "encode_image", "candidate_labels", "zero_shot", "Clip", "read_audio", "read_wav", "sample_audio", "classify_audio", "transcribe",
+    "Detection", "Segments", "detect_objects", "draw_boxes", "segment", "estimate_depth",
 ]

@@ -6,7 +6,6 @@ Callers share LoadedArtifacts between threads: hold `.lock` while calling. Nothi
 
 from __future__ import annotations
 
-import re
 import statistics
 import threading
 import time
@@ -18,9 +17,10 @@ import torch
 
 from neuron_export import Manifest, read_manifest
 from neuron_export.demo import DEMO_MODELS
-from neuron_export.errors import NeuronExportError, first_line
+from neuron_export.errors import NeuronExportError
 from neuron_export.reference import reference_model, source_folder
-from neuron_export.registry import DIFFUSION_TASKS, get_architecture, modality_of_inputs, task_view
+from neuron_export.processors import load_processor
+from neuron_export.registry import DIFFUSION_TASKS, modality_of_inputs, task_view
 
 TIMED_CALLS = 5  # latency: median of up to this many calls after one warm-up call (whose result is returned)
 TIMING_BUDGET_S = 2.0  # ... stopping early once the timed calls took this long
@@ -68,7 +68,7 @@ def load(path: Path, demo_root: Path, trust_remote_code: bool = False) -> Loaded
         from neuron_export.modeling import model_class_for_artifact
 
         model = model_class_for_artifact(path).from_pretrained(path)
-        processor = _load_processor(model.config_path, manifest)
+        processor = load_processor(model.config_path, manifest.model_type, manifest.shapes)
     eager, folder, note = None, None, None
     try:
         folder = source_folder(manifest, demo_root)
@@ -91,17 +91,6 @@ def _load_pipeline(path: Path, manifest: Manifest):
     return pipeline
 
 
-def _load_processor(folder: Path, manifest: Manifest):
-    """The tokenizer or image processor saved with the artifact: its family's Auto class."""
-    import transformers
-
-    auto_name = get_architecture(manifest.model_type).family.processor
-    try:
-        return getattr(transformers, auto_name).from_pretrained(folder)
-    except Exception as error:  # transformers raises many types for missing / broken files
-        # "AutoImageProcessor" -> "image processor"
-        kind = " ".join(re.findall("[A-Z][a-z]+", auto_name.removeprefix("Auto"))).lower()
-        raise NeuronExportError(f"the artifact's {kind} files cannot be loaded: {first_line(error)}") from None
 
 
 @dataclass
@@ -170,6 +159,22 @@ def run_both(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]) -> 
         stats.max_abs_diff = max(diffs) if diffs else None
     return compiled, stats
 
+
+
+def placement(loaded: LoadedArtifact) -> list[tuple[str, list[int], list[int]]]:
+    """(component, NeuronCores its manifest asks for, NeuronCores it runs on here) of a loaded Neuron
+    artifact; [] for portable ones. The SD UNet asks for a copy on cores 0 and 1 (CFG's halves side by side)."""
+    if not loaded.manifest.is_neuron:
+        return []
+    if not loaded.manifest.is_pipeline:
+        models = {loaded.manifest.task: loaded.model.compiled}
+    else:
+        models = {}
+        for module in loaded.model.components.values():
+            for compiled in (getattr(module, "compiled", None), getattr(module, "encoder_model", None)):
+                if compiled is not None:
+                    models[compiled.manifest.component] = compiled
+    return [(name, compiled.manifest.neuron_cores or [0], compiled.cores) for name, compiled in models.items()]
 
 
 def require(text: str, what: str) -> str:

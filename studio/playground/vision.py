@@ -50,19 +50,20 @@ def read_image(upload):
     return picture
 
 
-def classify_image(loaded: LoadedArtifact, image, top_k: int = TOP_K) -> tuple[list[tuple[str, float]], RunStats]:
-    """Top labels of a PIL image, resized by the artifact's image processor to the compiled size."""
+def encode_image(loaded: LoadedArtifact, image, **text) -> dict:
+    """The artifact's image processor (fitted to the compiled size when loaded) on a PIL image; `text`:
+    a CLIP processor's text arguments."""
     if image is None:
         raise NeuronExportError("Upload an image (or use the sample) first.")
-    size = getattr(loaded.processor, "size", None) or {}
-    options = {}
-    if {"height", "width"} <= set(size) and {"height", "width"} <= set(loaded.shapes):
-        options["size"] = {"height": int(loaded.shapes["height"]), "width": int(loaded.shapes["width"])}
     try:
-        encoded = loaded.processor(images=image.convert("RGB"), return_tensors="pt", **options)
+        return dict(loaded.processor(images=image.convert("RGB"), return_tensors="pt", **text))
     except Exception as error:  # PIL / processor errors on odd images
         raise NeuronExportError(f"cannot prepare this image: {first_line(error)}") from None
-    (output,), stats = run_both(loaded, [dict(encoded)])
+
+
+def classify_image(loaded: LoadedArtifact, image, top_k: int = TOP_K) -> tuple[list[tuple[str, float]], RunStats]:
+    """Top labels of a PIL image, resized by the artifact's image processor to the compiled size."""
+    (output,), stats = run_both(loaded, [encode_image(loaded, image)])
     probabilities = output.logits[0].float().cpu().softmax(-1)
     values, ids = probabilities.topk(min(top_k, probabilities.numel()))
     return [(label_name(loaded.model.config, i), float(v)) for v, i in zip(values.tolist(), ids.tolist())], stats
@@ -72,3 +73,30 @@ def classify_upload(loaded: LoadedArtifact, upload) -> tuple[object, list[tuple[
     """The image-labels view: the uploaded image (or the sample) and its top labels."""
     image = read_image(upload)
     return (image, *classify_image(loaded, image))
+
+
+def candidate_labels(text: str, most: int) -> list[str]:
+    """The labels typed (comma or line separated), at most the compiled text batch."""
+    labels = list(dict.fromkeys(label.strip() for label in text.replace("\n", ",").split(",") if label.strip()))
+    if len(labels) < 2:
+        raise NeuronExportError("Type at least two labels, separated by commas.")
+    if len(labels) > most:
+        raise NeuronExportError(f"{len(labels)} labels: this model was compiled for at most {most} (text_batch_size); "
+                                f"remove some, or export it again with a larger --text_batch_size")
+    return labels
+
+
+def zero_shot(loaded: LoadedArtifact, upload, labels_text: str) -> tuple[object, list[tuple[str, float]], RunStats]:
+    """The zero-shot view: the image and the probability of each typed label (CLIP's softmax over them)."""
+    image = read_image(upload)
+    labels = candidate_labels(labels_text, int(loaded.shapes["text_batch_size"]))
+    notes: list[str] = []
+    length = int(loaded.shapes["sequence_length"])
+    tokens = loaded.processor.tokenizer(labels)["input_ids"]
+    if max(map(len, tokens)) > length:
+        notes.append(f"Labels longer than the compiled {length} tokens were cut.")
+    encoded = encode_image(loaded, image, text=labels, padding=True, truncation=True, max_length=length)
+    (output,), stats = run_both(loaded, [encoded])
+    stats.notes += notes
+    probabilities = output.logits_per_image[0].float().cpu().softmax(-1).tolist()
+    return image, sorted(zip(labels, probabilities), key=lambda item: -item[1]), stats

@@ -1,14 +1,12 @@
 """Backends: neuronx-cc flags built from the options, the neuron backend's "not usable here" reasons,
 the auto choice, and device integration tests that run only where the hardware is (< 10 s here).
+The neuron path end to end against the stand-in SDK is in tests/neuron.
 """
 
 from __future__ import annotations
 
 import glob
-import importlib.abc
-import importlib.machinery
 import itertools
-import os
 import sys
 
 import pytest
@@ -68,104 +66,11 @@ def test_families_pick_the_neuron_model_type():
     assert get_architecture("vit").family.neuron_model_type == "generic"
 
 
-class FakeTorchNeuronx(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Makes `import torch_neuronx` run `body(module)` as the module's code: raise like a broken
-    install, or define a stand-in API."""
-
-    def __init__(self, body):
-        self.body = body
-
-    def find_spec(self, name, path=None, target=None):
-        return importlib.machinery.ModuleSpec(name, self) if name == "torch_neuronx" else None
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module):
-        self.body(module)
-
-
 @pytest.fixture(autouse=True)
 def restore_target_override(monkeypatch):
     # Compiling for an --instance_type sets this process-wide; keep it from leaking into other tests.
     monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "")
     monkeypatch.delenv("NEURON_PLATFORM_TARGET_OVERRIDE")
-
-
-@pytest.fixture
-def fake_torch_neuronx(monkeypatch):
-    real = sys.modules.pop("torch_neuronx", None)
-
-    def install(body):
-        monkeypatch.setattr(sys, "meta_path", [FakeTorchNeuronx(body), *sys.meta_path])
-
-    yield install
-    sys.modules.pop("torch_neuronx", None)  # the stand-in must not outlive the test
-    if real is not None:
-        sys.modules["torch_neuronx"] = real
-
-
-def raising(error: BaseException):
-    def body(module):
-        raise error
-
-    return body
-
-
-def test_pypi_placeholder_is_recognized(fake_torch_neuronx):
-    # PyPI's torch-neuronx is a placeholder whose import fails with a "wrong package" message.
-    fake_torch_neuronx(raising(ImportError("WRONG PACKAGE: install torch-neuronx from the Neuron repository")))
-    with pytest.raises(BackendUnavailableError, match="PyPI's placeholder; install the real Neuron SDK.*pip.repos.neuron.amazonaws.com"):
-        import_torch_neuronx()
-    assert not torch_neuronx_importable()
-    with pytest.raises(BackendUnavailableError, match="placeholder"):
-        choose_backend(ExportOptions(backend="neuron"))
-
-
-def test_broken_torch_neuronx_is_unusable_not_a_crash(fake_torch_neuronx):
-    # e.g. a torch-neuronx built for another torch: its import can fail with any error.
-    fake_torch_neuronx(raising(RuntimeError("undefined symbol in libtorchneuron.so")))
-    with pytest.raises(BackendUnavailableError, match="torch-neuronx .*install the real Neuron SDK"):
-        import_torch_neuronx()
-    backend, reason = choose_backend(ExportOptions())
-    assert backend.name == "inductor"
-
-
-def test_compiling_for_inf2_without_a_device(fake_torch_neuronx, monkeypatch, tmp_path):
-    """The neuron path end to end with a stand-in torch_neuronx: what reaches torch_neuronx.trace."""
-    from neuron_export.errors import ArtifactError
-
-    calls = []
-
-    def define_api(module):
-        target_at_import = os.environ.get("NEURON_PLATFORM_TARGET_OVERRIDE")
-
-        def trace(func, example_inputs, *, compiler_workdir=None, compiler_args=None, cpu_backend=False):
-            calls.append(dict(compiler_args=compiler_args, cpu_backend=cpu_backend, target_at_import=target_at_import))
-            return torch.jit.trace(func, example_inputs, check_trace=False)
-
-        module.trace = trace
-        module.dynamic_batch = lambda compiled: compiled
-
-    fake_torch_neuronx(define_api)
-    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "not-set-by-the-engine")
-    model_dir = build_tiny_text_model("bert", "fill-mask", tmp_path / "model")
-    options = ExportOptions(instance_type="inf2", auto_cast="matmul", sequence_length=16, use_cache=False)
-    result = export(model_dir, tmp_path / "artifact", options)
-
-    [call] = calls
-    assert call["target_at_import"] == "inf2", "NEURON_PLATFORM_TARGET_OVERRIDE must be set before torch_neuronx loads"
-    assert call["cpu_backend"] is True
-    args = call["compiler_args"]
-    assert flag_value(args, "--target") == "inf2" and flag_value(args, "--auto-cast") == "matmult"
-    assert flag_value(args, "--model-type") == "transformer"
-    manifest = result.manifest
-    assert (manifest.backend, manifest.target, manifest.model_file) == ("neuron", "inf2", "model.neuron")
-    assert result.validation_passed is None and "cannot run here" in manifest.validation.skipped
-    assert (result.artifact / "model.neuron").is_file()
-    if not neuron_device_present():
-        with pytest.raises(ArtifactError, match="Neuron artifact for inf2 and this host has no Neuron device"):
-            load_artifact(result.artifact)
 
 
 def test_missing_torch_neuronx(monkeypatch):

@@ -221,3 +221,17 @@ def test_cli_benchmark_errors_are_one_line(tiny_artifact, tmp_path):
         assert result.returncode == 2
         assert result.stderr.strip().startswith("error:") and expected in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_clip_is_timed_at_its_compiled_text_and_image_batches(tmp_path):
+    # Two batch axes (texts, images): neither is the batch_size the benchmark varies.
+    artifact = tmp_path / "tiny-clip"
+    export("demo:tiny-clip", artifact, ExportOptions(backend="torchscript", text_batch_size=3, sequence_length=16, use_cache=False))
+    report = bench.benchmark(artifact, bench.BenchmarkOptions(iterations=2, warmup=0, rounds=1, onnx=False, save=False))
+    compiled_shapes = {spec.name: spec.shape for spec in read_manifest(artifact).inputs}
+    assert compiled_shapes["pixel_values"][0] == 1 and compiled_shapes["input_ids"][0] == 3
+    (run,) = report["runs"]
+    for name in ("compiled", "eager"):
+        assert run["sides"][name]["status"] == "ok", run["sides"][name]["detail"]
+        assert run["sides"][name]["input_shapes"] == compiled_shapes
+    assert max(run["sides"]["compiled"]["max_abs_diff"].values()) <= 1e-4

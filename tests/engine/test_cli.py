@@ -26,6 +26,7 @@ from neuron_export.demo import build_tiny_vision_model, resolve_demo
 
 # --no-cache: these tests are about the compile path, not about a cache hit from an earlier test.
 TINY = ["--model", "demo:tiny-bert", "--backend", "torchscript", "--sequence_length", "16", "--no-cache"]
+CLIP = ["--model", "demo:tiny-clip", "--backend", "torchscript", "--text_batch_size", "2", "--no-cache"]
 
 
 @pytest.fixture
@@ -97,6 +98,17 @@ def test_demo_models_lists_minilm():
     assert "demo:minilm" in names and "demo:tiny-bert" in names
 
 
+def test_audio_export_takes_the_audio_length_and_warns_about_text_options(out):
+    result = run_cli("export", "--model", "demo:tiny-wav2vec2-audio", "--backend", "torchscript", "--audio_sequence_length", "1600",
+                     "--sequence_length", "16", "--no-cache", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Warning: --sequence_length is not used by audio-classification; ignored" in result.stdout
+    assert "-[✓] Compiled model output names match reference model (logits)" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["shapes"] == {"batch_size": 1, "audio_sequence_length": 1600}
+    assert [i["name"] for i in manifest["inputs"]] == ["input_values", "attention_mask"]  # the demo is a layer-norm wav2vec2
+
+
 def write_config(folder: Path, **config) -> Path:
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config))
@@ -161,6 +173,13 @@ BAD_INPUTS = [
     ),
     ("unet-on-a-text-model", lambda d: [*TINY, "--unet", str(d)], "--unet replaces the UNet of a Stable Diffusion pipeline"),
     ("instance-type-with-torchscript", lambda d: [*TINY, "--instance_type", "inf2"], "--instance_type .* does not apply to --backend torchscript"),
+    ("missing-audio-length", lambda d: ["--model", "demo:tiny-wav2vec2-ctc", "--backend", "torchscript"],
+     "missing --audio_sequence_length: automatic-speech-recognition needs it \\(for example --audio_sequence_length 16000\\)"),
+    ("task-this-tool-does-not-serve", lambda d: [*TINY, "--task", "mask-generation"],
+     "task 'mask-generation' is not exported by this tool \\(.*\\); transformers runs it with e.g. sam"),
+    ("dynamic-batch-of-clip", lambda d: [*CLIP, "--dynamic-batch-size"], "--dynamic-batch-size: clip .* no single batch axis"),
+    ("clip-text-beyond-positions", lambda d: [*CLIP, "--sequence_length", "78"],
+     "--sequence_length 78 is beyond the model's text_config.max_position_embeddings \\(77\\)"),
 ]
 
 
@@ -179,7 +198,7 @@ def test_device_cuda_without_cuda(out):
 @pytest.mark.skipif(torch_neuronx_importable(), reason="the real torch-neuronx is installed")
 def test_neuron_backend_says_how_to_install_the_sdk(out):
     result = run_cli("export", "--model", "demo:tiny-bert", "--sequence_length", "16", "--backend", "neuron", str(out))
-    assert_one_line_error(result, r"torch-neuronx .*pip install --extra-index-url https://pip.repos.neuron.amazonaws.com torch-neuronx")
+    assert_one_line_error(result, r"torch-neuronx .*pip install --extra-index-url https://pip.repos.neuron.amazonaws.com \"torch==2.9.\*\" torch-neuronx neuronx-cc")
     assert_nothing_written(out)
 
 

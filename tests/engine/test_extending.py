@@ -72,7 +72,7 @@ class ExportedProgramBackend(PortableBackend):
         with torch.no_grad():
             return torch.export.export(module, example, strict=False)
 
-    def compile(self, traced, example, options, model_path, workdir, model_kind="generic"):
+    def compile(self, traced, example, options, model_path, workdir, model_kind="generic", data_parallel=False):
         torch.export.save(traced, str(model_path))
 
     def load(self, model_path, manifest):

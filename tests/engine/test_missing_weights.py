@@ -87,3 +87,18 @@ def test_a_diffusers_component_missing_weights_is_refused(tmp_path):
     with pytest.raises(NeuronExportError, match=r"unet of .*sd lacks \d+ weights of the model itself \(mid_block\."):
         export(pipeline, tmp_path / "out", ExportOptions(backend="torchscript", use_cache=False))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_clip_checkpoint_exported_as_an_image_classifier_warns_for_its_head_only(tmp_path):
+    """CLIP's image classifier has no body prefix (vision_model + classifier): its missing classifier
+    is a head, while missing vision weights are still the model's own."""
+    clip = resolve_demo("demo:tiny-clip")  # a CLIPModel: no classifier
+    expected = transformers_missing(clip, transformers.AutoModelForImageClassification)
+    assert expected == ["classifier.bias", "classifier.weight"]
+    options = ExportOptions(backend="torchscript", task="image-classification", batch_size=1, use_cache=False)
+    result = export(clip, tmp_path / "out", options)
+    assert sorted(result.manifest.untrained_weights) == expected and result.manifest.validation.passed is True
+    folder = shutil.copytree(clip, tmp_path / "no-vision")
+    dropped = drop_weights(folder, lambda name: not name.startswith("vision_model.encoder."))
+    with pytest.raises(NeuronExportError, match=rf"lacks {len(dropped)} weights of the model itself \(vision_model\.encoder\."):
+        export(folder, tmp_path / "out2", options)

@@ -15,8 +15,8 @@ import pytest
 import torch
 import transformers
 
-from support import ROOT, run_cli
-from neuron_export import ExportOptions, load_artifact, read_manifest, read_validation
+from support import ROOT, python_path, run_cli
+from neuron_export import ExportOptions, cpu, load_artifact, read_manifest, read_validation
 from neuron_export.backends import BACKENDS
 from neuron_export.demo import minilm_path
 from neuron_export.errors import NeuronExportError
@@ -99,7 +99,29 @@ def test_int8_export_on_an_avx2_host_is_refused_in_one_line_before_anything_is_w
     output = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "neuron_export", "export", "--model", "demo:tiny-bert", "--backend", "inductor",
                              "--quantize", "int8-dynamic", str(output)], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "ATEN_CPU_CAPABILITY": "avx2"})
+                            env={**os.environ, "PYTHONPATH": python_path(), "ATEN_CPU_CAPABILITY": "avx2"})
     assert result.returncode == 2 and not output.exists()
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: --quantize int8-dynamic needs AVX-512 code, and this CPU, which has no AVX-512")
+
+
+def test_int8_with_a_torchao_that_does_not_fit_this_torch_is_refused_in_one_line(tmp_path):
+    """requirements-neuron.txt (torch 2.9) leaves torchao out; one paired with another torch fails on import."""
+    if not cpu.is_x86():
+        pytest.skip("--quantize is refused earlier off x86")
+    fake = tmp_path / "site" / "torchao"
+    (fake / "quantization").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "quantization" / "__init__.py").write_text("raise ImportError('cannot import name Foo from torch._inductor')\n")
+    # older than transformers' torchao minimum, so transformers leaves it alone (as it would torch 2.9's torchao 0.14)
+    metadata = tmp_path / "site" / "torchao-0.14.0.dist-info"
+    metadata.mkdir()
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: torchao\nVersion: 0.14.0\n")
+    output = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "neuron_export", "export", "--model", "demo:tiny-bert", "--backend", "inductor",
+                             "--sequence_length", "8", "--quantize", "int8-dynamic", str(output)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), python_path()])})
+    assert result.returncode == 2 and not output.exists()
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: --quantize int8-dynamic: this torchao does not work with torch {torch.__version__} "
+                                    "(cannot import name Foo from torch._inductor)")

@@ -20,6 +20,12 @@ VIEW_DEMOS = {
     "tiny-bert-mlm": {"sequence_length": 16},
     "tiny-roberta-mc": {"sequence_length": 16, "num_choices": 3},
     "tiny-vit": {},
+    "tiny-wav2vec2-audio": {"audio_sequence_length": 8000},
+    "tiny-wav2vec2-ctc": {"audio_sequence_length": 8000},
+    "tiny-yolos": {},
+    "tiny-beit-seg": {},
+    "tiny-dpt": {},
+    "tiny-clip": {"text_batch_size": 3, "sequence_length": 16},
 }
 
 

@@ -171,6 +171,20 @@ def queued_command(at, workspace):
     return build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
 
 
+@pytest.mark.parametrize("demo,fields", [
+    ("demo:tiny-wav2vec2-ctc", {"batch_size": 1, "audio_sequence_length": 16000}),
+    ("demo:tiny-clip", {"text_batch_size": 4, "sequence_length": 77, "image_batch_size": 1, "num_channels": 3, "height": 32, "width": 32}),
+    ("demo:tiny-yolos", {"batch_size": 1, "num_channels": 3, "height": 32, "width": 48}),  # its image processor's size
+])
+def test_the_form_asks_for_the_shapes_of_the_models_modality(fresh_workspace, demo, fields):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.selectbox(key="demo").set_value(demo)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    shown = {n.key.removeprefix("shape-").removesuffix(f"-{demo}"): n.value for n in at.number_input if n.key.startswith("shape-")}
+    assert shown == fields
+
+
 def test_buckets_typed_in_the_form_compile_one_model_per_length(fresh_workspace):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     compile_form(at, "demo:tiny-bert", "bert-buckets")

@@ -21,7 +21,10 @@ def test_playground_label_matches_transformers(workspace):
     source = workspace.demo_dir / "tiny-bert"
     model = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
     with torch.no_grad():
-        logits = model(**transformers.AutoTokenizer.from_pretrained(source)(text, return_tensors="pt")).logits[0]
+        # The artifact takes 16 tokens: the page cuts the text to them (and says so), as does this reference.
+        tokens = transformers.AutoTokenizer.from_pretrained(source)(text, truncation=True, max_length=16, return_tensors="pt")
+        logits = model(**tokens).logits[0]
+    assert float(logits.softmax(-1).max()) > 0.55  # a head of order 1, not a constant 50 %
     metrics = {m.label: m for m in at.metric}
     assert metrics["Label"].value == model.config.id2label[int(logits.argmax())]
     assert metrics["Label"].delta == f"{float(logits.softmax(-1).max()):.1%}"
@@ -83,6 +86,12 @@ def test_playground_stable_diffusion_image_grid(workspace):
     ("tiny-bert-mlm", "Fill the mask", lambda at: [m for m in at.markdown if m.value.startswith("**Best fill:**")]),
     ("tiny-roberta-mc", "Choose", lambda at: [m for m in at.metric if m.label == "Most likely choice"]),
     ("tiny-vit", "Classify", lambda at: at.get("image") and [m for m in at.metric if m.label == "Label"]),
+    ("tiny-wav2vec2-audio", "Classify", lambda at: _waveform_shown(at) and [m for m in at.metric if m.label == "Label"]),
+    ("tiny-wav2vec2-ctc", "Transcribe", lambda at: _waveform_shown(at) and at.code),
+    ("tiny-yolos", "Detect", lambda at: at.get("image") and at.slider),
+    ("tiny-beit-seg", "Segment", lambda at: len(at.get("image")) == 2 and at.get("html")),
+    ("tiny-dpt", "Estimate depth", lambda at: at.get("image") and len(at.get("plotly_chart")) == 1),
+    ("tiny-clip", "Classify", lambda at: at.get("image") and [m for m in at.metric if m.label == "Best label"]),
 ])
 def test_every_view_shows_its_result_with_both_latencies(workspace, artifact, button, shown):
     at = submit(open_page("playground.py", artifact), button)  # the form's own example input
@@ -91,3 +100,63 @@ def test_every_view_shows_its_result_with_both_latencies(workspace, artifact, bu
     assert shown(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Compiled (torchscript)"].endswith("ms") and metrics["Eager PyTorch"].endswith("ms")
+
+
+@pytest.mark.parametrize("repo_id, message", [
+    ("aws-neuron/bert-base-uncased-finetuned-sst2-neuron", "offline for the Hugging Face Hub (HF_HUB_OFFLINE is set)"),
+    ("not an id", "is not a Hugging Face Hub id"),
+])
+def test_hub_field_downloads_only_when_asked_and_says_why_not(workspace, repo_id, message):
+    from studio.jobs import JobStore
+
+    at = open_page("playground.py", "tiny-bert")
+    assert not at.error  # nothing is fetched before the button
+    at.text_input(key="hub_repo_id").set_value(repo_id)
+    at = submit(at, "Download")
+    no_exception(at)
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert not [job for job in JobStore(workspace.db_path, workspace.jobs_dir).list() if job.kind == "download"]
+
+
+def _waveform_shown(at) -> bool:
+    return any("Waveform of the generated sample" in chart.proto.spec for chart in at.get("plotly_chart"))
+
+
+def test_detection_threshold_slider_filters_the_boxes(workspace):
+    at = submit(open_page("playground.py", "tiny-yolos"), "Detect")
+    no_exception(at)
+    at.slider[0].set_value(0.0).run()
+    assert "5 of 5 boxes above 0%" in _captions(at)  # YOLOS' 5 detection tokens
+    assert len(at.dataframe[0].value) == 5
+    at.slider[0].set_value(1.0).run()
+    assert "0 of 5 boxes above 100%" in _captions(at) and not at.dataframe
+
+
+def _captions(at) -> list[str]:
+    return [caption for image in at.get("image") for caption in image.captions]
+
+
+def _labels_field(at):
+    return next(field for field in at.text_input if field.label.startswith("Labels"))
+
+
+def test_zero_shot_shows_transformers_best_label_and_refuses_too_many_labels(workspace):
+    at = open_page("playground.py", "tiny-clip")
+    labels = ["a photo of a cat", "a dog", "the sea"]
+    _labels_field(at).set_value(", ".join(labels))
+    at = submit(at, "Classify")
+    no_exception(at)
+    source = workspace.demo_dir / "tiny-clip"
+    model = transformers.AutoModelForZeroShotImageClassification.from_pretrained(source).eval()
+    processor = transformers.AutoProcessor.from_pretrained(source)
+    from studio.playground import sample_image
+
+    with torch.no_grad():
+        probabilities = model(**processor(text=labels, images=sample_image(), padding=True, return_tensors="pt")).logits_per_image[0].softmax(-1)
+    best = int(probabilities.argmax())
+    metric = next(m for m in at.metric if m.label == "Best label")
+    assert (metric.value, metric.delta) == (labels[best], f"{float(probabilities[best]):.1%}")
+    _labels_field(at).set_value(", ".join(labels + ["a tree"]))
+    at = submit(at, "Classify")
+    no_exception(at)
+    assert any("compiled for at most 3" in e.value for e in at.error)

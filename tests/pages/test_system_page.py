@@ -10,13 +10,14 @@ import psutil
 import pytest
 from page_helpers import no_exception, open_page
 
+from neuron_export import neuron_host
 from studio import system
 from studio.jobs import JobStore
 
 
 @pytest.fixture
 def no_neuron_tools(monkeypatch, tmp_path):
-    monkeypatch.setattr(system, "NEURON_TOOLS_DIR", str(tmp_path / "no-sdk"))
+    monkeypatch.setattr(neuron_host, "NEURON_TOOLS_DIR", str(tmp_path / "no-sdk"))
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
 
 
@@ -70,12 +71,26 @@ def test_system_page_shows_neuroncores_from_the_tools(workspace, monkeypatch, tm
                        "neuron-monitor": f"import time\nprint({json.dumps(json.dumps(report))}, flush=True)\ntime.sleep(3)"}.items():
         (sdk / name).write_text(f"#!{sys.executable}\n{body}\n")
         (sdk / name).chmod(0o755)
-    monkeypatch.setattr(system, "NEURON_TOOLS_DIR", str(sdk))
+    monkeypatch.setattr(neuron_host, "NEURON_TOOLS_DIR", str(sdk))
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
     at = open_page("system.py")
     time.sleep(1.0)  # neuron-monitor's first report
     at.run()
     no_exception(at)
-    cores = at.dataframe[-1].value.to_dict("records")
+    cores = next(d for d in at.dataframe if "NeuronCore" in d.value.columns).value.to_dict("records")
     assert [(c["NeuronCore"], c["Utilization %"], c["Memory used MB"]) for c in cores] == [(0, 0.0, 0.0), (1, 64.0, 5.0)]
     assert any("1 Neuron device(s), 2 NeuronCores" in c.value for c in at.caption)
+
+
+def test_system_page_says_what_this_host_can_compile_and_run(workspace, no_neuron_tools):
+    import torch
+
+    at = open_page("system.py")
+    no_exception(at)
+    facts = next(d for d in at.dataframe if "Fact" in d.value.columns).value.set_index("Fact")
+    assert facts.loc["torch", "Found"].startswith(torch.__version__)
+    assert facts.loc["Neuron devices", "Found"].startswith("none (no /dev/neuron*)")
+    backends = next(d for d in at.dataframe if "Backend" in d.value.columns).value.set_index("Backend")
+    assert backends.loc["torchscript", "Compiles here"] == "yes" and backends.loc["torchscript", "Runs here"] == "yes"
+    assert backends.loc["neuron", "Runs here"].startswith("no: ")
+    assert any("can compile and run with" in s.value and "torchscript" in s.value for s in at.success)

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from neuron_export.errors import NeuronExportError
+from neuron_export import neuron_host
 from studio import system
 
 GIB = 1024**3
@@ -113,7 +114,7 @@ def fake_tool(folder, name: str, body: str) -> str:
 
 
 def test_find_neuron_tool_on_path_or_in_the_sdk_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(system, "NEURON_TOOLS_DIR", str(tmp_path / "sdk"))
+    monkeypatch.setattr(neuron_host, "NEURON_TOOLS_DIR", str(tmp_path / "sdk"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert system.find_neuron_tool("neuron-ls") is None
     (tmp_path / "sdk").mkdir()
