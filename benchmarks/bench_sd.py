@@ -8,7 +8,12 @@ times both and prints seconds per image:
     s/image = 2 x text encoder (prompt + negative prompt) + steps x UNet step (batch 2: guidance)
               + VAE decode
 
+Every component line also says its FLOPs per call (counted on its exported graph), the GFLOP/s
+eager and compiled reach, and their share of the CPU's peak for the precision (of the cores used, by
+wall clock; and of one core, per second of CPU time the process got: robust on a shared machine).
+
     python benchmarks/bench_sd.py                                   # CPU, 128 px, inductor
+    python benchmarks/bench_sd.py --components unet --auto_cast matmul --auto_cast_type bf16   # CPU bf16 UNet
     python benchmarks/bench_sd.py --device cuda --resolution 512    # GPU, the issue's figure
     python benchmarks/bench_sd.py --device cuda --auto_cast matmul --auto_cast_type bf16
 """
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuron_export.artifact import load_artifact  # noqa: E402
 from neuron_export.backends import choose_backend  # noqa: E402
 from neuron_export.backends.base import cast_dtype  # noqa: E402
+from neuron_export.benchmark.flops import count_flops  # noqa: E402
+from neuron_export.benchmark.peak import host_peak  # noqa: E402
 from neuron_export.export.build import build_component  # noqa: E402
 from neuron_export.export.diffusion import input_config, make_component, pipeline_shapes  # noqa: E402
 from neuron_export.export.plan import ExportPlan  # noqa: E402
@@ -92,37 +98,85 @@ def build_modules() -> dict[str, torch.nn.Module]:
     }
 
 
-def timed_pair(eager, compiled, inputs: dict[str, torch.Tensor], iterations: int, device: str) -> tuple[float, float]:
-    """Median seconds of an eager and a compiled call, alternated (so load from other processes hits
-    both alike), after one warm-up call of each."""
+def timed_pair(eager, compiled, inputs: dict[str, torch.Tensor], iterations: int, device: str) -> tuple[tuple[float, float], ...]:
+    """(median seconds, mean CPU seconds) of an eager and a compiled call, alternated (so load from
+    other processes hits both alike), after one warm-up call of each."""
     times: dict[object, list[float]] = {eager: [], compiled: []}
+    cpu: dict[object, list[float]] = {eager: [], compiled: []}
     for index in range(iterations + 1):
         for call in (eager, compiled):
             if device == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             with torch.no_grad():
                 call(inputs)
             if device == "cuda":
                 torch.cuda.synchronize()
             if index:
                 times[call].append(time.perf_counter() - start)
-    return statistics.median(times[eager]), statistics.median(times[compiled])
+                cpu[call].append(time.process_time() - cpu_start)
+    return tuple((statistics.median(times[call]), statistics.fmean(cpu[call])) for call in (eager, compiled))
+
+
+def efficiency(flops: int, seconds: float, cpu_seconds: float, precision: str, device: str) -> str:
+    """GFLOP/s and, on CPU, % of peak (wall clock, the threads used) and % of one core's peak per CPU second."""
+    gflops = flops / seconds / 1e9
+    if device != "cpu":
+        return f"{gflops:7.1f} GFLOP/s"
+    peak = host_peak()
+    threads = torch.get_num_threads()
+    return (f"{gflops:7.1f} GFLOP/s = {100 * gflops / peak.gflops(precision, threads):4.1f}% of peak, "
+            f"{100 * flops / cpu_seconds / 1e9 / peak.gflops(precision, 1):4.1f}% of a core's per CPU s")
 
 
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    from neuron_export.benchmark.report import host_summary
+
+    host = host_summary()
+    return (f"{host['processor']} CPU, ISA {host['isa']} (torch: {host['cpu_capability']}), "
+            f"{torch.get_num_threads()} threads")
+
+
+def measure_component(name: str, spec, eager: torch.nn.Module, shapes, plan: ExportPlan, folder: Path, args, iterations: int) -> dict:
+    """Compile one component (validated), count its FLOPs, time it against eager; print its line."""
+    options = plan.options
+    dtype = cast_dtype(options)
+    component = make_component(spec, eager, shapes, input_config(spec, eager), options, validate=True)
+    start = time.perf_counter()
+    _, report = build_component(component, plan, folder, Progress(None, 4))
+    compile_s = time.perf_counter() - start
+    compiled = load_artifact(folder)
+    reference = component.module.to(args.device)
+    inputs = {n: t.to(args.device) for n, t in component.example.items()}
+    flops = count_flops(component.module, tuple(component.example[n] for n in component.input_names)).total
+
+    def run_eager(named, module=reference, order=component.input_names):
+        # Same precision as the compiled model, so the ratio measures compilation alone.
+        with torch.autocast(args.device, dtype=dtype, enabled=dtype is not None and dtype != torch.float32):
+            return module(*[named[n] for n in order])
+
+    (eager_s, eager_cpu), (compiled_s, compiled_cpu) = timed_pair(run_eager, lambda named: compiled(**named), inputs, iterations,
+                                                                  args.device)
+    precision = options.auto_cast_type if options.auto_cast != "none" and options.auto_cast_type in ("bf16", "fp16") else "fp32"
+    print(f"  {name:<13} eager {eager_s * 1e3:9.1f} ms   compiled {compiled_s * 1e3:9.1f} ms   x{eager_s / compiled_s:5.2f}   "
+          f"(compile {compile_s:.0f} s, validation {'passed' if report and report.passed else 'FAILED'})", flush=True)
+    print(f"  {'':<13} {flops / 1e9:.2f} GFLOP per call ({precision}); eager {efficiency(flops, eager_s, eager_cpu, precision, args.device)}",
+          flush=True)
+    print(f"  {'':<13} compiled {efficiency(flops, compiled_s, compiled_cpu, precision, args.device)}", flush=True)
+    return {"eager_s": eager_s, "compiled_s": compiled_s, "passed": report.passed if report else None}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--backend", choices=("inductor", "torchscript"), default="inductor")
+    parser.add_argument("--components", nargs="+", choices=COMPONENTS, default=list(COMPONENTS))
     parser.add_argument("--resolution", type=int, help="image height and width (default: 128 on CPU, 512 on GPU)")
     parser.add_argument("--steps", type=int, default=25, help="denoising steps per image")
     parser.add_argument("--iterations", type=int, help="timed calls per component (default: 3 on CPU, 20 on GPU)")
+    parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--auto_cast", choices=("none", "matmul", "all"), default="none")
     parser.add_argument("--auto_cast_type", choices=("bf16", "fp16", "tf32"))
     parser.add_argument("-O", dest="optlevel", type=int, choices=(1, 2, 3), default=2)
@@ -130,65 +184,45 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("skipped: --device cuda and this host has no CUDA device")
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     resolution = args.resolution or (512 if args.device == "cuda" else 128)
     iterations = args.iterations or (20 if args.device == "cuda" else 3)
     options = ExportOptions(
         backend=args.backend, device=args.device, height=resolution, width=resolution, optlevel=args.optlevel,
-        auto_cast=args.auto_cast, auto_cast_type=args.auto_cast_type if args.auto_cast != "none" else None,
+        auto_cast=args.auto_cast, auto_cast_type=(args.auto_cast_type or "bf16") if args.auto_cast != "none" else None,
     )
-    if options.auto_cast != "none" and options.auto_cast_type is None:
-        options = options.replace(auto_cast_type="bf16")
     backend, reason = choose_backend(options)
 
     print(f"Building SD 2.1-sized components (random weights) for {resolution}x{resolution} ...", flush=True)
     modules = build_modules()
     shapes = pipeline_shapes(dict(modules["unet"].config), dict(modules["vae_decoder"].config), 77, None, options)
     specs = {spec.name: spec for spec in DIFFUSION_TASKS["stable-diffusion"].components}
-    dtype = cast_dtype(options)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-sd-") as scratch:
         # The components are built here, not read from a pipeline folder: a plan of what they are.
         source = ModelSource("SD 2.1-sized, random weights", Path(scratch), "diffusers", {})
         plan = ExportPlan(source, "stable-diffusion", backend, reason, options, shapes, shapes, components=[])
-        for name in COMPONENTS:
-            spec, eager = specs[name], modules.pop(name)
-            component = make_component(spec, eager, shapes, input_config(spec, eager), options, validate=True)
+        for name in args.components:
             folder = Path(scratch) / name
             folder.mkdir()
-            start = time.perf_counter()
-            _, report = build_component(component, plan, folder, Progress(None, 4))
-            compile_s = time.perf_counter() - start
-            compiled = load_artifact(folder)
-            reference = component.module.to(args.device)
-            inputs = {n: t.to(args.device) for n, t in component.example.items()}
-
-            def run_eager(named, module=reference, order=component.input_names):
-                # Same precision as the compiled model, so the ratio measures compilation alone.
-                with torch.autocast(args.device, dtype=dtype, enabled=dtype is not None and dtype != torch.float32):
-                    return module(*[named[n] for n in order])
-
-            eager_s, compiled_s = timed_pair(run_eager, lambda named: compiled(**named), inputs, iterations, args.device)
-            rows[name] = (eager_s, compiled_s, compile_s, report.passed if report else None)
-            print(f"  {name:<13} eager {eager_s * 1e3:9.1f} ms   compiled {compiled_s * 1e3:9.1f} ms   "
-                  f"x{eager_s / compiled_s:5.2f}   (compile {compile_s:.0f} s, validation {'passed' if report and report.passed else 'FAILED'})",
-                  flush=True)
-            del component, compiled, reference, eager
+            rows[name] = measure_component(name, specs[name], modules.pop(name), shapes, plan, folder, args, iterations)
             gc.collect()
             if args.device == "cuda":
                 torch.cuda.empty_cache()
-
-    def per_image(column: int) -> float:
-        return 2 * rows["text_encoder"][column] + args.steps * rows["unet"][column] + rows["vae_decoder"][column]
-
-    eager_image, compiled_image = per_image(0), per_image(1)
     print()
     print(f"device: {device_name(args.device)}; torch {torch.__version__}; backend {backend.name} -O{options.optlevel}; "
           f"auto_cast {options.auto_cast}{' ' + options.auto_cast_type if options.auto_cast_type else ''}")
     print(f"{resolution}x{resolution}, {args.steps} steps, batch 1 (UNet batch 2 for guidance), median of {iterations} calls")
-    print(f"UNet step:  eager {rows['unet'][0] * 1e3:.1f} ms, compiled {rows['unet'][1] * 1e3:.1f} ms, "
-          f"speed-up x{rows['unet'][0] / rows['unet'][1]:.2f}")
-    print(f"s/image:    eager {eager_image:.2f} s, compiled {compiled_image:.2f} s, speed-up x{eager_image / compiled_image:.2f}")
-    return 0 if all(row[3] is not False for row in rows.values()) else 1
+    if "unet" in rows:
+        unet = rows["unet"]
+        print(f"UNet step:  eager {unet['eager_s'] * 1e3:.1f} ms, compiled {unet['compiled_s'] * 1e3:.1f} ms, "
+              f"speed-up x{unet['eager_s'] / unet['compiled_s']:.2f}")
+    if set(rows) == set(COMPONENTS):
+        eager_image, compiled_image = (2 * rows["text_encoder"][key] + args.steps * rows["unet"][key] + rows["vae_decoder"][key]
+                                       for key in ("eager_s", "compiled_s"))
+        print(f"s/image:    eager {eager_image:.2f} s, compiled {compiled_image:.2f} s, speed-up x{eager_image / compiled_image:.2f}")
+    return 0 if all(row["passed"] is not False for row in rows.values()) else 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .bucketing import format_shape_value, parse_shape_text
 from .errors import NeuronExportError, first_line
-from .options import AUTO_CAST, AUTO_CAST_TYPES, DEVICES, INSTANCE_TYPES, MULTI_VALUE_FIELDS, ExportOptions
+from .options import AUTO_CAST, AUTO_CAST_TYPES, CPU_ISAS, DEVICES, INSTANCE_TYPES, MULTI_VALUE_FIELDS, QUANTIZATIONS, ExportOptions
 
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 3
@@ -95,6 +95,9 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("optlevel", "-O", "1: fast compile; 2: balance (default); 3: more speed, longer compile, more memory", "level"),
     Flag("force", "--force", "replace an existing artifact in OUTPUT", "switch"),
     Flag("use_cache", "--no-cache", "always compile; do not use the compile cache", "negated"),
+    Flag("cpu_isa", "--cpu_isa", "CPU code for this host only (native, default) or for any CPU with avx2 / avx512 (inductor)", choices=CPU_ISAS),
+    Flag("quantize", "--quantize", "int8-dynamic: linear layers in int8, activations quantized at each call (inductor, x86)", choices=QUANTIZATIONS),
+    Flag("threads", "--threads", "CPU threads the artifact's GEMM kernels are split for (inductor, AVX2 code; default: this host's cores)", type=int),
 )
 OPTLEVEL_HELP = {1: "fast compile", 2: "balance (default)", 3: "more speed, longer compile, more memory"}
 
@@ -231,6 +234,8 @@ def _megabytes(size: int) -> str:
 
 
 def add_benchmark_parser(commands) -> None:
+    from .benchmark.peers import PEERS
+
     p = commands.add_parser("benchmark", help="time a compiled artifact against eager PyTorch and ONNX Runtime, in one run")
     p.add_argument("artifact", help="a compiled artifact folder (made by `export`)")
     p.add_argument("--iterations", type=int, default=30, help="timed calls per side and batch size (default 30)")
@@ -242,7 +247,9 @@ def add_benchmark_parser(commands) -> None:
     p.add_argument("--steps", type=int, default=10, help="denoising steps per image of a Stable Diffusion pipeline (default 10)")
     p.add_argument("--sequence_length", type=_lengths, dest="lengths", metavar="L,L,...",
                    help="a bucketed artifact: time inputs of these lengths on the bucket each picks, against its largest bucket only")
-    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the ONNX Runtime peer")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the peers (they run the model exported to ONNX)")
+    p.add_argument("--peers", nargs="+", metavar="PEER", choices=PEERS,
+                   help=f"peers to run ({', '.join(PEERS)}; default: the fp32 ones, and the int8 ones for an --quantize artifact)")
     p.add_argument("--prompt_length", type=int, help="generative models: prompt tokens (default: a quarter of the sequence length)")
     p.add_argument("--new_tokens", type=int, help="generative models: tokens generated per call (default: up to 32)")
     p.add_argument("--trust-remote-code", action="store_true",
@@ -269,7 +276,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         if args.lengths and args.batch_sizes:
             raise NeuronExportError("--sequence_length times the compiled batch size; leave out --batch_size")
         options = BenchmarkOptions(iterations=args.iterations, warmup=args.warmup, batch_sizes=args.batch_sizes,
-                                   onnx=args.onnx, threads=args.threads, rounds=args.rounds, steps=args.steps,
+                                   onnx=args.onnx, peers=args.peers, threads=args.threads, rounds=args.rounds, steps=args.steps,
                                    prompt_length=args.prompt_length, new_tokens=args.new_tokens,
                                    trust_remote_code=args.trust_remote_code)
         if args.lengths:
@@ -384,7 +391,7 @@ def _interrupt_again() -> None:
 
 def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers"):
+    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers", "torchao"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -9,12 +9,11 @@ from __future__ import annotations
 import platform
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from . import neuron_host
+from . import cpu, neuron_host
 from .backends import BACKENDS
 from .backends.neuron_sdk import neuronx_cc_state, torch_neuronx_state
 
@@ -132,16 +131,11 @@ def _neuron_devices(host: neuron_host.NeuronHost) -> list[Fact]:
 
 
 def _cpu() -> Fact:
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    present = [f for f in CPU_FLAGS if f in flags]
-    return Fact("CPU vector ISA", f"{torch.backends.cpu.get_cpu_capability()} as torch uses it ({platform.machine()}"
+    """torch's vector ISA, and the --cpu_isa levels an inductor artifact can be built for here (cpu.py's detector)."""
+    present = [flag for flag in CPU_FLAGS if flag in cpu.cpu_flags()]
+    level = cpu.host_level()
+    builds = f"--cpu_isa native, or a portable level up to {level}" if level else "--cpu_isa native only"
+    return Fact("CPU vector ISA", f"{torch.backends.cpu.get_cpu_capability()} as torch uses it ({platform.machine()}; {builds}"
                                   + (f"; {' '.join(present)}" if present else "") + ")")
 
 

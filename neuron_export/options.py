@@ -16,6 +16,8 @@ INSTANCE_TYPES = ("inf2", "trn1")
 AUTO_CAST = ("none", "matmul", "all")
 AUTO_CAST_TYPES = ("bf16", "fp16", "tf32")
 OPTLEVELS = (1, 2, 3)
+CPU_ISAS = ("native", "avx2", "avx512")  # what an inductor CPU artifact's machine code may use (neuron_export.cpu)
+QUANTIZATIONS = ("none", "int8-dynamic")  # int8-dynamic: int8 weights, activations quantized at each call
 
 # Shape options by the names of the seed CLI; each task declares which ones it uses.
 SHAPE_FIELDS = (
@@ -62,6 +64,9 @@ class ExportOptions:
     dynamic_batch_size: bool = False
     compiler_workdir: Optional[str] = None
     num_cores: Optional[int] = None
+    cpu_isa: str = "native"  # native: this host's CPU; avx2 / avx512: any CPU of that level (x86-64-v3 / -v4)
+    quantize: str = "none"  # the linear layers' weights and activations in int8 (backends that declare it)
+    threads: Optional[int] = None  # CPU threads the artifact's GEMMs are split for (None: this host's cores)
     # model
     trust_remote_code: bool = False
     cache_dir: Optional[str] = None
@@ -85,11 +90,15 @@ class ExportOptions:
             _one_of("--auto_cast_type", self.auto_cast_type, AUTO_CAST_TYPES)
         if self.instance_type is not None:
             _one_of("--instance_type", self.instance_type, INSTANCE_TYPES)
+        _one_of("--cpu_isa", self.cpu_isa, CPU_ISAS)
+        _one_of("--quantize", self.quantize, QUANTIZATIONS)
+        if self.quantize != "none" and self.auto_cast != "none":
+            raise NeuronExportError(f"--quantize {self.quantize} and --auto_cast {self.auto_cast} both lower the matmuls' precision; choose one")
         if self.optlevel not in OPTLEVELS:
             raise NeuronExportError(f"-O{self.optlevel} is not a valid optimization level; use -O1, -O2 or -O3")
         for name in MULTI_VALUE_FIELDS:  # lists (from JSON) become tuples, one value an int
             setattr(self, name, shape_value(f"--{name}", getattr(self, name)))
-        for name in SHAPE_FIELDS + ("num_cores",):
+        for name in SHAPE_FIELDS + ("num_cores", "threads"):
             value = getattr(self, name)
             if name not in MULTI_VALUE_FIELDS and value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise NeuronExportError(f"--{name} must be a positive integer, got {value!r}")

@@ -11,9 +11,10 @@ from typing import Any, Optional
 
 import plotly.graph_objects as go
 
-from neuron_export.benchmark import COMPILED, EAGER, ONNXRUNTIME, SIDE_LABELS
+from neuron_export.benchmark import COMPILED, EAGER, ONNXRUNTIME, ONNXRUNTIME_INT8, OPENVINO, OPENVINO_INT8, SIDE_LABELS
 
-SIDE_COLORS = {COMPILED: "#1f77b4", EAGER: "#7f7f7f", ONNXRUNTIME: "#ff7f0e"}
+SIDE_COLORS = {COMPILED: "#1f77b4", EAGER: "#7f7f7f", ONNXRUNTIME: "#ff7f0e", OPENVINO: "#2ca02c",
+               ONNXRUNTIME_INT8: "#ffbb78", OPENVINO_INT8: "#98df8a"}
 Report = dict[str, Any]
 
 
@@ -107,6 +108,43 @@ def speedup_figure(reports: list[Report], batch_size: Optional[int] = None) -> g
     return figure
 
 
+def efficiency_figure(reports: list[Report], batch_size: Optional[int] = None) -> go.Figure:
+    """Achieved share of the host's peak FLOP/s per side (GFLOP/s on the bars), grouped by artifact."""
+    figure = go.Figure()
+    by_side: dict[str, tuple[list, list, list, list]] = {}
+    for report in reports:
+        run = run_for(report, batch_size)
+        if run is None:
+            continue
+        for name, side in ok_sides(run).items():
+            if side.get("peak_percent") is None:
+                continue
+            labels, percents, texts, hovers = by_side.setdefault(name, ([], [], [], []))
+            labels.append(report_label(report))
+            percents.append(side["peak_percent"])
+            texts.append(f"{side['gflops']:.0f} GFLOP/s")
+            per_cpu = side.get("cpu_peak_percent")
+            hovers.append(peak_assumptions(report, side) + ("" if per_cpu is None else
+                          f"<br>per second of CPU time it got: {per_cpu:.0f}% of one core's peak"))
+    for name, (labels, percents, texts, hovers) in by_side.items():
+        figure.add_trace(go.Bar(x=labels, y=percents, name=side_label(name), marker_color=SIDE_COLORS.get(name),
+                                text=texts, textposition="outside", hovertext=hovers, hoverinfo="text+y"))
+    where = f"batch size {batch_size}" if batch_size else "smallest batch size"
+    figure.update_layout(title=f"Efficiency: % of this CPU's peak FLOP/s for each side's precision ({where})",
+                         yaxis_title="% of peak", barmode="group", legend_title="side")
+    return figure
+
+
+def peak_assumptions(report: Report, side: dict[str, Any]) -> str:
+    """How the side's peak was computed: cores x clock x FLOP/cycle, and why that many FLOP/cycle."""
+    peak = report["host"].get("peak")
+    if not peak:
+        return ""
+    precision, cores = side.get("precision", "fp32"), min(side.get("threads") or 1, peak["cores"])
+    return (f"{precision} peak = {cores} core(s) x {peak['clock_ghz']:.2f} GHz ({peak['clock_source']}) x "
+            f"{peak['flop_per_cycle'][precision]} FLOP/cycle ({peak['why'][precision]})")
+
+
 def history_figure(reports: list[Report], batch_size: Optional[int] = None) -> go.Figure:
     """Median latency of each side across the stored runs of one artifact, oldest first."""
     ordered = sorted(reports, key=lambda r: r["created"])
@@ -160,6 +198,10 @@ def summary_rows(reports: list[Report]) -> list[dict[str, Any]]:
                         "p99 ms": round(stats["p99_ms"], 3), "inferences/s": round(side["throughput"], 2),
                         "peak RSS MB": round(side["peak_rss_mb"]), "model RSS MB": round(side["rss_growth_mb"]),
                         "speed-up vs eager": _round(run["speedups"].get(f"{name}_vs_{EAGER}")),
+                        "GFLOP/s": _round(side.get("gflops")), "% of peak": _round(side.get("peak_percent")),
+                        "% of a core's peak per CPU-s": _round(side.get("cpu_peak_percent")),
+                        "precision": side.get("precision"), "threads": side.get("threads"),
+                        "busy cores": _round(side.get("cores_busy")),
                     })
                 rows.append(row)
     return rows

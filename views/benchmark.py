@@ -44,7 +44,8 @@ def run_form(store: JobStore, selected: list[Path], manifests: dict[Path, Manife
         left, middle, right = st.columns(3)
         iterations = left.number_input("Timed calls per side", min_value=1, max_value=10_000, value=30)
         warmup = middle.number_input("Warm-up calls", min_value=0, max_value=1_000, value=5)
-        onnx = right.checkbox("Compare with ONNX Runtime", value=True, help="exports the eager model to ONNX for each run")
+        onnx = right.checkbox("Compare with peers", value=True,
+                              help="ONNX Runtime and OpenVINO (where installed) on the eager model exported to ONNX, each run")
         batch_text = st.text_input("Batch sizes (artifacts compiled with --dynamic-batch-size)", disabled=not dynamic,
                                    placeholder="e.g. 1, 4, 8 — empty: the compiled batch size")
         steps = st.number_input("Denoising steps per image (Stable Diffusion)", min_value=1, max_value=200, value=10,
@@ -85,12 +86,16 @@ def latest_results(latest: list[dict]) -> int:
     left, right = st.columns(2)
     left.plotly_chart(bench_charts.speedup_figure(latest, batch_size), width="stretch")
     right.plotly_chart(bench_charts.throughput_figure(latest), width="stretch")
+    st.plotly_chart(bench_charts.efficiency_figure(latest, batch_size), width="stretch")
     if len(latest) > 1:
         st.plotly_chart(bench_charts.tradeoff_figure(latest, batch_size), width="stretch")
     st.dataframe(bench_charts.summary_rows(latest), hide_index=True, width="stretch")
-    hosts = sorted({f"{r['host']['processor']}, {r['host']['cpu_count']} cores, torch {r['host']['torch']}" for r in latest})
+    hosts = sorted({f"{r['host']['processor']} ({r['host'].get('isa', 'ISA not recorded')}), {r['host']['cpu_count']} cores, "
+                    f"torch {r['host']['torch']}" for r in latest})
     st.caption("Speed-ups compare median (p50) latencies. Peak RSS is each side's own process; \"model RSS\" is its growth "
-               f"over a process that has imported torch. Measured on: {'; '.join(hosts)}.")
+               "over a process that has imported torch. GFLOP/s: FLOPs counted on the exported graph / p50 latency; % of "
+               "peak: of cores x clock x FLOP/cycle for the side's precision (hover a bar for the assumptions); busy "
+               f"cores: CPU time / wall time of the side's process. Measured on: {'; '.join(hosts)}.")
     return batch_size
 
 

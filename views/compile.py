@@ -16,7 +16,8 @@ from neuron_export.bucketing import parse_resolutions, parse_shape_text
 from neuron_export.demo import DEMO_MODELS
 from neuron_export.errors import NeuronExportError
 from neuron_export.model_info import ModelInfo, inspect_model
-from neuron_export.options import AUTO_CAST, AUTO_CAST_TYPES, INSTANCE_TYPES, ExportOptions
+from neuron_export import cpu
+from neuron_export.options import AUTO_CAST, AUTO_CAST_TYPES, CPU_ISAS, INSTANCE_TYPES, QUANTIZATIONS, ExportOptions
 from neuron_export.registry import TEXT_ENCODER
 from neuron_export.sources import HUB_ID
 from studio import ui
@@ -186,12 +187,22 @@ def compiler_section() -> dict[str, Any]:
     auto_cast_type = c5.selectbox("Cast to", AUTO_CAST_TYPES, key="auto_cast_type", disabled=auto_cast == "none")
     dynamic_batch = c6.toggle("Dynamic batch size", key="dynamic_batch",
                               help="Accept other batch sizes than the compiled one, at some latency cost.")
-    if auto_cast != "none" and device == "cpu" and not backend.is_neuron:
+    native_bf16 = {"avx512_bf16", "amx_bf16"} & cpu.host_flags()
+    if auto_cast != "none" and device == "cpu" and not backend.is_neuron and not native_bf16:
         st.caption("Note: this CPU has no native bf16/fp16 — casting is usually slower here; it pays off on GPU and Neuron.")
+    c7, c8 = st.columns(2)
+    cpu_isa = c7.selectbox("CPU code for", CPU_ISAS, key="cpu_isa", disabled=not backend.records_cpu_isa,
+                           format_func=lambda isa: {"native": "this CPU (native)", "avx2": "any AVX2 CPU (x86-64-v3)",
+                                                    "avx512": "any AVX-512 CPU (x86-64-v4)"}[isa],
+                           help="inductor: the CPUs the artifact's machine code runs on; loading refuses a CPU below it.")
+    quantize = c8.selectbox("Quantize", QUANTIZATIONS, key="quantize", disabled=auto_cast != "none",
+                            help="int8-dynamic: linear layers in int8 (inductor on x86); validated against eager fp32 "
+                                 "with atol 0.5 unless you set one.")
     return {
         "backend": choice, "device": "cpu" if backend.is_neuron else device, "instance_type": instance_type,
         "optlevel": optlevel, "auto_cast": auto_cast, "auto_cast_type": auto_cast_type if auto_cast != "none" else None,
-        "dynamic_batch_size": dynamic_batch,
+        "dynamic_batch_size": dynamic_batch, "cpu_isa": cpu_isa if backend.records_cpu_isa else "native",
+        "quantize": quantize if auto_cast == "none" else "none",
     }
 
 

@@ -102,6 +102,9 @@ class Manifest:
     auto_cast_type: Optional[str] = None
     optlevel: int = 2
     cpu_capability: Optional[str] = None  # the vector ISA its CPU kernels were built for
+    cpu_isa: Optional[str] = None  # --cpu_isa of an artifact with machine code of its own (inductor)
+    cpu_flags: list[str] = field(default_factory=list)  # CPU flags that code needs; loading checks them
+    threads: Optional[int] = None  # threads its GEMM kernels are split for (None: any count, set at run time)
     # NeuronCores it is placed on at load: [0, 1] for a data-parallel component (the SD UNet's CFG halves
     # on separate cores), [0] otherwise; [] for portable builds. A pipeline's: those of its components.
     neuron_cores: list[int] = field(default_factory=list)

@@ -37,7 +37,7 @@ def choose_backend(options: ExportOptions) -> tuple[Backend, str]:
         backend, reason = get_backend(options.backend), "chosen with --backend"
     else:
         backend, reason = auto_backend(options)
-    problem = backend.unavailable_reason(options)
+    problem = backend.unavailable_reason(options) or backend.quantization_problem(options)
     if problem:
         raise BackendUnavailableError(problem)
     if options.instance_type and not backend.is_neuron:

@@ -50,6 +50,8 @@ class Backend(Protocol):
     # exposes them as `.state` and takes the other inputs only. Otherwise CompiledModel allocates them
     # and passes them with every call, and the compiled graph updates them in place.
     holds_state: bool
+    # Its CPU artifacts are machine code of their own, built for an ISA level (--cpu_isa, --threads apply).
+    records_cpu_isa: bool
 
     def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
         """None when this host can compile with these options, else one line saying why not and what to do."""
@@ -69,6 +71,10 @@ class Backend(Protocol):
         """Options this backend ignores, as warnings (an option that would change the result is
         refused by unavailable_reason instead)."""
 
+    def quantization_problem(self, options: ExportOptions) -> Optional[str]:
+        """None when this backend can compile --quantize as asked (or nothing is asked), else one line
+        saying why not and what it offers instead."""
+
     def validation_problem(self, options: ExportOptions) -> Optional[str]:
         """None when an artifact compiled with these options can be validated on this host, else why not."""
 
@@ -84,6 +90,9 @@ class Backend(Protocol):
         """Compile and write the model file; model_kind (generic, transformer, unet-inference) tunes neuronx-cc;
         the last `state_inputs` example tensors are state the graph updates in place (KV caches);
         data_parallel: the model will be spread over several cores at load (see cores())."""
+
+    def annotate_manifest(self, manifest: Manifest, options: ExportOptions, model_path: Path) -> None:
+        """Record in the manifest what only the built model file tells (the CPU flags its code needs, ...)."""
 
     def load(self, model_path: Path, manifest: Manifest) -> Runner: ...
 

@@ -13,11 +13,13 @@ import torch
 from ..artifact.folders import guarded_file, inside
 from ..errors import NeuronExportError
 from ..options import ExportOptions
+from . import cpu_build
 from .base import SavedBuckets
 from .portable import PortableBackend
 
-MAX_DYNAMIC_BATCH = 4096
 log = logging.getLogger("neuron_export")
+
+MAX_DYNAMIC_BATCH = 4096
 
 # -O levels mapped to Inductor settings (documented in the README).
 OPTLEVEL_CONFIGS = {
@@ -41,11 +43,33 @@ SHARED_WEIGHTS_CONFIGS = {
 SHARED_WEIGHTS_OPTLEVELS = (1, 2)
 
 
-def shares_bucket_weights(options: ExportOptions) -> bool:
-    """Whether the buckets share one copy of the weights: at -O1 / -O2, with a torch that can store
-    them outside the .so in that format (torch 2.9 has no package_constants_on_disk_format, and its
-    packages of several models with weights outside the .so crashed the process here: a segmentation fault)."""
-    return options.optlevel in SHARED_WEIGHTS_OPTLEVELS and hasattr(torch._inductor.config.aot_inductor, "package_constants_on_disk_format")
+def bucket_weights_unshared(options: ExportOptions) -> Optional[str]:
+    """Why the buckets of this build each keep their own copy of the weights, or None when they share one."""
+    if options.optlevel not in SHARED_WEIGHTS_OPTLEVELS:
+        return f"-O{options.optlevel}"
+    if not hasattr(torch._inductor.config.aot_inductor, "package_constants_on_disk_format"):
+        # torch 2.9 has no such format, and its packages of several models with weights outside the .so
+        # crashed the process here (a segmentation fault)
+        return f"torch {torch.__version__} cannot share them"
+    # Inductor's C++ GEMM template and the int8 linears only exist with cpp.weight_prepack
+    prepacking = cpu_build.prepacking_reason(options)
+    if prepacking is not None:
+        return prepacking
+    if options.optlevel == 2 and _weight_prepacking_registered():
+        return ("an earlier -O2 compile in this process registered oneDNN's weight pre-packing, which torch then "
+                "applies to every frozen compile")
+    return None
+
+
+def _weight_prepacking_registered() -> bool:
+    """Whether torch has registered oneDNN's weight pre-packing passes in this process. It does so once
+    (freezing_patterns.lazy_init, a functools.cache) and applies them to every later frozen compile even
+    with cpp.weight_prepack=False; their opaque tensors cannot be stored outside a .so ("Cannot access
+    storage of OpaqueTensorImpl")."""
+    from torch._inductor.fx_passes import mkldnn_fusion
+
+    init = getattr(mkldnn_fusion, "_mkldnn_weight_pack_init", None)  # absent in builds without oneDNN
+    return init is not None and hasattr(init, "cache_info") and init.cache_info().currsize > 0
 
 
 class InductorBackend(PortableBackend):
@@ -57,6 +81,17 @@ class InductorBackend(PortableBackend):
 
     def compiler_version(self) -> str:
         return f"torch.export + AOTInductor {torch.__version__}"
+
+    def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
+        return super().unavailable_reason(options) or cpu_build.isa_problem(options)
+
+    def quantization_problem(self, options: ExportOptions) -> Optional[str]:
+        return cpu_build.quantization_problem(options)
+
+    def annotate_manifest(self, manifest, options: ExportOptions, model_path: Path) -> None:
+        manifest.cpu_isa = options.cpu_isa
+        manifest.cpu_flags = cpu_build.required_flags(options, model_path)
+        manifest.threads = cpu_build.gemm_threads(options)
 
     def trace(self, module, example, options: ExportOptions):
         dynamic_shapes = None
@@ -74,6 +109,8 @@ class InductorBackend(PortableBackend):
                 "inductor cannot compile this model: some of its shapes depend on the input values (e.g. transformers' "
                 "x-vector pooling slices each clip by the length its attention mask gives); use --backend torchscript"
             )
+        if options.quantize == cpu_build.INT8_DYNAMIC:
+            program = cpu_build.quantize_int8_dynamic(program, example, dynamic_shapes)
         return program
 
     def compile(self, traced, example, options: ExportOptions, model_path: Path, workdir: Optional[Path], model_kind: str = "generic",
@@ -88,7 +125,8 @@ class InductorBackend(PortableBackend):
     def _aot_compile(self, traced, options: ExportOptions, workdir: Optional[Path], extra_configs: dict) -> list:
         """AOTInductor's files for one exported program (the recipe of aoti_compile_and_package, whose
         documentation shows it for packages of several models)."""
-        configs = {**OPTLEVEL_CONFIGS[options.optlevel], **extra_configs, "aot_inductor.package": True}
+        configs = {**OPTLEVEL_CONFIGS[options.optlevel], **cpu_build.cpu_configs(options), **extra_configs,
+                   "aot_inductor.package": True}
         if configs["freezing"] and _has_transposed_convolution(traced):
             # torch 2.13's freezing folds a following BatchNorm into a transposed convolution along its
             # input channels instead of its output channels (BEiT segmentation: 0.08 off): not frozen.
@@ -112,10 +150,11 @@ class InductorBackend(PortableBackend):
                 _restore_env("TORCHINDUCTOR_CACHE_DIR", previous)
 
     def load(self, model_path: Path, manifest):
+        _warn_threads(manifest, model_path)
         return _runner(torch._inductor.aoti_load_package(str(model_path)))
 
     def compile_bucket(self, traced, example, options: ExportOptions, workdir: Optional[Path], model_kind: str = "generic"):
-        return self._aot_compile(traced, options, workdir, SHARED_WEIGHTS_CONFIGS if shares_bucket_weights(options) else {})
+        return self._aot_compile(traced, options, workdir, {} if bucket_weights_unshared(options) else SHARED_WEIGHTS_CONFIGS)
 
     def save_buckets(self, compiled: dict, folder: Path, options: ExportOptions) -> SavedBuckets:
         from torch._inductor.package import package_aoti
@@ -123,10 +162,10 @@ class InductorBackend(PortableBackend):
         locations = {name: f"bucket_{name}" for name in compiled}  # model names inside the package
         with guarded_file(folder / self.model_file) as file:
             package_aoti(file, {locations[name]: files for name, files in compiled.items()})
-        if shares_bucket_weights(options):
+        why = bucket_weights_unshared(options)
+        if why is None:
             note = f"the {len(compiled)} buckets share one copy of the weights in {self.model_file}"
             return SavedBuckets(self.model_file, locations, True, note + (" (frozen, not pre-packed for oneDNN)" if options.optlevel == 2 else ""))
-        why = "-O3" if options.optlevel not in SHARED_WEIGHTS_OPTLEVELS else f"torch {torch.__version__} cannot share them"
         note = f"{why}: each of the {len(compiled)} buckets keeps its own copy of the weights in {self.model_file}"
         return SavedBuckets(self.model_file, locations, False, note)
 
@@ -135,12 +174,19 @@ class InductorBackend(PortableBackend):
         from torch.export.pt2_archive._package import load_pt2
 
         path = str(inside(folder, manifest.model_file))
+        _warn_threads(manifest, path)
         if manifest.bucketing.shared_weights:
             # The package's runners and the one copy of the weights they share load together, on first use.
             runners = functools.cache(lambda: load_pt2(path, load_weights_from_disk=True).aoti_runners)
             return {bucket.name: (lambda location=bucket.location: _runner(runners()[location])) for bucket in manifest.buckets}
         # Weights inside each bucket's .so: a bucket loads (with its weights) when first used.
         return {bucket.name: (lambda location=bucket.location: _runner(load_package(path, location))) for bucket in manifest.buckets}
+
+
+def _warn_threads(manifest, model_path) -> None:
+    if manifest.threads and torch.get_num_threads() > manifest.threads:
+        log.warning("Warning: %s's GEMM kernels are split for %d threads (export --threads N) and this process runs %d: "
+                    "the others idle in them", model_path, manifest.threads, torch.get_num_threads())
 
 
 def _runner(package):

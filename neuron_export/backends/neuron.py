@@ -132,6 +132,7 @@ class NeuronBackend:
     is_neuron = True
     native_dynamic_batch = True  # torch_neuronx.dynamic_batch splits and pads on the device side
     holds_state = True  # state stays on the NeuronCore (input_output_aliases)
+    records_cpu_isa = False
 
     def device(self, options: ExportOptions) -> str:
         return "cpu"  # a traced Neuron module takes CPU tensors and moves them to its NeuronCore
@@ -150,6 +151,15 @@ class NeuronBackend:
         if options.instance_type:
             return f"compiled for {options.instance_type} on a host without a Neuron device: it cannot run here, so it was not validated"
         return None
+
+    def quantization_problem(self, options: ExportOptions) -> Optional[str]:
+        if options.quantize == "none":
+            return None
+        return (f"--quantize {options.quantize}: neuronx-cc has no int8 quantization of activations; its lower "
+                "precisions are casts: --auto_cast matmul (or all) --auto_cast_type bf16 or fp16")
+
+    def annotate_manifest(self, manifest, options: ExportOptions, model_path: Path) -> None:
+        return None  # a NEFF inside TorchScript: no host CPU code of its own
 
     def unavailable_reason(self, options: ExportOptions) -> Optional[str]:
         if options.device != "cpu":

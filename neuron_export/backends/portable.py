@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from .. import cpu
 from ..artifact.manifest import Manifest
 from ..options import ExportOptions
 from ..traceable import CastModel
@@ -35,7 +36,19 @@ class PortableBackend:
         return None
 
     def option_warnings(self, options: ExportOptions) -> list[str]:
-        return []
+        if self.records_cpu_isa:
+            return []
+        ignored = [flag for flag, value in (("--cpu_isa", options.cpu_isa != "native"), ("--threads", options.threads)) if value]
+        return [f"{flag}: {self.name} artifacts hold no machine code of their own (they run on any CPU torch runs on); ignored"
+                for flag in ignored]
+
+    def quantization_problem(self, options: ExportOptions) -> Optional[str]:
+        if options.quantize == "none":
+            return None
+        return f"--quantize {options.quantize}: the {self.name} backend does not quantize; use --backend inductor"
+
+    def annotate_manifest(self, manifest: Manifest, options: ExportOptions, model_path) -> None:
+        return None
 
     def validation_problem(self, options: ExportOptions) -> Optional[str]:
         return None
@@ -52,8 +65,8 @@ class PortableBackend:
             where = "NVIDIA GPUs (CUDA)"
         else:
             where = f"{platform.machine()} CPUs"
-            if self.records_cpu_isa:  # generated kernels and packed weights target this host's vector ISA
-                where += f" with {torch.backends.cpu.get_cpu_capability()} (like this host)"
+            if self.records_cpu_isa:  # generated kernels and packed weights target an ISA level
+                where += _isa_words(options.cpu_isa)
         return f"{where} and torch {torch_release(torch.__version__)} — portable {self.name} build, not a Neuron artifact"
 
     def prepare(self, module: torch.nn.Module, options: ExportOptions) -> torch.nn.Module:
@@ -83,12 +96,34 @@ class PortableBackend:
         made_with = torch_release(manifest.torch_version)
         if made_with != torch_release(torch.__version__):
             return f"it was compiled with torch {made_with} and this host has torch {torch_release(torch.__version__)}"
-        built_for = manifest.cpu_capability
-        if self.records_cpu_isa and manifest.device == "cpu" and _isa_rank(built_for) > _isa_rank(torch.backends.cpu.get_cpu_capability()):
-            return f"its CPU kernels were built for {built_for} and this CPU has {torch.backends.cpu.get_cpu_capability()} only"
+        if self.records_cpu_isa and (problem := _cpu_problem(manifest)):
+            return problem
         if manifest.auto_cast_type == "tf32" and manifest.auto_cast != "none":
             torch.backends.cuda.matmul.allow_tf32 = True
         return None
+
+
+def _isa_words(cpu_isa: str) -> str:
+    if cpu_isa == "native":
+        return f" like this host's ({cpu.host_level() or torch.backends.cpu.get_cpu_capability()} and every extension it has)"
+    return f" with {cpu_isa.upper()} ({cpu.ISA_LEVELS[cpu_isa].march}) or better"
+
+
+def _cpu_problem(manifest: Manifest) -> Optional[str]:
+    """Why this CPU cannot run the artifact's machine code, in one line, or None."""
+    if manifest.cpu_flags:
+        missing = cpu.missing_flags(manifest.cpu_flags)
+        if missing:
+            built = f"--cpu_isa {manifest.cpu_isa}" if manifest.cpu_isa else "its build"
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            level = cpu.host_level()
+            hint = f"re-export it with --cpu_isa {level} to run here" if level else "this CPU is below AVX2: use --backend torchscript"
+            return f"its CPU code ({built}) needs {shown}, which this CPU lacks; {hint}"
+        return None
+    built_for = manifest.cpu_capability  # artifacts made before cpu_flags were recorded
+    if manifest.device == "cpu" and _isa_rank(built_for) > _isa_rank(torch.backends.cpu.get_cpu_capability()):
+        return f"its CPU kernels were built for {built_for} and this CPU has {torch.backends.cpu.get_cpu_capability()} only"
+    return None
 
 
 def _isa_rank(capability) -> int:

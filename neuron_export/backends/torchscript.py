@@ -24,7 +24,7 @@ class TorchScriptBackend(PortableBackend):
         return f"torch.jit {torch.__version__}"
 
     def option_warnings(self, options: ExportOptions) -> list[str]:
-        warnings = []
+        warnings = super().option_warnings(options)
         if options.compiler_workdir:
             warnings.append("--compiler_workdir: torchscript has no compiler files to keep; ignored")
         if options.optlevel == 3:

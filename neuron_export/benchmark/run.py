@@ -17,9 +17,9 @@ from ..inputs import check_input_memory
 from ..progress import Progress
 from ..registry import GENERATION_CLASSES
 from .inputs import benchmark_inputs, pipeline_inputs
-from .peers import export_onnx_isolated, onnxruntime_missing
+from .peers import PEERS, default_peers, peer_files_isolated, peer_missing, peer_side
 from .report import make_report, save_results
-from .sides import COMPILED, EAGER, ONNXRUNTIME, Side, SideProcess, SideResult, SideRunner
+from .sides import COMPILED, EAGER, Side, SideProcess, SideResult, SideRunner
 from .stats import latency_stats, throughput
 
 # A side that just ran may still spin its thread pool for a moment: pause before the next side.
@@ -31,7 +31,8 @@ class BenchmarkOptions:
     iterations: int = 30  # timed calls per side and batch size
     warmup: int = 5  # untimed calls per side and batch size first
     batch_sizes: Optional[list[int]] = None  # None: the artifact's compiled batch size
-    onnx: bool = True  # add the ONNX Runtime peer side
+    onnx: bool = True  # add the peer sides (ONNX Runtime, OpenVINO: they run the model exported to ONNX)
+    peers: Optional[list[str]] = None  # which peers (None: fp32 ones, and int8 ones for an int8 artifact)
     threads: Optional[int] = None  # intra-op threads of every side (None: the libraries' default, all cores)
     seed: int = 0  # of the generated inputs (and a pipeline's latents)
     steps: int = 10  # denoising steps per image (Stable Diffusion pipelines)
@@ -55,6 +56,9 @@ class BenchmarkOptions:
         for size in self.batch_sizes or []:
             if not isinstance(size, int) or size < 1:
                 raise NeuronExportError(f"--batch_size must be a positive integer, got {size!r}")
+        unknown = [peer for peer in self.peers or [] if peer not in PEERS]
+        if unknown:
+            raise NeuronExportError(f"--peers {unknown[0]!r} is not one of: {', '.join(PEERS)}")
 
 
 def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, on_event=None) -> dict[str, Any]:
@@ -75,26 +79,28 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
 
         return benchmark_generation(artifact, manifest, options, on_event)
     batch_sizes = resolve_batch_sizes(manifest, options)
-    peer = _onnx_peer_problem(manifest, options)  # the ONNX Runtime side's result when it does not run
-    progress = Progress(on_event, (1 if peer else 2) + len(batch_sizes))
+    peers = _unavailable_peers(manifest, options)  # a result for every peer that will not run
+    wanted = [name for name in (options.peers or default_peers(manifest)) if name not in peers]
+    progress = Progress(on_event, (2 if wanted else 1) + len(batch_sizes))
     if manifest.is_pipeline:
         inputs_for = functools.partial(pipeline_inputs, manifest, steps=options.steps, seed=options.seed)
     else:
         inputs_for = functools.partial(benchmark_inputs, manifest, artifact, seed=options.seed)
-    sides = [Side(COMPILED, COMPILED, str(artifact)), Side(EAGER, EAGER, str(artifact), options.trust_remote_code)]
+    sides = [Side(COMPILED, COMPILED, str(artifact), precision=artifact_precision(manifest)),
+             Side(EAGER, EAGER, str(artifact), trust_remote_code=options.trust_remote_code)]
     onnx_export_s = None
     with side_processes(sides, options.threads) as processes, tempfile.TemporaryDirectory(prefix="neuron-export-onnx-") as folder:
-        if peer is None:  # export while the other sides load
-            with progress.stage("onnx", "Exporting the eager model to ONNX for the ONNX Runtime peer"):
-                path, error, onnx_export_s = export_onnx_isolated(artifact, Path(folder), options.trust_remote_code)
-            if error:
-                peer = SideResult(ONNXRUNTIME, ONNXRUNTIME, status="failed", detail=error)
-            else:
-                processes.append(SideProcess(Side(ONNXRUNTIME, ONNXRUNTIME, str(path)), options.threads))
+        if wanted:  # export while the other sides load
+            with progress.stage("onnx", f"Exporting the eager model to ONNX for the peers ({', '.join(wanted)})"):
+                files, onnx_export_s = peer_files_isolated(artifact, Path(folder), wanted, options.trust_remote_code)
+            for name, (path, error) in files.items():
+                if error:
+                    peers[name] = SideResult(name, peer_side(name, Path()).kind, status="failed", detail=error)
+                else:
+                    processes.append(SideProcess(peer_side(name, path), options.threads))
         results = time_sides(processes, inputs_for, batch_sizes, options, progress)
-    if peer is not None:
-        for by_side in results.values():
-            by_side[ONNXRUNTIME] = peer
+    for by_side in results.values():
+        by_side.update(peers)
     compiled = results[batch_sizes[0]][COMPILED]
     if not compiled.ok:
         raise NeuronExportError(f"the compiled artifact could not be benchmarked: {compiled.detail}")
@@ -107,17 +113,32 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
     return report
 
 
-def _onnx_peer_problem(manifest: Manifest, options: BenchmarkOptions) -> Optional[SideResult]:
-    """The ONNX Runtime side's result when it will not run (skipped, not installed), else None."""
+def _unavailable_peers(manifest: Manifest, options: BenchmarkOptions) -> dict[str, SideResult]:
+    """The result of every peer that will not run (skipped, not installed); the others are left out."""
+    reason = None
     if not options.onnx:
-        return SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail="--no-onnx")
-    if missing := onnxruntime_missing():
-        return SideResult(ONNXRUNTIME, ONNXRUNTIME, status="not installed", detail=missing)
-    if manifest.is_pipeline:
-        return SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail="the ONNX Runtime peer runs transformers models only")
-    if manifest.device != "cpu":
-        return SideResult(ONNXRUNTIME, ONNXRUNTIME, status="skipped", detail=f"the peer runs on CPU; this artifact runs on {manifest.device}")
-    return None
+        reason = "--no-onnx"
+    elif manifest.is_pipeline:
+        reason = "the peers run transformers models only"
+    elif manifest.device != "cpu":
+        reason = f"the peers run on CPU; this artifact runs on {manifest.device}"
+    results = {}
+    for name in options.peers or default_peers(manifest):
+        kind = peer_side(name, Path()).kind
+        if reason:
+            results[name] = SideResult(name, kind, status="skipped", detail=reason)
+        elif missing := peer_missing(name):
+            results[name] = SideResult(name, kind, status="not installed", detail=missing.removeprefix("not installed: "))
+    return results
+
+
+def artifact_precision(manifest: Manifest) -> str:
+    """What the compiled artifact's matmuls compute in (its peak FLOP/s differ)."""
+    if manifest.options.quantize != "none":
+        return "int8"
+    if manifest.auto_cast != "none" and manifest.auto_cast_type in ("bf16", "fp16"):
+        return manifest.auto_cast_type
+    return "fp32"
 
 
 def per_image(results, images_per_call: int) -> None:
@@ -187,27 +208,33 @@ def run_sides(sides: list[Side], inputs_for, batch_sizes: list[int], options: Be
 
 def _time_batch(processes: list[SideProcess], arrays, batch_size: int, label: str, options: BenchmarkOptions, progress) -> dict[str, SideResult]:
     for process in processes:
-        process.result = SideResult(process.side.name, process.side.kind, status=process.result.status,
-                                    detail=process.result.detail, load_s=process.result.load_s, threads=process.result.threads)
+        loaded = process.result
+        process.result = SideResult(process.side.name, process.side.kind, status=loaded.status, detail=loaded.detail,
+                                    load_s=loaded.load_s, threads=loaded.threads, precision=process.side.precision, isa=loaded.isa,
+                                    peak_gflops=loaded.peak_gflops, core_peak_gflops=loaded.core_peak_gflops)
         bound = process.ask("bind", arrays)
         if bound is not None:
             process.result.input_digest, process.result.input_shapes = bound
         process.ask("warmup", options.warmup)
-    reference = next((p.ask("outputs") for p in processes if p.side.kind == EAGER), None)
+    eager = next((p for p in processes if p.side.kind == EAGER), None)
+    reference = eager.ask("outputs") if eager else None
     for process in processes:
         outputs = process.ask("outputs") if reference is not None and process.side.kind != EAGER else None
         if outputs:
             process.result.max_abs_diff = {
                 name: float(abs(outputs[name] - reference[name]).max()) for name in reference if name in outputs
             }
+    flops = _count_flops(eager)
+    cpu_seconds = dict.fromkeys((p.side.name for p in processes), 0.0)
     per_round = [options.iterations // options.rounds + (r < options.iterations % options.rounds) for r in range(options.rounds)]
     per_round = [n for n in per_round if n]
     for round_index, calls in enumerate(per_round):
         shift = round_index % len(processes)
         for process in processes[shift:] + processes[:shift]:
-            seconds = process.ask("time", calls)
-            if seconds:
-                process.result.latencies_ms += [s * 1000 for s in seconds]
+            timed = process.ask("time", calls)
+            if timed:
+                process.result.latencies_ms += [s * 1000 for s in timed[0]]
+                cpu_seconds[process.side.name] += timed[1]
             time.sleep(HANDOFF_PAUSE_S)
         progress.emit({"type": "stage", "stage": "timing", "index": progress.done + 1, "total": progress.total,
                        "fraction": (progress.done + (round_index + 1) / len(per_round)) / progress.total,
@@ -225,5 +252,31 @@ def _time_batch(processes: list[SideProcess], arrays, batch_size: int, label: st
             result.peak_rss_mb = memory["peak_rss_mb"]
             result.rss_growth_mb = memory["peak_rss_mb"] - process.baseline_rss_mb
             result.gpu_peak_mb = memory["gpu_peak_mb"]
+            result.cores_busy = cpu_seconds[process.side.name] / sum(seconds)
+            _efficiency(result, flops, cpu_seconds[process.side.name])
         results[process.side.name] = result
     return results
+
+
+def _count_flops(eager: Optional[SideProcess]) -> Optional[int]:
+    """FLOPs of one call at this batch size, counted by the eager side on its exported graph (None for
+    pipelines, or when that side failed: the other sides carry on without efficiency figures)."""
+    if eager is None or not eager.result.ok:
+        return None
+    status, value = eager.ask_quietly("flops")
+    return value if status == "ok" else None
+
+
+def _efficiency(result: SideResult, flops: Optional[int], cpu_seconds: float) -> None:
+    """Achieved GFLOP/s at the median latency and its share of this CPU's peak for the side's precision
+    and threads; and GFLOP per second of CPU time the side got, as a share of one core's peak."""
+    result.flops = flops
+    if not flops or not result.stats:
+        return
+    result.gflops = flops / (result.stats.p50_ms / 1000) / 1e9
+    if cpu_seconds > 0:
+        result.cpu_gflops = flops * len(result.latencies_ms) / cpu_seconds / 1e9
+    if result.peak_gflops:
+        result.peak_percent = 100 * result.gflops / result.peak_gflops
+    if result.core_peak_gflops and result.cpu_gflops:
+        result.cpu_peak_percent = 100 * result.cpu_gflops / result.core_peak_gflops

@@ -1,6 +1,7 @@
 """The sides of a benchmark: each contender runs in a process of its own.
 
-A side is the compiled artifact, the eager model it came from, or a peer (ONNX Runtime). Its process
+A side is the compiled artifact, the eager model it came from, or a peer (ONNX Runtime, OpenVINO, in
+fp32 or int8). Its process
 loads it, binds the inputs the parent sends, and answers the parent's commands (warm up, time,
 outputs, memory), so no side's caches, thread pools or memory mix with another's.
 """
@@ -22,12 +23,15 @@ from ..artifact import Manifest, load_artifact
 from ..errors import NeuronExportError, first_line
 from .stats import LatencyStats
 
-COMPILED, EAGER, ONNXRUNTIME = "compiled", "eager", "onnxruntime"
+COMPILED, EAGER, ONNXRUNTIME, OPENVINO = "compiled", "eager", "onnxruntime", "openvino"
+ONNXRUNTIME_INT8, OPENVINO_INT8 = "onnxruntime-int8", "openvino-int8"
 LARGEST_BUCKET = "largest-bucket"  # a bucketed artifact as if it had its largest bucket only
 MODEL_CLASS = "model-class"  # an artifact through its NeuronModelFor* class, which pads smaller inputs to the compiled shape
 EAGER_STATIC = "eager-static"  # generative models: transformers' generate with its static KV cache
-SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", LARGEST_BUCKET: "largest bucket only",
+SIDE_LABELS = {COMPILED: "compiled", EAGER: "eager PyTorch", ONNXRUNTIME: "ONNX Runtime", OPENVINO: "OpenVINO f32",
+               ONNXRUNTIME_INT8: "ONNX Runtime int8", OPENVINO_INT8: "OpenVINO int8", LARGEST_BUCKET: "largest bucket only",
                MODEL_CLASS: "model class", EAGER_STATIC: "eager (static cache)"}
+PEER_KINDS = (ONNXRUNTIME, OPENVINO)
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,9 @@ class Side:
     """One contender: a compiled artifact, the eager model of an artifact's source, or an ONNX file."""
 
     name: str  # key in the results, e.g. "compiled" or "inductor -O3"
-    kind: str  # COMPILED | EAGER | ONNXRUNTIME | EAGER_STATIC
-    path: str  # artifact folder (compiled, eager) or .onnx file
+    kind: str  # COMPILED | EAGER | ONNXRUNTIME | OPENVINO | LARGEST_BUCKET | MODEL_CLASS | EAGER_STATIC
+    path: str  # artifact folder (compiled, eager), .onnx file, or OpenVINO .xml
+    precision: str = "fp32"  # what its matmuls compute in: fp32 | bf16 | fp16 | int8 (for the % of peak)
     trust_remote_code: bool = False  # eager side: run the source model's own code (the caller's consent, never the manifest's)
 
 
@@ -55,7 +60,19 @@ class SideResult:
     peak_rss_mb: Optional[float] = None  # the side's process, up to and including this batch size
     rss_growth_mb: Optional[float] = None  # peak RSS minus RSS right after imports: what the model costs
     gpu_peak_mb: Optional[float] = None
-    threads: Optional[int] = None
+    threads: Optional[int] = None  # intra-op threads the side was given
+    cores_busy: Optional[float] = None  # its process's CPU time / wall time over the timed calls: threads really working
+    precision: str = "fp32"
+    flops: Optional[int] = None  # of one call, counted on the eager model's exported graph
+    gflops: Optional[float] = None  # flops / p50 latency
+    isa: Optional[str] = None  # the CPU ISA its process saw (what its compiled code could use)
+    peak_gflops: Optional[float] = None  # the host's peak for its precision and threads
+    peak_percent: Optional[float] = None  # gflops / peak_gflops
+    # Per second of CPU time its process got (all threads): what its kernels achieve when they run,
+    # whatever other processes on a shared machine take; as a share of one core's peak.
+    cpu_gflops: Optional[float] = None
+    cpu_peak_percent: Optional[float] = None
+    core_peak_gflops: Optional[float] = None
     input_digest: Optional[str] = None  # sha256 of the inputs the side passed to its model
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # per output, vs the eager side
@@ -70,7 +87,7 @@ def quiet() -> None:
     import logging
 
     warnings.simplefilter("ignore")
-    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers"):
+    for noisy in ("transformers", "torch", "huggingface_hub", "diffusers", "torchao"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -125,6 +142,11 @@ class SideRunner:
         self.pipeline = False
         if side.kind == ONNXRUNTIME:
             self._load_onnxruntime()
+        elif side.kind == OPENVINO:
+            import openvino
+
+            self._core = openvino.Core()
+            self._model = self._core.read_model(side.path)
         else:
             manifest = Manifest.read(side.path)
             self.device = manifest.device
@@ -150,9 +172,12 @@ class SideRunner:
             self._bound = lambda: dict(zip(self.output_names, self._model.run(None, feeds)))
             self.output_names = [o.name for o in self._model.get_outputs()]
             return input_digest(feeds), {n: list(a.shape) for n, a in feeds.items()}
+        if self.side.kind == OPENVINO:
+            return self._bind_openvino(dict(arrays))
         import torch
 
         tensors = {n: torch.from_numpy(a).to(self.device) for n, a in arrays.items()}
+        self._tensors = tensors
         synchronize = torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)
 
         def call():
@@ -163,6 +188,20 @@ class SideRunner:
 
         self._bound = call
         return input_digest(tensors), {n: list(t.shape) for n, t in tensors.items()}
+
+    def _bind_openvino(self, feeds: dict[str, Any]) -> tuple[str, dict[str, list[int]]]:
+        """Compiled for these static shapes (like the compiled artifact), in f32 unless the model holds
+        int8 weights: OpenVINO's default on CPUs with bf16 is bf16, which would not be an fp32 peer."""
+        model = self._model.clone()
+        model.reshape({name: list(array.shape) for name, array in feeds.items()})
+        compiled = self._core.compile_model(model, "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+            "INFERENCE_NUM_THREADS": str(self.threads), "ENABLE_CPU_PINNING": "NO",
+        })
+        request = compiled.create_infer_request()
+        names = [output.get_any_name() for output in compiled.outputs]
+        self._bound = lambda: dict(zip(names, request.infer(feeds).values()))
+        return input_digest(feeds), {n: list(a.shape) for n, a in feeds.items()}
 
     def _bind_pipeline(self, arguments: dict[str, Any]) -> tuple[str, dict[str, list[int]]]:
         import torch
@@ -184,16 +223,27 @@ class SideRunner:
         self.calls += 1
         return self._bound()
 
-    def time(self, count: int) -> list[float]:
-        """Seconds of `count` calls, after one untimed call: the side's turn starts with caches and
-        thread pools that the other sides' turns left cold, which no steady-state caller sees."""
+    def time(self, count: int) -> tuple[list[float], float]:
+        """Seconds of `count` calls, after one untimed call (the side's turn starts with caches and
+        thread pools that the other sides' turns left cold, which no steady-state caller sees), and
+        the process's CPU seconds over them (all its threads)."""
         self.call()
         seconds = []
+        cpu_start = time.process_time()
         for _ in range(count):
             start = time.perf_counter()
             self.call()
             seconds.append(time.perf_counter() - start)
-        return seconds
+        return seconds, time.process_time() - cpu_start
+
+    def flops(self) -> Optional[int]:
+        """FLOPs of one call on the bound inputs, counted from the model's exported graph (eager side only)."""
+        from .flops import count_flops
+
+        if self.side.kind != EAGER or self.pipeline:
+            return None
+        model = self._model
+        return count_flops(model.module, tuple(self._tensors[name] for name in model.input_names)).total
 
     def outputs(self) -> dict[str, Any]:
         """One call's outputs as numpy arrays (for the accuracy check against the eager side)."""
@@ -236,6 +286,18 @@ def _load_side_model(side: Side, manifest: Manifest):
         raise NeuronExportError(f"the eager model {manifest.source!r} is not available: {error}") from None
 
 
+def _peak_seen(side: Side, runner: SideRunner) -> dict[str, Any]:
+    """The CPU's ISA and peak GFLOP/s for the side's precision and threads, as its own process sees them
+    (ATEN_CPU_CAPABILITY=avx2 in a side's environment caps what torch, and so this, counts)."""
+    if runner.device != "cpu":
+        return {"isa": None, "peak_gflops": None, "core_peak_gflops": None}
+    from .peak import host_peak
+
+    peak = host_peak()
+    return {"isa": peak.isa, "peak_gflops": peak.gflops(side.precision, runner.threads),
+            "core_peak_gflops": peak.gflops(side.precision, 1)}
+
+
 def _side_process(side: Side, threads: Optional[int], connection, runner_class: type = SideRunner) -> None:
     """A side's process: load, then answer the parent's commands until told to stop."""
     quiet()
@@ -243,7 +305,8 @@ def _side_process(side: Side, threads: Optional[int], connection, runner_class: 
     try:
         start = time.perf_counter()
         runner = runner_class(side, threads)
-        connection.send(("ready", {"load_s": time.perf_counter() - start, "baseline_rss_mb": baseline, "threads": runner.threads}))
+        connection.send(("ready", {"load_s": time.perf_counter() - start, "baseline_rss_mb": baseline, "threads": runner.threads,
+                               "device": runner.device, **_peak_seen(side, runner)}))
     except Exception as error:  # reported as the side's status; the other sides carry on
         connection.send(("error", str(error) if isinstance(error, NeuronExportError) else first_line(error)))
         return
@@ -254,6 +317,7 @@ def _side_process(side: Side, threads: Optional[int], connection, runner_class: 
         "time": runner.time,
         "memory": runner.memory,
         "calls": lambda: runner.calls,
+        "flops": runner.flops,
     }
     while True:
         command, args = connection.recv()
@@ -272,18 +336,22 @@ class SideProcess:
     def __init__(self, side: Side, threads: Optional[int], runner_class: type = SideRunner):
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with the parent
         self.side = side
-        self.result = SideResult(side.name, side.kind)
+        self.result = SideResult(side.name, side.kind, precision=side.precision)
         self._connection, child = context.Pipe()
         self._process = context.Process(target=_side_process, args=(side, threads, child, runner_class), daemon=True)
         self._process.start()
         child.close()
         self.baseline_rss_mb: Optional[float] = None
+        self.device = "cpu"
 
     def wait_ready(self) -> None:
         status, info = self._receive()
         if status == "ready":
             self.result.load_s = info["load_s"]
             self.result.threads = info["threads"]
+            self.result.isa, self.result.peak_gflops = info["isa"], info["peak_gflops"]
+            self.result.core_peak_gflops = info["core_peak_gflops"]
+            self.device = info["device"]
             self.baseline_rss_mb = info["baseline_rss_mb"]
         else:
             self.fail(info)
@@ -302,6 +370,14 @@ class SideProcess:
             return value
         self.fail(value)
         return None
+
+    def ask_quietly(self, command: str, *args: Any) -> tuple[str, Any]:
+        """Run a command whose failure is not the side's (("error", why) comes back, the side stays ok)."""
+        try:
+            self._connection.send((command, args))
+        except (OSError, ValueError) as error:
+            return "error", first_line(error)
+        return self._receive()
 
     def _receive(self) -> tuple[str, Any]:
         try:

@@ -186,6 +186,8 @@ def build_bucketed_component(component, plan, folder: Path, progress: Progress, 
         manifest.buckets = [BucketRecord(b.name, b.shapes, _specs(component, b.example, buckets.pad_values), saved.locations[b.name],
                                          Validation(skipped=manifest.validation.skipped), compile_s[b.name]) for b in buckets.buckets]
         manifest.bucketing = Bucketing(buckets.axes, buckets.fit, output_axes, saved.shared_weights, saved.weights_note)
+        # the file holding every bucket, or (a file per bucket, neuron) the first bucket's: they are built alike
+        backend.annotate_manifest(manifest, options, folder / (saved.model_file or saved.locations[buckets.buckets[0].name]))
         manifest.write(folder)
     if not any(b.validation_inputs for b in buckets.buckets):
         return manifest, None

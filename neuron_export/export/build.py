@@ -69,6 +69,7 @@ def build_component(component: Component, plan: ExportPlan, folder: Path, progre
 
     with progress.stage("saving", f"Saving {label}", key=f"{label}.saving"):
         manifest = component_manifest(component, plan)
+        backend.annotate_manifest(manifest, options, folder / backend.model_file)
         manifest.write(folder)
 
     report = None

@@ -211,13 +211,21 @@ def test_failed_forced_export_keeps_the_existing_artifact(model_dir, torchscript
 
 
 def test_inductor_artifact_built_for_a_wider_isa_is_refused(tmp_path, monkeypatch):
-    """An AOTInductor CPU package holds kernels for the compile host's vector ISA: loading it on a
-    CPU without that ISA would crash, so it is refused with a clear error."""
+    """An AOTInductor CPU package holds machine code for an ISA: loading it on a CPU without the flags
+    its manifest lists would crash, so it is refused with a clear error (manifests from before
+    cpu_flags was recorded: by the vector ISA torch reported at build)."""
+    from neuron_export import cpu
     from neuron_export.backends.inductor import InductorBackend
 
-    manifest = SimpleNamespace(device="cpu", torch_version=torch.__version__, cpu_capability="AVX512", auto_cast="none",
-                               auto_cast_type=None)
+    avx512 = SimpleNamespace(device="cpu", torch_version=torch.__version__, cpu_capability="AVX512", auto_cast="none",
+                             auto_cast_type=None, cpu_isa="avx512", cpu_flags=list(cpu.ISA_LEVELS["avx512"].flags))
+    older = SimpleNamespace(**{**vars(avx512), "cpu_isa": None, "cpu_flags": []})
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert "built for AVX512" in InductorBackend().runtime_problem(manifest)
+    problem = InductorBackend().runtime_problem(avx512)
+    assert problem.startswith("its CPU code (--cpu_isa avx512) needs avx512bw, avx512cd, avx512dq, avx512f, avx512vl")
+    assert problem.endswith("re-export it with --cpu_isa avx2 to run here") and "\n" not in problem
+    assert "built for AVX512" in InductorBackend().runtime_problem(older)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert InductorBackend().runtime_problem(manifest) is None
+    if set(cpu.ISA_LEVELS["avx512"].flags) <= cpu.cpu_flags():
+        assert InductorBackend().runtime_problem(avx512) is None
+    assert InductorBackend().runtime_problem(older) is None

@@ -9,11 +9,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from support import run_cli
 from neuron_export import ExportOptions, export, read_manifest
 from neuron_export import benchmark as bench
 from neuron_export.benchmark import peers
+from neuron_export.benchmark.peak import host_peak
 from neuron_export.benchmark.report import speedups
 from neuron_export.errors import NeuronExportError
 
@@ -93,16 +95,28 @@ def tiny_artifact(tmp_path_factory):
     return folder
 
 
+def tiny_bert_flops(config: dict, tokens: int) -> int:
+    """2 x multiply-adds of BERT's linears, attention matmuls, pooler and classifier (batch 1)."""
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    linears = layers * (4 * hidden * hidden + 2 * hidden * config["intermediate_size"])
+    return 2 * tokens * linears + layers * 4 * tokens * tokens * hidden + 2 * hidden * hidden + 2 * hidden * len(config["id2label"])
+
+
 def test_real_run_times_every_side_on_the_same_inputs(tiny_artifact):
     manifest = read_manifest(tiny_artifact)
     events = []
-    options = bench.BenchmarkOptions(iterations=ITERATIONS, warmup=WARMUP, rounds=ROUNDS)
+    options = bench.BenchmarkOptions(iterations=ITERATIONS, warmup=WARMUP, rounds=ROUNDS, peers=list(peers.PEERS))
     report = bench.benchmark(tiny_artifact, options, on_event=events.append)
 
     (run,) = report["runs"]
-    assert run["batch_size"] == 1 and set(run["sides"]) == {"compiled", "eager", "onnxruntime"}
+    assert run["batch_size"] == 1 and set(run["sides"]) == {"compiled", "eager", *peers.PEERS}
+    installed = {name for name in run["sides"] if name not in peers.PEERS or not peers.peer_missing(name)}
+    assert {"compiled", "eager", "onnxruntime", "onnxruntime-int8"} <= installed
     compiled_shapes = {spec.name: spec.shape for spec in manifest.inputs}
     for name, side in run["sides"].items():
+        if name not in installed:
+            assert side["status"] == "not installed" and "pip install" in side["detail"]
+            continue
         assert side["status"] == "ok", (name, side["detail"])
         assert len(side["latencies_ms"]) == ITERATIONS and all(ms > 0 for ms in side["latencies_ms"])
         # warm-up, one call for the accuracy check, one untimed call per round, the timed calls
@@ -110,11 +124,12 @@ def test_real_run_times_every_side_on_the_same_inputs(tiny_artifact):
         assert side["input_shapes"] == compiled_shapes
         assert side["peak_rss_mb"] > 0 and side["throughput"] > 0
     assert run["same_inputs"]
-    assert len({side["input_digest"] for side in run["sides"].values()}) == 1
+    assert len({run["sides"][name]["input_digest"] for name in installed}) == 1
     # Outputs of random-weight models on other inputs would differ by far more than the export's atol:
-    # the compiled model and ONNX Runtime agree with transformers' eager model on these inputs.
-    for name in ("compiled", "onnxruntime"):
-        assert run["sides"][name]["max_abs_diff"]["logits"] <= 1e-4
+    # the compiled model and the fp32 peers agree with transformers' eager model on these inputs; int8 does not quite.
+    for name in installed - {"eager"}:
+        assert run["sides"][name]["max_abs_diff"]["logits"] <= (1e-2 if name.endswith("int8") else 1e-4), name
+    assert run["sides"]["onnxruntime-int8"]["max_abs_diff"]["logits"] > 1e-6
     assert run["speedups"]["compiled_vs_eager"] == pytest.approx(
         run["sides"]["eager"]["stats"]["p50_ms"] / run["sides"]["compiled"]["stats"]["p50_ms"]
     )
@@ -125,16 +140,42 @@ def test_real_run_times_every_side_on_the_same_inputs(tiny_artifact):
     history = bench.benchmark_history(tiny_artifact)
     assert report["saved_to"] in [entry["saved_to"] for entry in history]
     assert json.loads(open(report["saved_to"]).read())["runs"][0]["sides"]["compiled"]["calls"] == run["sides"]["compiled"]["calls"]
+    check_efficiency(report, json.loads((tiny_artifact / "config.json").read_text()))
 
 
-def test_without_onnxruntime_the_peer_column_says_not_installed(tiny_artifact, monkeypatch):
+def check_efficiency(report, config):
+    """FLOPs counted from the graph match BERT's analytic count; GFLOP/s and % of peak follow from them."""
+    (run,) = report["runs"]
+    assert run["flops"] == tiny_bert_flops(config, report["model"]["shapes"]["sequence_length"])
+    peak = host_peak()
+    for name, side in run["sides"].items():
+        if side["status"] != "ok":
+            continue
+        assert side["gflops"] == pytest.approx(run["flops"] / side["stats"]["p50_ms"] * 1e-6)
+        precision = "int8" if name.endswith("int8") else "fp32"
+        assert side["precision"] == precision
+        assert side["peak_percent"] == pytest.approx(100 * side["gflops"] / side["peak_gflops"])
+        # each side's process measures the clock itself: the same peak within the measurement's noise
+        assert side["peak_gflops"] == pytest.approx(peak.gflops(precision, side["threads"]), rel=0.1)
+        assert side["threads"] == torch.get_num_threads() and side["cores_busy"] > 0
+    assert report["host"]["isa"] == peak.isa and report["host"]["peak"]["clock_ghz"] > 0.5
+    text = "\n".join(bench.format_report(report))
+    assert f"ISA {peak.isa}" in text and "FLOPs per call: 0.00 GFLOP at batch 1" in text and "% peak" in text
+
+
+def test_without_onnxruntime_and_openvino_the_peer_columns_say_not_installed(tiny_artifact, monkeypatch):
     real_find_spec = peers.importlib.util.find_spec
-    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    absent = ("onnxruntime", "openvino")
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name, *a: None if name in absent else real_find_spec(name, *a))
     report = bench.benchmark(tiny_artifact, bench.BenchmarkOptions(iterations=2, warmup=0, rounds=1, save=False))
-    peer = report["runs"][0]["sides"]["onnxruntime"]
-    assert peer["status"] == "not installed" and "pip install onnxruntime" in peer["detail"]
+    sides = report["runs"][0]["sides"]
+    assert sides["onnxruntime"]["status"] == "not installed" and "pip install onnx onnxruntime" in sides["onnxruntime"]["detail"]
+    assert sides["openvino"]["status"] == "not installed" and "pip install openvino" in sides["openvino"]["detail"]
+    assert sides["compiled"]["status"] == sides["eager"]["status"] == "ok"
     assert "saved_to" not in report
-    assert any("ONNX Runtime   not installed" in line for line in bench.format_report(report))
+    text = bench.format_report(report)
+    assert any(line.strip().startswith("ONNX Runtime       not installed") for line in text)
+    assert any(line.strip().startswith("OpenVINO f32       not installed") for line in text)
 
 
 def test_stable_diffusion_pipeline_is_timed_per_image_against_diffusers(tmp_path):
@@ -142,7 +183,7 @@ def test_stable_diffusion_pipeline_is_timed_per_image_against_diffusers(tmp_path
     export("demo:tiny-sd", artifact, ExportOptions(backend="torchscript", use_cache=False))
     report = bench.benchmark(artifact, bench.BenchmarkOptions(iterations=3, warmup=1, rounds=1, steps=2, save=False))
     (run,) = report["runs"]
-    assert run["same_inputs"] and run["sides"]["onnxruntime"]["status"] == "skipped"
+    assert run["same_inputs"] and run["sides"]["onnxruntime"]["status"] == run["sides"]["openvino"]["status"] == "skipped"
     for name in ("compiled", "eager"):
         side = run["sides"][name]
         assert side["status"] == "ok" and len(side["latencies_ms"]) == 3 and side["calls"] == 1 + 1 + 1 + 3

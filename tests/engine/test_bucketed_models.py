@@ -3,7 +3,7 @@ O(1)) exported with three sequence buckets; inputs inside each bucket, at each b
 largest; the model classes, pipeline(), dynamic batch with unpadded hidden states, inductor's package
 with one copy of the weights, the compile cache, and the bucket benchmark.
 
-Budget: < 3 minutes on 2 cores (torchscript for most; one inductor export of two buckets).
+Budget: < 3 minutes on 2 cores (torchscript for most; inductor: two exports of two buckets and one single-shape).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from neuron_export.benchmark import BenchmarkOptions
 from neuron_export.benchmark.buckets import benchmark_lengths, format_lengths_report
 from neuron_export.demo import make_tiny_model
 from neuron_export.errors import InputMismatchError, NeuronExportError
+from support import run_cli
 
 BUCKETS = (8, 16, 32)
 # inside each bucket, at each boundary, and just past each but the largest
@@ -138,20 +139,37 @@ def test_dynamic_batch_then_bucket_and_unpadded_hidden_states(source, tmp_path):
 
 
 def test_inductor_buckets_share_one_copy_of_the_weights(source, eager, tmp_path):
-    result = export(str(source), tmp_path / "inductor", ExportOptions(backend="inductor", sequence_length=(8, 16), use_cache=False))
+    # A fresh process: an earlier -O2 compile in this one would have registered oneDNN's weight pre-packing
+    # (next test), and the buckets would then rightly keep a copy each.
+    completed = run_cli("export", "--model", str(source), "--backend", "inductor", "--task", "text-classification",
+                        "--sequence_length", "8,16", "--no-cache", str(tmp_path / "inductor"))
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    artifact = load_artifact(tmp_path / "inductor")
+    bucketing = artifact.manifest.bucketing
     if not hasattr(torch._inductor.config.aot_inductor, "package_constants_on_disk_format"):  # torch 2.9 (the torch 2.9 CI job)
-        assert result.validation_passed is True and not result.manifest.bucketing.shared_weights
-        assert f"torch {torch.__version__} cannot share them" in result.manifest.bucketing.weights_note
-        _assert_two_buckets_match(load_artifact(result.artifact), eager)
+        assert not bucketing.shared_weights and f"torch {torch.__version__} cannot share them" in bucketing.weights_note
+        _assert_two_buckets_match(artifact, eager)
         return
-    assert result.validation_passed is True and result.manifest.bucketing.shared_weights
-    with zipfile.ZipFile(result.artifact / "model.pt2") as package:
+    assert bucketing.shared_weights, bucketing.weights_note
+    with zipfile.ZipFile(tmp_path / "inductor" / "model.pt2") as package:
         names = package.namelist()
         weights = sum(package.getinfo(n).file_size for n in names if "/data/weights/" in n)
         models = {n.split("/data/aotinductor/")[1].split("/")[0] for n in names if "/data/aotinductor/" in n}
     assert models == {"bucket_8", "bucket_16"}
     parameters = sum(p.numel() * p.element_size() for p in eager.parameters())
     assert parameters * 0.9 < weights < parameters * 1.5  # once, not once per bucket
+    _assert_two_buckets_match(artifact, eager)
+
+
+def test_inductor_o2_buckets_after_a_prepacked_o2_compile_in_the_same_process(source, eager, tmp_path):
+    """torch registers oneDNN's weight pre-packing once per process and applies it to every later frozen
+    compile: -O2 buckets compiled after a single-shape -O2 export keep a copy each, and the note says why."""
+    single = export(str(source), tmp_path / "single", ExportOptions(backend="inductor", sequence_length=8, use_cache=False))
+    assert single.validation_passed is True
+    result = export(str(source), tmp_path / "buckets", ExportOptions(backend="inductor", sequence_length=(8, 16), use_cache=False))
+    assert result.validation_passed is True and not result.manifest.bucketing.shared_weights
+    if torch.backends.mkldnn.is_available() and hasattr(torch._inductor.config.aot_inductor, "package_constants_on_disk_format"):
+        assert "registered oneDNN's weight pre-packing" in result.manifest.bucketing.weights_note
     _assert_two_buckets_match(load_artifact(result.artifact), eager)
 
 

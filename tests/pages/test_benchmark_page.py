@@ -42,7 +42,7 @@ def test_the_form_runs_a_benchmark_job_and_the_page_shows_its_results(workspace,
     no_exception(at)
     (report,) = benchmark_history(artifact_copy)
     assert any(h.value == "Latest results" for h in at.subheader)
-    assert len(at.get("plotly_chart")) == 4  # latency, speed-up, throughput, history
+    assert len(at.get("plotly_chart")) == 5  # latency, speed-up, throughput, % of peak, history
     rows = {row["side"]: row for row in at.dataframe[0].value.to_dict("records")}
     sides = report["runs"][0]["sides"]
     for side, label in (("compiled", "compiled"), ("eager", "eager PyTorch")):

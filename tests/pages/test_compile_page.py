@@ -144,13 +144,31 @@ def test_a_neuron_backend_offers_cross_compiling_and_queues_its_command(fresh_wo
     at.selectbox(key="backend").set_value(next(name for name, backend in BACKENDS.items() if backend.is_neuron)).run()
     assert at.selectbox(key="device").disabled
     at.selectbox(key="instance_type").set_value("inf2 (cross-compile)")
+    args = queued_command(at, fresh_workspace)
+    assert (args.backend, args.instance_type, args.device) == ("neuron", "inf2", "cpu")
+    assert (args.model, args.output) == ("demo:tiny-bert", str(fresh_workspace.artifacts_dir / "bert-inf2"))
+
+
+def test_cpu_code_and_int8_choices_reach_the_queued_command(fresh_workspace):
+    """inductor: CPU code for any AVX-512 CPU, int8 linears; the job runs the CLI with those flags. With a
+    backend that has no machine code of its own (torchscript) the CPU choice is disabled."""
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    compile_form(at, "demo:tiny-bert", "bert-avx512-int8")
+    assert at.selectbox(key="cpu_isa").disabled
+    at.selectbox(key="backend").set_value("inductor").run()
+    at.selectbox(key="cpu_isa").set_value("avx512")
+    at.selectbox(key="quantize").set_value("int8-dynamic")
+    args = queued_command(at, fresh_workspace)
+    assert (args.backend, args.cpu_isa, args.quantize) == ("inductor", "avx512", "int8-dynamic")
+
+
+def queued_command(at, workspace):
+    """Click Compile; the arguments of the one export job it queued."""
     next(b for b in at.button if b.label == "Compile").click()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    (job,) = JobStore(fresh_workspace.db_path, fresh_workspace.jobs_dir).list()
-    args = build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
-    assert (args.backend, args.instance_type, args.device) == ("neuron", "inf2", "cpu")
-    assert (args.model, args.output) == ("demo:tiny-bert", str(fresh_workspace.artifacts_dir / "bert-inf2"))
+    (job,) = JobStore(workspace.db_path, workspace.jobs_dir).list()
+    return build_parser().parse_args(job.argv[3:])  # after `python -m neuron_export`
 
 
 def test_compile_form_builds_a_text_generation_model(fresh_workspace):

@@ -112,3 +112,19 @@ def test_summary_rows_cover_every_side_and_say_why_one_is_missing(reports):
     assert missing["status"].startswith("not installed") and "p50 ms" not in missing
     compiled = next(r for r in rows if r["artifact"].startswith("bert-o3") and r["side"] == "compiled" and r["batch size"] == 4)
     assert compiled["p50 ms"] == pytest.approx(np.median(reports[0]["runs"][1]["sides"]["compiled"]["latencies_ms"]), abs=1e-3)
+
+
+def test_efficiency_figure_shows_each_sides_share_of_peak_and_its_assumptions(reports):
+    run = reports[0]["runs"][0]
+    for name, (gflops, percent) in {"compiled": (95.0, 40.2), "eager": (70.0, 29.6)}.items():
+        run["sides"][name].update(gflops=gflops, peak_percent=percent, threads=1)
+    figure = bench_charts.efficiency_figure(reports, batch_size=1)
+    bars = {trace.name: trace for trace in figure.data}
+    assert set(bars) == {"compiled", "eager PyTorch"}  # ONNX Runtime has no efficiency figures here: no bar
+    assert list(bars["compiled"].y) == [40.2] and list(bars["compiled"].text) == ["95 GFLOP/s"]
+    peak = reports[0]["host"]["peak"]
+    assert list(bars["eager PyTorch"].hovertext) == [
+        f"fp32 peak = 1 core(s) x {peak['clock_ghz']:.2f} GHz ({peak['clock_source']}) x {peak['flop_per_cycle']['fp32']} "
+        f"FLOP/cycle ({peak['why']['fp32']})"]
+    rows = [row for row in bench_charts.summary_rows(reports[:1]) if row["batch size"] == 1 and row["side"] == "compiled"]
+    assert rows[0]["GFLOP/s"] == 95.0 and rows[0]["% of peak"] == 40.2 and rows[0]["threads"] == 1
