@@ -11,6 +11,7 @@ throughput is new tokens per second of whole generate() calls.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,15 +77,21 @@ class GenerationSideRunner(SideRunner):
         tokens, _ = self._generate()
         return {"tokens": np.array(tokens)}
 
-    def time(self, count: int) -> list[float]:
-        """Seconds of `count` whole generations after an untimed one; their token timings are kept."""
+    def time(self, count: int) -> tuple[list[float], float]:
+        """Seconds of `count` whole generations after an untimed one (their token timings are kept), and
+        the process's CPU seconds over them, as SideRunner.time gives them."""
         self._generate()
         seconds = []
+        cpu_start = time.process_time()
         for _ in range(count):
             _, timing = self._generate()
             self.timings.append(timing)
             seconds.append(timing.seconds)
-        return seconds
+        return seconds, time.process_time() - cpu_start
+
+    def flops(self) -> None:
+        """Not counted: a generation's work depends on how many tokens it makes (no % of peak for it)."""
+        return None
 
     def generation(self) -> dict[str, Any]:
         """The kept timings: time to first token and every later token's step, in seconds."""
