@@ -144,6 +144,8 @@ CHANGED_VALUES = {
     "compiler_workdir": "/tmp/work", "num_cores": 2, "trust_remote_code": True, "cache_dir": "/tmp/hub",
     "unet": "/tmp/unet", "output_hidden_states": True, "output_attentions": True, "atol": 0.5,
     "disable_validation": True, "force": True, "use_cache": False, "length_histogram": "/tmp/lengths.json",
+    "audio_sequence_length": 16000, "text_batch_size": 3, "image_batch_size": 2, "cpu_isa": "avx2", "threads": 1,
+    "quantize": "int8-dynamic",
 }
 
 

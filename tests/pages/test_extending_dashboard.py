@@ -67,7 +67,8 @@ def test_a_new_kind_of_output_is_one_runner_and_one_renderer(fresh_workspace, mo
     assert not at.error, [e.value for e in at.error]
     eager = transformers.AutoModelForNextSentencePrediction.from_pretrained(folder).eval()
     with torch.no_grad():
-        encoded = transformers.AutoTokenizer.from_pretrained(folder)("The cat sat on the mat.", "It purred.", return_tensors="pt")
+        encoded = transformers.AutoTokenizer.from_pretrained(folder)("The cat sat on the mat.", "It purred.", truncation=True,
+                                                                     max_length=SEQUENCE_LENGTH, return_tensors="pt")
         expected = float(eager(**encoded).logits[0].softmax(-1)[0])
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Is next"] == f"{expected:.1%}"
