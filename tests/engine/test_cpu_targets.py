@@ -23,6 +23,10 @@ from neuron_export.benchmark.flops import count_flops
 from neuron_export.benchmark.peak import host_peak
 from neuron_export.reference import reference_module
 
+# Portable CPU levels are built with Inductor's cpp.march (torch >= 2.13); older torch refuses them.
+HAS_MARCH = hasattr(torch._inductor.config.cpp, "march")
+needs_march = pytest.mark.skipif(not HAS_MARCH, reason="--cpu_isa avx2/avx512 needs torch >= 2.13 (Inductor's cpp.march)")
+
 SEQUENCE_LENGTH = 16
 AVX2_HOST = {**os.environ, "PYTHONPATH": str(ROOT), "ATEN_CPU_CAPABILITY": "avx2"}
 needs_avx512 = pytest.mark.skipif(cpu.host_level() != "avx512", reason="building AVX-512 code needs an AVX-512 host")
@@ -104,6 +108,7 @@ def generated_sources(package) -> str:
         return "\n".join(archive.read(n).decode() for n in archive.namelist() if n.endswith("kernel.cpp"))
 
 
+@needs_march
 def test_avx2_artifact_holds_no_avx512_code_and_matches_eager(avx2_artifact):
     manifest = read_manifest(avx2_artifact)
     assert manifest.validation.passed and manifest.validation.atol == 1e-4
@@ -114,6 +119,7 @@ def test_avx2_artifact_holds_no_avx512_code_and_matches_eager(avx2_artifact):
     assert "zmm" not in code and "vpdpbusd" not in code  # ... with no AVX-512 register or instruction
 
 
+@needs_march
 def test_avx2_artifact_runs_on_an_avx2_host_like_eager(avx2_artifact):
     """In a process that sees an AVX2-only CPU: it loads, and gives eager PyTorch's outputs."""
     script = f"""
@@ -135,6 +141,7 @@ print(torch.backends.cpu.get_cpu_capability(), float(want.abs().max()), float((g
     assert capability == "AVX2" and float(scale) > 0.5 and float(diff) <= 1e-4
 
 
+@needs_march
 def test_gemm_threads_are_recorded_and_every_thread_count_gives_the_same_outputs(avx2_artifact, caplog):
     """The template's GEMMs are split for --threads 2 (recorded); the other kernels take the caller's count."""
     manifest = read_manifest(avx2_artifact)
@@ -159,6 +166,7 @@ def test_gemm_threads_are_recorded_and_every_thread_count_gives_the_same_outputs
 
 
 @needs_avx512
+@needs_march
 def test_avx512_artifact_is_refused_on_an_avx2_host_in_one_line(tmp_path):
     output = tmp_path / "avx512"
     export("demo:tiny-bert", output, ExportOptions(backend="inductor", sequence_length=SEQUENCE_LENGTH, cpu_isa="avx512",
@@ -176,6 +184,7 @@ def test_avx512_artifact_is_refused_on_an_avx2_host_in_one_line(tmp_path):
     assert "re-export it with --cpu_isa avx2" in result.stderr
 
 
+@needs_march
 def test_cpu_isa_the_host_lacks_is_refused_before_anything_is_written(tmp_path):
     output = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "neuron_export", "export", "--model", "demo:tiny-bert", "--backend", "inductor",
@@ -196,6 +205,7 @@ def test_cpu_isa_and_threads_are_warnings_for_torchscript(tmp_path):
     assert any("--threads: torchscript artifacts hold no machine code" in w for w in manifest["warnings"])
 
 
+@needs_march
 def test_bucketed_avx2_artifact_records_its_cpu_needs_and_keeps_prepacked_weights_per_bucket(tmp_path):
     """Buckets x --cpu_isa: each bucket is AVX2 code through the C++ GEMM template, which needs pre-packed
     weights (so no shared copy at -O2), the manifest records what loading checks, and each bucket
@@ -210,3 +220,11 @@ def test_bucketed_avx2_artifact_records_its_cpu_needs_and_keeps_prepacked_weight
     assert not manifest.bucketing.shared_weights and "AVX2 code (Inductor's C++ GEMM template)" in manifest.bucketing.weights_note
     code = shared_objects_disassembly(output / "model.pt2")
     assert "ymm" in code and "zmm" not in code
+
+
+@pytest.mark.skipif(HAS_MARCH, reason="this torch builds portable CPU levels")
+def test_cpu_isa_on_a_torch_without_march_is_refused_in_one_line(tmp_path):
+    result = run_cli("export", "--model", "demo:tiny-bert", "--backend", "inductor", "--sequence_length", "8",
+                     "--cpu_isa", "avx2", "--no-cache", str(tmp_path / "avx2"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "--cpu_isa avx2 needs torch >= 2.13" in result.stderr and not (tmp_path / "avx2").exists()
