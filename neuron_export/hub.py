@@ -8,13 +8,13 @@ checks that they are an optimum-neuron artifact, and publishes the folder in one
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Optional
 
 from .artifact import check_output_dir, publish, staging
 from .errors import NeuronExportError, first_line
+from .hub_reach import hub_offline
 from .optimum_neuron import read_optimum_manifest
 from .sources import HUB_ID
 
@@ -27,7 +27,7 @@ def download_problem(repo_id: str) -> Optional[str]:
     """Why `repo_id` cannot be downloaded from here, known before trying (None: try)."""
     if not HUB_ID.match(repo_id) or "/" not in repo_id:
         return f"{repo_id!r} is not a Hugging Face Hub id (owner/name)"
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         return (f"cannot download {repo_id}: this host is offline for the Hugging Face Hub (HF_HUB_OFFLINE is set); "
                 "download the folder where the Hub is reachable and copy it into the workspace's artifacts/")
     return None

@@ -122,6 +122,11 @@ class ExportOptions:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
+    def cast_type(self) -> Optional[str]:
+        """The precision auto-cast casts to (bf16 unless --auto_cast_type says), None when auto-cast is off."""
+        return None if self.auto_cast == "none" else (self.auto_cast_type or "bf16")
+
+    @property
     def compiler_workdir_path(self) -> Optional[Path]:
         return Path(self.compiler_workdir) if self.compiler_workdir else None
 

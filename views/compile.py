@@ -5,13 +5,15 @@ through studio.jobs.commands, so the job runs exactly what `neuron-export export
 """
 
 import re
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import streamlit as st
 import torch
 
-from neuron_export.backends import BACKENDS, Backend, auto_backend
+from neuron_export import hub_reach
+from neuron_export.backends import BACKENDS, Backend, auto_pick, choose_backend
 from neuron_export.bucketing import parse_resolutions, parse_shape_text
 from neuron_export.demo import DEMO_MODELS
 from neuron_export.errors import NeuronExportError
@@ -39,6 +41,8 @@ SHAPE_LABELS = {
 SOURCES = ("Demo model", "Local folder", "Hugging Face Hub")
 THIS_HOST = "this host's Neuron device"
 HUB_SHAPES = ["batch_size", "sequence_length"]  # a hub model is not read before the job runs: text shapes
+HUB_CHECKS = "hub_checks"  # session state: hub id -> (why the job could not get it or None, when asked)
+HUB_RECHECK_S = 30  # a failed answer is asked again after this long (the network may be back)
 
 
 @st.cache_data(show_spinner="Reading the model's config…", max_entries=64)
@@ -68,9 +72,12 @@ def model_section(workspace: Workspace) -> tuple[str, Optional[ModelInfo], bool]
     info, ready = None, False
     try:
         if source_kind == "Hugging Face Hub":
-            ready = bool(model) and is_hub_id(model)
-            if model and not ready:
+            if model and not is_hub_id(model):
                 raise NeuronExportError(f"{model.strip()!r} is not a Hub model id (OWNER/NAME, e.g. distilbert/distilbert-base-uncased)")
+            problem = hub_problem(model.strip()) if model else None
+            if problem:
+                raise NeuronExportError(problem)
+            ready = bool(model)
         elif model:
             if source_kind == "Local folder":
                 # A typed folder must be in a model root: the same answer whether it is missing or not allowed.
@@ -80,6 +87,18 @@ def model_section(workspace: Workspace) -> tuple[str, Optional[ModelInfo], bool]
     except NeuronExportError as error:
         ui.show_error(error)
     return model, info, ready
+
+
+def hub_problem(repo_id: str) -> Optional[str]:
+    """Why the job could not get `repo_id` from the Hub, asked once per id in this session (a failure
+    again after HUB_RECHECK_S): a doomed job is never queued, and typing elsewhere asks nothing."""
+    checks = st.session_state.setdefault(HUB_CHECKS, {})
+    problem, asked = checks.get(repo_id, (None, None))
+    if asked is None or (problem and time.monotonic() - asked > HUB_RECHECK_S):
+        with st.spinner(f"Asking the Hugging Face Hub for {repo_id}…"):
+            problem = hub_reach.hub_model_problem(repo_id)
+        checks[repo_id] = (problem, time.monotonic())
+    return problem
 
 
 def is_hub_id(text: str) -> bool:
@@ -115,8 +134,9 @@ def shapes_section(model: str, info: Optional[ModelInfo], shape_names: list[str]
     return shapes
 
 
-def buckets_section(model: str, info: Optional[ModelInfo], task: str, shape_names: list[str]) -> dict[tuple[str, ...], str]:
-    """Optional several values of the bucketable shapes (one compiled model each), as typed; see bucket_options."""
+def buckets_section(model: str, info: Optional[ModelInfo], task: str, shape_names: list[str]) -> Optional[dict[str, Any]]:
+    """Optional several values of the bucketable shapes (one compiled model each): the ExportOptions values
+    they set (see bucket_options), or None when one is wrong (the error is on screen)."""
     groups = info.bucketable(task) if info is not None else TEXT_ENCODER.bucketable
     texts = {}
     for group in (g for g in groups if set(g.axes) <= set(shape_names)):
@@ -132,10 +152,10 @@ def buckets_section(model: str, info: Optional[ModelInfo], task: str, shape_name
                                               help="One compiled model per value; each call runs on the smallest that fits. "
                                                    "auto:LOW-HIGH lets a cost model pick powers of two. Empty: the value above.")
     try:
-        bucket_options(texts)
+        return bucket_options(texts)
     except NeuronExportError as error:
         ui.show_error(error)
-    return texts
+        return None
 
 
 def bucket_options(texts: dict[tuple[str, ...], str]) -> dict[str, Any]:
@@ -156,13 +176,7 @@ def backend_choice(column) -> tuple[str, Backend, Optional[str]]:
     available = host_backends(ExportOptions())
     choice = column.selectbox("Backend", ["auto", *BACKENDS], key="backend",
                               format_func=lambda b: b if b == "auto" else f"{b} {'✓' if available[b] is None else '— unavailable here'}")
-    if choice == "auto":
-        backend, reason = auto_backend(ExportOptions())
-        column.caption(f"On this host auto picks **{backend.name}**: {reason}.")
-    else:
-        backend = BACKENDS[choice]
-        if available[choice]:
-            column.caption(available[choice])
+    backend = auto_pick(ExportOptions())[0] if choice == "auto" else BACKENDS[choice]
     instance_type = None
     if backend.is_neuron:
         target = column.selectbox("Compile for", [THIS_HOST, *(f"{t} (cross-compile)" for t in INSTANCE_TYPES)],
@@ -171,7 +185,24 @@ def backend_choice(column) -> tuple[str, Backend, Optional[str]]:
     return choice, backend, instance_type
 
 
-def compiler_section() -> dict[str, Any]:
+def auto_sentence(options: ExportOptions) -> str:
+    """What --backend auto will use on this host with these options, and why, in one plain sentence."""
+    backend, why = auto_pick(options)
+    return f"auto will use **{backend.name}** ({'Neuron' if backend.is_neuron else options.device.upper()}): {why}."
+
+
+def settled_backend(compiler: dict[str, Any]) -> Optional[Backend]:
+    """The backend these compiler choices compile with on this host (auto resolved as the engine does), or
+    None with the reason on screen: what the job would fail on is said before anything is queued."""
+    try:
+        return choose_backend(ExportOptions(**compiler))[0]
+    except NeuronExportError as error:
+        ui.show_error(error)
+        return None
+
+
+def compiler_section() -> tuple[dict[str, Any], Optional[Backend]]:
+    """The compiler's ExportOptions fields, and the backend they resolve to here (None: an error is on screen)."""
     st.subheader("3 · Compiler")
     c1, c2, c3 = st.columns(3)
     choice, backend, instance_type = backend_choice(c1)
@@ -198,12 +229,15 @@ def compiler_section() -> dict[str, Any]:
     quantize = c8.selectbox("Quantize", QUANTIZATIONS, key="quantize", disabled=auto_cast != "none",
                             help="int8-dynamic: linear layers in int8 (inductor on x86); validated against eager fp32 "
                                  "with atol 0.5 unless you set one.")
-    return {
+    compiler = {
         "backend": choice, "device": "cpu" if backend.is_neuron else device, "instance_type": instance_type,
         "optlevel": optlevel, "auto_cast": auto_cast, "auto_cast_type": auto_cast_type if auto_cast != "none" else None,
         "dynamic_batch_size": dynamic_batch, "cpu_isa": cpu_isa if backend.records_cpu_isa else "native",
         "quantize": quantize if auto_cast == "none" else "none",
     }
+    if choice == "auto":
+        c1.caption(auto_sentence(ExportOptions(device=compiler["device"], instance_type=instance_type)))
+    return compiler, settled_backend(compiler)
 
 
 def advanced_section() -> tuple[dict[str, Any], bool]:
@@ -223,10 +257,19 @@ def advanced_section() -> tuple[dict[str, Any], bool]:
     return {"atol": atol or None, "disable_validation": not validate, "use_cache": use_cache, "trust_remote_code": trust}, keep_workdir
 
 
-def output_section(model: str, task: str, backend: str) -> tuple[str, bool]:
+def suggested_name(model: str, task: str, backend: Optional[Backend], options: Optional[ExportOptions]) -> str:
+    """MODEL-TASK-BACKEND[-TARGET][-CAST][-QUANTIZATION]: what was chosen, with auto resolved to what it
+    will be here (a task the job detects, on the hub, is left out rather than called auto)."""
+    parts = [model.split(":")[-1].split("/")[-1] or "model", task if task.strip() != "auto" else ""]
+    if backend is not None and options is not None:  # None: the form shows a problem, and Compile is disabled
+        parts += [backend.name, backend.target(options) or "", f"{options.auto_cast}-{options.cast_type}" if options.cast_type else "",
+                  options.quantize if options.quantize != "none" else ""]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(part for part in parts if part)).strip("-.")
+
+
+def output_section(suggested: str) -> tuple[str, bool]:
     """The artifact's folder name (following a suggestion until the user types one) and whether to replace it."""
     st.subheader("4 · Output")
-    suggested = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model.split(':')[-1].split('/')[-1] or 'model'}-{task}-{backend}").strip("-.")
     o1, o2 = st.columns([3, 1], vertical_alignment="bottom")
     # Follow the suggestion as model / task / backend change, until the user types a name of their own.
     if st.session_state.get("artifact_name", st.session_state.get("suggested_name")) == st.session_state.get("suggested_name"):
@@ -251,15 +294,32 @@ def output_ready(workspace: Workspace, name: str, force: bool) -> bool:
     return True
 
 
-def what_compile_does(model: str, task: str, shapes: dict[str, int], backend: str, name: str) -> str:
+def what_compile_does(model: str, task: str, shapes: dict[str, int], backend: Backend, name: str) -> str:
     shown = " · ".join(f"{axis.replace('_', ' ')} {value}" for axis, value in shapes.items())
-    return f"Compiles {model.strip()} for {task} ({shown}) with {backend} into {name}."
+    return f"Compiles {model.strip()} for {task_words(task)} ({shown}) with {backend.name} into {name}."
 
 
-def submit(store: JobStore, model: str, task: str, output: Path, options: ExportOptions) -> None:
-    """Queue the export job and follow it (?job=ID)."""
-    job = store.submit(EXPORT, export_command(model, output, options), title=f"{output.name} ({task}, {options.backend})",
-                       artifact=str(output), metadata={"model": model, "task": task, "options": options.to_dict()})
+def task_words(task: str) -> str:
+    return "the task its config names" if task.strip() == "auto" else task
+
+
+def form_options(task: str, info: Optional[ModelInfo], shapes: dict[str, int], buckets: dict[str, Any],
+                 compiler: dict[str, Any], checks: dict[str, Any]) -> Optional[ExportOptions]:
+    """The job's ExportOptions from the form, or None with the reason on screen (Compile stays disabled)."""
+    try:
+        return ExportOptions(task=task if info is not None else (task.strip() or "auto"),
+                             **compiler, **checks, **{**shapes, **buckets})
+    except NeuronExportError as error:
+        ui.show_error(error)
+        return None
+
+
+def submit(store: JobStore, model: str, task: str, output: Path, options: ExportOptions, backend: Backend) -> None:
+    """Queue the export job and follow it (?job=ID). The job runs the options as chosen (auto stays auto, so
+    the manifest records why); its title and metadata name the backend auto resolved to."""
+    job = store.submit(EXPORT, export_command(model, output, options), title=f"{output.name} ({task_words(task)}, {backend.name})",
+                       artifact=str(output),
+                       metadata={"model": model, "task": task, "backend": backend.name, "options": options.to_dict()})
     st.query_params["job"] = job.id
 
 
@@ -288,23 +348,23 @@ def main() -> None:
     action = st.empty()
     action.button("Compile", type="primary", icon=":material/bolt:", disabled=True, key="compile-waiting")
     with form:
-        model, info, ready = model_section(services.workspace)
+        model, info, model_ready = model_section(services.workspace)
         task, shape_names = task_choice(model, info)
         shapes = shapes_section(model, info, shape_names)
-        bucket_texts = buckets_section(model, info, task, shape_names)
-        compiler = compiler_section()
+        buckets = buckets_section(model, info, task, shape_names)
+        compiler, backend = compiler_section()
         checks, keep_workdir = advanced_section()
-        name, force = output_section(model, task, compiler["backend"])
-        ready = output_ready(services.workspace, name, force) and ready
+        options = form_options(task, info, shapes, buckets, compiler, checks) if buckets is not None else None
+        name, force = output_section(suggested_name(model, task, backend, options))
+        # Every problem the form shows keeps Compile disabled: a job that would fail is never queued.
+        ready = output_ready(services.workspace, name, force) and model_ready and options is not None and backend is not None
     if ready:  # what a click does, from this run's values (stale ones of the last run are greyed out meanwhile)
-        st.caption(what_compile_does(model, task, shapes, compiler["backend"], name))
+        st.caption(what_compile_does(model, task, shapes, backend, name))
     if action.button("Compile", type="primary", icon=":material/bolt:", disabled=not ready, key="compile"):
         try:
             output = services.workspace.artifact_path(name)
             workdir = str(services.workspace.root / "compiler-workdir" / name) if keep_workdir else None
-            options = ExportOptions(task=task if info is not None else (task.strip() or "auto"), compiler_workdir=workdir,
-                                    force=force, **compiler, **checks, **{**shapes, **bucket_options(bucket_texts)})
-            submit(services.store, model.strip(), task, output, options)
+            submit(services.store, model.strip(), task, output, options.replace(compiler_workdir=workdir, force=force), backend)
         except NeuronExportError as error:
             ui.show_error(error)
     progress_section(services.store)

@@ -21,14 +21,20 @@ def get_backend(name: str) -> Backend:
         raise NeuronExportError(f"unknown backend {name!r}; one of: {', '.join(BACKENDS)}") from None
 
 
-def auto_backend(options: ExportOptions) -> tuple[Backend, str]:
-    """What --backend auto picks on this host for these options, and why."""
+def auto_pick(options: ExportOptions) -> tuple[Backend, str]:
+    """What --backend auto picks on this host for these options, and why in plain words (for any screen)."""
     if options.instance_type:
-        return NEURON, f"auto: --instance_type {options.instance_type} compiles for Neuron"
+        return NEURON, f"--instance_type {options.instance_type} compiles for Neuron"
     if torch_neuronx_importable() and neuron_device_present():
-        return NEURON, "auto: torch-neuronx and a Neuron device are present"
+        return NEURON, "torch-neuronx and a Neuron device are present"
     why = torch_neuronx_problem() or "no Neuron device on this host"
-    return PORTABLE_DEFAULT, f"auto: {why}, so the portable AOTInductor backend"
+    return PORTABLE_DEFAULT, f"{why}, so the portable AOTInductor backend"
+
+
+def auto_backend(options: ExportOptions) -> tuple[Backend, str]:
+    """auto_pick, its reason as logs and manifests record it ("auto: why")."""
+    backend, why = auto_pick(options)
+    return backend, f"auto: {why}"
 
 
 def choose_backend(options: ExportOptions) -> tuple[Backend, str]:
@@ -45,4 +51,4 @@ def choose_backend(options: ExportOptions) -> tuple[Backend, str]:
     return backend, reason
 
 
-__all__ = ["Backend", "Runner", "BACKENDS", "get_backend", "choose_backend", "auto_backend"]
+__all__ = ["Backend", "Runner", "BACKENDS", "get_backend", "choose_backend", "auto_backend", "auto_pick"]

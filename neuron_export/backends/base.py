@@ -123,6 +123,6 @@ class Backend(Protocol):
 
 def cast_dtype(options: ExportOptions) -> Optional[torch.dtype]:
     """The low-precision dtype of auto-cast, or None when auto-cast is off."""
-    if options.auto_cast == "none":
+    if options.cast_type is None:
         return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32}[options.auto_cast_type or "bf16"]
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "tf32": torch.float32}[options.cast_type]

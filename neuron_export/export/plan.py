@@ -106,7 +106,7 @@ def default_atol(family_atol: float, options: ExportOptions) -> tuple[float, str
     if options.quantize != "none":
         return max(family_atol, QUANTIZE_ATOL[options.quantize]), f"default for --quantize {options.quantize}"
     if options.auto_cast != "none":
-        cast = options.auto_cast_type or "bf16"
+        cast = options.cast_type
         return max(family_atol, CAST_ATOL[cast]), f"default for --auto_cast {options.auto_cast} {cast}"
     return family_atol, "default for the model family"
 
@@ -121,7 +121,7 @@ def settle_plan(options: ExportOptions, backend: Backend, warnings: list[str]) -
 def settle_options(options: ExportOptions, backend: Backend) -> tuple[ExportOptions, Optional[str]]:
     """Defaults that depend on the choices made (the cast type), and why it will not be validated, if so."""
     if options.auto_cast != "none" and options.auto_cast_type is None:
-        options = options.replace(auto_cast_type="bf16")
+        options = options.replace(auto_cast_type=options.cast_type)
     if options.disable_validation:
         return options, "--disable-validation"
     reason = backend.validation_problem(options)

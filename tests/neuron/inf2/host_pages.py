@@ -38,7 +38,7 @@ def workspace(tmp_path_factory):
 
 def test_compile_jobs_report_playground_on_the_neuroncores(workspace):
     at = AppTest.from_file(str(APP), default_timeout=120).run()
-    assert any("auto picks **neuron**" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("auto will use **neuron**" in c.value for c in at.caption), [c.value for c in at.caption]
     at.selectbox(key="demo").set_value("demo:tiny-bert").run()
     at.number_input(key="shape-sequence_length-demo:tiny-bert").set_value(16)
     at.text_input(key="artifact_name").set_value("bert-inf2")
