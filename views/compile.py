@@ -77,6 +77,8 @@ def model_section(workspace: Workspace) -> tuple[str, Optional[ModelInfo], bool]
             problem = hub_problem(model.strip()) if model else None
             if problem:
                 raise NeuronExportError(problem)
+            if model:
+                st.caption(f":material/check: The job can get {model.strip()} (the Hub answered, or it is in this host's cache).")
             ready = bool(model)
         elif model:
             if source_kind == "Local folder":
@@ -360,6 +362,8 @@ def main() -> None:
         ready = output_ready(services.workspace, name, force) and model_ready and options is not None and backend is not None
     if ready:  # what a click does, from this run's values (stale ones of the last run are greyed out meanwhile)
         st.caption(what_compile_does(model, task, shapes, backend, name))
+    else:
+        st.caption("Compile is available once a model is chosen and the form shows no problem.")
     if action.button("Compile", type="primary", icon=":material/bolt:", disabled=not ready, key="compile"):
         try:
             output = services.workspace.artifact_path(name)

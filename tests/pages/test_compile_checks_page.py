@@ -95,7 +95,7 @@ def test_a_hub_id_on_an_offline_host_is_an_error_and_queues_nothing(workspace):
     """The suite's HF_HUB_OFFLINE: the real probe answers "offline" without a request."""
     at = hub_id(open_form(), "distilbert/distilbert-base-uncased")
     assert any("offline for the Hugging Face Hub" in e for e in errors(at)), errors(at)
-    assert compile_button(at).disabled
+    assert compile_button(at).disabled and any(c.value.startswith("Compile is available once") for c in at.caption)
     assert queued(workspace) == []
 
 
