@@ -38,8 +38,10 @@ def workspace(tmp_path_factory):
 
 def test_compile_jobs_report_playground_on_the_neuroncores(workspace):
     at = AppTest.from_file(str(APP), default_timeout=120).run()
-    assert any("auto will use **neuron**" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("auto will use **neuron** (Neuron): torch-neuronx and a Neuron device are present" in c.value for c in at.caption), [c.value for c in at.caption]
     at.selectbox(key="demo").set_value("demo:tiny-bert").run()
+    # Named by what auto resolves to here: the neuron backend, for this host's inf2 NeuronCores.
+    assert at.text_input(key="artifact_name").value == "tiny-bert-text-classification-neuron-inf2"
     at.number_input(key="shape-sequence_length-demo:tiny-bert").set_value(16)
     at.text_input(key="artifact_name").set_value("bert-inf2")
     at.run()
@@ -48,6 +50,7 @@ def test_compile_jobs_report_playground_on_the_neuroncores(workspace):
     assert not at.error, [e.value for e in at.error]
     store = JobStore(workspace.db_path, workspace.jobs_dir)
     (job,) = store.list()
+    assert job.title == "bert-inf2 (text-classification, neuron)"
     job = wait_for_job(store, job.id, timeout=240)
     assert str(job.status) == "succeeded" and job.validation_passed is True, store.log_tail(job.id)
     manifest = json.loads((workspace.artifacts_dir / "bert-inf2" / "manifest.json").read_text())
