@@ -2,7 +2,7 @@
 
 The tests in tests/neuron/inf2/host_*.py run once, in one pytest process started in a private mount
 namespace whose /dev holds `neuron0` (standin_sdk.emulated_inf2); each test here reports one of those
-files. Skipped where the namespace cannot be made (not root, no unshare). Budget: ~4 minutes.
+files. Skipped where the namespace cannot be made (not root, no unshare). Budget: ~5 minutes.
 """
 
 import sys

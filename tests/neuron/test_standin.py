@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from stateful_module import Accumulator
 
 DOCUMENTED = {  # awsdocs-neuron torch-neuronx inference API reference
     "trace": "(func, example_inputs, *_, input_output_aliases={}, compiler_workdir=None, compiler_args=None, "
@@ -104,3 +105,24 @@ def test_the_placeholders_and_a_torch_mismatch_fail_on_import(sdk_variant, in_pr
     in_process(sdk_variant(neuronx_cc="placeholder"))
     with pytest.raises(ModuleNotFoundError):  # PyPI's neuronx-cc installs a folder named `neuronx-cc`
         import neuronxcc  # noqa: F401
+
+
+def test_input_output_aliases_are_checked_like_torch_neuronx(torch_neuronx):
+    model = Accumulator().eval()
+
+    def trace(func, aliases):
+        return torch_neuronx.trace(func, torch.ones(3), input_output_aliases=aliases, cpu_backend=True, compiler_args=["--target", "inf2"])
+
+    with pytest.raises(TypeError, match="must be a dict"):
+        trace(model, [(model.total[0], 1)])
+    with pytest.raises(KeyError):  # a key that is not a parameter of func (a copy of one is not)
+        trace(model, {model.total[0].clone(): 1})
+    with pytest.raises(AssertionError, match="expected to be of type torch.nn.Module"):
+        trace(lambda x: (x, x), {model.total[0]: 1})
+    with pytest.raises(RuntimeError, match="output 0 is \\(1,\\).*its state tensor is \\(3,\\)"):
+        trace(model, {model.total[0]: 0})
+    with pytest.raises(RuntimeError, match="output 2 does not exist"):
+        trace(model, {model.total[0]: 2})
+    compiled = trace(model, {model.total[0]: 1})
+    assert [name for name, _ in compiled.named_parameters()] == ["states.0"], "the state is the traced module's parameter"
+    assert torch_neuronx.standin.describe(compiled)["aliases"] == {"1": 1}, "output 1 updates input 1 (the state, after x)"

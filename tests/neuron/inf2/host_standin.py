@@ -5,6 +5,7 @@ may use. Budget: < 10 s."""
 import pytest
 import torch
 import torch_neuronx
+from stateful_module import Accumulator
 
 
 class Tiny(torch.nn.Module):
@@ -61,3 +62,21 @@ def test_placement_and_the_visible_cores(model, runs, monkeypatch):
     monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "0")
     with pytest.raises(RuntimeError, match="NeuronCore 1 is not available"):
         compiled(torch.randn(1, 4))
+
+
+def test_aliased_outputs_update_the_state_in_place_across_calls_and_a_save(tmp_path):
+    eager = Accumulator().eval()
+    step = eager.linear(torch.ones(3)).detach()
+    compiled = torch_neuronx.trace(eager, torch.ones(3), input_output_aliases={eager.total[0]: 1})
+    state = next(compiled.parameters())
+    for calls in (1, 2):
+        torch.testing.assert_close(compiled(torch.ones(3))[1], calls * step)
+    torch.testing.assert_close(state, 2 * step)
+    torch.jit.save(compiled, str(tmp_path / "model.neuron"))
+    loaded = torch.jit.load(str(tmp_path / "model.neuron"))
+    torch.testing.assert_close(loaded(torch.ones(3))[1], 3 * step)  # the state was saved with the module
+    next(loaded.parameters()).copy_(torch.zeros(3))  # the host sets the state as the AWS T5 tutorial does
+    torch.testing.assert_close(loaded(torch.ones(3))[1], step)
+    with pytest.raises(RuntimeError, match="NRT: input 1 has shape"):  # the state is checked like any input
+        next(loaded.parameters()).data = torch.zeros(4)
+        loaded(torch.ones(3))

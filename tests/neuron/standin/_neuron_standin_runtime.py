@@ -6,7 +6,8 @@ was compiled) and the traced graph it runs. Like the real runtime it:
 - exists only once `import torch_neuronx` registered the operator (torch.jit.load fails before);
 - needs a Neuron device (/dev/neuron*) to run, and a NeuronCore this process may use;
 - refuses any input shape or dtype but the compiled one, unless dynamic batching is on (then dim 0
-  is split into chunks of the compiled batch, the last one padded, and every other dim must match).
+  is split into chunks of the compiled batch, the last one padded, and every other dim must match);
+- writes each aliased output into its state tensor (input_output_aliases, see torch_neuronx/_aliasing.py).
 Every run is logged (`executions`) with the core it ran on, for tests of the placement.
 
 This module lives outside the torch_neuronx package so that a test which drops `torch_neuronx`
@@ -138,8 +139,13 @@ def forward(inputs: list[torch.Tensor], neff: torch.Tensor, flags: torch.Tensor)
     dynamic = getattr(_local, "dynamic", None)
     dynamic = bool(flags[DYNAMIC_BATCH]) if dynamic is None else dynamic
     _check_shapes(inputs, header, dynamic)
-    with torch.no_grad():
-        results = _run_graph(_graph(neff, header), [t.contiguous() for t in inputs], header, dynamic)
+    aliases = {int(output): index for output, index in header.get("aliases", {}).items()}
+    if aliases and dynamic:
+        raise RuntimeError("stand-in: dynamic batching of a module with state tensors (input_output_aliases) is not modelled")
+    with torch.no_grad():  # the graph gets copies: it never writes into host tensors (see torch_neuronx/_aliasing.py)
+        results = _run_graph(_graph(neff, header), [t.contiguous().clone() for t in inputs], header, dynamic)
+        for output, index in aliases.items():  # the state's device buffer takes its aliased output's value
+            inputs[index].copy_(results[output])
     executions.append({"graph": header["graph"], "core": core, "shapes": [list(t.shape) for t in inputs]})
     return results
 

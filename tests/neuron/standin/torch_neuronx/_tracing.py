@@ -14,6 +14,8 @@ import torch
 
 import _neuron_standin_runtime as runtime
 
+from . import _aliasing
+
 CAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -69,14 +71,15 @@ def _rebuild(structure, flat):
 class _NeuronModule(torch.nn.Module):
     """What trace() returns, once traced: one call of the NEFF on a NeuronCore."""
 
-    def __init__(self, neff: torch.Tensor, structure):
+    def __init__(self, neff: torch.Tensor, structure, states: list[torch.Tensor]):
         super().__init__()
         self.register_buffer("neff", neff)
         self.register_buffer("flags", torch.tensor([0, 0, 0, -1, -1], dtype=torch.int64))
         self.structure = structure
+        self.states = _aliasing.held_states(states)  # input_output_aliases: device state, after the inputs
 
     def forward(self, *inputs):
-        outputs = torch.ops.neuron.forward_v2(list(inputs), self.neff, self.flags)
+        outputs = torch.ops.neuron.forward_v2([*inputs, *self.states], self.neff, self.flags)
         return _rebuild(self.structure, outputs)
 
 
@@ -113,14 +116,16 @@ def trace(func, example_inputs, *_, input_output_aliases={}, compiler_workdir=No
     """Compile `func` for a NeuronCore (the documented signature, torch-neuronx 2.21+)."""
     if _:
         warnings.warn("torch_neuronx.trace: arguments after example_inputs must be given by keyword", UserWarning)
-    if not isinstance(input_output_aliases, dict):
-        raise TypeError(f"input_output_aliases must be a dict, got {type(input_output_aliases).__name__}")
+    names = _aliasing.state_names(func, input_output_aliases)
+    states = list(input_output_aliases)
     example = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     if not all(isinstance(t, torch.Tensor) for t in example):
         raise TypeError("example_inputs must be a tensor or a tuple of tensors")
     args = shlex.split(compiler_args) if isinstance(compiler_args, str) else list(compiler_args or [])
     target = _platform_target(args, cpu_backend)
     module = func if isinstance(func, torch.nn.Module) else _FunctionModule(func)
+    if names:
+        module = _aliasing.StatesAsInputs(module, names)
     cast = _value(args, "--auto-cast") or "none"
     if cast != "none":
         module = _AutoCast(module, cast, CAST_DTYPES.get(_value(args, "--auto-cast-type") or "bf16", torch.float32))
@@ -129,18 +134,21 @@ def trace(func, example_inputs, *_, input_output_aliases={}, compiler_workdir=No
         workdir.mkdir(parents=True, exist_ok=True)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = torch.jit.trace(module, example, check_trace=False)
+            graph_inputs = (*example, *(state.detach().clone() for state in states))
+            graph = torch.jit.trace(module, graph_inputs, check_trace=False)
             (workdir / "model.hlo").write_text(str(graph.inlined_graph))
             _compile(["--target", target, *args], workdir)
             flat: list[torch.Tensor] = []
-            structure = _flatten(_map(graph(*example), lambda t: t), flat)
+            structure = _flatten(_map(graph(*(t.clone() for t in graph_inputs)), lambda t: t), flat)
+    aliases = _aliasing.check_outputs(flat, states, input_output_aliases, len(example))
     header = {
         "graph": type(func).__name__, "target": target, "compiler_args": args, "cpu_backend": cpu_backend,
         "inline_weights_to_neff": inline_weights_to_neff, "partitioner_config": partitioner_config is not None,
-        "inputs": [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in example],
+        "inputs": [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in (*example, *states)],
+        "aliases": {str(output): index for output, index in aliases.items()},  # the metaneff's output_aliases_to
         "env": {name: os.environ.get(name) for name in ("NEURON_FUSE_SOFTMAX", "NEURON_CUSTOM_SILU")},
     }
-    wrapper = _NeuronModule(runtime.encode_neff(header, graph), structure)
+    wrapper = _NeuronModule(runtime.encode_neff(header, graph), structure, states)
     with runtime.tracing(flat), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.trace(wrapper, example, check_trace=False)
