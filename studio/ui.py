@@ -265,7 +265,7 @@ def job_progress(store: JobStore, job: Job) -> None:
     auto_pick = auto_backend_name(json.dumps((job.metadata or {}).get("options") or {}, sort_keys=True))
     history = store.list(limit=500, statuses=[JobStatus.SUCCEEDED])
     said = timeline.estimate_words(timeline.estimate(job, history, auto_pick), job, auto_pick)
-    elapsed = "not started" if job.status == JobStatus.QUEUED else f"Elapsed {fmt_duration(job.elapsed_s)}"
+    elapsed = "Not started" if job.status == JobStatus.QUEUED else f"Elapsed {fmt_duration(job.elapsed_s)}"
     st.caption(" · ".join(filter(None, [elapsed, said])))
 
 
