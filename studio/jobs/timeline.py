@@ -94,11 +94,12 @@ def work_key(job: Job) -> Optional[tuple]:
 
 
 def backend_of(job: Job, auto_pick: Optional[str]) -> Optional[str]:
-    """The backend a job ran (or runs) with: recorded by the engine, else asked for, else what `auto`
-    picks on this host (`auto_pick`; a row from before the timeline ran here with the same host)."""
-    if job.backend:
-        return job.backend
-    asked = ((job.metadata or {}).get("options") or {}).get("backend")
+    """The backend a job ran (or runs) with: recorded by the engine, else as the form resolved it at
+    submit, else asked for, else what `auto` picks on this host (`auto_pick`: an older row ran here)."""
+    metadata = job.metadata or {}
+    if job.backend or metadata.get("backend"):
+        return job.backend or metadata["backend"]
+    asked = (metadata.get("options") or {}).get("backend")
     return auto_pick if asked in (None, "auto") else asked
 
 

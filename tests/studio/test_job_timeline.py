@@ -113,6 +113,9 @@ def test_rows_filed_as_auto_count_for_the_backend_auto_picks_here(tmp_path):
     est = timeline.estimate(queued, history, auto_pick="inductor")
     assert (est.count, est.typical_s) == (1, 80)
     assert timeline.estimate_words(est, queued, "inductor").startswith("Takes about 1 min 20 s once it starts (median of 1 earlier job")
+    store.update(queued.id, metadata={**queued.metadata, "backend": "neuron"})  # as the form resolved it at submit
+    assert timeline.estimate(store.get(queued.id), history, auto_pick="inductor").typical_s is None
+    store.update(queued.id, metadata=queued.metadata)
     nothing = timeline.estimate(queued, history, auto_pick="neuron")  # auto picks Neuron: no history for it yet
     assert nothing.typical_s is None
     assert timeline.estimate_words(nothing, queued, "neuron") == (
