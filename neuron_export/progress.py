@@ -13,12 +13,18 @@ EventSink = Callable[[dict[str, Any]], None]
 
 
 class Progress:
-    """Stage events (for the job store) and timings; `total` is the number of stages expected."""
+    """Stage events (for the job store) and timings; `total` is the number of stages expected.
+
+    A stage event says what runs as data, not only in words: `stage` (loading, tracing, compiling,
+    ...), `component` (the pipeline part being built, e.g. "unet"; None for a single model, set by
+    the caller as it moves from part to part), `key` (the timing's name) and step `index` of `total`.
+    """
 
     def __init__(self, on_event: Optional[EventSink], total: int):
         self.on_event = on_event
         self.total = total
         self.done = 0
+        self.component: Optional[str] = None
         self.timings: dict[str, float] = {}
 
     def emit(self, event: dict[str, Any]) -> None:
@@ -27,8 +33,8 @@ class Progress:
 
     @contextmanager
     def stage(self, name: str, message: str, key: Optional[str] = None) -> Iterator[None]:
-        self.emit({"type": "stage", "stage": name, "index": self.done + 1, "total": self.total,
-                   "fraction": self.done / self.total, "message": message})
+        self.emit({"type": "stage", "stage": name, "component": self.component, "key": key or name,
+                   "index": self.done + 1, "total": self.total, "fraction": self.done / self.total, "message": message})
         log.info("[%d/%d] %s", self.done + 1, self.total, message)
         start = time.perf_counter()
         yield

@@ -1,4 +1,4 @@
-"""Plotly figures (and the tables beside them) for the Validation report, Playground and System pages.
+"""Plotly figures (and the tables beside them) for the Validation report, Playground, Artifacts and System pages.
 
 Pure functions of plain data (validation.json reports, scores, matrices): nothing here runs a model
 or touches Streamlit, so the pages stay thin and these are unit-tested.
@@ -10,6 +10,8 @@ import math
 from typing import Any, Optional, Sequence
 
 import plotly.graph_objects as go
+
+from studio.jobs.timeline import component_name, fmt_duration
 
 # A log axis has no 0: exact-zero differences are drawn at this floor, and the hover says so.
 ZERO_FLOOR = 1e-12
@@ -254,3 +256,40 @@ def depth_figure(depth: Sequence[Sequence[float]], title: str = "Predicted depth
     figure.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
     figure.update_xaxes(showticklabels=False, constrain="domain")
     return _layout(figure, title, height=420)
+
+
+# ---- artifacts: compile time ------------------------------------------------------------------
+
+# A manifest's timing keys end in the stage's name; the label says it as a short verb.
+STAGE_LABELS = {"loading": "load", "tracing": "trace", "compiling": "compile", "saving": "save", "validating": "validate",
+                "cache": "copy from the compile cache"}
+STAGE_COLORS = {"loading": "#90a4ae", "tracing": "#9467bd", "compiling": ATOL_COLOR, "saving": "#8c564b",
+                "validating": PASS_COLOR}
+
+
+def compile_time_rows(timings: dict[str, float], named_components: bool) -> list[dict[str, Any]]:
+    """A manifest's stage timings ("unet.compiling": 812.0, "model.b1.tracing": ...) as labelled rows:
+    {"label": "UNet · compile", "component", "stage", "seconds"}, in the order they ran. Without
+    named components (a single model, whose one part is named after its task) the part is "model";
+    a bucket is written after its component."""
+    rows = []
+    for key, seconds in timings.items():
+        *parts, stage = key.split(".")
+        component = component_name(parts[0] if named_components and parts else None)
+        what = f"{component} [{parts[1]}]" if len(parts) > 1 else component
+        what = what[:1].upper() + what[1:]
+        rows.append({"label": f"{what} · {STAGE_LABELS.get(stage, stage)}", "component": what, "stage": stage, "seconds": seconds})
+    return rows
+
+
+def compile_time_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """One horizontal bar per component and stage (first on top), coloured by stage, seconds written on it."""
+    figure = go.Figure(go.Bar(
+        x=[row["seconds"] for row in rows], y=[row["label"] for row in rows], orientation="h",
+        marker_color=[STAGE_COLORS.get(row["stage"], MEAN_COLOR) for row in rows],
+        text=[fmt_duration(row["seconds"]) for row in rows], textposition="auto",
+        hovertemplate="%{y}: %{x:.1f} s<extra></extra>",
+    ))
+    figure.update_yaxes(autorange="reversed", automargin=True, type="category")
+    figure.update_xaxes(title="seconds", rangemode="tozero")
+    return _layout(figure, "Compile time per component and stage", height=max(200, 80 + 26 * len(rows)))

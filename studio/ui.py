@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from neuron_export.errors import NeuronExportError
 from neuron_export.export.cache import cache_root
 from neuron_export.hub import download_problem
 from neuron_export.sources import untrained_warning
-from studio.jobs import Dispatcher, JobStore, commands
+from studio.jobs import ACTIVE_STATUSES, Dispatcher, Job, JobStatus, JobStore, commands, timeline
+from studio.jobs.timeline import fmt_duration  # noqa: F401  (pages write durations as ui.fmt_duration)
 from studio.workspace import Workspace
 
 MAX_JOBS_ENV = "NEURON_EXPORT_MAX_JOBS"
@@ -56,15 +58,6 @@ def fmt_ms(seconds: Optional[float]) -> str:
         return "—"
     ms = seconds * 1000
     return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms" if ms < 100 else f"{ms:,.0f} ms"
-
-
-def fmt_duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes} min {rest:02d} s"
 
 
 def fmt_mb(size: Optional[int]) -> str:
@@ -237,8 +230,7 @@ def job_panel(store: JobStore, job_id: str, log_lines: int = 20) -> None:
         if top[3].button("Cancel", key=f"cancel-{job.id}", icon=":material/stop_circle:", type="secondary"):
             store.cancel(job.id)
             st.toast(f"Cancelling {job.title}…")
-        stage = job.stage or "waiting for a free compile slot"
-        st.progress(min(max(job.progress, 0.0), 1.0), text=f"{stage.capitalize()} — {job.message or ''}".rstrip(" —"))
+        job_progress(store, job)
     elif status == "succeeded":
         checked = {True: "validated against eager PyTorch ✓", None: "not validated"}.get(job.validation_passed, "")
         st.success(f"Done in {fmt_duration(job.elapsed_s)}" + (f" — {checked}" if checked else ""),
@@ -260,6 +252,33 @@ def job_panel(store: JobStore, job_id: str, log_lines: int = 20) -> None:
     if log.strip():
         with st.expander("Log", expanded=not job.is_finished):
             st.code("\n".join(log.splitlines()[-log_lines:]), language=None)
+
+
+def job_progress(store: JobStore, job: Job) -> None:
+    """An active job's progress (the Compile and Jobs pages both show it): what it does now in plain
+    words with step i of n, the bar, the elapsed time and the estimate from earlier jobs here."""
+    words = timeline.stage_words(job)
+    if job.status == JobStatus.QUEUED:
+        ahead = sum(other.created_at < job.created_at for other in store.list(limit=None, statuses=list(ACTIVE_STATUSES)))
+        words += f" ({ahead} job{'s' if ahead != 1 else ''} ahead)" if ahead else ""
+    st.progress(min(max(job.progress, 0.0), 1.0), text=words[:1].upper() + words[1:])
+    auto_pick = auto_backend_name(json.dumps((job.metadata or {}).get("options") or {}, sort_keys=True))
+    history = store.list(limit=500, statuses=[JobStatus.SUCCEEDED])
+    said = timeline.estimate_words(timeline.estimate(job, history, auto_pick), job, auto_pick)
+    elapsed = "Not started" if job.status == JobStatus.QUEUED else f"Elapsed {fmt_duration(job.elapsed_s)}"
+    st.caption(" · ".join(filter(None, [elapsed, said])))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def auto_backend_name(options_json: str) -> Optional[str]:
+    """What `--backend auto` picks on this host for these options (jobs filed as "auto" ran with it)."""
+    from neuron_export import ExportOptions
+    from neuron_export.backends import auto_backend
+
+    try:
+        return auto_backend(ExportOptions.from_dict(json.loads(options_json)))[0].name
+    except (NeuronExportError, TypeError, ValueError):
+        return None
 
 
 def placement_caption(rows: list[tuple[str, list[int], list[int]]]) -> None:

@@ -8,7 +8,7 @@ import streamlit as st
 from neuron_export import Manifest, read_manifest
 from neuron_export.artifact import remove_tree
 from neuron_export.errors import NeuronExportError
-from studio import ui
+from studio import charts, ui
 from studio.workspace import Workspace
 
 
@@ -55,7 +55,17 @@ def details(path: Path, manifest: Manifest) -> None:
     if manifest.components:
         st.markdown("**Components:** " + ", ".join(manifest.components))
     if manifest.timings:
-        st.markdown("**Compile time:** " + " · ".join(f"{k.split('.')[-1]} {ui.fmt_duration(v)}" for k, v in manifest.timings.items()))
+        compile_times(manifest)
+
+
+def compile_times(manifest: Manifest) -> None:
+    """Each stage's time, labelled by component and stage, as a chart and (for reading out) a table."""
+    rows = charts.compile_time_rows(manifest.timings, named_components=bool(manifest.components))
+    st.markdown(f"**Compile time:** {ui.fmt_duration(sum(row['seconds'] for row in rows))} in all")
+    st.plotly_chart(charts.compile_time_figure(rows), width="stretch")
+    with st.expander("Compile time per component and stage (table)"):
+        st.dataframe(pd.DataFrame({"step": [row["label"] for row in rows],
+                                   "time": [ui.fmt_duration(row["seconds"]) for row in rows]}), hide_index=True)
 
 
 def actions(path: Path) -> None:

@@ -326,15 +326,15 @@ def submit(store: JobStore, model: str, task: str, output: Path, options: Export
 
 
 def progress_section(store: JobStore) -> None:
+    """The followed job (?job=ID) at the top of the page, where it is seen without scrolling."""
     job_id = st.query_params.get("job")
     if not job_id:
         return
-    st.divider()
-    st.subheader("Progress")
 
     @st.fragment(run_every="1s")
     def live_job() -> None:
-        ui.job_panel(store, job_id)
+        with st.container(border=True):
+            ui.job_panel(store, job_id)
 
     live_job()
 
@@ -344,6 +344,7 @@ def main() -> None:
     st.title("Compile a model")
     st.caption("Trace and compile ahead of time, then validate against eager PyTorch. The compile runs as a job: "
                "you can leave this page, reload, or come back from another browser.")
+    progress = st.container()  # filled last, so that it follows a job submitted by this very run
     form = st.container()
     # Compile's place, below the form, holds a disabled button until this run has read the model's
     # config and found no problem: a click meanwhile (on the last run's button) would be lost.
@@ -371,7 +372,8 @@ def main() -> None:
             submit(services.store, model.strip(), task, output, options.replace(compiler_workdir=workdir, force=force), backend)
         except NeuronExportError as error:
             ui.show_error(error)
-    progress_section(services.store)
+    with progress:
+        progress_section(services.store)
 
 
 main()

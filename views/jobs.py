@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from studio import ui
-from studio.jobs import Job, JobStatus, JobStore
+from studio.jobs import Job, JobStatus, JobStore, timeline
 
 
 @st.fragment(run_every="2s")
@@ -27,7 +27,7 @@ def job_list(store: JobStore) -> None:
             "title": [j.title for j in jobs],
             "kind": [j.kind for j in jobs],
             "status": [str(j.status) for j in jobs],
-            "stage": [j.stage or "" for j in jobs],
+            "doing": [timeline.stage_words(j) for j in jobs],
             "progress": [1.0 if j.status == JobStatus.SUCCEEDED else float(j.progress or 0.0) for j in jobs],
             "elapsed": [ui.fmt_duration(j.elapsed_s) for j in jobs],
             "created": [datetime.datetime.fromtimestamp(j.created_at).strftime("%Y-%m-%d %H:%M:%S") for j in jobs],

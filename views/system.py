@@ -7,7 +7,7 @@ import streamlit as st
 from neuron_export import doctor, neuron_host
 from neuron_export.errors import NeuronExportError
 from studio import charts, system, ui
-from studio.jobs import JobStatus
+from studio.jobs import JobStatus, timeline
 
 GB = 1e9
 
@@ -59,7 +59,7 @@ def host_section(services: ui.Services) -> None:
         group = snapshot.groups.get(job.pid) if job.pid else None
         rows.append({
             "Job": job.title,
-            "Stage": job.stage or "starting",
+            "Doing": timeline.stage_words(job),
             "Progress": job.progress,
             "Elapsed": ui.fmt_duration(job.elapsed_s),
             "PID": job.pid,

@@ -65,6 +65,9 @@ def export(model: str | Path, output: str | Path, options: Optional[ExportOption
 
 
 def _export(plan: ExportPlan, output: Path, on_event: Optional[EventSink]) -> ExportResult:
+    if on_event is not None:  # what runs, as data: the job store files the job's timings under its real backend
+        on_event({"type": "plan", "backend": plan.backend.name, "components": [c.folder or None for c in plan.components],
+                  "total": plan.stage_count, "time": time.time()})
     cache, key = _cache_for(plan)
     if cache is not None:
         hit = _export_from_cache(cache, key, plan, output, on_event)

@@ -37,6 +37,7 @@ def build_components(plan: ExportPlan, staging: Path, progress: Progress) -> tup
     for component_plan in plan.components:
         folder = staging / component_plan.folder
         folder.mkdir(exist_ok=True)  # "" for a single model: the staging folder itself
+        progress.component = component_plan.folder or None  # the stage events' part of a pipeline; None: the model
         with progress.stage("loading", f"Loading {_loading_what(plan, component_plan.name)}", key=f"{component_plan.name}.loading"):
             component = component_plan.load()
         if component.bucketing is not None:

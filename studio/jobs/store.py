@@ -57,6 +57,9 @@ class Job:
     log_path: str
     events_path: str
     metadata: dict
+    # Recorded from the job's events since the stage timeline came in (a job row from before has None / []):
+    backend: str | None  # the backend the engine chose, "auto" resolved
+    stages: list[dict]  # each stage as it started: {"stage", "component", "index", "total", "at"}, oldest first
 
     @property
     def is_finished(self) -> bool:
@@ -91,7 +94,7 @@ BUSY_RETRY_S = 120.0
 _MAX_RETRY_PAUSE_S = 2.0
 
 _COLUMNS = tuple(field.name for field in dataclasses.fields(Job))
-_JSON_COLUMNS = ("argv", "metadata")
+_JSON_COLUMNS = ("argv", "metadata", "stages")
 _BOOL_COLUMNS = ("validation_passed", "cancel_requested")
 
 _SCHEMA = """
@@ -117,10 +120,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     heartbeat_at REAL,
     log_path TEXT NOT NULL,
     events_path TEXT NOT NULL,
-    metadata TEXT NOT NULL DEFAULT '{}'
+    metadata TEXT NOT NULL DEFAULT '{}',
+    backend TEXT,
+    stages TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
+# Columns added after the first release: a database made before gets them (old rows keep their data).
+_ADDED_COLUMNS = {"backend": "TEXT", "stages": "TEXT NOT NULL DEFAULT '[]'"}
 
 
 def is_busy(error: sqlite3.OperationalError) -> bool:
@@ -165,6 +172,14 @@ class JobStore:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            present = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for column, declaration in _ADDED_COLUMNS.items():
+                if column not in present:
+                    try:
+                        conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} {declaration}")
+                    except sqlite3.OperationalError as error:
+                        if "duplicate column" not in str(error):  # another process added it meanwhile
+                            raise
 
     @_retry_when_busy
     def submit(self, kind: str, argv: list[str], title: str, artifact: str | None = None,

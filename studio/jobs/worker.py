@@ -6,7 +6,9 @@ Events: the job learns where to append its JSON-lines events (the neuron_export 
   * for the neuron_export CLI's job kinds (commands.CLI_KINDS: export, benchmark) `--events <jobs/ID/events.jsonl>`
     is appended to argv, as that CLI expects;
   * for every kind the same path is in the environment variable NEURON_EXPORT_EVENTS (for other commands).
-The worker tails that file into stage / progress / message / artifact / validation_passed and beats every ~2 s.
+The worker tails that file into stage / progress / message / artifact / validation_passed, the stage
+timeline (stages: each step's stage, component, index of total and start time) and the chosen backend
+(the "plan" event), and beats every ~2 s. A job that succeeds ends at stage "done".
 
 Stopping: the job runs in the worker's process group (the dispatcher starts the worker in a new session).
 On SIGTERM (JobStore.cancel signals the whole group) or on seeing the store's cancel flag, the job gets
@@ -44,6 +46,7 @@ class _EventsFile:
     def __init__(self, path: str):
         self.path = path
         self.error_message: str | None = None  # from the last "error" event
+        self.stages: list[dict] = []  # the job's stage timeline so far
         self._offset = 0
 
     def read_updates(self) -> dict:
@@ -70,9 +73,13 @@ class _EventsFile:
             updates = {"stage": event.get("stage"), "message": event.get("message")}
             if isinstance(event.get("fraction"), (int, float)):
                 updates["progress"] = min(1.0, max(0.0, float(event["fraction"])))
+            if self._record_step(event):
+                updates["stages"] = list(self.stages)
             return updates
+        if event.get("type") == "plan":
+            return {"backend": event.get("backend")}
         if event.get("type") == "done":
-            updates = {"validation_passed": event.get("validation_passed"), "progress": 1.0}
+            updates = {"stage": "done", "validation_passed": event.get("validation_passed"), "progress": 1.0}
             if event.get("artifact"):
                 updates["artifact"] = event["artifact"]
             return updates
@@ -80,6 +87,18 @@ class _EventsFile:
             self.error_message = event.get("message")
             return {"message": self.error_message}
         return {}
+
+    def _record_step(self, event: dict) -> bool:
+        """Add a step to the timeline unless it is the current one again (a benchmark reports its
+        rounds as repeats of one step) or the closing "done"; whether it was added."""
+        if event.get("stage") == "done" or not isinstance(event.get("index"), int):
+            return False
+        step = {"stage": event.get("stage"), "component": event.get("component"), "index": event["index"],
+                "total": event.get("total"), "at": event.get("time") if isinstance(event.get("time"), (int, float)) else time.time()}
+        if self.stages and {**self.stages[-1], "at": None} == {**step, "at": None}:
+            return False
+        self.stages.append(step)
+        return True
 
 
 def run_job(store: JobStore, job_id: str, sigterm: threading.Event) -> None:
@@ -185,7 +204,7 @@ def _until_recorded(operation):
 def _outcome(exit_code: int, job: Job, error_message: str | None, log_tail: str) -> tuple[JobStatus, dict]:
     """Final status and columns for a job that exited with `exit_code` (the neuron_export CLI's codes)."""
     if exit_code == 0:
-        return JobStatus.SUCCEEDED, {"progress": 1.0}
+        return JobStatus.SUCCEEDED, {"stage": "done", "progress": 1.0}
     if exit_code in _STOPPED_EXIT_CODES:
         if job.cancel_requested:
             return JobStatus.CANCELLED, {"message": "cancelled"}

@@ -37,6 +37,21 @@ def test_an_opened_pipeline_lists_its_components(workspace):
     assert any(m.value == "**Components:** " + ", ".join(manifest.components) for m in at.markdown)
 
 
+def test_a_pipelines_compile_time_is_labelled_and_charted_by_component_and_stage(workspace):
+    at = open_in_app("artifacts.py", "tiny-sd")
+    no_exception(at)
+    timings = read_manifest(workspace.artifacts_dir / "tiny-sd").timings
+    table = at.dataframe[1].value  # the library table comes first
+    names = {"text_encoder": "Text encoder", "unet": "UNet", "vae_encoder": "VAE encoder", "vae_decoder": "VAE decoder"}
+    verbs = {"loading": "load", "tracing": "trace", "compiling": "compile", "saving": "save", "validating": "validate"}
+    expected = [f"{names[key.split('.')[0]]} · {verbs[key.split('.')[1]]}" for key in timings]
+    assert len(expected) == 20 and list(table["step"]) == expected  # four components, five stages each
+    assert "UNet · compile" in expected
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert chart["data"][0]["y"] == expected and chart["data"][0]["x"] == list(timings.values())
+    assert any(m.value.startswith("**Compile time:**") and m.value.endswith(" in all") for m in at.markdown)
+
+
 def test_a_damaged_manifest_is_flagged_and_left_out_of_the_table(workspace, artifact_copy):
     (artifact_copy / "manifest.json").write_text("{not json")
     at = open_in_app("artifacts.py")

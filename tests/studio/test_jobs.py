@@ -121,7 +121,7 @@ def test_export_job_succeeds_with_stage_progress_and_artifact_from_events(store,
     dispatcher.start()  # idempotent
 
     job = wait_for_status(store, job.id, JobStatus.SUCCEEDED)
-    assert (job.stage, job.progress, job.artifact) == ("saving", 1.0, artifact)
+    assert (job.stage, job.progress, job.artifact) == ("done", 1.0, artifact)  # the last step was "saving"; a success ends "done"
     assert job.validation_passed is True and job.exit_code == 0
     assert job.metadata == {"model": "bert"} and job.elapsed_s > 0
     assert "hello from the job" in store.log_tail(job.id)
