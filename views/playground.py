@@ -79,7 +79,7 @@ def latency_row(loaded: playground.LoadedArtifact, stats: playground.RunStats) -
     compiled.metric(f"Compiled ({loaded.manifest.backend})", show(stats.compiled_s) if stats.compiled_s else "—", help=f"per {stats.unit}")
     eager.metric("Eager PyTorch", show(stats.eager_s) if stats.eager_s else "—", help=f"per {stats.unit}; the source model, uncompiled")
     speedup.metric("Speed-up", speedup_text(stats),
-                   help="the calls' spread is larger than the difference: this run cannot tell which is faster" if stats.noisy
+                   help="too noisy to tell which is faster (the notes below say why)" if stats.noisy
                    else "eager time / compiled time")
     how = stats.method + difference_text(stats)
     if stats.max_abs_diff is None and loaded.eager_note:
@@ -237,7 +237,9 @@ def step_progress() -> Callable[[str, int, int, float | None], None]:
     names = {"compiled": "Compiled pipeline", "eager": "Eager diffusers pipeline"}
 
     def on_step(side: str, step: int, steps: int, per_step_s: float | None) -> None:
-        bar = bars.setdefault(side, st.progress(0.0))
+        if side not in bars:
+            bars[side] = st.progress(0.0)
+        bar = bars[side]
         speed = f" · {short_duration(per_step_s)} per step" if per_step_s else ""
         bar.progress(min(step / steps, 1.0), text=f"{names.get(side, side)}: step {step} of {steps}{speed}")
 

@@ -29,7 +29,8 @@ from neuron_export.registry import DIFFUSION_TASKS, GENERATION_CLASSES, modality
 WARMUP_CALLS = 2  # per side
 TIMED_CALLS = 10  # per side, in ROUNDS alternating rounds (one per round for slow models) ...
 ROUNDS = 5
-TIMING_BUDGET_S = 4.0  # ... and no round after the first two starts later than this after the warm-up began
+TIMING_BUDGET_S = 4.0  # ... and no round after the first MIN_ROUNDS starts later than this after the warm-up began
+MIN_ROUNDS = 3
 TOP_K = 5  # labels / tokens shown, best first
 
 
@@ -111,7 +112,7 @@ class RunStats:
     unit: str = "call"
     notes: list[str] = field(default_factory=list)
     method: str = ""  # how the times were measured, in words
-    noisy: bool = False  # the calls' spread is larger than the compiled - eager difference
+    noisy: bool = False  # no speed-up to show: the calls' spread is larger than the difference, or the host is busy
     seconds_per_step: dict[str, Optional[float]] = field(default_factory=dict)  # Stable Diffusion: by side, the median denoising step
     # Times both models the benchmark's way and fills in the fields above; run once, after the result is shown.
     measure: Optional[Callable[[], None]] = field(default=None, repr=False, compare=False)
@@ -130,6 +131,7 @@ def measure_speed(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]
     if loaded.eager is not None:
         calls.append(lambda: [loaded.eager(**batch) for batch in padded])
     rounds: list[int] = []
+    load = os.getloadavg()[0]  # before this measure's own threads add to it
     with torch.inference_mode():
         started = time.perf_counter()
         for _ in range(WARMUP_CALLS):
@@ -139,7 +141,7 @@ def measure_speed(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]
         round_s = 3 * (time.perf_counter() - started) / WARMUP_CALLS
         iterations = TIMED_CALLS if round_s * ROUNDS < TIMING_BUDGET_S else ROUNDS
         timings = alternate([functools.partial(time_calls, call) for call in calls], iterations, ROUNDS,
-                            on_round=lambda done, _: rounds.append(done), deadline=started + TIMING_BUDGET_S)
+                            on_round=lambda done, _: rounds.append(done), deadline=started + TIMING_BUDGET_S, min_rounds=MIN_ROUNDS)
     compiled = timings[0][0]
     stats.compiled_s = percentile(compiled, 50)
     shape = " x ".join(str(size) for size in next(iter(padded[0].values())).shape)
@@ -149,22 +151,25 @@ def measure_speed(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]
     if len(timings) > 1:
         eager = timings[1][0]
         stats.eager_s = percentile(eager, 50)
-        stats.noisy = too_noisy(compiled, eager)
-        if stats.noisy:
+        if too_noisy(compiled, eager):
+            stats.noisy = True
             stats.method += (f" Too noisy to tell which is faster: the calls' spread ({_ms(max(spread(compiled), spread(eager)))} "
                              f"between quartiles) is larger than the difference ({_ms(abs(stats.compiled_s - stats.eager_s))}); "
                              "the Benchmark page times more calls.")
-    stats.notes += [note] if (note := busy_host_note()) else []
+    if busy := busy_host_note(load):
+        stats.noisy = stats.eager_s is not None
+        stats.notes.append(busy)
 
 
-def busy_host_note() -> Optional[str]:
-    """Why timings are slow and erratic when more runs than this host has cores, or None."""
-    load, cores, threads = os.getloadavg()[0], os.cpu_count() or 1, torch.get_num_threads()
-    if load <= cores:
+def busy_host_note(load: float) -> Optional[str]:
+    """Why timings are slow and erratic when other work (the load average) wants more cores than our threads
+    leave free, or None."""
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    if load <= cores - threads + 1:
         return None
     waiting = f", and with {threads} threads every parallel step waits for its slowest thread" if threads > 1 else ""
     return (f"This host is busy (load {load:.1f} on {cores} cores): both sides share the CPU with other work{waiting}, "
-            "so the times are longer and vary more than on an idle host.")
+            "so the times are longer and vary more than on an idle host, and no speed-up is shown: try again when it is idle.")
 
 
 def _ms(seconds: float) -> str:

@@ -3,6 +3,7 @@ diffusers pipeline on the same request and seed."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Callable, Optional
@@ -11,7 +12,7 @@ import torch
 
 from neuron_export.reference import reference_pipeline
 
-from .core import LoadedArtifact, RunStats, bucket_note, require
+from .core import LoadedArtifact, RunStats, bucket_note, busy_host_note, require
 
 OnStep = Callable[[str, int, int, Optional[float]], None]  # (side, steps done, steps, seconds per step so far)
 ONE_RUN = "One run of each pipeline, time per image (a pipeline's first run also warms it up: run again for steadier figures)."
@@ -67,6 +68,7 @@ def generate_images(
         "guidance_scale": float(guidance), "num_images_per_prompt": int(num_images),
         "height": int(height), "width": int(width),
     }
+    load = os.getloadavg()[0]
     with torch.inference_mode():
         timer = StepTimer("compiled", on_step)
         images = loaded.model(prompt, seed=int(seed), callback_on_step_end=timer, **request).images
@@ -82,6 +84,9 @@ def generate_images(
             stats.eager_s = (time.perf_counter() - timer.stamps[0]) / len(eager_images)
             stats.seconds_per_step["eager"] = timer.per_step_s
             stats.max_abs_diff = max(_pixel_diff(a, b) for a, b in zip(images, eager_images))
+    if busy := busy_host_note(load):
+        stats.noisy = stats.eager_s is not None
+        stats.notes.append(busy)
     return images, stats
 
 

@@ -51,10 +51,11 @@ def test_speed_is_measured_the_benchmark_way_and_says_how(workspace, minilm_page
     assert shape == " x ".join(map(str, manifest.inputs[0].shape))  # the compiled shape, not the sentence's 8-odd tokens
     metrics = {m.label: m.value for m in at.metric}
     compiled_ms, eager_ms = (float(metrics[label].removesuffix(" ms").replace(",", "")) for label in ("Compiled (torchscript)", "Eager PyTorch"))
+    busy = any(c.startswith(":material/info: This host is busy") for c in captions(at))
     if metrics["Speed-up"] == "noisy":
-        assert "Too noisy to tell which is faster" in method
+        assert "Too noisy to tell which is faster" in method or busy
     else:  # the ratio of the two medians shown (rounded for display)
-        assert "noisy" not in method
+        assert "noisy" not in method and not busy
         assert float(metrics["Speed-up"].removesuffix("×")) == pytest.approx(eager_ms / compiled_ms, rel=0.05)
 
 
@@ -115,6 +116,7 @@ def test_stable_diffusion_shows_its_steps_and_says_identical_or_by_how_much(work
     steps = len(eager.scheduler.timesteps)  # what diffusers ran for 2 inference steps
 
     bars = [bar.proto.text for bar in at.get("progress")]
+    assert len(bars) == 2, bars  # one bar per pipeline, moved step by step
     assert any(re.fullmatch(rf"Compiled pipeline: step {steps} of {steps} · [\d.]+ ms per step", text) for text in bars), bars
     assert any(re.fullmatch(rf"Eager diffusers pipeline: step {steps} of {steps} · [\d.]+ ms per step", text) for text in bars), bars
     assert any("Random weights: noise is expected" in c for c in captions(at))

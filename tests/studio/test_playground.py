@@ -6,6 +6,7 @@ Artifacts: tiny demo models (and the real MiniLM) exported once with the torchsc
 
 import dataclasses
 import json
+import os
 import shutil
 
 import pytest
@@ -16,6 +17,7 @@ from neuron_export import ExportOptions, export, read_manifest
 from neuron_export.demo import default_demo_root, minilm_path, resolve_demo
 from neuron_export.errors import NeuronExportError
 from studio import playground
+from studio.playground import core
 
 SEQUENCE_LENGTH = 32
 EXPORTS = {
@@ -194,6 +196,14 @@ def test_speed_is_timed_alternating_both_models_on_the_compiled_shape(loaded, mo
     rounds = len(runs) - 1  # a round boundary joins two turns of the same side into one run
     assert f"Median of {rounds * (turn - 1)} calls per side, alternating in {rounds} rounds" in stats.method
     assert stats.compiled_s > 0 and stats.eager_s > 0
+
+
+def test_a_busy_host_is_named_only_when_other_work_wants_the_cores_our_threads_use(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert core.busy_host_note(0.9) is None  # less than one other runnable task on average
+    note = core.busy_host_note(4.6)
+    assert "load 4.6 on 2 cores" in note and "with 2 threads every parallel step waits" in note
 
 
 def test_multiple_choice_probabilities_match_transformers(loaded):
