@@ -46,12 +46,12 @@ def test_speed_is_measured_the_benchmark_way_and_says_how(workspace, minilm_page
                       r"as the Benchmark page measures; both sides run the input padded to the compiled shape \(([\d x]+)\)", method)
     assert found, method
     calls, rounds, threads, shape = int(found[1]), int(found[2]), int(found[3]), found[4]
-    assert calls >= rounds >= 2 and threads == torch.get_num_threads()
+    busy = any(c.startswith(":material/info: This host is busy") for c in captions(at))
+    assert calls >= rounds >= (1 if busy else 3) and threads == torch.get_num_threads()  # a busy host: one round (no speed-up)
     manifest = read_manifest(workspace.artifacts_dir / "minilm")
     assert shape == " x ".join(map(str, manifest.inputs[0].shape))  # the compiled shape, not the sentence's 8-odd tokens
     metrics = {m.label: m.value for m in at.metric}
     compiled_ms, eager_ms = (float(metrics[label].removesuffix(" ms").replace(",", "")) for label in ("Compiled (torchscript)", "Eager PyTorch"))
-    busy = any(c.startswith(":material/info: This host is busy") for c in captions(at))
     if metrics["Speed-up"] == "noisy":
         assert "Too noisy to tell which is faster" in method or busy
     else:  # the ratio of the two medians shown (rounded for display)
