@@ -2,7 +2,7 @@
 
 import html
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -19,10 +19,10 @@ def loaded_artifact(path: str, created: str, demo_root: str, trust_remote_code: 
     return playground.load(Path(path), Path(demo_root), trust_remote_code)
 
 
-def run(loaded: playground.LoadedArtifact, *inputs) -> None:
+def run(loaded: playground.LoadedArtifact, *inputs, busy: str = "Running…") -> None:
     """Run the artifact's view on the inputs under the model's lock and keep its result for this artifact (errors: st.error)."""
     try:
-        with st.spinner("Running…"), loaded.lock:
+        with st.spinner(busy), loaded.lock:
             result = playground.run_view(loaded, *inputs)
     except Exception as error:  # engine errors are one line; anything else is summarised too
         st.session_state.pop(RESULT_KEY, None)
@@ -38,21 +38,55 @@ def last_result(loaded: playground.LoadedArtifact):
     return None
 
 
+def measure(loaded: playground.LoadedArtifact, stats: playground.RunStats) -> None:
+    """Time both models the benchmark's way, once per result, while its answer is already on screen."""
+    try:
+        with st.spinner("Timing the compiled and eager models (alternating calls, as the Benchmark page does)…"), loaded.lock:
+            stats.measure()
+    except Exception as error:  # the answer stays; only the figures are missing
+        ui.show_error(error)
+    finally:
+        stats.measure = None
+
+
+def speedup_text(stats: playground.RunStats) -> str:
+    if stats.noisy:
+        return "noisy"
+    if not stats.speedup:
+        return "—"
+    return f"{stats.speedup:.2f}×" if stats.speedup >= 0.1 else f"{stats.speedup:.2g}×"
+
+
+def difference_text(stats: playground.RunStats) -> str:
+    """How far the compiled outputs are from eager's, in words ("" when they were not compared)."""
+    if stats.max_abs_diff is None:
+        return ""
+    if stats.max_abs_diff == 0:
+        return " Compiled and eager outputs are identical."
+    scale = " (pixels, 0-1 scale)" if stats.unit == "image" else ""
+    return f" Compiled and eager outputs differ by at most {stats.max_abs_diff:.2g}{scale}."
+
+
+def short_duration(seconds: float) -> str:
+    return ui.fmt_ms(seconds) if seconds < 1 else ui.fmt_duration(seconds)
+
+
 def latency_row(loaded: playground.LoadedArtifact, stats: playground.RunStats) -> None:
-    per_image = stats.unit == "image"
-    show = ui.fmt_duration if per_image else ui.fmt_ms
+    if stats.measure is not None:
+        measure(loaded, stats)
+    show = ui.fmt_duration if stats.unit == "image" else ui.fmt_ms
     compiled, eager, speedup = st.columns(3)
-    compiled.metric(f"Compiled ({loaded.manifest.backend})", show(stats.compiled_s), help=f"per {stats.unit}")
-    eager.metric("Eager PyTorch", show(stats.eager_s), help=f"per {stats.unit}; the source model, uncompiled")
-    ratio = "—" if not stats.speedup else f"{stats.speedup:.2f}×" if stats.speedup >= 0.1 else f"{stats.speedup:.2g}×"
-    speedup.metric("Speed-up", ratio, help="eager time / compiled time")
-    how = "One run each, time per image." if per_image else f"Median of up to {playground.TIMED_CALLS} calls after a warm-up, same input on both sides."
-    if stats.max_abs_diff is not None:
-        scale = " (pixels, 0-1 scale)" if per_image else ""
-        how += f" Compiled and eager outputs differ by at most {stats.max_abs_diff:.2g}{scale}."
-    elif loaded.eager_note:
+    compiled.metric(f"Compiled ({loaded.manifest.backend})", show(stats.compiled_s) if stats.compiled_s else "—", help=f"per {stats.unit}")
+    eager.metric("Eager PyTorch", show(stats.eager_s) if stats.eager_s else "—", help=f"per {stats.unit}; the source model, uncompiled")
+    speedup.metric("Speed-up", speedup_text(stats),
+                   help="too noisy to tell which is faster (the notes below say why)" if stats.noisy
+                   else "eager time / compiled time")
+    how = stats.method + difference_text(stats)
+    if stats.max_abs_diff is None and loaded.eager_note:
         how += " Compiled latency only: the eager model is not available (see above)."
-    st.caption(how)
+    if per_step := "; ".join(f"{side} {short_duration(seconds)} per step" for side, seconds in stats.seconds_per_step.items() if seconds):
+        how += f" Denoising: {per_step}."
+    st.caption(how.strip())
     for note in stats.notes:
         st.caption(f":material/info: {note}")
 
@@ -60,14 +94,14 @@ def latency_row(loaded: playground.LoadedArtifact, stats: playground.RunStats) -
 # ---- one renderer per view kind (registry TaskSpec.views) ---------------------------------------
 
 
-def form(loaded: playground.LoadedArtifact, button: str, fields: Callable[[], tuple]) -> tuple:
+def form(loaded: playground.LoadedArtifact, button: str, fields: Callable[[], tuple], *extra, busy: str = "Running…") -> tuple:
     """The view's form of `fields` (which draws the inputs and returns their values); on `button`, the
-    view runs on those values. Returns them, for showing the result."""
+    view runs on those values (and `extra` arguments). Returns the values, for showing the result."""
     with st.form(loaded.view):
         values = fields()
         submitted = st.form_submit_button(button, type="primary")
     if submitted:
-        run(loaded, *values)
+        run(loaded, *values, *extra, busy=busy)
     return values
 
 
@@ -124,10 +158,20 @@ def similarity(loaded: playground.LoadedArtifact) -> None:
         pooling = "the model's own pooling" if loaded.manifest.library == "sentence_transformers" else "mean of the token embeddings"
         st.caption(f"{embeddings.shape[1]}-dimensional embeddings ({pooling}); cosine similarity from -1 to 1.")
         with st.expander("Similarity values"):
-            st.dataframe({"Sentence": sentences, **{f"{i + 1}": column for i, column in enumerate(matrix.T.tolist())}},
-                         hide_index=False, column_config={f"{i + 1}": st.column_config.NumberColumn(format="%.3f")
-                                                          for i in range(len(sentences))})
+            similarity_table(sentences, matrix)
         latency_row(loaded, stats)
+
+
+def similarity_table(sentences: list[str], matrix) -> None:
+    """Rows and columns both numbered from 1 (a column's header tip is its sentence)."""
+    import pandas
+
+    numbers = [str(i + 1) for i in range(len(sentences))]
+    table = pandas.DataFrame(matrix.tolist(), columns=numbers, index=pandas.Index(numbers, name="#"))
+    table.insert(0, "Sentence", sentences)
+    st.dataframe(table, column_config={"#": st.column_config.TextColumn(width="small"),
+                                       **{n: st.column_config.NumberColumn(format="%.3f", help=sentence)
+                                          for n, sentence in zip(numbers, sentences)}})
 
 
 def choices(loaded: playground.LoadedArtifact) -> None:
@@ -187,14 +231,32 @@ def generation_fields(loaded: playground.LoadedArtifact) -> tuple:
     return prompt, negative, steps, guidance, seed, count, compare, size
 
 
+def step_progress() -> Callable[[str, int, int, float | None], None]:
+    """A progress bar per pipeline (compiled, then eager), moved by the pipelines' step callback."""
+    bars: dict[str, Any] = {}
+    names = {"compiled": "Compiled pipeline", "eager": "Eager diffusers pipeline"}
+
+    def on_step(side: str, step: int, steps: int, per_step_s: float | None) -> None:
+        if side not in bars:
+            bars[side] = st.progress(0.0)
+        bar = bars[side]
+        speed = f" · {short_duration(per_step_s)} per step" if per_step_s else ""
+        bar.progress(min(step / steps, 1.0), text=f"{names.get(side, side)}: step {step} of {steps}{speed}")
+
+    return on_step
+
+
 def image_generation(loaded: playground.LoadedArtifact) -> None:
-    form(loaded, "Generate", lambda: generation_fields(loaded))
+    form(loaded, "Generate", lambda: generation_fields(loaded), step_progress(), busy="Generating…")
     st.caption(f"Compiled for {', '.join(f'{w}×{h}' for h, w in loaded.model.resolutions)} images.")
     if result := last_result(loaded):
         images, stats = result
         columns = st.columns(min(max(len(images), 2), 4))
         for index, image in enumerate(images):
             columns[index % len(columns)].image(image, caption=f"image {index + 1} · {ui.fmt_duration(stats.compiled_s)}", width="stretch")
+        if playground.random_weights_demo(loaded.manifest):
+            st.caption(":material/casino: Random weights: noise is expected. What this demo shows is that the compiled pipeline "
+                       "draws the same picture as eager diffusers, and how fast.")
         latency_row(loaded, stats)
 
 

@@ -20,10 +20,10 @@ the results into the stored report and its text.
 from .report import RESULTS_DIR, benchmark_history, format_report, headline, make_report
 from .run import BenchmarkOptions, benchmark, resolve_batch_sizes, run_sides
 from .sides import COMPILED, EAGER, ONNXRUNTIME, ONNXRUNTIME_INT8, OPENVINO, OPENVINO_INT8, SIDE_LABELS, Side, SideResult
-from .stats import LatencyStats, latency_stats, percentile, speedup, throughput
+from .stats import LatencyStats, latency_stats, percentile, speedup, spread, throughput, too_noisy
 
 __all__ = [
     "benchmark", "BenchmarkOptions", "benchmark_history", "format_report", "headline", "make_report", "resolve_batch_sizes",
     "run_sides", "Side", "SideResult", "COMPILED", "EAGER", "ONNXRUNTIME", "ONNXRUNTIME_INT8", "OPENVINO", "OPENVINO_INT8",
-    "SIDE_LABELS", "RESULTS_DIR", "LatencyStats", "latency_stats", "percentile", "speedup", "throughput",
+    "SIDE_LABELS", "RESULTS_DIR", "LatencyStats", "latency_stats", "percentile", "speedup", "throughput", "spread", "too_noisy",
 ]

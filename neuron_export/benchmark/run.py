@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,12 @@ from ..errors import ArtifactError, NeuronExportError
 from ..inputs import check_input_memory
 from ..progress import Progress
 from ..registry import GENERATION_CLASSES
+from .alternate import alternate
 from .inputs import benchmark_inputs, pipeline_inputs
 from .peers import PEERS, default_peers, peer_files_isolated, peer_missing, peer_side
 from .report import make_report, save_results
 from .sides import COMPILED, EAGER, Side, SideProcess, SideResult, SideRunner
 from .stats import latency_stats, throughput
-
-# A side that just ran may still spin its thread pool for a moment: pause before the next side.
-HANDOFF_PAUSE_S = 0.02
-
 
 @dataclass
 class BenchmarkOptions:
@@ -225,20 +221,16 @@ def _time_batch(processes: list[SideProcess], arrays, batch_size: int, label: st
                 name: float(abs(outputs[name] - reference[name]).max()) for name in reference if name in outputs
             }
     flops = _count_flops(eager)
-    cpu_seconds = dict.fromkeys((p.side.name for p in processes), 0.0)
-    per_round = [options.iterations // options.rounds + (r < options.iterations % options.rounds) for r in range(options.rounds)]
-    per_round = [n for n in per_round if n]
-    for round_index, calls in enumerate(per_round):
-        shift = round_index % len(processes)
-        for process in processes[shift:] + processes[:shift]:
-            timed = process.ask("time", calls)
-            if timed:
-                process.result.latencies_ms += [s * 1000 for s in timed[0]]
-                cpu_seconds[process.side.name] += timed[1]
-            time.sleep(HANDOFF_PAUSE_S)
+    def on_round(done: int, total: int) -> None:
         progress.emit({"type": "stage", "stage": "timing", "index": progress.done + 1, "total": progress.total,
-                       "fraction": (progress.done + (round_index + 1) / len(per_round)) / progress.total,
-                       "message": f"Timing {label}: round {round_index + 1}/{len(per_round)}"})
+                       "fraction": (progress.done + done / total) / progress.total, "message": f"Timing {label}: round {done}/{total}"})
+
+    turns = [lambda calls, process=process: process.ask("time", calls) for process in processes]
+    timings = alternate(turns, options.iterations, options.rounds, on_round)
+    cpu_seconds = {}
+    for process, (seconds, cpu) in zip(processes, timings):
+        process.result.latencies_ms += [s * 1000 for s in seconds]
+        cpu_seconds[process.side.name] = cpu
     results = {}
     for process in processes:
         result = process.result

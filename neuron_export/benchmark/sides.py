@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 from ..artifact import Manifest, load_artifact
 from ..errors import NeuronExportError, first_line
+from .alternate import time_calls
 from .stats import LatencyStats
 
 COMPILED, EAGER, ONNXRUNTIME, OPENVINO = "compiled", "eager", "onnxruntime", "openvino"
@@ -224,17 +225,8 @@ class SideRunner:
         return self._bound()
 
     def time(self, count: int) -> tuple[list[float], float]:
-        """Seconds of `count` calls, after one untimed call (the side's turn starts with caches and
-        thread pools that the other sides' turns left cold, which no steady-state caller sees), and
-        the process's CPU seconds over them (all its threads)."""
-        self.call()
-        seconds = []
-        cpu_start = time.process_time()
-        for _ in range(count):
-            start = time.perf_counter()
-            self.call()
-            seconds.append(time.perf_counter() - start)
-        return seconds, time.process_time() - cpu_start
+        """alternate.time_calls of this side's call."""
+        return time_calls(self.call, count)
 
     def flops(self) -> Optional[int]:
         """FLOPs of one call on the bound inputs, counted from the model's exported graph (eager side only)."""

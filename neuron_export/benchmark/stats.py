@@ -48,3 +48,14 @@ def speedup(baseline_ms: Optional[float], candidate_ms: Optional[float]) -> Opti
     if not baseline_ms or not candidate_ms:
         return None
     return baseline_ms / candidate_ms
+
+
+def spread(values: Sequence[float]) -> float:
+    """The interquartile range: how far apart the middle half of the values lie."""
+    return percentile(values, 75) - percentile(values, 25)
+
+
+def too_noisy(first: Sequence[float], second: Sequence[float]) -> bool:
+    """Whether two sets of timings' medians differ by less than the larger of their spreads: which
+    side is faster cannot be told from them."""
+    return abs(percentile(first, 50) - percentile(second, 50)) < max(spread(first), spread(second))

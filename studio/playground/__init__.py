@@ -39,7 +39,8 @@ from .audio import Clip, classify_audio, read_audio, read_wav, sample_audio, tra
 from .scenes import Detection, Segments, detect_objects, draw_boxes, estimate_depth, segment
 
 # View kind (registry TaskSpec.views) -> what runs it: (LoadedArtifact, *the page's inputs) -> (result..., RunStats).
-# A new kind of output adds its runner here (run_both times the compiled and eager models) and its
+# A new kind of output adds its runner here (run_both runs and compares the compiled and eager models;
+# the RunStats it returns times them the benchmark's way when the page calls measure()) and its
 # renderer to views/playground.py's VIEWS.
 VIEW_RUNNERS: dict[str, Callable[..., Any]] = {
     "text-labels": classify_text,

@@ -6,7 +6,8 @@ Callers share LoadedArtifacts between threads: hold `.lock` while calling. Nothi
 
 from __future__ import annotations
 
-import statistics
+import functools
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,14 +17,20 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from neuron_export import Manifest, read_manifest
+from neuron_export.benchmark.alternate import alternate, time_calls
+from neuron_export.benchmark.stats import percentile, spread, too_noisy
 from neuron_export.demo import DEMO_MODELS
 from neuron_export.errors import NeuronExportError
 from neuron_export.reference import reference_generator, reference_model, source_folder
 from neuron_export.processors import load_processor
 from neuron_export.registry import DIFFUSION_TASKS, GENERATION_CLASSES, modality_of_inputs, task_view
 
-TIMED_CALLS = 5  # latency: median of up to this many calls after one warm-up call (whose result is returned)
-TIMING_BUDGET_S = 2.0  # ... stopping early once the timed calls took this long
+# The playground's timing (measure_speed): few calls, so the page stays responsive; the Benchmark page times more.
+WARMUP_CALLS = 2  # per side
+TIMED_CALLS = 10  # per side, in ROUNDS alternating rounds (one per round for slow models) ...
+ROUNDS = 5
+TIMING_BUDGET_S = 4.0  # ... and no round after the first MIN_ROUNDS starts later than this after the warm-up began
+MIN_ROUNDS = 3
 TOP_K = 5  # labels / tokens shown, best first
 
 
@@ -99,28 +106,76 @@ def _load_pipeline(path: Path, manifest: Manifest):
 
 @dataclass
 class RunStats:
-    compiled_s: float  # per call (per image for Stable Diffusion)
+    compiled_s: Optional[float] = None  # median per call (per image for Stable Diffusion); None until measured
     eager_s: Optional[float] = None
     max_abs_diff: Optional[float] = None  # largest |compiled - eager| over the outputs both returned
     unit: str = "call"
     notes: list[str] = field(default_factory=list)
+    method: str = ""  # how the times were measured, in words
+    noisy: bool = False  # no speed-up to show: the calls' spread is larger than the difference, or the host is busy
+    seconds_per_step: dict[str, Optional[float]] = field(default_factory=dict)  # Stable Diffusion: by side, the median denoising step
+    # Times both models the benchmark's way and fills in the fields above; run once, after the result is shown.
+    measure: Optional[Callable[[], None]] = field(default=None, repr=False, compare=False)
 
     @property
     def speedup(self) -> Optional[float]:
         return self.eager_s / self.compiled_s if self.eager_s and self.compiled_s else None
 
 
-def timed(call: Callable[[], Any]) -> tuple[Any, float]:
-    """The first call's result (it warms up), and the median seconds of up to TIMED_CALLS more calls
-    (fewer when they would take longer than TIMING_BUDGET_S)."""
+def measure_speed(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]], stats: RunStats) -> None:
+    """Time the compiled model and eager PyTorch as the benchmark does (alternate.py): warm-up calls, then
+    timed calls alternating between the two in rounds, in this process (the same threads for both), on
+    the same inputs padded to the compiled shape: the work the compiled model does whatever the input's length."""
+    padded = [loaded.model.pad_inputs(batch)[0] for batch in batches]
+    calls = [lambda: [loaded.model(**batch) for batch in padded]]
+    if loaded.eager is not None:
+        calls.append(lambda: [loaded.eager(**batch) for batch in padded])
+    rounds: list[int] = []
+    load = os.getloadavg()[0]  # before this measure's own threads add to it
+    busy = busy_host_note(load)  # then no speed-up is shown: time no more rounds than the budget allows
     with torch.inference_mode():
-        result = call()
-        seconds: list[float] = []
-        while len(seconds) < TIMED_CALLS and (not seconds or sum(seconds) < TIMING_BUDGET_S):
-            started = time.perf_counter()
-            call()
-            seconds.append(time.perf_counter() - started)
-    return result, statistics.median(seconds)
+        started = time.perf_counter()
+        for _ in range(WARMUP_CALLS):
+            for call in calls:
+                call()
+        # A turn is one untimed call and its timed ones (2 a round): slow models get one timed call a round.
+        round_s = 3 * (time.perf_counter() - started) / WARMUP_CALLS
+        iterations = TIMED_CALLS if round_s * ROUNDS < TIMING_BUDGET_S else ROUNDS
+        timings = alternate([functools.partial(time_calls, call) for call in calls], iterations, ROUNDS,
+                            on_round=lambda done, _: rounds.append(done), deadline=started + TIMING_BUDGET_S,
+                            min_rounds=1 if busy else MIN_ROUNDS)
+    compiled = timings[0][0]
+    stats.compiled_s = percentile(compiled, 50)
+    shape = " x ".join(str(size) for size in next(iter(padded[0].values())).shape)
+    stats.method = (f"Median of {len(compiled)} calls per side, alternating in {len(rounds)} rounds after {WARMUP_CALLS} warm-up calls, "
+                    f"{torch.get_num_threads()} threads for both, as the Benchmark page measures; both sides run the input "
+                    f"padded to the compiled shape ({shape}).")
+    if len(timings) > 1:
+        eager = timings[1][0]
+        stats.eager_s = percentile(eager, 50)
+        if too_noisy(compiled, eager):
+            stats.noisy = True
+            stats.method += (f" Too noisy to tell which is faster: the calls' spread ({_ms(max(spread(compiled), spread(eager)))} "
+                             f"between quartiles) is larger than the difference ({_ms(abs(stats.compiled_s - stats.eager_s))}); "
+                             "the Benchmark page times more calls.")
+    if busy:
+        stats.noisy = stats.eager_s is not None
+        stats.notes.append(busy)
+
+
+def busy_host_note(load: float) -> Optional[str]:
+    """Why timings are slow and erratic when other work (the load average) wants more cores than our threads
+    leave free, or None."""
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    if load <= cores - threads + 1:
+        return None
+    waiting = f", and with {threads} threads every parallel step waits for its slowest thread" if threads > 1 else ""
+    return (f"This host is busy (load {load:.1f} on {cores} cores): both sides share the CPU with other work{waiting}, "
+            "so the times are longer and vary more than on an idle host, and no speed-up is shown: try again when it is idle.")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
 
 
 def _eager_inputs(encoded: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -151,18 +206,20 @@ def bucket_note(compiled: Any) -> Optional[str]:
 
 
 def run_both(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]) -> tuple[list[Any], RunStats]:
-    """Run the compiled model (and eager PyTorch) on each batch; latency of the whole list, outputs compared."""
-    compiled, compiled_s = timed(lambda: [loaded.model(**batch) for batch in batches])
-    stats = RunStats(compiled_s)
+    """Run the compiled model (and eager PyTorch) once on each batch and compare their outputs; the
+    stats' measure() times them afterwards."""
+    with torch.inference_mode():
+        compiled = [loaded.model(**batch) for batch in batches]
+    stats = RunStats()
     stats.notes += [note] if (note := bucket_note(getattr(loaded.model, "compiled", None))) else []
     if loaded.eager is not None:
         names = loaded.manifest.input_names
-        eager_batches = [_eager_inputs(batch, names) for batch in batches]
-        eager, stats.eager_s = timed(lambda: [loaded.eager(**batch) for batch in eager_batches])
+        with torch.inference_mode():
+            eager = [loaded.eager(**_eager_inputs(batch, names)) for batch in batches]
         diffs = [d for d in map(_max_abs_diff, compiled, eager) if d is not None]
         stats.max_abs_diff = max(diffs) if diffs else None
+    stats.measure = functools.partial(measure_speed, loaded, batches, stats)
     return compiled, stats
-
 
 
 def placement(loaded: LoadedArtifact) -> list[tuple[str, list[int], list[int]]]:
