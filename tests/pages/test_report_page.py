@@ -30,8 +30,11 @@ def test_report_table_has_the_values_of_validation_json(workspace):
 def test_report_of_a_pipeline_has_a_tab_per_component(workspace):
     at = open_in_app("report.py", "tiny-sd")
     no_exception(at)
-    components = json.loads((workspace.artifacts_dir / "tiny-sd" / "manifest.json").read_text())["components"]
+    manifest = json.loads((workspace.artifacts_dir / "tiny-sd" / "manifest.json").read_text())
+    components = manifest["components"]
     assert [tab.label.split()[0] for tab in at.tabs] == components
+    assert manifest["validation"]["passed"]
+    assert at.success[0].value.startswith(f"Every compiled component ({', '.join(manifest['validation']['components'])})")
     for tab, name in zip(at.tabs, components):
         report = json.loads((workspace.artifacts_dir / "tiny-sd" / name / "validation.json").read_text())
         outputs = tab.dataframe[1].value
