@@ -12,6 +12,7 @@ auth.require_password()
 services = ui.services()
 
 PAGES = [
+    ("views/start.py", "Start here", ":material/waving_hand:"),
     ("views/compile.py", "Compile", ":material/bolt:"),
     ("views/jobs.py", "Jobs", ":material/list_alt:"),
     ("views/artifacts.py", "Artifacts", ":material/inventory_2:"),
@@ -33,3 +34,4 @@ try:
 except Exception as error:  # a page bug: one readable line on screen, the traceback in the server log
     logging.getLogger("neuron_export.studio").exception("page %s failed", navigation.title)
     ui.show_error(error)
+ui.warm_up()  # torch and transformers load in the background once the first page is on screen

@@ -30,7 +30,6 @@ from typing import Any, Optional
 
 from .artifact.manifest import Manifest, TensorSpec, Validation
 from .errors import ArtifactError, NeuronExportError, first_line
-from .inputs import value_ranges
 from .options import ExportOptions
 
 NEURON_FILE = "model.neuron"
@@ -109,6 +108,7 @@ def _common(folder: Path, neuron: dict[str, Any], source: str, task: str, model_
 
 
 def _encoder_manifest(folder: Path) -> Manifest:
+    from .inputs import value_ranges  # imports torch: not when the studio only lists folders
     from .registry import TASKS, get_architecture
 
     config, neuron = _neuron_section(folder)
@@ -189,6 +189,8 @@ def _pipeline_manifest(folder: Path) -> Manifest:
 
 
 def _component_manifest(pipeline: Path, name: str) -> Manifest:
+    from .inputs import value_ranges  # imports torch: not when the studio only lists folders
+
     task, specs, shapes = _pipeline_parts(pipeline)
     spec = next((s for s in specs if s.name == name), None)
     if spec is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -15,14 +16,14 @@ from neuron_export import Manifest, read_manifest, read_validation
 from neuron_export.artifact import MANIFEST, check_output_dir
 from neuron_export.artifact.folders import clean_stale
 from neuron_export.errors import NeuronExportError
-from neuron_export.export.cache import cache_root
 from neuron_export.hub import download_problem
 from neuron_export.sources import untrained_warning
-from studio.jobs import ACTIVE_STATUSES, Dispatcher, Job, JobStatus, JobStore, commands, timeline
+from studio.jobs import ACTIVE_STATUSES, EXPORT, Dispatcher, Job, JobStatus, JobStore, commands, timeline
 from studio.jobs.timeline import fmt_duration  # noqa: F401  (pages write durations as ui.fmt_duration)
 from studio.workspace import Workspace
 
 MAX_JOBS_ENV = "NEURON_EXPORT_MAX_JOBS"
+LAST_ARTIFACT_KEY = "last_artifact"  # session state: the artifact last picked, preselected on the next page
 TRUSTED_SOURCES_KEY = "remote_code_trusted"  # session state: sources whose own code this session agreed to run
 log = logging.getLogger("neuron_export.studio")
 
@@ -36,21 +37,37 @@ class Services:
 
 @st.cache_resource
 def services() -> Services:
-    """One workspace, job store and queue dispatcher per server process, shared by all sessions."""
-    # Import transformers' model registry once, here, before pages use it from several threads.
-    import transformers.models.auto.modeling_auto  # noqa: F401
+    """One workspace, job store and queue dispatcher per server process, shared by all sessions.
 
+    Nothing here imports torch or transformers: the first page paints without them (see warm_up)."""
     workspace = Workspace()
     # Demo models and the compile cache live in the workspace too; job subprocesses inherit this.
     os.environ.setdefault("NEURON_EXPORT_DEMO_DIR", str(workspace.demo_dir))
     os.environ.setdefault("NEURON_EXPORT_CACHE", str(workspace.cache_dir))
-    for folder in (workspace.artifacts_dir, Path(os.environ["NEURON_EXPORT_DEMO_DIR"]), cache_root()):
-        for stale in clean_stale(folder):  # temporary folders of killed jobs; live ones are kept
-            log.info("removed %s, left by an export that was killed", stale)
     store = JobStore(workspace.db_path, workspace.jobs_dir)
     dispatcher = Dispatcher(store, max_concurrent=int(os.environ.get(MAX_JOBS_ENV, "1")))
     dispatcher.start()
     return Services(workspace, store, dispatcher)
+
+
+@st.cache_resource
+def warm_up() -> threading.Thread:
+    """Once per server, after the first page has painted (app.py calls this last): in the background,
+    import torch and transformers' model registry (seconds) before pages use them from several
+    threads, and remove the temporary folders of killed exports."""
+    thread = threading.Thread(target=_warm_up, args=(services().workspace,), name="studio-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm_up(workspace: Workspace) -> None:
+    import transformers.models.auto.modeling_auto  # noqa: F401
+
+    from neuron_export.export.cache import cache_root
+
+    for folder in (workspace.artifacts_dir, Path(os.environ["NEURON_EXPORT_DEMO_DIR"]), cache_root()):
+        for stale in clean_stale(folder):  # temporary folders of killed jobs; live ones are kept
+            log.info("removed %s, left by an export that was killed", stale)
 
 
 def fmt_ms(seconds: Optional[float]) -> str:
@@ -153,7 +170,7 @@ def artifact_picker(
         st.info("No compiled artifact yet: compile one on the **Compile** page.")
         return None
     names = list(artifacts)
-    wanted = st.query_params.get("artifact")
+    wanted = remembered_artifact()
     index = names.index(wanted) if wanted in names else 0
     name = st.selectbox(
         label,
@@ -162,8 +179,19 @@ def artifact_picker(
         key=key,
         format_func=lambda n: f"{n}  —  {artifacts[n].task}, {where_it_runs(artifacts[n])}",
     )
-    st.query_params["artifact"] = name
+    remember_artifact(name)
     return workspace.artifacts_dir / name
+
+
+def remembered_artifact() -> Optional[str]:
+    """The artifact the person is working on: ?artifact=NAME, else the one last picked on any page of this
+    session (the sidebar's links drop the URL's query)."""
+    return st.query_params.get("artifact") or st.session_state.get(LAST_ARTIFACT_KEY)
+
+
+def remember_artifact(name: str) -> None:
+    st.query_params["artifact"] = name
+    st.session_state[LAST_ARTIFACT_KEY] = name
 
 
 def artifact_header(
@@ -232,7 +260,9 @@ def job_panel(store: JobStore, job_id: str, log_lines: int = 20) -> None:
             st.toast(f"Cancelling {job.title}…")
         job_progress(store, job)
     elif status == "succeeded":
-        checked = {True: "validated against eager PyTorch ✓", None: "not validated"}.get(job.validation_passed, "")
+        # Only an export validates; a benchmark or a download has nothing to be "not validated".
+        checked = {True: "validated against eager PyTorch ✓", None: "not validated"}.get(job.validation_passed, "") \
+            if job.kind == EXPORT else ""
         st.success(f"Done in {fmt_duration(job.elapsed_s)}" + (f" — {checked}" if checked else ""),
                    icon=":material/check_circle:")
     elif status in ("failed", "interrupted"):

@@ -12,9 +12,10 @@ import streamlit as st
 from neuron_export import Manifest
 from neuron_export.benchmark import benchmark_history
 from studio import bench_charts, ui
-from studio.jobs import BENCHMARK, JobStore, benchmark_command
+from studio.jobs import BENCHMARK, Job, JobStore, benchmark_command
 
 JOBS_KEY = "benchmark_jobs"  # this session's benchmark jobs, shown until it leaves
+WATCHED_KEY = "benchmark_unfinished"  # the jobs the live panel last saw unfinished
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -67,10 +68,22 @@ def run_form(store: JobStore, selected: list[Path], manifests: dict[Path, Manife
     st.toast(f"Queued {len(selected)} benchmark job(s)")
 
 
-@st.fragment(run_every="2s")
+def finished_since(watched: set[str], jobs: list[Job]) -> set[str]:
+    """Jobs that were running at the last look (`watched`) and have finished since."""
+    unfinished = {job.id for job in jobs if not job.is_finished}
+    return watched - unfinished
+
+
+@st.fragment(run_every=2.0)  # seconds as a number: a "2s" string makes Streamlit import pandas
 def running_jobs(store: JobStore) -> None:
+    """The benchmark jobs of this session and any still running, live; when one finishes, the whole page
+    runs again so that its results appear below without a reload."""
     mine = st.session_state.get(JOBS_KEY, [])
     jobs = [job for job in store.list(limit=50) if job.kind == BENCHMARK and (job.id in mine or not job.is_finished)]
+    finished = finished_since(st.session_state.get(WATCHED_KEY, set()), jobs)
+    st.session_state[WATCHED_KEY] = {job.id for job in jobs if not job.is_finished}
+    if finished:
+        st.rerun()  # scope "app": the results section is outside this fragment
     for job in jobs:
         with st.container(border=True):
             ui.job_panel(store, job.id, log_lines=8)
@@ -124,9 +137,11 @@ def main() -> None:
         st.info("No artifact to benchmark yet: compile a model on the **Compile** page.")
         return
     paths = list(manifests)
-    wanted = [p for p in paths if p.name == st.query_params.get("artifact")]
+    wanted = [p for p in paths if p.name == ui.remembered_artifact()]  # the one chosen on the previous page
     selected = st.multiselect("Artifacts to compare", paths, default=wanted or paths[:1],
                               format_func=lambda p: caption(p.name, manifests[p]))
+    if selected:
+        ui.remember_artifact(selected[0].name)
     run_form(services.store, selected, manifests)
     running_jobs(services.store)
     results(selected)

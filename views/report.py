@@ -9,6 +9,51 @@ from neuron_export.errors import NeuronExportError
 from studio import charts, ui
 
 DIFF_FORMAT = "%.2e"
+ATOL_HELP = ("The largest difference allowed between a number the compiled model gives and the one the original "
+             "(eager PyTorch) model gives for the same input. Smaller is stricter.")
+DIFF_HELP = ("How far the compiled model's numbers are from the original's on the same inputs: {} over every number "
+             "of this output in every run. 0 means identical; it should be below atol.")
+SAME_ANSWERS = "gives the same answers as the original"
+
+
+def plain_verdict(report: dict) -> str:
+    """One component's report in one plain sentence: can it be used as it is, and if not, why not."""
+    atol, outputs = report["atol"], report["outputs"]
+    diffs = [output["max_abs_diff"] for output in outputs if output["max_abs_diff"] is not None]
+    if report["passed"]:
+        largest = max(diffs, default=0.0)
+        seen = "identical on every input tried" if largest == 0 else f"the largest difference seen is {largest:.2g}"
+        return f"The compiled model {SAME_ANSWERS}, to within {atol:g} ({seen}): safe to use."
+    reasons = []
+    if not report["names_match"]:
+        reasons.append("it does not return the outputs the original returns")
+    misshapen = [output["name"] for output in outputs if not output["shape_match"]]
+    if misshapen:
+        reasons.append(f"{', '.join(misshapen)} {'has' if len(misshapen) == 1 else 'have'} another shape than the original's")
+    far = [output for output in outputs if output["shape_match"] and output.get("values_close") is False]
+    if far:
+        worst = max(output["max_abs_diff"] for output in far)
+        reasons.append(f"{', '.join(output['name'] for output in far)} differ{'s' if len(far) == 1 else ''} from the "
+                       f"original's by up to {worst:.2g}, more than the {atol:g} allowed")
+    why = "; ".join(reasons) or "it failed the checks below"
+    return (f"The compiled model does not give the same answers as the original: {why}. Do not rely on it as it is; "
+            "the numbers below show where it differs.")
+
+
+def pipeline_verdict(passed: dict[str, bool]) -> str:
+    """A pipeline's verdict from its components' (the manifest's validation.components)."""
+    failed = [name for name, ok in passed.items() if not ok]
+    if not failed:
+        return f"Every compiled component ({', '.join(passed)}) {SAME_ANSWERS}, to within its atol: safe to use."
+    return (f"{', '.join(failed)} of the compiled pipeline {'does' if len(failed) == 1 else 'do'} not give the same "
+            "answers as the original: do not rely on the pipeline as it is; its tab below says why.")
+
+
+def show_verdict(text: str, passed: bool) -> None:
+    if passed:
+        st.success(text, icon=":material/verified:")
+    else:
+        st.error(text, icon=":material/error:")
 
 
 def summary(report: dict) -> None:
@@ -16,7 +61,7 @@ def summary(report: dict) -> None:
     with verdict:
         st.markdown("**Verdict**")
         st.badge("passed ✓" if report["passed"] else "failed ✗", color="green" if report["passed"] else "red")
-    atol.metric("atol", f"{report['atol']:g}", help="Largest absolute difference allowed between compiled and eager outputs")
+    atol.metric("atol", f"{report['atol']:g}", help=ATOL_HELP)
     atol.caption(f"Source: {report['atol_source']}")
     with names:
         st.markdown("**Output names**")
@@ -48,17 +93,18 @@ def component_section(folder: Path) -> None:
     if report is None:
         st.warning(f"{folder.name}: validation.json is missing or unreadable.", icon=":material/warning:")
         return
+    show_verdict(plain_verdict(report), report["passed"])
     summary(report)
     st.markdown("**Outputs**")
-    diff_column = {"format": DIFF_FORMAT, "help": "absolute difference, compiled vs eager PyTorch, over all runs"}
     st.dataframe(
         charts.output_rows(report),
         hide_index=True,
         width="stretch",
         column_config={
-            "Max abs diff": st.column_config.NumberColumn(**diff_column),
-            "Mean abs diff": st.column_config.NumberColumn(**diff_column),
-            "atol": st.column_config.NumberColumn(format="%g"),
+            "Max abs diff": st.column_config.NumberColumn(format=DIFF_FORMAT, help=DIFF_HELP.format("the largest")),
+            "Mean abs diff": st.column_config.NumberColumn(format=DIFF_FORMAT, help=DIFF_HELP.format("the average")),
+            "atol": st.column_config.NumberColumn(format="%g", help=ATOL_HELP),
+            "Within atol": st.column_config.TextColumn(help="✓: every difference of this output is below atol"),
         },
     )
     if not report["outputs"]:
@@ -70,17 +116,22 @@ def component_section(folder: Path) -> None:
 
 def main() -> None:
     st.title("Validation report")
-    st.caption("Each compiled output against eager PyTorch on fresh inputs: shapes, largest and mean differences, and atol.")
+    st.caption("Does the compiled model give the same answers as the original? Each compiled output against eager "
+               "PyTorch on fresh inputs: shapes, largest and mean differences, and atol (hover a column for what it means).")
     services = ui.services()
     picked = ui.artifact_header(services.workspace, key="report_artifact")
     if picked is None:
         return
     path, manifest = picked
     st.caption(f"{manifest.source} · {manifest.task} · compiled {manifest.created[:16].replace('T', ' ')}")
+    st.page_link("views/playground.py", label="Try it in the Playground", icon=":material/science:",
+                 query_params={"artifact": path.name})
     if not manifest.is_pipeline:
         component_section(path)
         return
     passed = manifest.validation.components
+    if manifest.validation.passed is not None and passed:
+        show_verdict(pipeline_verdict(passed), manifest.validation.passed)
     tabs = st.tabs([f"{name} {charts.mark(passed[name]) if name in passed else ''}".strip() for name in manifest.components])
     for tab, name in zip(tabs, manifest.components):
         with tab:

@@ -122,7 +122,7 @@ def compile_from_the_form(page, app) -> None:
     """Fill the Compile form (tiny BERT, torchscript, 16 tokens), click Compile, wait for the job."""
     from playwright.sync_api import expect
 
-    page.goto(app.url)
+    page.goto(f"{app.url}/compile")  # the first page is Start here
     main = main_area(page)
     main.get_by_role("heading", name="Compile a model").wait_for()
 

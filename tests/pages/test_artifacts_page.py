@@ -11,6 +11,7 @@ from page_helpers import APP, no_exception, open_in_app, submit
 from streamlit.testing.v1 import AppTest
 
 from neuron_export import read_manifest
+from studio import ui
 
 
 def test_library_table_has_a_row_per_artifact_from_its_manifest(workspace):
@@ -86,4 +87,5 @@ def test_the_dashboards_start_up_removes_what_killed_exports_left(fresh_workspac
         (folder / "model.pt").write_bytes(b"partial")
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception
+    ui.warm_up().join(timeout=120)  # the clean-up runs in the background once the first page is drawn
     assert not stale.exists() and live.exists()

@@ -1,6 +1,7 @@
 """AppTest of the Benchmark page on real artifacts: the artifact captions (compiled batch of a model
-and of a pipeline), a real benchmark job from the form and its stored results in the charts and table,
-and batch sizes that are refused before anything is queued."""
+and of a pipeline), a real benchmark job from the form and its stored results in the charts and table
+(its panel does not say "not validated"), batch sizes that are refused before anything is queued, and
+the artifact picked on the previous page preselected."""
 
 import json
 
@@ -40,6 +41,8 @@ def test_the_form_runs_a_benchmark_job_and_the_page_shows_its_results(workspace,
 
     at.run()
     no_exception(at)
+    (done,) = [s.value for s in at.success if s.value.startswith("Done in")]
+    assert "validated" not in done  # a benchmark has nothing to validate
     (report,) = benchmark_history(artifact_copy)
     assert any(h.value == "Latest results" for h in at.subheader)
     assert len(at.get("plotly_chart")) == 5  # latency, speed-up, throughput, % of peak, history
@@ -70,3 +73,14 @@ def test_batch_sizes_are_checked_before_anything_is_queued(workspace, artifact_c
     store.cancel(job.id)
     assert job.argv == benchmark_command(artifact_copy, iterations=30, warmup=5, steps=10, batch_sizes=[1, 4])
     wait_for_job(store, job.id)
+
+
+def test_the_artifact_picked_on_the_previous_page_is_preselected(workspace):
+    at = open_in_app("report.py", "minilm")
+    assert at.selectbox[0].value == "minilm"
+    at.query_params.clear()  # the sidebar's links drop the URL's query; the session remembers the pick
+    at.switch_page("views/benchmark.py").run()
+    no_exception(at)
+    newest = max(workspace.list_artifacts(), key=lambda p: json.loads((p / "manifest.json").read_text())["created"])
+    assert newest.name != "minilm"  # what the page would otherwise preselect
+    assert [path.name for path in at.multiselect[0].value] == ["minilm"]

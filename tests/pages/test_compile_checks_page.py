@@ -10,7 +10,7 @@ test needs another answer (tests/engine/test_hub_reach.py tests the probe agains
 import shutil
 
 import pytest
-from page_helpers import APP
+from page_helpers import open_in_app
 from streamlit.testing.v1 import AppTest
 
 import neuron_export.backends
@@ -30,7 +30,7 @@ def workspace(fresh_workspace, monkeypatch):
 
 
 def open_form() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")  # Start here is the first page
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from page_helpers import APP, wait_for_job
+from page_helpers import open_in_app, wait_for_job
 from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -29,7 +29,7 @@ def compile_form(at: AppTest, demo: str, name: str, sequence_length: int = 16) -
 
 
 def test_compile_form_runs_a_real_job_to_success(fresh_workspace):
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     assert not at.exception
     compile_form(at, "demo:tiny-bert", "tiny-bert-ts")
     assert not compile_button(at).disabled
@@ -81,7 +81,7 @@ def compile_button(at: AppTest):
     [("../escape", "Invalid output name"), ("/abs/path", "Invalid output name"), ("", "Invalid output name")],
 )
 def test_bad_artifact_names_show_an_error_and_disable_compile(fresh_workspace, name, message):
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     compile_form(at, "demo:tiny-bert", name)
     assert not at.exception
     assert any(message in e.value for e in at.error), [e.value for e in at.error]
@@ -91,7 +91,7 @@ def test_bad_artifact_names_show_an_error_and_disable_compile(fresh_workspace, n
 
 def test_existing_artifact_needs_replace(fresh_workspace):
     (fresh_workspace.artifacts_dir / "taken").mkdir(parents=True)
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     compile_form(at, "demo:tiny-bert", "taken")
     assert any("already exists" in w.value for w in at.warning) and compile_button(at).disabled
     at.checkbox(key="force").check().run()
@@ -104,7 +104,7 @@ def local_folder(at: AppTest, typed: str) -> AppTest:
 
 
 def test_local_folders_outside_the_model_roots_get_the_same_answer_as_missing_ones(fresh_workspace, tmp_path):
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     answers = set()
     for typed in ("/etc/passwd", "/root/.ssh", str(tmp_path / "nope"), str(fresh_workspace.root / "nope")):
         local_folder(at, typed)
@@ -118,7 +118,7 @@ def test_local_folders_outside_the_model_roots_get_the_same_answer_as_missing_on
 
 def test_a_local_folder_in_the_workspace_is_read(fresh_workspace):
     model = shutil.copytree(resolve_demo("demo:tiny-bert"), fresh_workspace.root / "models" / "bert")
-    at = local_folder(AppTest.from_file(str(APP), default_timeout=60).run(), str(model))
+    at = local_folder(open_in_app("compile.py"), str(model))
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Detected task:** text-classification" in m.value for m in at.markdown)
     assert not compile_button(at).disabled
@@ -126,7 +126,7 @@ def test_a_local_folder_in_the_workspace_is_read(fresh_workspace):
 
 @pytest.mark.parametrize("typed", ["../../etc", "/etc/passwd", "a/b/c"])
 def test_a_hub_id_that_is_a_path_is_refused(fresh_workspace, typed):
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     at.segmented_control(key="source_kind").set_value("Hugging Face Hub").run()
     at.text_input(key="hub_id").set_value(typed).run()
     assert any("is not a Hub model id" in e.value for e in at.error) and compile_button(at).disabled
@@ -137,7 +137,7 @@ def test_a_neuron_backend_offers_cross_compiling_and_queues_its_command(fresh_wo
     neuron = next(backend for backend in BACKENDS.values() if backend.is_neuron)
     monkeypatch.setattr(neuron, "unavailable_reason", lambda options: None)
     monkeypatch.setenv("NEURON_EXPORT_MAX_JOBS", "0")  # the queued command is the test; no job runs
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     compile_form(at, "demo:tiny-bert", "bert-inf2")
     at.selectbox(key="backend").set_value(neuron.name).run()
     assert at.selectbox(key="device").disabled
@@ -151,7 +151,7 @@ def test_cpu_code_and_int8_choices_reach_the_queued_command(fresh_workspace, mon
     """inductor: CPU code for any AVX-512 CPU, int8 linears; the job runs the CLI with those flags. With a
     backend that has no machine code of its own (torchscript) the CPU choice is disabled."""
     monkeypatch.setenv("NEURON_EXPORT_MAX_JOBS", "0")  # the queued command is the test; no job runs
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     compile_form(at, "demo:tiny-bert", "bert-avx512-int8")
     assert at.selectbox(key="cpu_isa").disabled
     at.selectbox(key="backend").set_value("inductor").run()
@@ -177,7 +177,7 @@ def test_compile_form_builds_a_text_generation_model(fresh_workspace):
 
     from neuron_export import NeuronModelForCausalLM
 
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     compile_form(at, "demo:tiny-llama", "llama-ts")
     assert [n.key for n in at.number_input if n.key.startswith("shape-")] == ["shape-batch_size-demo:tiny-llama",
                                                                               "shape-sequence_length-demo:tiny-llama"]
@@ -199,7 +199,7 @@ def test_compile_form_builds_a_text_generation_model(fresh_workspace):
     ("demo:tiny-yolos", {"batch_size": 1, "num_channels": 3, "height": 32, "width": 48}),  # its image processor's size
 ])
 def test_the_form_asks_for_the_shapes_of_the_models_modality(fresh_workspace, demo, fields):
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     at.selectbox(key="demo").set_value(demo)
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -208,7 +208,7 @@ def test_the_form_asks_for_the_shapes_of_the_models_modality(fresh_workspace, de
 
 
 def test_buckets_typed_in_the_form_compile_one_model_per_length(fresh_workspace):
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     compile_form(at, "demo:tiny-bert", "bert-buckets")
     at.text_input(key="buckets-sequence_length-demo:tiny-bert").set_value("16, 8").run()
     assert not at.error, [e.value for e in at.error]
@@ -225,7 +225,7 @@ def test_buckets_typed_in_the_form_compile_one_model_per_length(fresh_workspace)
 
 @pytest.mark.parametrize("text", ["8,x", "auto:64-8"])
 def test_bad_buckets_show_an_error_and_submit_nothing(fresh_workspace, text):
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")
     compile_form(at, "demo:tiny-bert", "bert-bad-buckets")
     at.text_input(key="buckets-sequence_length-demo:tiny-bert").set_value(text).run()
     assert any("--sequence_length" in e.value for e in at.error), [e.value for e in at.error]

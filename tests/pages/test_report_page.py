@@ -1,13 +1,16 @@
 """AppTest of the Validation report page on real artifacts: the tables hold validation.json's values,
-a pipeline has a tab per component, a skipped validation says why, a damaged report warns."""
+a pipeline has a tab per component, a skipped validation says why, a damaged report warns, and the
+plain-language verdict says "safe to use" for a passing report and not for a real failing one."""
 
 import json
 
-from page_helpers import no_exception, open_page
+from page_helpers import no_exception, open_in_app
+
+from neuron_export import ExportOptions, export
 
 
 def test_report_table_has_the_values_of_validation_json(workspace):
-    at = open_page("report.py", "tiny-bert")
+    at = open_in_app("report.py", "tiny-bert")
     no_exception(at)
     report = json.loads((workspace.artifacts_dir / "tiny-bert" / "validation.json").read_text())
     runs, outputs = (frame.value for frame in at.dataframe)
@@ -25,10 +28,13 @@ def test_report_table_has_the_values_of_validation_json(workspace):
 
 
 def test_report_of_a_pipeline_has_a_tab_per_component(workspace):
-    at = open_page("report.py", "tiny-sd")
+    at = open_in_app("report.py", "tiny-sd")
     no_exception(at)
-    components = json.loads((workspace.artifacts_dir / "tiny-sd" / "manifest.json").read_text())["components"]
+    manifest = json.loads((workspace.artifacts_dir / "tiny-sd" / "manifest.json").read_text())
+    components = manifest["components"]
     assert [tab.label.split()[0] for tab in at.tabs] == components
+    assert manifest["validation"]["passed"]
+    assert at.success[0].value.startswith(f"Every compiled component ({', '.join(manifest['validation']['components'])})")
     for tab, name in zip(at.tabs, components):
         report = json.loads((workspace.artifacts_dir / "tiny-sd" / name / "validation.json").read_text())
         outputs = tab.dataframe[1].value
@@ -37,7 +43,7 @@ def test_report_of_a_pipeline_has_a_tab_per_component(workspace):
 
 
 def test_report_says_why_validation_was_skipped(workspace):
-    at = open_page("report.py", "unvalidated")
+    at = open_in_app("report.py", "unvalidated")
     no_exception(at)
     assert any("skipped" in i.value and "--disable-validation" in i.value for i in at.info)
     assert not at.dataframe
@@ -45,13 +51,13 @@ def test_report_says_why_validation_was_skipped(workspace):
 
 def test_report_with_a_damaged_validation_file_warns(workspace, artifact_copy):
     (artifact_copy / "validation.json").write_text("{not json")
-    at = open_page("report.py", artifact_copy.name)
+    at = open_in_app("report.py", artifact_copy.name)
     no_exception(at)
     assert any("validation.json" in w.value for w in at.warning)
 
 
 def test_report_of_a_generative_artifact_shows_its_generation_check(workspace):
-    at = open_page("report.py", "tiny-llama")
+    at = open_in_app("report.py", "tiny-llama")
     no_exception(at)
     components = json.loads((workspace.artifacts_dir / "tiny-llama" / "manifest.json").read_text())["components"]
     assert [tab.label.split()[0] for tab in at.tabs] == components == ["prefill_48", "decode"]
@@ -59,3 +65,36 @@ def test_report_of_a_generative_artifact_shows_its_generation_check(workspace):
     outputs = at.tabs[1].dataframe[1].value
     assert list(outputs["Output"]) == ["prefill logits", "decode logits", "greedy tokens"] == [o["name"] for o in report["outputs"]]
     assert list(outputs["Within atol"]) == ["✓"] * 3
+
+
+def test_verdict_of_a_passing_report_is_plain_and_links_to_the_playground(workspace):
+    at = open_in_app("report.py", "tiny-bert")
+    no_exception(at)
+    report = json.loads((workspace.artifacts_dir / "tiny-bert" / "validation.json").read_text())
+    assert report["passed"]
+    (verdict,) = at.success
+    largest = max(output["max_abs_diff"] for output in report["outputs"])
+    assert verdict.value.startswith(f"The compiled model gives the same answers as the original, to within {report['atol']:g}")
+    assert verdict.value.endswith("safe to use.") and (f"{largest:.2g}" in verdict.value or largest == 0)
+    assert not at.error
+    links = [link for link in at.get("page_link") if link.proto.page.endswith("playground")]
+    assert links and "artifact=tiny-bert" in links[0].proto.query_string
+    assert at.metric[0].help and "difference allowed" in at.metric[0].help
+
+
+def test_verdict_of_a_failing_report_says_it_is_not_safe(fresh_workspace, monkeypatch):
+    # A real failing report: bf16 matmuls against a float32 eager model, with an atol no bf16 result meets.
+    monkeypatch.setenv("NEURON_EXPORT_DEMO_DIR", str(fresh_workspace.demo_dir))
+    artifact = fresh_workspace.artifacts_dir / "bf16-strict"
+    result = export("demo:tiny-bert", artifact, ExportOptions(backend="torchscript", sequence_length=8, auto_cast="all",
+                                                               auto_cast_type="bf16", atol=1e-6))
+    assert result.manifest.validation.passed is False
+    report = json.loads((artifact / "validation.json").read_text())
+    at = open_in_app("report.py", "bf16-strict")
+    no_exception(at)
+    assert not at.success
+    verdict = next(e.value for e in at.error if e.value.startswith("The compiled model does not give the same answers"))
+    far = [o for o in report["outputs"] if not o["values_close"]]
+    assert far and all(o["name"] in verdict for o in far)
+    assert f"{max(o['max_abs_diff'] for o in far):.2g}" in verdict and "more than the 1e-06 allowed" in verdict
+    assert "safe to use" not in verdict

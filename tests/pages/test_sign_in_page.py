@@ -61,7 +61,7 @@ def test_wrong_passwords_get_a_back_off_with_the_time_to_wait(fresh_workspace, m
     # Within the wait even the right password is not checked; the message says how long.
     errors = [e.value for e in sign_in(at, "s3cret").error]
     assert len(errors) == 1 and errors[0].startswith("Too many wrong passwords: try again in ")
-    assert not [t for t in at.title if t.value == "Compile a model"]
+    assert not [t for t in at.title if t.value == "Start here"]
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_no_page_beyond_loopback_without_a_password(address, password, fresh_wor
     if password is not None:
         monkeypatch.setenv(PASSWORD_ENV, password)
     at = AppTest.from_file(str(APP), default_timeout=60).run()
-    assert not [t for t in at.title if t.value == "Compile a model"]
+    assert not [t for t in at.title if t.value == "Start here"]
     assert any("reachable beyond this host" in e.value and PASSWORD_ENV in e.value for e in at.error)
 
 
@@ -86,10 +86,10 @@ def test_no_page_beyond_loopback_without_a_password(address, password, fresh_wor
 def test_a_password_opens_a_dashboard_beyond_loopback(address, fresh_workspace, monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, "s3cret")
     at = sign_in(AppTest.from_file(str(APP), default_timeout=60).run(), "s3cret")
-    assert [t for t in at.title if t.value == "Compile a model"]
+    assert [t for t in at.title if t.value == "Start here"]
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1"], indirect=True)
 def test_loopback_needs_no_password(address, fresh_workspace):
     at = AppTest.from_file(str(APP), default_timeout=60).run()
-    assert [t for t in at.title if t.value == "Compile a model"]
+    assert [t for t in at.title if t.value == "Start here"]

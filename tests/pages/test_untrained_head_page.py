@@ -4,7 +4,7 @@ classification) carries a warning badge naming the weights on the Report, Playgr
 import shutil
 
 import pytest
-from page_helpers import no_exception, open_in_app, open_page
+from page_helpers import no_exception, open_in_app
 
 from neuron_export import ExportOptions, export, read_manifest
 from neuron_export.demo import build_tiny_text_model
@@ -28,7 +28,7 @@ def assert_flagged(at, artifact) -> None:
 
 @pytest.mark.parametrize("page", ["report.py", "playground.py"])
 def test_report_and_playground_flag_the_untrained_head(page, headless_artifact):
-    assert_flagged(open_page(page, headless_artifact.name), headless_artifact)
+    assert_flagged(open_in_app(page, headless_artifact.name), headless_artifact)
 
 
 def test_artifacts_page_flags_it_too(headless_artifact):
@@ -36,6 +36,6 @@ def test_artifacts_page_flags_it_too(headless_artifact):
 
 
 def test_a_trained_artifact_has_no_such_badge(workspace):
-    at = open_page("report.py", "tiny-bert")
+    at = open_in_app("report.py", "tiny-bert")
     no_exception(at)
     assert not any("untrained head" in m.value for m in at.markdown)

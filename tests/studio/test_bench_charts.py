@@ -95,8 +95,27 @@ def test_history_figure_orders_runs_by_time():
             for ms, created in ((9, "2026-11-03T00:00:00+00:00"), (11, "2026-11-01T00:00:00+00:00"), (10, "2026-11-02T00:00:00+00:00"))]
     figure = bench_charts.history_figure(runs)
     compiled = next(t for t in figure.data if t.name == "compiled")
-    assert list(compiled.x) == sorted(r["created"] for r in runs)
+    assert list(compiled.x) == ["2026-11-01 00:00:00", "2026-11-02 00:00:00", "2026-11-03 00:00:00"]
     assert list(compiled.y) == [11.0, 10.0, 9.0]
+
+
+def test_history_of_a_single_run_has_one_run_label_not_a_time_scale():
+    run = synthetic_report("a", {1: {"compiled": [9.0], "eager": [50.0]}}, created="2026-11-29T22:33:09.52+00:00")
+    figure = bench_charts.history_figure([run])
+    assert figure.layout.xaxis.type == "category"  # a date axis around one point zooms to sub-millisecond ticks
+    assert [list(trace.x) for trace in figure.data] == [["2026-11-29 22:33:09"]] * 2
+
+
+def test_speedup_labels_fit_and_do_not_cover_the_as_fast_line():
+    # 0.96x: the bar ends just under the 1x line, where the old label sat over it.
+    report = synthetic_report("a", {1: {"compiled": [50.0], "eager": [48.0]}})
+    figure = bench_charts.speedup_figure([report])
+    (line_label,) = figure.layout.annotations
+    assert line_label.text == "1x: as fast" and line_label.x >= 1 and line_label.xanchor == "left"  # right of the plot
+    over_eager = figure.data[0]
+    assert list(over_eager.text) == ["0.96x"] and over_eager.cliponaxis is False
+    assert figure.layout.yaxis.range[1] >= 0.96 * bench_charts.SPEEDUP_HEADROOM
+    assert figure.layout.margin.r >= 60 and figure.layout.legend.orientation == "h"  # the legend is not in its way
 
 
 def test_tradeoff_figure_pairs_compile_time_with_latency(reports):

@@ -1,10 +1,11 @@
 """The dashboard on an inf2 host (AppTest): Compile with `auto` -> a real job compiles for the NeuronCores ->
 Jobs -> Validation report -> Playground, whose answer matches transformers; Stable Diffusion in the
 Playground with its UNet on two NeuronCores; an optimum-neuron folder in the workspace; the System page's
-doctor and NeuronCore tables. Budget: ~90 s."""
+doctor and NeuronCore tables; Start here says the host uses Neuron. Budget: ~90 s."""
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,19 @@ def workspace(tmp_path_factory):
         st.cache_resource.clear()
 
 
-def test_compile_jobs_report_playground_on_the_neuroncores(workspace):
+def test_start_here_says_this_host_uses_neuron(workspace):
     at = AppTest.from_file(str(APP), default_timeout=120).run()
+    no_exception(at)
+    deadline = time.monotonic() + 120  # the page's `neuron-export doctor` subprocess
+    while not (headlines := [m.value for m in at.markdown if m.value.startswith(("**Neuron**", "**CPU**", "**Nothing"))]):
+        assert time.monotonic() < deadline, "the host check did not answer"
+        time.sleep(1)
+        at.run()
+    assert headlines[0].startswith("**Neuron**: models compile for and run on this host's NeuronCores (backend neuron")
+
+
+def test_compile_jobs_report_playground_on_the_neuroncores(workspace):
+    at = AppTest.from_file(str(APP), default_timeout=120).run().switch_page("views/compile.py").run()
     assert any("auto will use **neuron** (Neuron): torch-neuronx and a Neuron device are present" in c.value for c in at.caption), [c.value for c in at.caption]
     at.selectbox(key="demo").set_value("demo:tiny-bert").run()
     # Named by what auto resolves to here: the neuron backend, for this host's inf2 NeuronCores.
