@@ -61,6 +61,9 @@ def model_section(workspace: Workspace) -> tuple[str, Optional[ModelInfo], bool]
     st.subheader("1 · Model")
     source_kind = st.segmented_control("Source", SOURCES, default=SOURCES[0], key="source_kind") or SOURCES[0]
     if source_kind == "Demo model":
+        linked = st.query_params.get("demo")  # Start here links to a demo's compile
+        if linked in DEMO_MODELS and "demo" not in st.session_state:
+            st.session_state["demo"] = linked
         model = st.selectbox("Built-in model (no download)", list(DEMO_MODELS), key="demo",
                              format_func=lambda name: f"{name} — {DEMO_MODELS[name].description}")
     elif source_kind == "Local folder":

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from urllib.parse import parse_qs
 
 from page_helpers import APP, ROOT, TIMEOUT, no_exception
 from streamlit.testing.v1 import AppTest
@@ -34,6 +35,15 @@ def test_start_here_is_the_first_page_and_links_to_the_first_compile(fresh_works
     assert any("A folder on this host" in m.value and "Hub id" in m.value and "already compiled for Neuron" in m.value
                for m in at.markdown)
 
+
+
+def test_a_demo_link_opens_the_compile_form_with_that_demo_chosen(fresh_workspace):
+    at = open_start()
+    (link,) = [link.proto for link in at.get("page_link") if "Stable Diffusion" in link.proto.label]
+    (at.query_params["demo"],) = parse_qs(link.query_string)["demo"]  # what a click on the link carries
+    at.switch_page("views/compile.py").run()
+    no_exception(at)
+    assert at.selectbox(key="demo").value == "demo:tiny-sd"
 
 def test_host_section_says_what_doctor_says(fresh_workspace):
     at = open_start()
