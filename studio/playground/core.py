@@ -147,7 +147,8 @@ def measure_speed(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]
     compiled = timings[0][0]
     stats.compiled_s = percentile(compiled, 50)
     shape = " x ".join(str(size) for size in next(iter(padded[0].values())).shape)
-    stats.method = (f"Median of {len(compiled)} calls per side, alternating in {len(rounds)} rounds after {WARMUP_CALLS} warm-up calls, "
+    stats.method = (f"Median of {counted(len(compiled), 'call')} per side, alternating in {counted(len(rounds), 'round')} "
+                    f"after {WARMUP_CALLS} warm-up calls, "
                     f"{torch.get_num_threads()} threads for both, as the Benchmark page measures; both sides run the input "
                     f"padded to the compiled shape ({shape}).")
     if len(timings) > 1:
@@ -162,6 +163,11 @@ def measure_speed(loaded: LoadedArtifact, batches: list[dict[str, torch.Tensor]]
         stats.noisy = stats.eager_s is not None
         stats.notes.append(busy)
 
+
+
+def counted(number: int, noun: str) -> str:
+    """"1 call", "3 calls": the method sentence is read by people, not parsed."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 def busy_host_note(load: float) -> Optional[str]:
     """Why timings are slow and erratic when other work (the load average) wants more cores than our threads

@@ -42,7 +42,7 @@ def minilm_page(workspace):
 def test_speed_is_measured_the_benchmark_way_and_says_how(workspace, minilm_page):
     at = minilm_page
     method = next(c for c in captions(at) if c.startswith("Median of"))
-    found = re.search(r"Median of (\d+) calls per side, alternating in (\d+) rounds after 2 warm-up calls, (\d+) threads for both, "
+    found = re.search(r"Median of (\d+) calls? per side, alternating in (\d+) rounds? after 2 warm-up calls, (\d+) threads for both, "
                       r"as the Benchmark page measures; both sides run the input padded to the compiled shape \(([\d x]+)\)", method)
     assert found, method
     calls, rounds, threads, shape = int(found[1]), int(found[2]), int(found[3]), found[4]

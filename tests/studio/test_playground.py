@@ -194,7 +194,8 @@ def test_speed_is_timed_alternating_both_models_on_the_compiled_shape(loaded, mo
     turn = runs[0][1]
     assert runs[0][0] == "compiled" and turn >= 2 and [n for _, n in runs[1:-1]] == [2 * turn] * (len(runs) - 2) and runs[-1][1] == turn
     rounds = len(runs) - 1  # a round boundary joins two turns of the same side into one run
-    assert f"Median of {rounds * (turn - 1)} calls per side, alternating in {rounds} rounds" in stats.method
+    calls = rounds * (turn - 1)
+    assert f"Median of {calls} call{'s' * (calls != 1)} per side, alternating in {rounds} round{'s' * (rounds != 1)}" in stats.method
     assert stats.compiled_s > 0 and stats.eager_s > 0
 
 
