@@ -45,10 +45,13 @@ TOKENIZER_EXTRAS = frozenset({"token_type_ids", "special_tokens_mask", "offset_m
 
 @dataclasses.dataclass
 class SentenceEmbeddingOutput(ModelOutput):
-    """What a sentence-transformers model returns: per-token and pooled (normalized if it does) embeddings."""
+    """What a sentence-transformers model returns: per-token and pooled (normalized if it does) embeddings;
+    a CLIP folder's: the embeddings of its texts and of its images."""
 
     token_embeddings: Optional[torch.Tensor] = None
     sentence_embedding: Optional[torch.Tensor] = None
+    text_embeds: Optional[torch.Tensor] = None
+    image_embeds: Optional[torch.Tensor] = None
 
 
 class NeuronModel:
@@ -255,6 +258,20 @@ class NeuronModel:
         return f"{type(self).__name__}({self.path}, backend={self.manifest.backend}, {shapes})"
 
 
+class SentenceTransformersModel(NeuronModel):
+    """A CLIP folder's model also embeds texts alone or images alone, as SentenceTransformer.encode does
+    (the other output is then absent)."""
+
+    def forward(self, **inputs: Any):
+        from .sentence_clip import placeholder_modality
+
+        inputs, absent = placeholder_modality(inputs, self._inputs, self._pad_values.get("input_ids", 0))
+        return_dict = inputs.pop("return_dict", None) is not False
+        outputs = super().forward(**inputs)
+        outputs = self.output_type(**{name: value for name, value in outputs.items() if name not in absent})
+        return outputs if return_dict else outputs.to_tuple()
+
+
 def export_to_temporary(model: Union[str, Path], options: ExportOptions) -> tuple[Path, Path]:
     """Compile `model` into a temporary folder: (the artifact, the folder to delete with the model
     object that uses it). ValidationFailedError when it differs from eager PyTorch beyond atol."""
@@ -302,7 +319,7 @@ def model_class(name: str) -> type[NeuronModel]:
     attributes = dict(task=spec.task if sentence else spec.name, output_type=output_type, output_axes=spec.output_axes,
                       hidden_batch_axes=("batch_size",) if sentence else spec.hidden_batch_axes,
                       sentence_transformers=sentence, __module__=__name__, __qualname__=name, __doc__=doc)
-    return type(name, (NeuronModel,), attributes)
+    return type(name, (SentenceTransformersModel if sentence else NeuronModel,), attributes)
 
 
 def __getattr__(name: str):
