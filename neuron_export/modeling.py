@@ -329,7 +329,7 @@ def __getattr__(name: str):
 def class_name_for(task: Optional[str], is_sentence: bool, model_type: Optional[str] = None) -> Optional[str]:
     """The name of the class that runs artifacts of a task and architecture (None when no class does)."""
     if is_sentence:
-        return SENTENCE_TRANSFORMERS.model_class if task == SENTENCE_TRANSFORMERS.task else None
+        return SENTENCE_TRANSFORMERS.model_class if task in (SENTENCE_TRANSFORMERS.task, *SENTENCE_TRANSFORMERS.task_aliases) else None
     return task_model_class(task, model_type) if task in TASKS or model_type in GENERATIVE_ARCHITECTURES else None
 
 
@@ -384,7 +384,7 @@ def _class_tasks(cls: type) -> list[str]:
     """The tasks whose artifacts a class runs, for some architecture (NeuronCLIPModel: zero-shot and CLIP's
     features); a NeuronModel or a generative class (generation/modeling.py)."""
     if getattr(cls, "sentence_transformers", False):
-        return [cls.task]
+        return [cls.task, *SENTENCE_TRANSFORMERS.task_aliases]
     by_family = [task for family in FAMILIES for task, name in family.model_classes.items() if name == cls.__name__]
     return list(dict.fromkeys([cls.task, *(t.name for t in TASKS.values() if t.model_class == cls.__name__), *by_family]))
 

@@ -61,6 +61,8 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
 
 
 def _task(source: ModelSource, options: ExportOptions) -> str:
+    if source.library == "sentence_transformers" and options.task in SENTENCE_TRANSFORMERS.task_aliases:
+        return SENTENCE_TRANSFORMERS.task
     if options.task != "auto":
         return options.task
     if source.library == "sentence_transformers":

@@ -20,9 +20,8 @@ from transformers import AutoProcessor
 
 from fresh_inputs import CLIP_LABELS, images
 from neuron_export import ExportOptions, NeuronModelForSentenceTransformers, export
-from neuron_export.demo import build_tiny_model
 from neuron_export.errors import InputMismatchError, NeuronExportError
-from support import run_cli
+from support import run_cli, sentence_transformers_clip
 
 st = pytest.importorskip("sentence_transformers")
 
@@ -30,19 +29,9 @@ ATOL = 1e-4
 SHAPES = dict(text_batch_size=3, image_batch_size=2, sequence_length=16)
 
 
-def saved_by_sentence_transformers(clip: Path, folder: Path) -> Path:
-    from sentence_transformers.sentence_transformer.modules import CLIPModel
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        st.SentenceTransformer(modules=[CLIPModel(str(clip))], device="cpu").save(str(folder))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def st_clip(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("st-clip")
-    return saved_by_sentence_transformers(build_tiny_model("clip", "feature-extraction", root / "clip", seed=5), root / "st")
+    return sentence_transformers_clip(tmp_path_factory.mktemp("st-clip") / "st")
 
 
 def hub_layout(folder: Path, target: Path, normalize: bool = False) -> Path:
@@ -50,7 +39,8 @@ def hub_layout(folder: Path, target: Path, normalize: bool = False) -> Path:
     the module named sentence_transformers.models.CLIPModel (optionally followed by a Normalize)."""
     (target / "0_CLIPModel").mkdir(parents=True)
     for file in folder.iterdir():
-        shutil.copy(file, target / (file.name if file.name in ("modules.json", "config_sentence_transformers.json") else f"0_CLIPModel/{file.name}"))
+        if file.name not in ("README.md", "sentence_bert_config.json"):  # the hub's folder has neither
+            shutil.copy(file, target / (file.name if file.name in ("modules.json", "config_sentence_transformers.json") else f"0_CLIPModel/{file.name}"))
     modules = [{"idx": 0, "name": "0", "path": "0_CLIPModel", "type": "sentence_transformers.models.CLIPModel"}]
     if normalize:
         modules.append({"idx": 1, "name": "1", "path": "1_Normalize", "type": "sentence_transformers.models.Normalize"})
@@ -71,7 +61,9 @@ def encode(folder: Path, items: list) -> torch.Tensor:
 def test_cli_export_validates_and_both_towers_match_encode(st_clip, tmp_path):
     artifact = tmp_path / "artifact"
     shapes = [arg for axis, size in SHAPES.items() for arg in (f"--{axis}", str(size))]
-    result = run_cli("export", "--model", str(st_clip), "--backend", "torchscript", *shapes, "--no-cache", str(artifact))
+    # optimum-neuron's task name for it; feature-extraction (or auto) exports the same.
+    result = run_cli("export", "--model", str(st_clip), "--task", "sentence-similarity", "--backend", "torchscript", *shapes,
+                     "--no-cache", str(artifact))
     assert result.returncode == 0, result.stderr
     assert "Compiled model output names match reference model (text_embeds, image_embeds)" in result.stdout
     model = NeuronModelForSentenceTransformers.from_pretrained(artifact)
