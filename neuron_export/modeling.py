@@ -266,6 +266,8 @@ class SentenceTransformersModel(NeuronModel):
         from .sentence_clip import placeholder_modality
 
         inputs, absent = placeholder_modality(inputs, self._inputs, self._pad_values.get("input_ids", 0))
+        if not absent:
+            return super().forward(**inputs)
         return_dict = inputs.pop("return_dict", None) is not False
         outputs = super().forward(**inputs)
         outputs = self.output_type(**{name: value for name, value in outputs.items() if name not in absent})
