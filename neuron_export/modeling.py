@@ -45,10 +45,13 @@ TOKENIZER_EXTRAS = frozenset({"token_type_ids", "special_tokens_mask", "offset_m
 
 @dataclasses.dataclass
 class SentenceEmbeddingOutput(ModelOutput):
-    """What a sentence-transformers model returns: per-token and pooled (normalized if it does) embeddings."""
+    """What a sentence-transformers model returns: per-token and pooled (normalized if it does) embeddings;
+    a CLIP folder's: the embeddings of its texts and of its images."""
 
     token_embeddings: Optional[torch.Tensor] = None
     sentence_embedding: Optional[torch.Tensor] = None
+    text_embeds: Optional[torch.Tensor] = None
+    image_embeds: Optional[torch.Tensor] = None
 
 
 class NeuronModel:
@@ -255,6 +258,22 @@ class NeuronModel:
         return f"{type(self).__name__}({self.path}, backend={self.manifest.backend}, {shapes})"
 
 
+class SentenceTransformersModel(NeuronModel):
+    """A CLIP folder's model also embeds texts alone or images alone, as SentenceTransformer.encode does
+    (the other output is then absent)."""
+
+    def forward(self, **inputs: Any):
+        from .sentence_clip import placeholder_modality
+
+        inputs, absent = placeholder_modality(inputs, self._inputs, self._pad_values.get("input_ids", 0))
+        if not absent:
+            return super().forward(**inputs)
+        return_dict = inputs.pop("return_dict", None) is not False
+        outputs = super().forward(**inputs)
+        outputs = self.output_type(**{name: value for name, value in outputs.items() if name not in absent})
+        return outputs if return_dict else outputs.to_tuple()
+
+
 def export_to_temporary(model: Union[str, Path], options: ExportOptions) -> tuple[Path, Path]:
     """Compile `model` into a temporary folder: (the artifact, the folder to delete with the model
     object that uses it). ValidationFailedError when it differs from eager PyTorch beyond atol."""
@@ -302,7 +321,7 @@ def model_class(name: str) -> type[NeuronModel]:
     attributes = dict(task=spec.task if sentence else spec.name, output_type=output_type, output_axes=spec.output_axes,
                       hidden_batch_axes=("batch_size",) if sentence else spec.hidden_batch_axes,
                       sentence_transformers=sentence, __module__=__name__, __qualname__=name, __doc__=doc)
-    return type(name, (NeuronModel,), attributes)
+    return type(name, (SentenceTransformersModel if sentence else NeuronModel,), attributes)
 
 
 def __getattr__(name: str):
@@ -312,7 +331,7 @@ def __getattr__(name: str):
 def class_name_for(task: Optional[str], is_sentence: bool, model_type: Optional[str] = None) -> Optional[str]:
     """The name of the class that runs artifacts of a task and architecture (None when no class does)."""
     if is_sentence:
-        return SENTENCE_TRANSFORMERS.model_class if task == SENTENCE_TRANSFORMERS.task else None
+        return SENTENCE_TRANSFORMERS.model_class if task in (SENTENCE_TRANSFORMERS.task, *SENTENCE_TRANSFORMERS.task_aliases) else None
     return task_model_class(task, model_type) if task in TASKS or model_type in GENERATIVE_ARCHITECTURES else None
 
 
@@ -367,7 +386,7 @@ def _class_tasks(cls: type) -> list[str]:
     """The tasks whose artifacts a class runs, for some architecture (NeuronCLIPModel: zero-shot and CLIP's
     features); a NeuronModel or a generative class (generation/modeling.py)."""
     if getattr(cls, "sentence_transformers", False):
-        return [cls.task]
+        return [cls.task, *SENTENCE_TRANSFORMERS.task_aliases]
     by_family = [task for family in FAMILIES for task, name in family.model_classes.items() if name == cls.__name__]
     return list(dict.fromkeys([cls.task, *(t.name for t in TASKS.values() if t.model_class == cls.__name__), *by_family]))
 

@@ -130,7 +130,7 @@ class SentenceEmbeddingModel(torch.nn.Module):
 
 def sentence_head(modules: list[dict[str, Any]], folder: Path) -> list[torch.nn.Module]:
     """The modules after the Transformer, as torch modules (the first one the Pooling)."""
-    kinds = [_kind(module) for module in modules]
+    kinds = [module_kind(module) for module in modules]
     if kinds[0] != "Transformer":
         raise NeuronExportError(f"{folder / 'modules.json'}: the first module must be the Transformer, not {kinds[0]}")
     steps: list[torch.nn.Module] = []
@@ -150,7 +150,7 @@ def sentence_head(modules: list[dict[str, Any]], folder: Path) -> list[torch.nn.
     return steps
 
 
-def _kind(module: dict[str, Any]) -> str:
+def module_kind(module: dict[str, Any]) -> str:
     return str(module.get("type", "")).rsplit(".", 1)[-1]
 
 

@@ -10,8 +10,8 @@ import torch
 from .errors import NeuronExportError, first_line
 from .options import ExportOptions
 from .registry import ARCHITECTURES
-from .sentence_head import SentenceEmbeddingModel, sentence_head
-from .sources import ModelSource, sentence_transformers_modules
+from .sentence_clip import sentence_model
+from .sources import ModelSource
 
 
 class TraceableModel(torch.nn.Module):
@@ -83,8 +83,7 @@ def eager_traceable(source: ModelSource, eager: torch.nn.Module, input_names: li
     """The eager model with the traced signature: positional inputs -> tuple of the named outputs
     (for a sentence-transformers folder, with its pooling, dense and normalize modules)."""
     if source.library == "sentence_transformers":
-        steps = sentence_head(sentence_transformers_modules(source.path), source.path)
-        return SentenceEmbeddingModel(eager, input_names, steps).eval()
+        return sentence_model(source, eager, input_names)
     return TraceableModel(eager, input_names, output_names, **output_flags(options), call_options=call_options(source.model_type)).eval()
 
 

@@ -40,3 +40,20 @@ class Upload(io.BytesIO):
     """What st.audio_input / st.file_uploader return: bytes with a name."""
 
     name = "clip.wav"
+
+
+def sentence_transformers_clip(folder: Path, seed: int = 5) -> Path:
+    """A sentence-transformers CLIP folder saved by sentence-transformers itself (its CLIPModel module,
+    as clip-ViT-B-32), around the tiny CLIP built offline from its config (weights re-drawn: O(1) outputs)."""
+    import warnings
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import CLIPModel
+
+    from neuron_export.demo import build_tiny_model
+
+    clip = build_tiny_model("clip", "feature-extraction", folder.parent / f"{folder.name}-clip", seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the CLIPModel module is deprecated in favour of Transformer; the hub's folders use it
+        SentenceTransformer(modules=[CLIPModel(str(clip))], device="cpu").save(str(folder))
+    return folder

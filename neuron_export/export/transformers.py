@@ -9,9 +9,8 @@ from ..errors import NeuronExportError
 from ..inputs import input_axes, input_shapes, make_inputs, pad_value, resolve_shapes, validation_input_sets, value_ranges
 from ..options import ExportOptions
 from ..registry import SENTENCE_TRANSFORMERS, Architecture, TaskSpec, check_task, detect_task, get_architecture
-from ..sentence_head import sentence_head
-from ..sources import (ModelSource, check_preprocessor, load_config, load_eager_model, read_preprocessor_config, sentence_transformers_modules,
-                       untrained_warning)
+from ..sentence_clip import sentence_outputs
+from ..sources import (ModelSource, check_preprocessor, load_config, load_eager_model, read_preprocessor_config, untrained_warning)
 from ..traceable import call_options, discover_output_names, eager_traceable, output_flags
 from .buckets import bucket_plan, plan_shapes
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
@@ -30,7 +29,7 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
             raise NeuronExportError(f"a sentence-transformers folder exports {SENTENCE_TRANSFORMERS.task} only, not {task}")
         if options.output_hidden_states or options.output_attentions:
             raise NeuronExportError("--output_hidden_states / --output_attentions are not available for sentence-transformers embeddings")
-        sentence_head(sentence_transformers_modules(source.path), source.path)  # an unsupported module: refused now
+        sentence_outputs(source)  # an unsupported module: refused now
     backend, reason, warnings = plan_backend(options, task, has_unet=False)
     specs = arch.task_inputs(task, config)
     used_axes = [axis for axes in input_axes(specs, task_spec).values() for axis in axes]
@@ -62,6 +61,8 @@ def plan_transformers(source: ModelSource, options: ExportOptions) -> ExportPlan
 
 
 def _task(source: ModelSource, options: ExportOptions) -> str:
+    if source.library == "sentence_transformers" and options.task in SENTENCE_TRANSFORMERS.task_aliases:
+        return SENTENCE_TRANSFORMERS.task
     if options.task != "auto":
         return options.task
     if source.library == "sentence_transformers":
@@ -88,7 +89,7 @@ def _load_component(source: ModelSource, arch: Architecture, task: TaskSpec, con
 
     example, validation_inputs = inputs_for(shapes_per_bucket[-1])
     if source.library == "sentence_transformers":
-        output_names = list(SENTENCE_TRANSFORMERS.outputs)
+        output_names = sentence_outputs(source)
     else:
         flags = {**output_flags(options), **call_options(source.model_type)}
         output_names = discover_output_names(eager, task.outputs, example, flags)

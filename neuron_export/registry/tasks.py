@@ -182,10 +182,14 @@ class SentenceTransformersSpec:
 
     task: str = "feature-extraction"
     outputs: tuple[str, ...] = ("token_embeddings", "sentence_embedding")
-    output_axes: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"token_embeddings": SEQUENCE})
+    output_axes: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "token_embeddings": SEQUENCE, "text_embeds": CLIP_AXES["text_embeds"], "image_embeds": CLIP_AXES["image_embeds"]})
     model_class: str = "NeuronModelForSentenceTransformers"
     output_type: str = "SentenceEmbeddingOutput"  # neuron_export.modeling's
-    views: dict[str, str] = field(default_factory=lambda: {"text": "similarity"})
+    views: dict[str, str] = field(default_factory=lambda: {"text": "similarity", "text-image": "zero-shot"})
+    # A CLIP folder (clip-ViT-B-32: a CLIPModel module): each tower's projected embedding, optimum-neuron's names.
+    clip_outputs: tuple[str, ...] = ("text_embeds", "image_embeds")
+    task_aliases: tuple[str, ...] = ("sentence-similarity",)  # optimum-neuron's other name for this export
 
 
 SENTENCE_TRANSFORMERS = SentenceTransformersSpec()

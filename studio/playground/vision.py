@@ -98,5 +98,21 @@ def zero_shot(loaded: LoadedArtifact, upload, labels_text: str) -> tuple[object,
     encoded = encode_image(loaded, image, text=labels, padding=True, truncation=True, max_length=length)
     (output,), stats = run_both(loaded, [encoded])
     stats.notes += notes
-    probabilities = output.logits_per_image[0].float().cpu().softmax(-1).tolist()
+    probabilities = _label_logits(output, stats.notes).float().cpu().softmax(-1).tolist()
     return image, sorted(zip(labels, probabilities), key=lambda item: -item[1]), stats
+
+
+# A sentence-transformers CLIP folder returns embeddings only: its labels are scored by cosine
+# similarity (sentence-transformers' util.cos_sim) at the logit scale that trained CLIPs reach.
+EMBEDDING_LOGIT_SCALE = 100.0
+
+
+def _label_logits(output, notes: list[str]):
+    """The image's logit for each label: CLIP's own, or those of a sentence-transformers CLIP's embeddings."""
+    if output.get("logits_per_image") is not None:
+        return output.logits_per_image[0]
+    import torch
+
+    image, texts = (torch.nn.functional.normalize(output[name].float(), dim=-1) for name in ("image_embeds", "text_embeds"))
+    notes.append(f"Probabilities: softmax of {EMBEDDING_LOGIT_SCALE:g} × the cosine similarity of the image and label embeddings.")
+    return EMBEDDING_LOGIT_SCALE * (texts @ image[0])

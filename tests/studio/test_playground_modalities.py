@@ -13,7 +13,7 @@ from neuron_export import ExportOptions, export
 from neuron_export.demo import default_demo_root, resolve_demo
 from neuron_export.errors import NeuronExportError
 from studio import charts, playground
-from support import Upload, wav_bytes
+from support import Upload, sentence_transformers_clip, wav_bytes
 
 AUDIO_SAMPLES = 8000  # the compiled half second: the 1 s sample clip is cut to it
 EXPORTS = {
@@ -136,6 +136,20 @@ def test_zero_shot_probabilities_match_transformers_clip(loaded):
         playground.zero_shot(loaded("tiny-clip"), None, labels + ", a tree")
     with pytest.raises(NeuronExportError, match="at least two labels"):
         playground.zero_shot(loaded("tiny-clip"), None, "cat")
+
+
+def test_zero_shot_of_a_sentence_transformers_clip_is_its_encode_cosine_similarity(tmp_path):
+    st = pytest.importorskip("sentence_transformers")
+    folder = sentence_transformers_clip(tmp_path / "st")
+    export(folder, tmp_path / "artifact", ExportOptions(backend="torchscript", text_batch_size=3, sequence_length=16))
+    loaded = playground.load(tmp_path / "artifact", default_demo_root())
+    image, scores, stats = playground.zero_shot(loaded, None, "a photo of a cat, a dog, the sea")
+    names = ["a photo of a cat", "a dog", "the sea"]
+    model = st.SentenceTransformer(str(folder), device="cpu")
+    similarity = st.util.cos_sim(model.encode([image], convert_to_tensor=True), model.encode(names, convert_to_tensor=True))[0]
+    assert float(similarity.max() - similarity.min()) > 0.05, "labels scored alike would prove nothing"
+    assert dict(scores) == pytest.approx(dict(zip(names, (100 * similarity).softmax(-1).tolist())), abs=1e-5)
+    assert stats.max_abs_diff is not None and stats.max_abs_diff < 1e-4  # eager PyTorch ran beside it
 
 
 def test_the_waveform_of_a_long_clip_is_its_envelope():
