@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import importlib
 import shutil
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Union
@@ -29,10 +28,10 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers import modeling_outputs
 from transformers.utils import ModelOutput
 
-from .artifact import CompiledModel, Manifest, check_output_dir, load_artifact, publish, staging
-from .errors import ArtifactError, InputMismatchError, NeuronExportError, ValidationFailedError
-from .optimum_neuron import is_optimum_folder
+from .artifact import CompiledModel, Manifest, load_artifact
+from .errors import ArtifactError, InputMismatchError, NeuronExportError
 from .options import ExportOptions
+from .pretrained_folders import artifact_path, copy_artifact, export_to_temporary
 from .padding import default_input, input_sizes, pad_to, target_size
 from .registry import (ARCHITECTURES, FAMILIES, GENERATION_CLASSES, GENERATIVE_ARCHITECTURES, SENTENCE_TRANSFORMERS, TASKS,
                        modality_of_inputs, task_model_class, task_output_type)
@@ -274,38 +273,6 @@ class SentenceTransformersModel(NeuronModel):
         return outputs if return_dict else outputs.to_tuple()
 
 
-def export_to_temporary(model: Union[str, Path], options: ExportOptions) -> tuple[Path, Path]:
-    """Compile `model` into a temporary folder: (the artifact, the folder to delete with the model
-    object that uses it). ValidationFailedError when it differs from eager PyTorch beyond atol."""
-    from .export import export
-
-    temporary = Path(tempfile.mkdtemp(prefix="neuron_export_model_"))
-    try:
-        result = export(model, temporary / "artifact", options)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    if result.validation_passed is False:
-        failed = [o.name for r in result.reports for o in r.outputs if not o.passed] or ["output names"]
-        raise ValidationFailedError(
-            f"the compiled model's {', '.join(failed)} differ from eager PyTorch beyond atol; artifact and report kept in {result.artifact}"
-        )
-    return result.artifact, temporary
-
-
-def copy_artifact(path: Path, save_directory: Union[str, Path]) -> Path:
-    """Copy an artifact folder into `save_directory` (an artifact already there is replaced; another
-    non-empty folder is refused)."""
-    target = Path(save_directory).expanduser().resolve()
-    if target == path.resolve():
-        return target
-    check_output_dir(target, force=True)
-    with staging(target) as folder:
-        shutil.copytree(path, folder, dirs_exist_ok=True)
-        publish(folder, target, replace=True)
-    return target
-
-
 @functools.cache
 def model_class(name: str) -> type[NeuronModel]:
     """The NeuronModelFor* class of that name, made from its registry entry (one per task, plus the
@@ -338,7 +305,7 @@ def class_name_for(task: Optional[str], is_sentence: bool, model_type: Optional[
 def model_class_for_artifact(path: Union[str, Path]) -> type:
     """The NeuronModel class that loads an artifact folder (by its manifest's task, architecture and
     library; a generative artifact names its class)."""
-    manifest = Manifest.read(_artifact_path(path))
+    manifest = Manifest.read(artifact_path(path))
     if manifest.pipeline_class in GENERATION_CLASSES:
         from . import generation
 
@@ -391,17 +358,8 @@ def _class_tasks(cls: type) -> list[str]:
     return list(dict.fromkeys([cls.task, *(t.name for t in TASKS.values() if t.model_class == cls.__name__), *by_family]))
 
 
-def _artifact_path(path: Union[str, Path]) -> Path:
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise ArtifactError(f"{path} is not a compiled artifact folder; to compile a model, pass export=True")
-    if not (folder / "manifest.json").is_file() and (folder / "config.json").is_file() and not is_optimum_folder(folder):
-        raise ArtifactError(f"{path} is a model folder, not a compiled artifact; pass export=True to compile it")
-    return folder
-
-
 def _load(path: Union[str, Path]) -> CompiledModel:
-    return load_artifact(_artifact_path(path))
+    return load_artifact(artifact_path(path))
 
 
 def _load_config(path: Path) -> PreTrainedConfig:

@@ -25,7 +25,8 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput, GenerateEnc
 
 from ..artifact import Manifest
 from ..errors import ArtifactError, NeuronExportError
-from ..modeling import _artifact_path, _export_options, copy_artifact, export_to_temporary
+from ..modeling import _export_options
+from ..pretrained_folders import artifact_path, copy_artifact, export_to_temporary
 from ..registry import GENERATION_CLASSES
 from .decoding import Decoded, generation_settings
 from .generate import generate_decoder, generate_encoder_decoder
@@ -68,7 +69,7 @@ class NeuronGenerativeModel:
                 raise NeuronExportError(
                     f"{', '.join(sorted(options))}: compile options apply with export=True; a compiled artifact's shapes and options are fixed"
                 )
-            return cls(_artifact_path(model))
+            return cls(artifact_path(model))
         artifact, temporary = export_to_temporary(model, _export_options(cls, options))
         return cls(artifact, temporary_dir=temporary)
 
