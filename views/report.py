@@ -68,6 +68,43 @@ def component_section(folder: Path) -> None:
     right.plotly_chart(charts.error_distribution_figure(report), width="stretch", key=f"errors-{folder}")
 
 
+def image_check_section(path: Path, manifest) -> None:
+    """A pipeline's end-to-end image check: verdict and figures, both images, the difference, the drift per step."""
+    from neuron_export.diffusion.image_check import divergence, load_images
+
+    check = manifest.validation.image_check
+    st.subheader("End-to-end image check")
+    if check is None:
+        if manifest.validation.passed is False:
+            st.info("Not run: a component failed its own check (see its tab).", icon=":material/info:")
+        return
+    st.caption(f"The whole compiled pipeline and the eager diffusers pipeline: \"{check.prompt}\", seed {check.seed}, "
+               f"{check.scheduler}, {check.steps} steps, guidance {check.guidance_scale:g}, {check.width}x{check.height}; "
+               f"{check.precision} thresholds.")
+    verdict, psnr, largest, mean = st.columns(4)
+    with verdict:
+        st.markdown("**End-to-end**")
+        st.badge("passed ✓" if check.passed else "failed ✗", color="green" if check.passed else "red")
+    psnr.metric("PSNR", f"{check.psnr:.1f} dB", help=f"at least {check.min_psnr:g} dB")
+    largest.metric("Largest pixel difference", f"{check.max_pixel_diff:.2g}", help=f"at most {check.max_pixel_diff_limit:.2g} (pixels 0..1)")
+    mean.metric("Mean pixel difference", f"{check.mean_pixel_diff:.2g}")
+    if not check.passed:
+        st.error(f"Every component passed its own check, but the pipeline's image did not: {divergence(check)}.",
+                 icon=":material/error:")
+    images = load_images(path, check)
+    if images is None:
+        st.warning("The check's images (image_check/) are missing or unreadable.", icon=":material/warning:")
+    else:
+        compiled, eager, difference = st.columns(3)
+        compiled.image(images["compiled"], caption="compiled pipeline", width="stretch")
+        eager.image(images["eager"], caption="eager diffusers", width="stretch")
+        difference.plotly_chart(charts.image_difference_figure(images["difference"], check.max_pixel_diff_limit),
+                                width="stretch", key="image-difference")
+    if check.latent_drift:
+        st.plotly_chart(charts.latent_drift_figure(check.latent_drift, check.max_latent_drift, check.diverged_step),
+                        width="stretch", key="latent-drift")
+
+
 def main() -> None:
     st.title("Validation report")
     st.caption("Each compiled output against eager PyTorch on fresh inputs: shapes, largest and mean differences, and atol.")
@@ -80,6 +117,7 @@ def main() -> None:
     if not manifest.is_pipeline:
         component_section(path)
         return
+    image_check_section(path, manifest)
     passed = manifest.validation.components
     tabs = st.tabs([f"{name} {charts.mark(passed[name]) if name in passed else ''}".strip() for name in manifest.components])
     for tab, name in zip(tabs, manifest.components):

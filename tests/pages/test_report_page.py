@@ -2,6 +2,7 @@
 a pipeline has a tab per component, a skipped validation says why, a damaged report warns."""
 
 import json
+import shutil
 
 from page_helpers import no_exception, open_page
 
@@ -59,3 +60,36 @@ def test_report_of_a_generative_artifact_shows_its_generation_check(workspace):
     outputs = at.tabs[1].dataframe[1].value
     assert list(outputs["Output"]) == ["prefill logits", "decode logits", "greedy tokens"] == [o["name"] for o in report["outputs"]]
     assert list(outputs["Within atol"]) == ["✓"] * 3
+
+
+def test_report_of_a_pipeline_shows_its_end_to_end_image_check(workspace):
+    at = open_page("report.py", "tiny-sd")
+    no_exception(at)
+    check = json.loads((workspace.artifacts_dir / "tiny-sd" / "manifest.json").read_text())["validation"]["image_check"]
+    assert any(h.value == "End-to-end image check" for h in at.subheader)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["PSNR"] == f"{check['psnr']:.1f} dB"
+    assert metrics["Largest pixel difference"] == f"{check['max_pixel_diff']:.2g}"
+    assert any("passed ✓" in m.value for m in at.markdown) and not at.error
+    assert len(at.get("image")) == 2  # compiled and eager side by side
+    assert len(at.get("plotly_chart")) >= 2  # the difference heat map and the drift per step (then the tabs' charts)
+    assert any(check["prompt"] in c.value and check["scheduler"] in c.value for c in at.caption)
+
+
+def test_report_names_the_step_where_a_pipeline_diverged(workspace):
+    copy = workspace.artifacts_dir / "diverged-sd"
+    shutil.copytree(workspace.artifacts_dir / "tiny-sd", copy)
+    try:
+        manifest = json.loads((copy / "manifest.json").read_text())
+        check = manifest["validation"]["image_check"]
+        check.update(passed=False, latent_drift=[2e-4, 3e-3, 9e-3, 2e-2, 4e-2], diverged_step=2)
+        manifest["validation"]["passed"] = False
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        (copy / "image_check" / "eager.png").unlink()
+        at = open_page("report.py", "diverged-sd")
+        no_exception(at)
+        assert any("diverged at step 2 of 5" in e.value and "Every component passed" in e.value for e in at.error)
+        assert any("failed ✗" in m.value for m in at.markdown)
+        assert any("image_check/" in w.value for w in at.warning)  # missing images: a warning, not a traceback
+    finally:
+        shutil.rmtree(copy)
