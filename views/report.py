@@ -72,11 +72,14 @@ def image_check_section(path: Path, manifest) -> None:
     """A pipeline's end-to-end image check: verdict and figures, both images, the difference, the drift per step."""
     from neuron_export.diffusion.image_check import divergence, load_images
 
-    check = manifest.validation.image_check
+    check, passed = manifest.validation.image_check, manifest.validation.passed
+    if manifest.library != "diffusers" or (check is None and passed is None):  # not a diffusion pipeline, or not validated
+        return
     st.subheader("End-to-end image check")
     if check is None:
-        if manifest.validation.passed is False:
-            st.info("Not run: a component failed its own check (see its tab).", icon=":material/info:")
+        st.info("Not run: a component failed its own check (see its tab)." if passed is False else
+                "Not recorded: this pipeline was compiled before the end-to-end image check existed; export it again to get one.",
+                icon=":material/info:")
         return
     st.caption(f"The whole compiled pipeline and the eager diffusers pipeline: \"{check.prompt}\", seed {check.seed}, "
                f"{check.scheduler}, {check.steps} steps, guidance {check.guidance_scale:g}, {check.width}x{check.height}; "
