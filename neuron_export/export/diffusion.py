@@ -86,11 +86,11 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
 def check_images(source: ModelSource, task: str, options: ExportOptions, folder: Path):
     """The end-to-end image check of the pipeline built in `folder` (diffusion/image_check.py): its
     txt2img pipeline against diffusers' on the source folder (with the --unet UNet when one replaced it)."""
+    from diffusers.utils import logging as diffusers_logging
+
     from ..diffusion import pipelines
     from ..diffusion.image_check import check_pipeline_images, precision_of
     from ..reference import reference_pipeline
-
-    from diffusers.utils import logging as diffusers_logging
 
     spec = DIFFUSION_TASKS[task].text_to_image
     compiled = getattr(pipelines, spec.class_name).from_pretrained(folder)
