@@ -151,8 +151,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise
     events.write({"type": "done", "artifact": str(result.artifact), "validation_passed": result.validation_passed})
     if result.validation_passed is False:
-        failed = [o.name for r in result.reports for o in r.outputs if not o.passed] or ["output names"]
-        print(f"error: validation failed for {', '.join(failed)}; the artifact and its report are kept in {result.artifact}", file=sys.stderr)
+        print(f"error: validation failed for {', '.join(result.failed_checks)}; the artifact and its report are kept in {result.artifact}", file=sys.stderr)
         return 1
     return 0
 

@@ -75,16 +75,20 @@ def reference_generator(manifest: Manifest, folder: Optional[Path] = None, trust
     return eager.to(manifest.device)  # its untrained weights are in the manifest
 
 
-def reference_pipeline(manifest: Manifest, folder: Optional[Path] = None, trust_remote_code: bool = False):
+def reference_pipeline(manifest: Manifest, folder: Optional[Path] = None, trust_remote_code: bool = False,
+                       class_name: Optional[str] = None, unet: Optional[Path] = None):
     """The eager diffusers pipeline of a compiled pipeline's source (fp32, without the safety checker,
-    which is not exported either)."""
+    which is not exported either); class_name: another diffusers class over the same folder (txt2img
+    for an img2img source); unet: the UNet folder that --unet compiled in place of the pipeline's."""
     import diffusers
 
     folder = folder or source_folder(manifest)
-    pipeline_class = getattr(diffusers, manifest.pipeline_class or "DiffusionPipeline", diffusers.DiffusionPipeline)
+    pipeline_class = getattr(diffusers, class_name or manifest.pipeline_class or "DiffusionPipeline", diffusers.DiffusionPipeline)
     parameters = inspect.signature(pipeline_class.__init__).parameters
     extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in parameters else {}
     try:
+        if unet is not None:
+            extra["unet"] = diffusers.UNet2DConditionModel.from_pretrained(unet, local_files_only=True, torch_dtype=torch.float32)
         pipeline = pipeline_class.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
                                                   trust_remote_code=trust_remote_code, **extra)
     except Exception as error:  # diffusers raises many types for missing / broken files

@@ -293,3 +293,41 @@ def compile_time_figure(rows: Sequence[dict[str, Any]]) -> go.Figure:
     figure.update_yaxes(autorange="reversed", automargin=True, type="category")
     figure.update_xaxes(title="seconds", rangemode="tozero")
     return _layout(figure, "Compile time per component and stage", height=max(200, 80 + 26 * len(rows)))
+
+
+# ---- validation report: a pipeline's end-to-end image check ------------------------------------
+
+
+def image_difference_figure(difference: Sequence[Sequence[float]], limit: float) -> go.Figure:
+    """The largest channel difference per pixel (block maxima for large images) as a heat map, pixels in [0, 1];
+    the colour scale reaches at least the allowed largest difference, so a passing map stays pale."""
+    import numpy as np
+
+    values = np.asarray(difference, dtype="float32")
+    figure = go.Figure(go.Heatmap(z=values, zmin=0, zmax=max(float(values.max()) if values.size else 0.0, limit),
+                                  colorscale="Reds", colorbar={"title": "|diff|"},
+                                  hovertemplate="x %{x}, y %{y}: %{z:.2g}<extra></extra>"))
+    figure.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
+    figure.update_xaxes(showticklabels=False, constrain="domain")
+    return _layout(figure, f"Pixel difference, compiled vs eager (allowed: {limit:.2g})", height=360)
+
+
+def latent_drift_figure(drift: Sequence[float], limit: float, diverged_step: Optional[int]) -> go.Figure:
+    """Latent drift after each denoising step on a log axis, the allowed drift as a line, and the
+    step where it was first exceeded marked."""
+    steps = list(range(1, len(drift) + 1))
+    shown = [max(value, ZERO_FLOOR) for value in drift]
+    colors = [FAIL_COLOR if value > limit else PASS_COLOR for value in drift]
+    figure = go.Figure(go.Scatter(x=steps, y=shown, mode="lines+markers", name="latent drift",
+                                  line={"color": MEAN_COLOR}, marker={"color": colors, "size": 10},
+                                  customdata=list(drift), hovertemplate="step %{x}: drift %{customdata:.3g}<extra></extra>"))
+    figure.add_hline(y=limit, line_dash="dash", line_color=ATOL_COLOR)
+    figure.add_annotation(x=1, xref="paper", y=math.log10(limit), text=f"allowed {limit:g}", showarrow=False,
+                          xanchor="right", yanchor="bottom", font={"color": ATOL_COLOR})
+    if diverged_step is not None:
+        figure.add_vline(x=diverged_step, line_color=FAIL_COLOR, annotation_text=f"diverged at step {diverged_step}",
+                         annotation_font_color=FAIL_COLOR)
+    low, high = math.floor(math.log10(min(shown + [limit]))) - 1, math.ceil(math.log10(max(shown + [limit]))) + 1
+    figure.update_yaxes(type="log", range=[low, high], title="max |compiled − eager| / max |eager|", exponentformat="power")
+    figure.update_xaxes(title="denoising step", tickmode="array", tickvals=steps)
+    return _layout(figure, "Latent drift per step")

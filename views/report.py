@@ -40,11 +40,18 @@ def plain_verdict(report: dict) -> str:
             "the numbers below show where it differs.")
 
 
-def pipeline_verdict(passed: dict[str, bool]) -> str:
-    """A pipeline's verdict from its components' (the manifest's validation.components)."""
+def pipeline_verdict(passed: dict[str, bool], check=None) -> str:
+    """A pipeline's verdict from its components' (the manifest's validation.components) and, when it ran,
+    the end-to-end image check: components within atol can still compound into another image."""
     failed = [name for name, ok in passed.items() if not ok]
+    if not failed and check is not None and not check.passed:
+        from neuron_export.diffusion.image_check import divergence
+
+        return (f"Every compiled component passes its own check, but the whole pipeline's image is not the original's "
+                f"({divergence(check)}): do not rely on the pipeline as it is; the end-to-end image check below shows where.")
     if not failed:
-        return f"Every compiled component ({', '.join(passed)}) {SAME_ANSWERS}, to within its atol: safe to use."
+        whole = " and the whole pipeline draws the original's image" if check is not None else ""
+        return f"Every compiled component ({', '.join(passed)}) {SAME_ANSWERS}, to within its atol{whole}: safe to use."
     return (f"{', '.join(failed)} of the compiled pipeline {'does' if len(failed) == 1 else 'do'} not give the same "
             "answers as the original: do not rely on the pipeline as it is; its tab below says why.")
 
@@ -114,6 +121,46 @@ def component_section(folder: Path) -> None:
     right.plotly_chart(charts.error_distribution_figure(report), width="stretch", key=f"errors-{folder}")
 
 
+def image_check_section(path: Path, manifest) -> None:
+    """A pipeline's end-to-end image check: verdict and figures, both images, the difference, the drift per step."""
+    from neuron_export.diffusion.image_check import divergence, load_images
+
+    check, passed = manifest.validation.image_check, manifest.validation.passed
+    if manifest.library != "diffusers" or (check is None and passed is None):  # not a diffusion pipeline, or not validated
+        return
+    st.subheader("End-to-end image check")
+    if check is None:
+        st.info("Not run: a component failed its own check (see its tab)." if passed is False else
+                "Not recorded: this pipeline was compiled before the end-to-end image check existed; export it again to get one.",
+                icon=":material/info:")
+        return
+    st.caption(f"The whole compiled pipeline and the eager diffusers pipeline: \"{check.prompt}\", seed {check.seed}, "
+               f"{check.scheduler}, {check.steps} steps, guidance {check.guidance_scale:g}, {check.width}x{check.height}; "
+               f"{check.precision} thresholds.")
+    verdict, psnr, largest, mean = st.columns(4)
+    with verdict:
+        st.markdown("**End-to-end**")
+        st.badge("passed ✓" if check.passed else "failed ✗", color="green" if check.passed else "red")
+    psnr.metric("PSNR", f"{check.psnr:.1f} dB", help=f"at least {check.min_psnr:g} dB")
+    largest.metric("Largest pixel difference", f"{check.max_pixel_diff:.2g}", help=f"at most {check.max_pixel_diff_limit:.2g} (pixels 0..1)")
+    mean.metric("Mean pixel difference", f"{check.mean_pixel_diff:.2g}")
+    if not check.passed:
+        st.error(f"Every component passed its own check, but the pipeline's image did not: {divergence(check)}.",
+                 icon=":material/error:")
+    images = load_images(path, check)
+    if images is None:
+        st.warning("The check's images (image_check/) are missing or unreadable.", icon=":material/warning:")
+    else:
+        compiled, eager, difference = st.columns(3)
+        compiled.image(images["compiled"], caption="compiled pipeline", width="stretch")
+        eager.image(images["eager"], caption="eager diffusers", width="stretch")
+        difference.plotly_chart(charts.image_difference_figure(images["difference"], check.max_pixel_diff_limit),
+                                width="stretch", key="image-difference")
+    if check.latent_drift:
+        st.plotly_chart(charts.latent_drift_figure(check.latent_drift, check.max_latent_drift, check.diverged_step),
+                        width="stretch", key="latent-drift")
+
+
 def main() -> None:
     st.title("Validation report")
     st.caption("Does the compiled model give the same answers as the original? Each compiled output against eager "
@@ -131,7 +178,8 @@ def main() -> None:
         return
     passed = manifest.validation.components
     if manifest.validation.passed is not None and passed:
-        show_verdict(pipeline_verdict(passed), manifest.validation.passed)
+        show_verdict(pipeline_verdict(passed, manifest.validation.image_check), manifest.validation.passed)
+    image_check_section(path, manifest)
     tabs = st.tabs([f"{name} {charts.mark(passed[name]) if name in passed else ''}".strip() for name in manifest.components])
     for tab, name in zip(tabs, manifest.components):
         with tab:

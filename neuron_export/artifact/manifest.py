@@ -49,11 +49,42 @@ class TensorSpec:
 
 
 @dataclass
+class ImageCheck:
+    """A pipeline's end-to-end image check (diffusion/image_check.py): the whole compiled pipeline's
+    image against the eager diffusers pipeline's, same prompt, seed, scheduler and steps."""
+
+    passed: bool
+    psnr: float  # dB over [0, 1] pixels; PSNR_CAP when the images are identical
+    max_pixel_diff: float  # largest |compiled - eager| of any pixel channel, pixels in [0, 1]
+    mean_pixel_diff: float
+    min_psnr: float  # the thresholds it was held to (they depend on auto-cast)
+    max_pixel_diff_limit: float
+    max_latent_drift: float
+    # per scheduler step: max |compiled - eager| of the latents after it, over max |eager latents|
+    latent_drift: list[float] = field(default_factory=list)
+    diverged_step: Optional[int] = None  # first step (1-based) whose drift exceeds max_latent_drift
+    precision: str = "fp32"  # which thresholds: fp32, or the auto-cast type
+    prompt: str = ""
+    seed: int = 0
+    steps: int = 0  # num_inference_steps asked for (a scheduler may run more: PNDM's warm-up)
+    scheduler: str = ""
+    guidance_scale: float = 0.0
+    height: int = 0
+    width: int = 0
+    images: str = ""  # its folder in the artifact: compiled.png, eager.png, difference.npy
+
+
+@dataclass
 class Validation:
     passed: Optional[bool] = None  # None: not validated (see `skipped`)
     atol: Optional[float] = None
     skipped: Optional[str] = None  # why it was not validated
     components: dict[str, bool] = field(default_factory=dict)  # pipelines: the verdict per component
+    image_check: Optional[ImageCheck] = None  # pipelines: the end-to-end image check (None: not run)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_check, dict):  # read from JSON
+            self.image_check = ImageCheck(**self.image_check)
 
 
 @dataclass

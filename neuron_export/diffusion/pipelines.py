@@ -53,7 +53,7 @@ class NeuronPipelineMixin:
         try:
             result = export_model(model, scratch / "pipeline", options)
             if result.validation_passed is False:
-                failed = [r.component for r in result.reports if not r.passed]
+                failed = [r.component for r in result.reports if not r.passed] or result.failed_checks
                 raise ValidationFailedError(f"validation failed for {', '.join(failed)}; the reports are in {result.artifact}")
             pipe = cls._load(result.artifact)
         except BaseException:
@@ -172,6 +172,9 @@ def load_components(folder: Path, manifest: Manifest, with_vae_encoder: bool) ->
     missing = sorted(set(manifest.components) - {spec.name for spec in specs})
     if missing:
         raise ArtifactError(f"{folder} lists components this tool does not know: {', '.join(missing)}")
+    absent = [spec.name for spec in DIFFUSION_TASKS[manifest.task].components if not spec.optional and spec not in specs]
+    if absent:  # never run a pipeline with a part silently missing
+        raise ArtifactError(f"{folder} lacks the compiled {', '.join(absent)} that a {manifest.task} pipeline needs; export it again")
     by_kind = {spec.kind: inside(folder, spec.name) for spec in specs}
     components: dict[str, torch.nn.Module] = {
         spec.source: CompiledTextEncoder(load_artifact(inside(folder, spec.name)), AutoConfig.from_pretrained(inside(folder, spec.name)))

@@ -14,6 +14,7 @@ from typing import Optional
 
 from ..artifact import Manifest, check_output_dir, publish, staging
 from ..artifact.folders import clean_stale, write_error
+from ..diffusion.image_check import divergence, summary_line as image_check_line
 from ..errors import NeuronExportError, first_line, out_of_memory
 from ..options import ExportOptions
 from ..progress import EventSink, Progress
@@ -39,6 +40,15 @@ class ExportResult:
     def validation_passed(self) -> Optional[bool]:
         """True/False after validation, None when it was skipped."""
         return self.manifest.validation.passed
+
+    @property
+    def failed_checks(self) -> list[str]:
+        """What failed validation, in words: outputs by name, the end-to-end image check with where it diverged."""
+        failed = [o.name for r in self.reports for o in r.outputs if not o.passed]
+        check = self.manifest.validation.image_check
+        if check is not None and not check.passed:
+            failed.append(f"the end-to-end image check ({divergence(check)})")
+        return failed or ["output names"]
 
 
 def export(model: str | Path, output: str | Path, options: Optional[ExportOptions] = None,
@@ -83,12 +93,29 @@ def _export(plan: ExportPlan, output: Path, on_event: Optional[EventSink]) -> Ex
         if cache is not None:
             manifest.compile_cache = {"hit": False, "key": key}  # what a later hit re-checks
         manifest.write(folder)
+        if plan.end_to_end is not None:
+            check_end_to_end(plan, folder, manifest, progress)
         if cache is not None and manifest.validation.passed is not False:
             cache.store(key, folder)  # from what was built here, never from OUTPUT after publishing
         check_output_dir(output, plan.options.force, plan.cache_folders)
         publish(folder, output, replace=True)
     log.info("The compiled %s was saved at: %s", "pipeline" if plan.source.library == "diffusers" else "model", output)
     return ExportResult(output, manifest, reports, progress.timings, plan.warnings)
+
+
+def check_end_to_end(plan: ExportPlan, folder: Path, manifest: Manifest, progress: Progress) -> None:
+    """The pipeline's end-to-end check on the staging folder, recorded in its manifest: a failure fails
+    the export like a failed component (exit 1, the artifact and its reports kept)."""
+    progress.component = "pipeline"  # the stage event's part: the whole pipeline
+    if manifest.validation.passed is False:
+        log.info("End-to-end image check: not run (a component failed its own check)")
+        return
+    with progress.stage("validating", "Checking the whole pipeline's images against eager diffusers", key="pipeline.validating"):
+        check = plan.end_to_end(folder)
+    log.info("%s", image_check_line(check))
+    manifest.validation.image_check = check
+    manifest.validation.passed = check.passed
+    manifest.write(folder)
 
 
 def make_plan(model: str | Path, options: ExportOptions) -> ExportPlan:
@@ -137,6 +164,8 @@ def _export_from_cache(cache: CompileCache, key: str, plan: ExportPlan, output: 
     validation = manifest.validation
     log.info("Validated against eager PyTorch when compiled: %s",
              f"passed (atol {validation.atol})" if validation.passed else f"skipped ({validation.skipped})")
+    if validation.image_check is not None:
+        log.info("%s", image_check_line(validation.image_check))
     log.info("The compiled model was saved at: %s", output)
     return ExportResult(output, manifest, [], {"cache": time.perf_counter() - start}, plan.warnings, cache_hit=True)
 

@@ -89,6 +89,9 @@ class ExportPlan:
     # several static shapes: each bucket's values of the bucketed shape options, smallest first
     buckets: list[dict[str, int]] = field(default_factory=list)
     bucket_fit: Optional[str] = None  # how calls meet the buckets (registry PAD | EXACT)
+    # A pipeline's end-to-end check, run on the staging folder once every component passed its own
+    # (diffusion: the whole pipeline's image against eager diffusers'); None: none
+    end_to_end: Optional[Callable[[Path], Any]] = None
 
     @property
     def validate(self) -> bool:
@@ -97,7 +100,8 @@ class ExportPlan:
     @property
     def stage_count(self) -> int:
         per_shape = len(COMPONENT_STAGES) - 2 - (0 if self.validate else 1)  # tracing, compiling (and validating)
-        return sum(2 + per_shape * (len(self.buckets) if c.bucketed else 1) for c in self.components)  # + loading, saving
+        components = sum(2 + per_shape * (len(self.buckets) if c.bucketed else 1) for c in self.components)  # + loading, saving
+        return components + (self.end_to_end is not None)
 
 
 def default_atol(family_atol: float, options: ExportOptions) -> tuple[float, str]:

@@ -98,6 +98,8 @@ def test_export_writes_a_validated_diffusers_layout(request, export, components,
         assert (output / name / "model.pt").is_file() and (output / name / "config.json").is_file()
         assert json.loads((output / name / "validation.json").read_text())["passed"] is True
     assert "-[x]" not in result.stdout
+    end_to_end = [line for line in result.stdout.splitlines() if line.startswith("End-to-end image check")]
+    assert len(end_to_end) == 1 and end_to_end[0].endswith("passed ✓")  # the whole pipeline's image, one line
     for name in ("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json"):
         assert (output / name).is_file()
     manifest = read_manifest(output)

@@ -43,10 +43,12 @@ def test_a_pipelines_compile_time_is_labelled_and_charted_by_component_and_stage
     no_exception(at)
     timings = read_manifest(workspace.artifacts_dir / "tiny-sd").timings
     table = at.dataframe[1].value  # the library table comes first
-    names = {"text_encoder": "Text encoder", "unet": "UNet", "vae_encoder": "VAE encoder", "vae_decoder": "VAE decoder"}
+    names = {"text_encoder": "Text encoder", "unet": "UNet", "vae_encoder": "VAE encoder", "vae_decoder": "VAE decoder",
+             "pipeline": "Pipeline"}
     verbs = {"loading": "load", "tracing": "trace", "compiling": "compile", "saving": "save", "validating": "validate"}
     expected = [f"{names[key.split('.')[0]]} · {verbs[key.split('.')[1]]}" for key in timings]
-    assert len(expected) == 20 and list(table["step"]) == expected  # four components, five stages each
+    # four components, five stages each, then the whole pipeline's end-to-end image check
+    assert len(expected) == 21 and list(table["step"]) == expected and expected[-1] == "Pipeline · validate"
     assert "UNet · compile" in expected
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert chart["data"][0]["y"] == expected and chart["data"][0]["x"] == list(timings.values())

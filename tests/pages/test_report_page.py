@@ -3,6 +3,7 @@ a pipeline has a tab per component, a skipped validation says why, a damaged rep
 plain-language verdict says "safe to use" for a passing report and not for a real failing one."""
 
 import json
+import shutil
 
 from page_helpers import no_exception, open_in_app
 
@@ -61,6 +62,7 @@ def test_report_of_a_generative_artifact_shows_its_generation_check(workspace):
     no_exception(at)
     components = json.loads((workspace.artifacts_dir / "tiny-llama" / "manifest.json").read_text())["components"]
     assert [tab.label.split()[0] for tab in at.tabs] == components == ["prefill_48", "decode"]
+    assert not any(h.value == "End-to-end image check" for h in at.subheader)  # Stable Diffusion's only
     report = json.loads((workspace.artifacts_dir / "tiny-llama" / "decode" / "validation.json").read_text())
     outputs = at.tabs[1].dataframe[1].value
     assert list(outputs["Output"]) == ["prefill logits", "decode logits", "greedy tokens"] == [o["name"] for o in report["outputs"]]
@@ -98,3 +100,42 @@ def test_verdict_of_a_failing_report_says_it_is_not_safe(fresh_workspace, monkey
     assert far and all(o["name"] in verdict for o in far)
     assert f"{max(o['max_abs_diff'] for o in far):.2g}" in verdict and "more than the 1e-06 allowed" in verdict
     assert "safe to use" not in verdict
+
+
+def test_report_of_a_pipeline_shows_its_end_to_end_image_check(workspace):
+    at = open_in_app("report.py", "tiny-sd")
+    no_exception(at)
+    check = json.loads((workspace.artifacts_dir / "tiny-sd" / "manifest.json").read_text())["validation"]["image_check"]
+    assert any(h.value == "End-to-end image check" for h in at.subheader)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["PSNR"] == f"{check['psnr']:.1f} dB"
+    assert metrics["Largest pixel difference"] == f"{check['max_pixel_diff']:.2g}"
+    assert any("passed ✓" in m.value for m in at.markdown) and not at.error
+    assert at.success[0].value.endswith("and the whole pipeline draws the original's image: safe to use.")
+    assert len(at.get("image")) == 2  # compiled and eager side by side
+    assert len(at.get("plotly_chart")) >= 2  # the difference heat map and the drift per step (then the tabs' charts)
+    assert any(check["prompt"] in c.value and check["scheduler"] in c.value for c in at.caption)
+
+
+def test_report_names_the_step_where_a_pipeline_diverged(workspace):
+    copy = workspace.artifacts_dir / "diverged-sd"
+    shutil.copytree(workspace.artifacts_dir / "tiny-sd", copy)
+    try:
+        manifest = json.loads((copy / "manifest.json").read_text())
+        check = manifest["validation"]["image_check"]
+        check.update(passed=False, latent_drift=[2e-4, 3e-3, 9e-3, 2e-2, 4e-2], diverged_step=2)
+        manifest["validation"]["passed"] = False
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        (copy / "image_check" / "eager.png").unlink()
+        at = open_in_app("report.py", "diverged-sd")
+        no_exception(at)
+        assert any("diverged at step 2 of 5" in e.value and "Every component passed" in e.value for e in at.error)
+        # The verdict at the top: components within atol, but not safe to use.
+        assert at.error[0].value.startswith("Every compiled component passes its own check, but the whole pipeline's image")
+        assert "diverged at step 2 of 5" in at.error[0].value
+        assert all(s.value.startswith("The compiled model") for s in at.success)  # only the components' own tabs pass
+        assert not any("safe to use" in e.value for e in at.error)
+        assert any("failed ✗" in m.value for m in at.markdown)
+        assert any("image_check/" in w.value for w in at.warning)  # missing images: a warning, not a traceback
+    finally:
+        shutil.rmtree(copy)

@@ -149,3 +149,21 @@ def test_percent_bars_colour_by_load():
     (bars,) = figure.data
     assert list(bars.marker.color) == [charts.PASS_COLOR, charts.ATOL_COLOR, charts.FAIL_COLOR]
     assert tuple(figure.layout.yaxis.range) == (0, 110)
+
+
+def test_latent_drift_figure_marks_the_steps_over_the_limit_and_the_divergence():
+    figure = charts.latent_drift_figure([1e-4, 0.0, 3e-3, 8e-3], 1e-3, 3)
+    trace = figure.data[0]
+    assert list(trace.x) == [1, 2, 3, 4] and list(trace.customdata) == [1e-4, 0.0, 3e-3, 8e-3]
+    assert trace.y[1] == charts.ZERO_FLOOR  # exact 0 on a log axis
+    assert list(trace.marker.color) == [charts.PASS_COLOR, charts.PASS_COLOR, charts.FAIL_COLOR, charts.FAIL_COLOR]
+    assert figure.layout.shapes[0].y0 == 1e-3 and figure.layout.shapes[1].x0 == 3
+    low, high = figure.layout.yaxis.range
+    assert low <= math.log10(charts.ZERO_FLOOR) and high >= math.log10(8e-3)
+
+
+def test_image_difference_scale_reaches_the_allowed_difference():
+    pale = charts.image_difference_figure([[0.0, 1e-4], [2e-4, 0.0]], 1 / 255)
+    assert pale.data[0].zmax == pytest.approx(1 / 255)  # a passing map stays pale
+    loud = charts.image_difference_figure([[0.0, 0.5], [0.1, 0.0]], 1 / 255)
+    assert loud.data[0].zmax == pytest.approx(0.5) and loud.layout.yaxis.autorange == "reversed"

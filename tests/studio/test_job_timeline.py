@@ -40,11 +40,14 @@ def test_a_succeeded_export_records_each_step_by_component_and_ends_done(sd_job)
     assert job.status == JobStatus.SUCCEEDED, store.log_tail(job.id)
     assert job.stage == "done" and timeline.stage_words(job) == "done"  # not its last step, "validating"
     assert job.backend == "torchscript"
-    # Each component goes through the five stages in order: 20 steps, numbered 1..20 of 20.
-    assert [(s["component"], s["stage"]) for s in job.stages] == [(c, stage) for c in SD_COMPONENTS for stage in STAGES]
-    assert [s["index"] for s in job.stages] == list(range(1, 21)) and {s["total"] for s in job.stages} == {20}
-    assert timeline.step_words(job.stages[7]) == "compiling the UNet, step 8 of 20"
-    assert timeline.step_words(job.stages[14]) == "checking the VAE encoder against the original, step 15 of 20"
+    # Each component goes through the five stages in order, then the whole pipeline's image check:
+    # 21 steps, numbered 1..21 of 21.
+    expected = [(c, stage) for c in SD_COMPONENTS for stage in STAGES] + [("pipeline", "validating")]
+    assert [(s["component"], s["stage"]) for s in job.stages] == expected
+    assert [s["index"] for s in job.stages] == list(range(1, 22)) and {s["total"] for s in job.stages} == {21}
+    assert timeline.step_words(job.stages[7]) == "compiling the UNet, step 8 of 21"
+    assert timeline.step_words(job.stages[14]) == "checking the VAE encoder against the original, step 15 of 21"
+    assert timeline.step_words(job.stages[20]) == "checking the pipeline against the original, step 21 of 21"
     durations = timeline.step_durations(job)
     assert all(seconds >= 0 for _, seconds in durations)
     # The steps cover the run: from the first step's start to the job's end, less the start-up before it.
@@ -58,7 +61,7 @@ def test_the_artifacts_stage_timings_are_labelled_by_component_and_stage(sd_job)
     rows = compile_time_rows(manifest.timings, named_components=bool(manifest.components))
     names = {"text_encoder": "Text encoder", "unet": "UNet", "vae_encoder": "VAE encoder", "vae_decoder": "VAE decoder"}
     verbs = {"loading": "load", "tracing": "trace", "compiling": "compile", "saving": "save", "validating": "validate"}
-    assert [row["label"] for row in rows] == [f"{names[c]} · {verbs[s]}" for c in SD_COMPONENTS for s in STAGES]
+    assert [row["label"] for row in rows] == [f"{names[c]} · {verbs[s]}" for c in SD_COMPONENTS for s in STAGES] + ["Pipeline · validate"]
     assert [row["seconds"] for row in rows] == list(manifest.timings.values())
 
 
