@@ -89,6 +89,7 @@ class ExportPlan:
     # several static shapes: each bucket's values of the bucketed shape options, smallest first
     buckets: list[dict[str, int]] = field(default_factory=list)
     bucket_fit: Optional[str] = None  # how calls meet the buckets (registry PAD | EXACT)
+    loras: list[dict[str, Any]] = field(default_factory=list)  # LoRAs fused into the weights (diffusion/lora.py)
 
     @property
     def validate(self) -> bool:
