@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -144,7 +145,12 @@ def _check_loras(options: ExportOptions) -> None:
     """The --lora_* lists (a single value, from Python, becomes a list of one): one value per LoRA each."""
     for name in LORA_FIELDS:
         value = getattr(options, name)
-        setattr(options, name, (value,) if isinstance(value, (str, int, float)) else tuple(value or ()))
+        values = (value,) if isinstance(value, (str, int, float, os.PathLike)) else tuple(value or ())
+        if name != "lora_scales":
+            values = tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in values)
+            if not all(isinstance(v, str) and v for v in values):
+                raise NeuronExportError(f"--{name} must be names, got {list(values)!r}")
+        setattr(options, name, values)
     count = len(options.lora_model_ids)
     for name in LORA_FIELDS[1:]:
         given = len(getattr(options, name))

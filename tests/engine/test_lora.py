@@ -154,10 +154,17 @@ def test_cache_key_follows_the_lora_scale_and_file(folders, tmp_path):
     (dict(lora_model_ids=["a"], lora_scales=[1.0, 2.0]), "--lora_scales has 2 values for 1 --lora_model_ids"),
     (dict(lora_model_ids=["a"], lora_scales=[float("nan")]), "--lora_scales must be finite numbers"),
     (dict(lora_scales=[0.5]), "--lora_scales applies to --lora_model_ids"),
+    (dict(lora_model_ids=[5]), "--lora_model_ids must be names"),
 ])
 def test_inconsistent_lora_options_are_refused(options, message):
     with pytest.raises(NeuronExportError, match=message.replace("-", r"\-")):
         ExportOptions(**options)
+
+
+def test_one_lora_may_be_given_bare_and_as_a_path(tmp_path):
+    options = ExportOptions(lora_model_ids=tmp_path, lora_scales=0.5)
+    assert (options.lora_model_ids, options.lora_scales) == ((str(tmp_path),), (0.5,))
+    assert ExportOptions.from_dict(options.to_dict()) == options  # as a manifest or a job stores it
 
 
 def test_bad_loras_are_one_line_errors_and_write_nothing(folders, tmp_path):
