@@ -39,7 +39,7 @@ class Flag:
     field: str
     flag: str
     help: str
-    kind: str = "value"  # value | switch (store_true) | negated (store_false) | level (-O1/-O2/-O3)
+    kind: str = "value"  # value | switch (store_true) | negated (store_false) | level (-O1/-O2/-O3) | list (one or more)
     type: Optional[Callable[[str], Any]] = None
     choices: Optional[tuple] = None
 
@@ -62,6 +62,13 @@ def _shape_values(name: str) -> Callable[[str], Any]:
     return parse
 
 
+def _lora_scale(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # most often OUTPUT, taken as one more scale: a list option takes every value after it
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (give OUTPUT before the --lora_* options, or end them with --)") from None
+
+
 EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("task", "--task", "task to export for (default: auto-detected from the model)"),
     Flag("backend", "--backend", "neuron (Inferentia/Trainium), inductor or torchscript (portable); auto picks neuron where a Neuron device is present"),
@@ -77,6 +84,10 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("dynamic_batch_size", "--dynamic-batch-size", "accept other batch sizes than the compiled one", "switch"),
     Flag("num_cores", "--num_cores", "NeuronCores for tensor parallelism (optimum-cli's; not supported: ignored with a warning)", type=int),
     Flag("unet", "--unet", "replace the UNet of a Stable Diffusion pipeline with this folder"),
+    Flag("lora_model_ids", "--lora_model_ids", "LoRA folders fused into the Stable Diffusion UNet and text encoder(s) at compile time", "list"),
+    Flag("lora_weight_names", "--lora_weight_names", "the LoRA file in each folder (default: pytorch_lora_weights.safetensors)", "list"),
+    Flag("lora_adapter_names", "--lora_adapter_names", "a name for each LoRA (required for several)", "list"),
+    Flag("lora_scales", "--lora_scales", "the weight of each LoRA, baked in (default 1.0)", "list", type=_lora_scale),
     Flag("output_hidden_states", "--output_hidden_states", "also output the hidden states", "switch"),
     Flag("output_attentions", "--output_attentions", "also output the attentions", "switch"),
     _shape("batch_size", "batch size"),
@@ -115,6 +126,8 @@ def add_export_parser(commands) -> None:
                 level.add_argument(f"-O{n}", dest=flag.field, action="store_const", const=n, help=what)
         elif flag.kind in ("switch", "negated"):
             p.add_argument(flag.flag, dest=flag.field, action="store_true" if flag.kind == "switch" else "store_false", help=flag.help)
+        elif flag.kind == "list":
+            p.add_argument(flag.flag, dest=flag.field, nargs="+", type=flag.type, help=flag.help)
         else:
             choices = ("auto", *BACKENDS) if flag.field == "backend" else flag.choices
             p.add_argument(flag.flag, dest=flag.field, type=flag.type, choices=choices, help=flag.help)
@@ -134,6 +147,8 @@ def export_argv(model: str, output: str | Path, options: ExportOptions) -> list[
             argv.append(f"-O{value}")
         elif flag.kind in ("switch", "negated"):
             argv.append(flag.flag)
+        elif flag.kind == "list":
+            argv += [flag.flag, *map(str, value)]
         else:
             argv += [flag.flag, format_shape_value(value) if isinstance(value, tuple) else str(value)]
     return argv
@@ -393,6 +408,7 @@ def _quiet_libraries() -> None:
     for noisy in ("transformers", "torch", "huggingface_hub", "diffusers", "torchao"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")  # diffusers sets its loggers' level from it when first imported
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         from transformers.utils import logging as transformers_logging

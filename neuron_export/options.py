@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -73,6 +74,11 @@ class ExportOptions:
     unet: Optional[str] = None
     output_hidden_states: bool = False
     output_attentions: bool = False
+    # LoRA fused into a diffusion pipeline's UNet and text encoder(s) at compile time (diffusion/lora.py)
+    lora_model_ids: tuple[str, ...] = ()  # local folders
+    lora_weight_names: tuple[str, ...] = ()  # one file each (default: diffusers' pytorch_lora_weights.safetensors)
+    lora_adapter_names: tuple[str, ...] = ()  # one each; required for several
+    lora_scales: tuple[float, ...] = ()  # one each (default 1.0)
     # validation / output
     atol: Optional[float] = None
     disable_validation: bool = False
@@ -105,6 +111,7 @@ class ExportOptions:
         if self.atol is not None and (isinstance(self.atol, bool) or not (isinstance(self.atol, (int, float)) and 0 < self.atol < math.inf)):
             # inf would pass any difference, NaN included: validation would mean nothing
             raise NeuronExportError(f"--atol must be a positive finite number, got {self.atol!r}")
+        _check_loras(self)
 
     def shapes(self) -> dict[str, ShapeValue]:
         """The shape options the user set."""
@@ -129,6 +136,35 @@ class ExportOptions:
     @property
     def compiler_workdir_path(self) -> Optional[Path]:
         return Path(self.compiler_workdir) if self.compiler_workdir else None
+
+
+LORA_FIELDS = ("lora_model_ids", "lora_weight_names", "lora_adapter_names", "lora_scales")
+
+
+def _check_loras(options: ExportOptions) -> None:
+    """The --lora_* lists (a single value, from Python, becomes a list of one): one value per LoRA each."""
+    for name in LORA_FIELDS:
+        value = getattr(options, name)
+        values = (value,) if isinstance(value, (str, int, float, os.PathLike)) else tuple(value or ())
+        if name != "lora_scales":
+            values = tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in values)
+            if not all(isinstance(v, str) and v for v in values):
+                raise NeuronExportError(f"--{name} must be names, got {list(values)!r}")
+        setattr(options, name, values)
+    count = len(options.lora_model_ids)
+    for name in LORA_FIELDS[1:]:
+        given = len(getattr(options, name))
+        if given and not count:
+            raise NeuronExportError(f"--{name} applies to --lora_model_ids, which are not given")
+        if given and given != count:
+            raise NeuronExportError(f"--{name} has {given} value{'s' * (given != 1)} for {count} --lora_model_ids")
+    if count > 1 and not options.lora_adapter_names:
+        raise NeuronExportError(f"{count} --lora_model_ids need --lora_adapter_names, one name each")
+    if len(set(options.lora_adapter_names)) < len(options.lora_adapter_names):
+        raise NeuronExportError(f"--lora_adapter_names must differ, got {' '.join(options.lora_adapter_names)}")
+    for scale in options.lora_scales:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise NeuronExportError(f"--lora_scales must be finite numbers, got {scale!r}")
 
 
 def _one_of(flag: str, value: Any, allowed: tuple) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .artifact import Manifest
+from .diffusion.lora import check_unchanged, fuse_loras, loras_of
 from .errors import NeuronExportError, first_line
 from .sources import HUB_ID, HUB_PATTERNS, ModelSource, load_eager_model, read_model_folder
 from .traceable import eager_traceable
@@ -93,5 +94,7 @@ def reference_pipeline(manifest: Manifest, folder: Optional[Path] = None, trust_
                                                   trust_remote_code=trust_remote_code, **extra)
     except Exception as error:  # diffusers raises many types for missing / broken files
         raise NeuronExportError(f"cannot load the eager pipeline from {folder}: {first_line(error)}") from None
+    check_unchanged(manifest.loras)  # the LoRAs it was compiled with, fused as at export
+    fuse_loras(pipeline, loras_of(manifest.options), "eager pipeline")
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(manifest.device)

@@ -153,6 +153,8 @@ class Manifest:
     # weights the checkpoint did not provide for this task (random, or another task's head): the
     # compiled model matches eager PyTorch, but its outputs are meaningless until fine-tuned
     untrained_weights: list[str] = field(default_factory=list)
+    # LoRAs fused into its weights at compile time: model_id (folder), weight_name, adapter_name, scale, sha256
+    loras: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     compile_cache: Optional[dict[str, Any]] = None
     # several static shapes (bucketing.py): every compiled one, and how calls meet them

@@ -21,7 +21,7 @@ from diffusers.configuration_utils import FrozenDict
 from ..artifact import Manifest, inside, load_artifact, publish, staging, write_json
 from ..model_files import read_json
 from ..errors import ArtifactError, NeuronExportError, ValidationFailedError
-from ..options import SHAPE_FIELDS, ExportOptions
+from ..options import LORA_FIELDS, SHAPE_FIELDS, ExportOptions
 from ..registry import DIFFUSION_TASKS, PIPELINE_CLASSES, pipeline_task_of
 from .adapters import CompiledTextEncoder, CompiledUNet, CompiledVae
 
@@ -37,10 +37,12 @@ class NeuronPipelineMixin:
     @classmethod
     def from_pretrained(cls, model: str | Path, export: bool = False, options: Optional[ExportOptions] = None, **shapes: int):
         """Load a compiled pipeline folder, or with export=True compile `model` (hub id, diffusers
-        folder or demo:NAME) first, e.g. from_pretrained(folder, export=True, height=512, width=512)."""
-        unknown = sorted(set(shapes) - set(SHAPE_FIELDS))
+        folder or demo:NAME) first, e.g. from_pretrained(folder, export=True, height=512, width=512),
+        also with LoRAs fused in: lora_model_ids=[folder], lora_scales=[0.8] (optimum-neuron's names)."""
+        unknown = sorted(set(shapes) - set(SHAPE_FIELDS) - set(LORA_FIELDS))
         if unknown:
-            raise NeuronExportError(f"from_pretrained takes the shape options {', '.join(SHAPE_FIELDS)}; not {', '.join(unknown)}")
+            raise NeuronExportError(f"from_pretrained takes the shape options {', '.join(SHAPE_FIELDS)} and "
+                                    f"{', '.join(LORA_FIELDS)}; not {', '.join(unknown)}")
         if not export:
             if options is not None or shapes:
                 raise NeuronExportError("shapes and options apply to export=True; a compiled folder has its shapes already")

@@ -128,6 +128,8 @@ def make_plan(model: str | Path, options: ExportOptions) -> ExportPlan:
     source = resolve_model_source(model, options)
     if source.library == "diffusers":
         return plan_diffusion(source, options)
+    if options.lora_model_ids:
+        raise NeuronExportError(f"--lora_model_ids: {source.origin} is not a diffusion pipeline; LoRAs are fused into Stable Diffusion only")
     planner = plan_generation if get_architecture(source.model_type).family.generative else plan_transformers
     return planner(source, options)
 

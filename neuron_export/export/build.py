@@ -148,6 +148,7 @@ def component_manifest(component: Component, plan: ExportPlan) -> Manifest:
         options=options,
         validation=Validation(skipped=plan.skip_reason or "--disable-validation"),
         untrained_weights=component.untrained_weights,
+        loras=plan.loras,
     )
 
 

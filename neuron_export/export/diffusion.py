@@ -19,6 +19,7 @@ import torch
 
 from ..backends import Backend
 from ..diffusion.attention import neuron_attention
+from ..diffusion.lora import fuse_into_component, loras_of, plan_loras
 from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
 from ..inputs import check_input_memory, input_shapes, make_inputs, validation_input_sets, value_ranges
@@ -43,6 +44,8 @@ NO_LENGTH_LIMIT = 10**12
 def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
     specs = pipeline_components(source, task)
+    options, loras = plan_loras(options, source.config.get("_class_name"), [s.source for s in specs],
+                                read_json(unet_folder(source, options) / "config.json"))
     backend, reason, warnings = plan_backend(options, task, has_unet=True)
     # A data-parallel UNet is compiled for its share of the CFG batch on each of its cores.
     replicas = len(backend.cores(data_parallel=True)) or 1
@@ -75,11 +78,12 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
         warnings=warnings,
         skip_reason=skip_reason,
         files=files + [(source.path / "model_index.json", "model_index.json")],
-        cache_folders=[source.path] + ([unet] if unet != source.path / "unet" else []),
+        cache_folders=[source.path] + ([unet] if unet != source.path / "unet" else []) + [Path(f) for f in options.lora_model_ids],
         pipeline_class=source.config.get("_class_name"),
         buckets=planned.buckets,
         bucket_fit=planned.fit,
         end_to_end=partial(check_images, source, task, options) if skip_reason is None else None,
+        loras=loras,
     )
 
 
@@ -282,7 +286,8 @@ def load_module(source: ModelSource, spec: DiffusionComponent, options: ExportOp
     if module_class is None:
         raise NeuronExportError(f"cannot load {spec.source} of {source.origin}: {library} has no {class_name}")
     module, _ = load_weights(module_class, folder, f"{spec.source} of {source.origin}", **keywords)  # no head: all required
-    return module
+    return fuse_into_component(module, spec.source, source.config.get("_class_name"), loras_of(options),
+                               read_json(unet_folder(source, options) / "config.json"), f"{spec.source} of {source.origin}")
 
 
 def _text_encoder_module(spec: DiffusionComponent, eager: torch.nn.Module, example: dict[str, torch.Tensor]):

@@ -92,6 +92,7 @@ class ExportPlan:
     # A pipeline's end-to-end check, run on the staging folder once every component passed its own
     # (diffusion: the whole pipeline's image against eager diffusers'); None: none
     end_to_end: Optional[Callable[[Path], Any]] = None
+    loras: list[dict[str, Any]] = field(default_factory=list)  # LoRAs fused into the weights (diffusion/lora.py)
 
     @property
     def validate(self) -> bool:

@@ -145,7 +145,8 @@ CHANGED_VALUES = {
     "unet": "/tmp/unet", "output_hidden_states": True, "output_attentions": True, "atol": 0.5,
     "disable_validation": True, "force": True, "use_cache": False, "length_histogram": "/tmp/lengths.json",
     "audio_sequence_length": 16000, "text_batch_size": 3, "image_batch_size": 2, "cpu_isa": "avx2", "threads": 1,
-    "quantize": "int8-dynamic",
+    "quantize": "int8-dynamic", "lora_model_ids": ["/tmp/lora"], "lora_weight_names": ["style.safetensors"],
+    "lora_adapter_names": ["style"], "lora_scales": [0.5],
 }
 
 
@@ -160,6 +161,8 @@ def test_the_key_covers_every_option_that_changes_the_artifact(model_folder, cac
     for name, value in CHANGED_VALUES.items():
         # auto_cast_type matters with auto-cast on (the export fills in bf16 when it is not given)
         context = {"auto_cast": "matmul", "auto_cast_type": "bf16"} if name == "auto_cast_type" else {}
+        if name.startswith("lora_") and name != "lora_model_ids":  # each is one value per LoRA
+            context = {"lora_model_ids": ["/tmp/lora"]}
         base = key(ExportOptions(**context))
         changed = key(ExportOptions(**{**context, name: value}))
         if name in NOT_IN_KEY:

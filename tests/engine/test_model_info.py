@@ -48,6 +48,8 @@ def test_export_argv_round_trips_every_option():
         auto_cast="matmul", auto_cast_type="fp16", optlevel=3, dynamic_batch_size=True, compiler_workdir="/tmp/w",
         trust_remote_code=True, cache_dir="/tmp/c", output_hidden_states=True, output_attentions=True, atol=0.01,
         disable_validation=True, force=True, use_cache=False,
+        lora_model_ids=("/tmp/a", "/tmp/b"), lora_weight_names=("a.safetensors", "b.safetensors"), lora_adapter_names=("a", "b"),
+        lora_scales=(0.5, -1.0),
     )
     argv = export_argv("demo:tiny-bert", "/tmp/out", options)
     parsed = build_parser().parse_args(argv)

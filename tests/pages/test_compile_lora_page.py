@@ -1,0 +1,63 @@
+"""AppTest of the Compile form's LoRA field (Stable Diffusion only): folders in a model root, one per line
+with an optional scale, become the job's --lora_* options; a missing folder or weight file keeps Compile
+disabled. No job runs (NEURON_EXPORT_MAX_JOBS=0); the test reads what was queued. The fused export itself
+is tested against diffusers in tests/engine/test_lora.py."""
+
+import pytest
+from page_helpers import APP
+from streamlit.testing.v1 import AppTest
+
+from neuron_export.cli import build_parser
+from neuron_export.demo.lora import build_tiny_lora
+from studio.jobs import JobStore
+
+
+@pytest.fixture
+def workspace(fresh_workspace, monkeypatch):
+    monkeypatch.setenv("NEURON_EXPORT_MAX_JOBS", "0")  # queued jobs stay queued
+    return fresh_workspace
+
+
+def compile_button(at: AppTest):
+    return next(b for b in at.button if b.label == "Compile")
+
+
+def sd_form() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.selectbox(key="demo").set_value("demo:tiny-sd").run()
+    at.selectbox(key="backend").set_value("torchscript").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_lora_lines_become_the_jobs_lora_options(workspace):
+    style, detail = build_tiny_lora(workspace.root / "loras" / "style"), build_tiny_lora(workspace.root / "loras" / "detail", seed=1)
+    at = sd_form()
+    at.text_area(key="loras").set_value(f"{style} 0.7\n\n{detail}\n").run()
+    assert not at.error, [e.value for e in at.error]
+    compile_button(at).click()
+    at.run()
+    (job,) = JobStore(workspace.db_path, workspace.jobs_dir).list()
+    options = job.metadata["options"]
+    assert options["lora_model_ids"] == [str(style), str(detail)] and options["lora_scales"] == [0.7, 1.0]
+    assert options["lora_adapter_names"] == ["lora1", "lora2"]  # several LoRAs need names: the form gives them
+    parsed = build_parser().parse_args(job.argv[job.argv.index("export"):])  # what the job's CLI will read
+    assert (parsed.lora_model_ids, parsed.lora_scales) == ([str(style), str(detail)], [0.7, 1.0])
+
+
+def test_a_lora_folder_without_weights_or_outside_the_roots_disables_compile(workspace, tmp_path):
+    empty = workspace.root / "loras" / "empty"
+    empty.mkdir(parents=True)
+    outside = build_tiny_lora(tmp_path / "outside")
+    at = sd_form()
+    for text, message in ((str(empty), "has no pytorch_lora_weights.safetensors"), (str(outside), "that this dashboard may read")):
+        at.text_area(key="loras").set_value(text).run()
+        assert any(message in e.value for e in at.error), [e.value for e in at.error]
+        assert compile_button(at).disabled
+    assert JobStore(workspace.db_path, workspace.jobs_dir).list() == []
+
+
+def test_the_lora_field_is_for_diffusion_pipelines_only(workspace):
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.selectbox(key="demo").set_value("demo:tiny-bert").run()
+    assert not [t for t in at.text_area if t.key == "loras"]
