@@ -1,0 +1,63 @@
+"""Connecting to a Ray cluster, or starting a local one that listens on loopback only.
+
+Ray 2.60 on Linux rewrites 127.0.0.1 to the host's external address unless
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (research notes, section 6.1): with it, every listener (GCS,
+raylet, agents, metrics, dashboard) binds loopback. Fixed default ports (dashboard 8265, metrics
+44217/44227) are moved to free ones so two local clusters on one host do not collide. A cluster
+started here is stopped by ray.shutdown() only: never `ray stop`, which kills every Ray process
+on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Optional
+
+from ..errors import NeuronExportError
+
+RAY_INSTALL = 'pip install "neuron_export[ray]" (or: pip install -r requirements-ray.txt)'
+ADDRESS_ENV = "NEURON_EXPORT_RAY_ADDRESS"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise NeuronExportError(f"the Ray executor needs Ray, which is not installed: {RAY_INSTALL}") from None
+    return ray
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_local(num_cpus: Optional[int] = None, temp_dir: Optional[str] = None, **init: Any) -> Any:
+    """A Ray cluster of this host, listening on loopback only, owned by this process (ray.shutdown() stops it)."""
+    ray = import_ray()
+    os.environ.update(LOOPBACK_ENV)  # read by ray.init and inherited by every process it starts
+    os.environ["AUTOSCALER_METRIC_PORT"] = str(free_port())
+    os.environ["DASHBOARD_METRIC_PORT"] = str(free_port())
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
+             _node_ip_address="127.0.0.1", _metrics_export_port=free_port(), _temp_dir=temp_dir, **init)
+    return ray
+
+
+def connect(address: Optional[str]) -> Any:
+    """Ray, connected: to `address` (or $NEURON_EXPORT_RAY_ADDRESS), else to a new local cluster;
+    a connection this process already has is reused."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get(ADDRESS_ENV)
+    if not address:
+        return start_local(log_to_driver=True)
+    os.environ.update(LOOPBACK_ENV)
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise NeuronExportError(f"cannot reach the Ray cluster at {address}: {str(error).splitlines()[0][:200]}") from None
+    return ray
