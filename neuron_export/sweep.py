@@ -159,7 +159,7 @@ def format_table(entries: list[SweepEntry], outcomes: list[SweepOutcome]) -> str
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows]
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "cache hit", "failed")}
-    return "\n".join([*lines, ", ".join(f"{n} {status}" for status, n in counts.items())])
+    return "\n".join([*lines, "Summary: " + ", ".join(f"{n} {status}" for status, n in counts.items())])
 
 
 def run_sweep(args: argparse.Namespace) -> int:

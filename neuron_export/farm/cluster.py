@@ -11,7 +11,9 @@ on the host.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 from typing import Any, Optional
 
 from ..errors import NeuronExportError
@@ -29,6 +31,15 @@ def import_ray() -> Any:
     return ray
 
 
+def _pin_loopback() -> None:
+    """Every Ray process of this host on 127.0.0.1: the environment reaches the processes ray.init
+    starts; Ray read it into ray_constants when first imported, so the driver's copy is set too."""
+    from ray._private import ray_constants
+
+    os.environ.update(LOOPBACK_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -38,7 +49,7 @@ def free_port() -> int:
 def start_local(num_cpus: Optional[int] = None, temp_dir: Optional[str] = None, **init: Any) -> Any:
     """A Ray cluster of this host, listening on loopback only, owned by this process (ray.shutdown() stops it)."""
     ray = import_ray()
-    os.environ.update(LOOPBACK_ENV)  # read by ray.init and inherited by every process it starts
+    _pin_loopback()
     os.environ["AUTOSCALER_METRIC_PORT"] = str(free_port())
     os.environ["DASHBOARD_METRIC_PORT"] = str(free_port())
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(),
@@ -52,10 +63,21 @@ def connect(address: Optional[str]) -> Any:
     ray = import_ray()
     if ray.is_initialized():
         return ray
-    address = address or os.environ.get(ADDRESS_ENV)
+    # ray.init installs a SIGTERM handler that aborts the process (core dump, staging folder left
+    # behind); the CLI's handler unwinds like Ctrl-C, cancelling the tasks and removing staging.
+    handler = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _connect(ray, address or os.environ.get(ADDRESS_ENV))
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
+def _connect(ray: Any, address: Optional[str]) -> Any:
     if not address:
         return start_local(log_to_driver=True)
-    os.environ.update(LOOPBACK_ENV)
+    if address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
+        _pin_loopback()  # a cluster of this host: this driver's own listeners on loopback too
     try:
         ray.init(address=address, log_to_driver=True)
     except (ConnectionError, RuntimeError, ValueError) as error:
