@@ -163,6 +163,10 @@ def format_table(entries: list[SweepEntry], outcomes: list[SweepOutcome]) -> str
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    if args.executor == "ray":
+        from .farm.cluster import import_ray
+
+        import_ray()  # missing: one line naming the install, before the plan is read
     entries = load_plan(args.plan)
     outcomes = run_sweep_entries(entries, args.executor, args.ray_address)
     print(format_table(entries, outcomes), flush=True)

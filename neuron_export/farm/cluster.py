@@ -10,9 +10,12 @@ on the host.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from typing import Any, Optional
 
@@ -74,8 +77,10 @@ def connect(address: Optional[str]) -> Any:
 
 
 def _connect(ray: Any, address: Optional[str]) -> Any:
-    if not address:
-        return start_local(log_to_driver=True)
+    if not address:  # Ray's files in a folder of this command's own, not the /tmp/ray other clusters share
+        temp_dir = tempfile.mkdtemp(prefix="neuron-export-ray-")
+        atexit.register(shutil.rmtree, temp_dir, True)  # runs after ray.init's own exit hook (last in, first out)
+        return start_local(temp_dir=temp_dir, log_to_driver=True)
     if address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost"):
         _pin_loopback()  # a cluster of this host: this driver's own listeners on loopback too
     try:

@@ -34,7 +34,7 @@ from ..export.plan import ExportPlan
 from ..options import ExportOptions
 from ..progress import Progress
 from ..validation import ValidationReport
-from .cluster import connect
+from .cluster import connect, import_ray
 from .shipping import ship, unship_buckets
 
 log = logging.getLogger("neuron_export")
@@ -67,6 +67,7 @@ class RayExecutor:
     """Builds a plan's units as Ray tasks on the cluster at `address` (None: a local one)."""
 
     def __init__(self, address: Optional[str] = None):
+        import_ray()  # missing: one line naming the install, before anything is planned
         self.address = address
 
     def build(self, plan: ExportPlan, staging: Path, progress: Progress) -> tuple[dict[str, Manifest], list[ValidationReport]]:
