@@ -135,6 +135,7 @@ def run_sweep_entries(entries: list[SweepEntry], executor: str, address: Optiona
         return [run_entry(entry) for entry in entries]
     from .farm.cluster import connect
     from .farm.executor import entry_task_options
+    from ray.exceptions import RayError
 
     ray = connect(address)
     refs = [ray.remote(run_entry).options(name=f"neuron_export:sweep:{e.label}", **entry_task_options(e.options)).remote(e)
@@ -144,7 +145,7 @@ def run_sweep_entries(entries: list[SweepEntry], executor: str, address: Optiona
         for entry, ref in zip(entries, refs):
             try:
                 outcomes.append(ray.get(ref))
-            except ray.exceptions.RayError as error:  # its worker died (killed, out of memory) after retries
+            except RayError as error:  # its worker died (killed, out of memory), also when Ray ran it again
                 outcomes.append(SweepOutcome("failed", 0.0, f"Ray task failed: {first_line(error, 120)}"))
     except BaseException:
         for ref in refs:

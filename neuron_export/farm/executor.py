@@ -72,24 +72,35 @@ class RayExecutor:
 
     def build(self, plan: ExportPlan, staging: Path, progress: Progress) -> tuple[dict[str, Manifest], list[ValidationReport]]:
         ray = connect(self.address)
-        submitted = []  # (component plan, its final task, every task of it)
-        for index, component_plan in enumerate(plan.components):
-            submitted.append((component_plan, *self._submit(ray, plan, index, staging)))
-        every = [ref for *_, refs in submitted for ref in refs]
+        submitted = {}  # a component's final task -> (its index, every task of it)
+        for index in range(len(plan.components)):
+            final, refs = self._submit(ray, plan, index, staging)
+            submitted[final] = (index, refs)
+        tasks = sum(len(refs) for _, refs in submitted.values())
+        _emit(progress, None, 0, len(submitted), f"{tasks} Ray tasks submitted for {len(submitted)} component(s)")
+        results: dict[int, UnitResult] = {}
         try:
-            results = [self._result(ray, component_plan, final) for component_plan, final, _ in submitted]
+            pending = list(submitted)
+            while pending:  # in the order they finish: a failed unit stops the others at once
+                [ready], pending = ray.wait(pending, num_returns=1)
+                index = submitted[ready][0]
+                component_plan = plan.components[index]
+                results[index] = self._result(ray, component_plan, ready)
+                _emit(progress, component_plan.folder or None, len(results), len(submitted),
+                      f"{component_plan.name}: built by a Ray task on node {results[index].node[:12]}")
         except BaseException:  # an interrupt, a failed unit: stop the others before staging is removed
-            for ref in every:
-                ray.cancel(ref, force=True)
+            for _, refs in submitted.values():
+                for ref in refs:
+                    ray.cancel(ref, force=True)
             raise
         manifests, reports = {}, []
-        for (component_plan, _, _), result in zip(submitted, results):
+        for index, component_plan in enumerate(plan.components):  # the plan's order, as a local build
+            result = results[index]
             _move_into_place(Path(result.scratch) / component_plan.folder, staging / component_plan.folder)
             manifests.update(result.manifests)
             reports += result.reports
             for key, seconds in result.timings.items():
                 progress.timings[key] = progress.timings.get(key, 0.0) + seconds
-            progress.emit({"type": "unit", "component": component_plan.folder or None, "node": result.node, "state": "done"})
         shutil.rmtree(staging / UNITS, ignore_errors=True)
         return manifests, reports
 
@@ -108,20 +119,26 @@ class RayExecutor:
 
     @staticmethod
     def _result(ray, component_plan, ref) -> UnitResult:
-        from ray.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
+        from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
         try:
             return ray.get(ref)
         except RayTaskError as error:
-            cause = error.cause
-            if isinstance(cause, NeuronExportError):
-                raise type(cause)(str(cause)) from None
-            raise NeuronExportError(f"building {component_plan.name} on Ray failed: {first_line(cause)}") from None
-        except WorkerCrashedError:
-            raise NeuronExportError(f"the Ray worker building {component_plan.name} died {RETRIES + 1} times "
-                                    f"(killed, or out of memory: raise ${MEMORY_ENV}); nothing was written") from None
+            if isinstance(error.cause, NeuronExportError):
+                raise error.cause from None
+            raise NeuronExportError(f"building {component_plan.name} on Ray failed: {first_line(error.cause)}") from None
         except TaskCancelledError:
             raise KeyboardInterrupt from None
+        except RayError as error:  # its worker died, also when Ray ran it again
+            raise NeuronExportError(f"the Ray worker building {component_plan.name} died ({type(error).__name__}: killed, "
+                                    f"or out of memory: raise ${MEMORY_ENV}); nothing was written") from None
+
+
+def _emit(progress: Progress, component: Optional[str], done: int, total: int, message: str) -> None:
+    """A stage event of the farm (the job store shows it as a step): which unit finished where."""
+    log.info("[ray %d/%d] %s", done, total, message)
+    progress.emit({"type": "stage", "stage": "ray", "component": component, "key": "ray", "index": done + 1,
+                   "total": total + 1, "fraction": done / (total + 1), "message": message})
 
 
 def unit_resources(plan: ExportPlan) -> dict[str, Any]:
@@ -140,7 +157,11 @@ def entry_task_options(options: ExportOptions) -> dict[str, Any]:
 
 
 def _task_options(on_device: bool) -> dict[str, Any]:
-    options: dict[str, Any] = {"num_cpus": 1, "memory": int(float(os.environ.get(MEMORY_ENV, "2")) * 2**30), "max_retries": RETRIES}
+    try:
+        memory = int(float(os.environ.get(MEMORY_ENV, "2")) * 2**30)
+    except ValueError:
+        raise NeuronExportError(f"${MEMORY_ENV}={os.environ[MEMORY_ENV]!r}: give the memory of one task in GB, e.g. 16") from None
+    options: dict[str, Any] = {"num_cpus": 1, "memory": memory, "max_retries": RETRIES}
     if on_device:
         options["resources"] = {"neuron_cores": 1}
     return options

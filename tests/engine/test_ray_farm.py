@@ -22,10 +22,11 @@ import torch
 import transformers
 
 from support import ROOT, python_path
+from test_bucketed_models import source  # noqa: F401 (a fixture: the tiny classifier with O(1) logits)
 from test_diffusion import assert_same_images, generate, quiet
 
 from neuron_export import ExportOptions, export, load_artifact
-from neuron_export.demo import build_tiny_stable_diffusion, make_tiny_model
+from neuron_export.demo import build_tiny_stable_diffusion
 from neuron_export.errors import NeuronExportError
 
 pytestmark = pytest.mark.ray
@@ -140,30 +141,20 @@ def test_sd_components_run_as_separate_ray_tasks_and_equal_diffusers(cluster, sd
     assert _leftovers(tmp_path) == []
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    """A tiny BERT classifier with O(1) logits (default init gives ~0.01)."""
-    model, tokenizer = make_tiny_model("bert", "text-classification", seed=0)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    folder = tmp_path_factory.mktemp("ray-bucket-source") / "classifier"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_three_buckets_compile_as_ray_tasks_and_equal_transformers(cluster, classifier, tmp_path):
+def test_three_buckets_compile_as_ray_tasks_and_equal_transformers(cluster, source, tmp_path):
     before = {t.task_id for t in list_tasks(limit=1000, raise_on_missing_output=False)}
     options = ExportOptions(backend="torchscript", sequence_length=(8, 16, 32), use_cache=False)
-    result = export(str(classifier), tmp_path / "farm", options, executor=RayExecutor())
+    events = []
+    result = export(str(source), tmp_path / "farm", options, on_event=events.append, executor=RayExecutor())
     assert result.validation_passed is True
     tasks = _tasks(_ours(before), lambda ts: sum(t.state == "FINISHED" for t in ts) >= 4)
     name = result.manifest.component
     assert sorted(t.name.split(":", 1)[1] for t in tasks) == sorted([f"{name}:save", f"{name}[8]", f"{name}[16]", f"{name}[32]"])
-    eager = transformers.AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    # what the job store shows as steps: the tasks submitted, then the component built, on its node
+    farm = [e["message"] for e in events if e.get("stage") == "ray"]
+    save = next(t for t in tasks if t.name.endswith(":save"))
+    assert farm == ["4 Ray tasks submitted for 1 component(s)", f"{name}: built by a Ray task on node {save.node_id[:12]}"]
+    eager = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
     model = load_artifact(result.artifact)
     for length in (8, 16, 32):
         ids = torch.randint(5, 90, (1, length), generator=torch.Generator().manual_seed(length))
@@ -174,18 +165,18 @@ def test_three_buckets_compile_as_ray_tasks_and_equal_transformers(cluster, clas
         got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values()))
         assert expected.abs().max() > 0.1 and torch.allclose(got, expected, atol=1e-4)
     # the buckets, compiled in three processes, still share one copy of the weights
-    local = export(str(classifier), tmp_path / "local", options)
+    local = export(str(source), tmp_path / "local", options)
     farm_size, local_size = ((a / "model.pt").stat().st_size for a in (result.artifact, local.artifact))
     assert farm_size < 1.2 * local_size
 
 
-def test_sweep_of_four_with_one_failing(cluster, classifier, tmp_path):
+def test_sweep_of_four_with_one_failing(cluster, source, tmp_path):
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"""exports:
-  - {{model: {classifier}, output: {tmp_path}/s8, backend: torchscript, sequence_length: 8}}
-  - {{model: {classifier}, output: {tmp_path}/s16, backend: torchscript, sequence_length: 16, batch_size: 2}}
-  - {{model: {classifier}, output: {tmp_path}/bad, backend: torchscript, task: image-classification}}
-  - {{model: {classifier}, output: {tmp_path}/b32, backend: torchscript, sequence_length: [16, 32]}}
+  - {{model: {source}, output: {tmp_path}/s8, backend: torchscript, sequence_length: 8}}
+  - {{model: {source}, output: {tmp_path}/s16, backend: torchscript, sequence_length: 16, batch_size: 2}}
+  - {{model: {source}, output: {tmp_path}/bad, backend: torchscript, task: image-classification}}
+  - {{model: {source}, output: {tmp_path}/b32, backend: torchscript, sequence_length: [16, 32]}}
 """)
     run = _cli("sweep", str(plan), "--executor", "ray", address=cluster[0])
     stdout, stderr = run.communicate(timeout=600)
@@ -193,7 +184,7 @@ def test_sweep_of_four_with_one_failing(cluster, classifier, tmp_path):
     rows = {line.split()[0]: line for line in stdout.splitlines() if line[:1].isdigit()}
     assert [("failed" in rows[n]) for n in "1234"] == [False, False, True, False], stdout
     assert "image-classification" in rows["3"] and not (tmp_path / "bad").exists()
-    eager = transformers.AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    eager = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
     ids = torch.randint(5, 90, (2, 16), generator=torch.Generator().manual_seed(0))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     model = load_artifact(tmp_path / "s16")
@@ -219,7 +210,7 @@ def test_cancelled_export_publishes_nothing_and_stops_its_tasks(cluster, sd_sour
     assert not any(t.state == "RUNNING" for t in after)
 
 
-def test_worker_killed_mid_task_is_retried_or_fails_cleanly(cluster, classifier, tmp_path):
+def test_worker_killed_mid_task_is_retried_or_fails_cleanly(cluster, source, tmp_path):
     before = {t.task_id for t in list_tasks(limit=1000, raise_on_missing_output=False)}
     killed = []
 
@@ -233,7 +224,7 @@ def test_worker_killed_mid_task_is_retried_or_fails_cleanly(cluster, classifier,
     killer.start()
     output = tmp_path / "killed"
     try:
-        result = export(str(classifier), output, ExportOptions(backend="torchscript", sequence_length=(8, 16, 32), use_cache=False),
+        result = export(str(source), output, ExportOptions(backend="torchscript", sequence_length=(8, 16, 32), use_cache=False),
                         executor=RayExecutor())
     except NeuronExportError as error:
         assert "died" in str(error) and "\n" not in str(error) and not output.exists()
