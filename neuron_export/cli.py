@@ -132,6 +132,7 @@ def add_export_parser(commands) -> None:
             choices = ("auto", *BACKENDS) if flag.field == "backend" else flag.choices
             p.add_argument(flag.flag, dest=flag.field, type=flag.type, choices=choices, help=flag.help)
     p.add_argument("--events", help=argparse.SUPPRESS)  # JSON-lines progress for the dashboard's job runner
+    add_executor_arguments(p)
     p.set_defaults(handler=run_export, **{f.name: f.default for f in dataclasses.fields(ExportOptions)})
 
 
@@ -156,11 +157,12 @@ def export_argv(model: str, output: str | Path, options: ExportOptions) -> list[
 
 def run_export(args: argparse.Namespace) -> int:
     from .export import export
+    from .export.executor import make_executor
 
     events = EventFile(args.events)
     options = ExportOptions.from_dict({k: v for k, v in vars(args).items() if k not in ("model", "output")})
     try:
-        result = export(args.model, args.output, options, on_event=events.write)
+        result = export(args.model, args.output, options, on_event=events.write, executor=make_executor(args.executor, args.ray_address))
     except NeuronExportError as error:
         events.write({"type": "error", "message": str(error), "exit_code": error.exit_code})
         raise
@@ -179,6 +181,23 @@ class EventFile:
         if self.path:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(event, default=str) + "\n")
+
+
+def add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    from .export.executor import EXECUTORS
+
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: build here (default); ray: each component and bucket as a task on a Ray cluster")
+    p.add_argument("--ray_address", help="the Ray cluster (default $NEURON_EXPORT_RAY_ADDRESS, else a local one on loopback)")
+
+
+def add_sweep_parser(commands) -> None:
+    from .sweep import run_sweep
+
+    p = commands.add_parser("sweep", help="compile a list of exports from a YAML plan and print what succeeded, failed or hit the cache")
+    p.add_argument("plan", help="YAML file with a top-level `exports:` list (see the README)")
+    add_executor_arguments(p)
+    p.set_defaults(handler=run_sweep)
 
 
 def add_tasks_parser(commands) -> None:
@@ -352,7 +371,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 # Each entry adds one sub-command; its parser sets `handler`.
 COMMANDS: list[Callable[[Any], None]] = [add_export_parser, add_tasks_parser, add_demo_parser, add_cache_parser, add_benchmark_parser,
-                                         add_doctor_parser, add_download_parser]
+                                         add_doctor_parser, add_download_parser, add_sweep_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,8 +2,9 @@
 
 Artifacts, compile cache entries and demo models all use this, so a failed, interrupted or
 concurrent writer never leaves a half-written folder under the final name. Temporary and trash
-siblings carry the writer's pid in their name, so leftovers of a dead writer can be told apart
-and removed (clean_stale) without ever touching a live writer's folder.
+siblings carry the writer's pid and host in their name, so leftovers of a dead writer can be told apart
+and removed (clean_stale) without ever touching a live writer's folder, also on storage shared by
+several hosts (a compile cache that every worker of a farm uses): another host's pid says nothing here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import os
 import re
 import shutil
+import socket
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,8 +24,8 @@ from ..errors import ArtifactError, NeuronExportError, first_line
 from .manifest import TOOL_MARKER, Manifest
 
 TEMPORARY, TRASH = "tmp", "trash"
-# .NAME.PURPOSE-PID-RANDOM, as sibling() names them
-SIBLING_NAME = re.compile(rf"^\.(?P<name>.+)\.(?:{TEMPORARY}|{TRASH})-(?P<pid>\d+)-[0-9a-f]{{8}}$")
+# .NAME.PURPOSE-PID-RANDOM[@HOST], as sibling() names them (no host: written by an earlier version, on this host)
+SIBLING_NAME = re.compile(rf"^\.(?P<name>.+)\.(?:{TEMPORARY}|{TRASH})-(?P<pid>\d+)-[0-9a-f]{{8}}(?:@(?P<host>[^@/]+))?$")
 # A process's start time (from its boot-relative start tick) and a file's ctime come from two
 # clocks; boot time is known to the second only. A process that started within this margin
 # after a folder was last changed counts as its possible owner: kept, never removed by mistake.
@@ -32,9 +34,12 @@ CLOCK_SLACK_S = 2.0
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+
+
 def sibling(final: Path, purpose: str) -> Path:
-    """A hidden sibling of `final` for a temporary or trash copy: .NAME.PURPOSE-PID-RANDOM."""
-    return final.parent / f".{final.name}.{purpose}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """A hidden sibling of `final` for a temporary or trash copy: .NAME.PURPOSE-PID-RANDOM@HOST."""
+    return final.parent / f".{final.name}.{purpose}-{os.getpid()}-{uuid.uuid4().hex[:8]}@{_HOST}"
 
 
 def remove_tree(path: Path) -> None:
@@ -90,8 +95,8 @@ def clean_stale(parent: Path) -> list[Path]:
         return removed
     for path in entries:
         match = SIBLING_NAME.match(path.name)
-        if match is None or path.is_symlink() or not path.is_dir():
-            continue
+        if match is None or path.is_symlink() or not path.is_dir() or match["host"] not in (None, _HOST):
+            continue  # not ours, or another host's writer: whether it runs cannot be told from here
         try:
             changed = path.stat().st_ctime
         except FileNotFoundError:

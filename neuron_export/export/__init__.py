@@ -20,8 +20,9 @@ from ..options import ExportOptions
 from ..progress import EventSink, Progress
 from ..sources import resolve_model_source
 from ..validation import ValidationReport
-from .build import artifact_manifest, build_components, copy_model_files
+from .build import artifact_manifest, copy_model_files
 from .cache import CompileCache
+from .executor import Executor, LocalExecutor
 from .plan import ExportPlan
 
 log = logging.getLogger("neuron_export")
@@ -52,8 +53,9 @@ class ExportResult:
 
 
 def export(model: str | Path, output: str | Path, options: Optional[ExportOptions] = None,
-           on_event: Optional[EventSink] = None) -> ExportResult:
-    """Compile `model` (hub id, local folder or demo:NAME) into the artifact folder `output`."""
+           on_event: Optional[EventSink] = None, executor: Optional[Executor] = None) -> ExportResult:
+    """Compile `model` (hub id, local folder or demo:NAME) into the artifact folder `output`;
+    `executor` builds the components (default: here, one after the other)."""
     options = options or ExportOptions()
     output = Path(output).expanduser().resolve()
     check_output_dir(output, options.force)  # refuse before loading anything
@@ -61,7 +63,7 @@ def export(model: str | Path, output: str | Path, options: Optional[ExportOption
     check_output_dir(output, options.force, plan.cache_folders)  # never into (or around) the model itself
     clean_stale(output.parent)  # what killed exports left next to it
     try:
-        return _export(plan, output, on_event)
+        return _export(plan, output, on_event, executor or LocalExecutor())
     except OSError as error:  # a full or read-only disk: one line; the staging folder is gone already
         problem = write_error(error, output)
         if problem is None:
@@ -74,7 +76,7 @@ def export(model: str | Path, output: str | Path, options: Optional[ExportOption
         raise NeuronExportError(f"out of memory with {shapes}: use smaller shapes ({first_line(error, 120)})") from None
 
 
-def _export(plan: ExportPlan, output: Path, on_event: Optional[EventSink]) -> ExportResult:
+def _export(plan: ExportPlan, output: Path, on_event: Optional[EventSink], executor: Executor) -> ExportResult:
     if on_event is not None:  # what runs, as data: the job store files the job's timings under its real backend
         on_event({"type": "plan", "backend": plan.backend.name, "components": [c.folder or None for c in plan.components],
                   "total": plan.stage_count, "time": time.time()})
@@ -86,7 +88,7 @@ def _export(plan: ExportPlan, output: Path, on_event: Optional[EventSink]) -> Ex
     progress = Progress(on_event, plan.stage_count)
     with staging(output) as folder:
         folder.mkdir()
-        manifests, reports = build_components(plan, folder, progress)
+        manifests, reports = executor.build(plan, folder, progress)
         for source, destination in plan.files:
             copy_model_files(source, folder / destination)
         manifest = artifact_manifest(plan, manifests, reports, progress.timings)

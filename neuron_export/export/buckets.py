@@ -159,23 +159,38 @@ def bucket_name(axes: list[str], shapes: dict[str, int]) -> str:
 def build_bucketed_component(component, plan, folder: Path, progress: Progress, module: torch.nn.Module) -> tuple[Manifest, Optional[ValidationReport]]:
     """Trace and compile every bucket of `component` (module: prepared for the backend), save them
     together, then validate each; the manifest lists them."""
+    compiled, compile_s = {}, {}
+    for bucket in component.bucketing.buckets:
+        compiled[bucket.name], compile_s[bucket.name] = compile_one_bucket(component, plan, bucket, progress, module)
+    return save_bucketed_component(component, plan, folder, progress, compiled, compile_s)
+
+
+def compile_one_bucket(component, plan, bucket: ComponentBucket, progress: Progress, module: torch.nn.Module) -> tuple[Any, float]:
+    """Trace and compile `component` at one bucket: (Backend.compile_bucket's result, seconds). A unit
+    of its own, so an executor can spread a component's buckets over workers."""
+    from .build import compile_errors
+
+    backend, options = plan.backend, component.options or plan.options
+    label = f"{component.name} [{bucket_label(bucket.shapes)}]"
+    example = tuple(bucket.example[name].to(options.device) for name in component.input_names)
+    start = time.perf_counter()
+    with compile_errors(backend, label), component.compile_context():
+        with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{component.name}.{bucket.name}.tracing"):
+            traced = backend.trace(module, example, options)
+        with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})",
+                            key=f"{component.name}.{bucket.name}.compiling"):
+            compiled = backend.compile_bucket(traced, example, options, _workdir(options, component.name, bucket.name),
+                                              component.model_kind)
+    return compiled, time.perf_counter() - start
+
+
+def save_bucketed_component(component, plan, folder: Path, progress: Progress, compiled: dict[str, Any],
+                            compile_s: dict[str, float]) -> tuple[Manifest, Optional[ValidationReport]]:
+    """Save the compiled buckets of `component` together into `folder`, then validate each."""
     from .build import compile_errors, component_manifest
 
     backend, options, buckets = plan.backend, component.options or plan.options, component.bucketing
     output_axes = _output_axes(component) if buckets.fit == PAD else {}
-    compiled, compile_s = {}, {}
-    for bucket in buckets.buckets:
-        label = f"{component.name} [{bucket_label(bucket.shapes)}]"
-        example = tuple(bucket.example[name].to(options.device) for name in component.input_names)
-        start = time.perf_counter()
-        with compile_errors(backend, label), component.compile_context():
-            with progress.stage("tracing", f"Tracing {label} ({backend.name})", key=f"{component.name}.{bucket.name}.tracing"):
-                traced = backend.trace(module, example, options)
-            with progress.stage("compiling", f"Compiling {label} ({backend.name}, -O{options.optlevel})",
-                                key=f"{component.name}.{bucket.name}.compiling"):
-                compiled[bucket.name] = backend.compile_bucket(traced, example, options, _workdir(options, component.name, bucket.name),
-                                                               component.model_kind)
-        compile_s[bucket.name] = time.perf_counter() - start
     with progress.stage("saving", f"Saving {component.name} ({len(compiled)} buckets)", key=f"{component.name}.saving"):
         with compile_errors(backend, component.name):
             saved = backend.save_buckets(compiled, folder, options)

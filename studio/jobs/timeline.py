@@ -25,6 +25,7 @@ STAGE_WORDS = {
     "cache": "copying {what} from the compile cache",
     "onnx": "exporting {what} to ONNX for the comparison",
     "timing": "timing {what}",
+    "ray": "{what} built on the Ray farm",
 }
 # Component name parts written as people write them.
 _PART_WORDS = {"unet": "UNet", "vae": "VAE", "clip": "CLIP", "t5": "T5"}

@@ -39,3 +39,11 @@ def test_benchmark_command_carries_the_request(tmp_path):
 def test_benchmark_command_defaults_to_the_compiled_batch_all_cores_and_onnx(tmp_path):
     args = parse(benchmark_command(tmp_path / "a", iterations=30, warmup=5, steps=10))
     assert (args.batch_sizes, args.threads, args.onnx) == (None, None, True)
+
+
+def test_export_jobs_go_to_the_ray_farm_when_its_address_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEURON_EXPORT_RAY_ADDRESS", raising=False)
+    assert parse(export_command("demo:tiny-bert", tmp_path / "out", ExportOptions())).executor == "local"
+    monkeypatch.setenv("NEURON_EXPORT_RAY_ADDRESS", "127.0.0.1:6390")  # the CLI reads the address from it
+    args = parse(export_command("demo:tiny-bert", tmp_path / "out", ExportOptions(backend="torchscript")))
+    assert (args.executor, args.ray_address, args.backend) == ("ray", None, "torchscript")
