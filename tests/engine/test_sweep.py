@@ -7,12 +7,21 @@ Budget: ~15 s (one tiny torchscript export).
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import pytest
 
 from neuron_export import read_manifest
 from neuron_export.cli import main
+
+@pytest.fixture(autouse=True)
+def sigterm_handler_kept():
+    """main() installs the CLI's SIGTERM handler: give pytest its own back."""
+    handler = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, handler)
+
 
 GOOD = "{model: demo:tiny-bert, output: OUT/a, backend: torchscript, sequence_length: 8}"
 
