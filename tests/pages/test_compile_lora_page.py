@@ -4,7 +4,7 @@ disabled. No job runs (NEURON_EXPORT_MAX_JOBS=0); the test reads what was queued
 is tested against diffusers in tests/engine/test_lora.py."""
 
 import pytest
-from page_helpers import APP
+from page_helpers import open_in_app
 from streamlit.testing.v1 import AppTest
 
 from neuron_export.cli import build_parser
@@ -23,7 +23,7 @@ def compile_button(at: AppTest):
 
 
 def sd_form() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")  # Start here is the first page
     at.selectbox(key="demo").set_value("demo:tiny-sd").run()
     at.selectbox(key="backend").set_value("torchscript").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -58,6 +58,6 @@ def test_a_lora_folder_without_weights_or_outside_the_roots_disables_compile(wor
 
 
 def test_the_lora_field_is_for_diffusion_pipelines_only(workspace):
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at = open_in_app("compile.py")  # Start here is the first page
     at.selectbox(key="demo").set_value("demo:tiny-bert").run()
     assert not [t for t in at.text_area if t.key == "loras"]
