@@ -29,6 +29,10 @@ navigation = st.navigation(
 with st.sidebar:
     st.markdown("**neuron_export studio**")
     st.caption(f"Workspace: `{services.workspace.root}`")
+if navigation.title != PAGES[0][1]:
+    # Every page but Start here imports torch and transformers: never while the warm-up thread is importing
+    # them (transformers' lazy modules raise "cannot import name" to a second importing thread).
+    ui.warm_up().join()
 try:
     navigation.run()
 except Exception as error:  # a page bug: one readable line on screen, the traceback in the server log

@@ -5,6 +5,7 @@ backend, one at least for each playground view; tests that damage or add to an a
 """
 
 import shutil
+import threading
 
 import pytest
 import streamlit as st
@@ -36,6 +37,16 @@ def _clear_streamlit_caches() -> None:
     st.cache_resource.clear()
     st.cache_data.clear()
 
+
+
+@pytest.fixture(autouse=True)
+def warm_up_finished():
+    """A page test leaves no dashboard warm-up thread importing transformers behind it: the next test
+    (of any folder) would import it from a second thread, which transformers' lazy modules refuse."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name == "studio-warm-up":
+            thread.join(timeout=600)
 
 @pytest.fixture(scope="session")
 def workspace_root(tmp_path_factory):
