@@ -13,7 +13,7 @@ import streamlit as st
 import torch
 
 from neuron_export import hub_reach
-from neuron_export.backends import BACKENDS, Backend, auto_pick, choose_backend
+from neuron_export.backends import BACKENDS, Backend, auto_pick, choose_backend, cpu_build
 from neuron_export.bucketing import parse_resolutions, parse_shape_text
 from neuron_export.demo import DEMO_MODELS
 from neuron_export.diffusion.lora import resolve_lora_files
@@ -207,6 +207,15 @@ def settled_backend(compiler: dict[str, Any]) -> Optional[Backend]:
         return None
 
 
+def buildable_cpu_isas(column) -> list[str]:
+    """The CPU levels this host can build and check code for; why the others are not offered, as a caption."""
+    problems = {isa: cpu_build.isa_problem(ExportOptions(cpu_isa=isa)) for isa in CPU_ISAS}
+    refused = list(dict.fromkeys(problem for problem in problems.values() if problem))  # one line per cause
+    if refused:
+        column.caption("Not offered here: " + "; ".join(refused) + ".")
+    return [isa for isa, problem in problems.items() if not problem]
+
+
 def compiler_section() -> tuple[dict[str, Any], Optional[Backend]]:
     """The compiler's ExportOptions fields, and the backend they resolve to here (None: an error is on screen)."""
     st.subheader("3 · Compiler")
@@ -228,7 +237,7 @@ def compiler_section() -> tuple[dict[str, Any], Optional[Backend]]:
     if auto_cast != "none" and device == "cpu" and not backend.is_neuron and not native_bf16:
         st.caption("Note: this CPU has no native bf16/fp16 — casting is usually slower here; it pays off on GPU and Neuron.")
     c7, c8 = st.columns(2)
-    cpu_isa = c7.selectbox("CPU code for", CPU_ISAS, key="cpu_isa", disabled=not backend.records_cpu_isa,
+    cpu_isa = c7.selectbox("CPU code for", buildable_cpu_isas(c7), key="cpu_isa", disabled=not backend.records_cpu_isa,
                            format_func=lambda isa: {"native": "this CPU (native)", "avx2": "any AVX2 CPU (x86-64-v3)",
                                                     "avx512": "any AVX-512 CPU (x86-64-v4)"}[isa],
                            help="inductor: the CPUs the artifact's machine code runs on; loading refuses a CPU below it.")

@@ -12,10 +12,11 @@ from page_helpers import open_in_app, wait_for_job
 from streamlit.testing.v1 import AppTest
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from neuron_export import load_artifact
-from neuron_export.backends import BACKENDS
+from neuron_export import cpu, load_artifact
+from neuron_export.backends import BACKENDS, cpu_build
 from neuron_export.cli import build_parser
 from neuron_export.demo import resolve_demo
+from neuron_export.options import ExportOptions
 from studio.jobs import JobStore
 
 
@@ -147,9 +148,27 @@ def test_a_neuron_backend_offers_cross_compiling_and_queues_its_command(fresh_wo
     assert (args.model, args.output) == ("demo:tiny-bert", str(fresh_workspace.artifacts_dir / "bert-inf2"))
 
 
+def test_cpu_code_choices_are_the_levels_this_host_can_build(fresh_workspace):
+    """A CPU level the host cannot build (torch without Inductor's cpp.march, or a CPU below the level) is not
+    offered, and a caption says why, rather than a choice whose Compile button then stays disabled."""
+    at = open_in_app("compile.py")
+    compile_form(at, "demo:tiny-bert", "bert-levels")
+    offered = at.selectbox(key="cpu_isa").options
+    captions = " ".join(c.value for c in at.caption)
+    assert offered[0] == "this CPU (native)"
+    if not hasattr(torch._inductor.config.cpp, "march"):
+        assert offered == ["this CPU (native)"] and "needs torch >= 2.13" in captions
+        return
+    flags = cpu.host_flags()  # the CPU's own /proc/cpuinfo flags against each level's list
+    assert ("any AVX2 CPU (x86-64-v3)" in offered) == (set(cpu.ISA_LEVELS["avx2"].flags) <= flags)
+    assert ("any AVX-512 CPU (x86-64-v4)" in offered) == (set(cpu.ISA_LEVELS["avx512"].flags) <= flags)
+
+
 def test_cpu_code_and_int8_choices_reach_the_queued_command(fresh_workspace, monkeypatch):
     """inductor: CPU code for any AVX-512 CPU, int8 linears; the job runs the CLI with those flags. With a
     backend that has no machine code of its own (torchscript) the CPU choice is disabled."""
+    if cpu_build.isa_problem(ExportOptions(cpu_isa="avx512")):
+        pytest.skip(cpu_build.isa_problem(ExportOptions(cpu_isa="avx512")))
     monkeypatch.setenv("NEURON_EXPORT_MAX_JOBS", "0")  # the queued command is the test; no job runs
     at = open_in_app("compile.py")
     compile_form(at, "demo:tiny-bert", "bert-avx512-int8")
