@@ -268,7 +268,7 @@ def _load_side_model(side: Side, manifest: Manifest):
             from .. import diffusion
             from ..registry import DIFFUSION_TASKS
 
-            return getattr(diffusion, DIFFUSION_TASKS[manifest.task].text_to_image.class_name).from_pretrained(side.path)
+            return getattr(diffusion, DIFFUSION_TASKS[manifest.task].primary.class_name).from_pretrained(side.path)
         return load_artifact(side.path)
     try:
         if manifest.is_pipeline:

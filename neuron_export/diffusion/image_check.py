@@ -21,11 +21,10 @@ import torch
 
 from ..artifact.manifest import ImageCheck
 from ..errors import NeuronExportError, first_line
+from ..registry.diffusion import DiffusionPipelineSpec
+from .requests import PROMPT, SEED, example_request
 
-PROMPT = "a photo of an astronaut riding a horse on the moon"
-SEED = 0
 STEPS = 4  # few: the drift shows from the first steps, and the eager side runs on the host CPU
-GUIDANCE_SCALE = 7.5  # diffusers' default: with guidance on, the UNet runs at its compiled (CFG) batch
 PSNR_CAP = 100.0  # dB written for identical images (PSNR is infinite)
 FOLDER = "image_check"  # in the artifact: compiled.png, eager.png, difference.npy
 HEATMAP_SIDE = 256  # the stored difference map is at most this many cells a side (block maxima)
@@ -100,8 +99,8 @@ def divergence(check: ImageCheck) -> str:
     return f"the latents stayed within {check.max_latent_drift:g} over the {steps} steps, the decoded images differ"
 
 
-def run_pipeline(pipe, height: int, width: int) -> tuple[np.ndarray, list[torch.Tensor]]:
-    """The check's request on one pipeline: its first image (H x W x 3, [0, 1]) and the latents after each step."""
+def run_pipeline(pipe, request: dict[str, Any]) -> tuple[np.ndarray, list[torch.Tensor]]:
+    """One request on one pipeline: its first image (H x W x 3, [0, 1]) and the latents after each step."""
     latents: list[torch.Tensor] = []
 
     def record(pipeline, step: int, timestep, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -109,23 +108,23 @@ def run_pipeline(pipe, height: int, width: int) -> tuple[np.ndarray, list[torch.
         return tensors
 
     with torch.inference_mode():
-        images = pipe(PROMPT, num_inference_steps=STEPS, guidance_scale=GUIDANCE_SCALE, height=height, width=width,
-                      generator=torch.Generator().manual_seed(SEED), output_type="np",
-                      callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents"]).images
+        images = pipe(**request, output_type="np", callback_on_step_end=record,
+                      callback_on_step_end_tensor_inputs=["latents"]).images
     return np.asarray(images[0], dtype=np.float32), latents
 
 
-def check_pipeline_images(compiled_pipe, eager_pipe, precision: str, folder: Path) -> ImageCheck:
-    """Run both pipelines at the compiled size, compare, and write the images into `folder` / FOLDER."""
+def check_pipeline_images(compiled_pipe, eager_pipe, spec: DiffusionPipelineSpec, precision: str, folder: Path) -> ImageCheck:
+    """Run the spec's example request (requests.py) on both pipelines at the compiled size, compare, and
+    write the images into `folder` / FOLDER."""
     height, width = compiled_pipe.compiled_shapes["height"], compiled_pipe.compiled_shapes["width"]
     eager_pipe.scheduler = type(compiled_pipe.scheduler).from_config(compiled_pipe.scheduler.config)  # the artifact's
     try:
-        compiled, compiled_latents = run_pipeline(compiled_pipe, height, width)
+        compiled, compiled_latents = run_pipeline(compiled_pipe, example_request(spec, height, width, STEPS))
     except Exception as error:  # the whole pipeline must run: a component that cannot is a failed export
         raise NeuronExportError(f"the end-to-end image check could not run the compiled pipeline: {first_line(error)}") from None
-    eager, eager_latents = run_pipeline(eager_pipe, height, width)
+    eager, eager_latents = run_pipeline(eager_pipe, example_request(spec, height, width, STEPS))
     settings = dict(prompt=PROMPT, seed=SEED, steps=STEPS, scheduler=type(compiled_pipe.scheduler).__name__,
-                    guidance_scale=GUIDANCE_SCALE, height=height, width=width, images=FOLDER)
+                    guidance_scale=spec.guidance_scale, height=height, width=width, images=FOLDER)
     check = compare(compiled, eager, latent_drift(compiled_latents, eager_latents), precision, **settings)
     write_images(folder / FOLDER, compiled, eager)
     return check

@@ -89,14 +89,14 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
 
 def check_images(source: ModelSource, task: str, options: ExportOptions, folder: Path):
     """The end-to-end image check of the pipeline built in `folder` (diffusion/image_check.py): its
-    txt2img pipeline against diffusers' on the source folder (with the --unet UNet when one replaced it)."""
+    primary pipeline against diffusers' on the source folder (with the --unet UNet when one replaced it)."""
     from diffusers.utils import logging as diffusers_logging
 
     from ..diffusion import pipelines
     from ..diffusion.image_check import check_pipeline_images, precision_of
     from ..reference import reference_pipeline
 
-    spec = DIFFUSION_TASKS[task].text_to_image
+    spec = DIFFUSION_TASKS[task].primary
     compiled = getattr(pipelines, spec.class_name).from_pretrained(folder)
     bars = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components" would interleave with the export's log
@@ -108,7 +108,7 @@ def check_images(source: ModelSource, task: str, options: ExportOptions, folder:
             diffusers_logging.enable_progress_bar()
     for pipe in (compiled, eager):
         pipe.set_progress_bar_config(disable=True)
-    return check_pipeline_images(compiled, eager, precision_of(options.cast_type), folder)
+    return check_pipeline_images(compiled, eager, spec, precision_of(options.cast_type), folder)
 
 
 def pipeline_task(source: ModelSource, options: ExportOptions) -> str:

@@ -41,6 +41,13 @@ class DiffusionPipelineSpec:
     class_name: str
     diffusers_class: str
     uses_vae_encoder: bool = False
+    # The images its __call__ takes besides the prompt: diffusers' argument name -> what it is. "init": the
+    # image to transform (img2img, inpaint, instruct-pix2pix); "mask": white where to repaint; "control": a
+    # ControlNet's conditioning image. The image check, the benchmark and the playground build requests from it.
+    images: tuple[tuple[str, str], ...] = ()
+    strength: bool = False  # takes strength: how far the result may move from the init image
+    guidance_scale: float = 7.5  # what a request passes (diffusers' default; 0 for SDXL Turbo, LCM's embedded w)
+    extra_call: tuple[tuple[str, Any], ...] = ()  # further __call__ settings a request passes (image_guidance_scale, ...)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,8 @@ class DiffusionTask:
     bucketable: tuple[BucketAxes, ...] = (BucketAxes(("height", "width"), EXACT),)
 
     @property
-    def text_to_image(self) -> DiffusionPipelineSpec:
+    def primary(self) -> DiffusionPipelineSpec:
+        """The pipeline the image check, the benchmark and the playground run by default (txt2img for SD / SDXL)."""
         return self.pipelines[0]
 
 
@@ -106,7 +114,8 @@ DIFFUSION_TASKS: dict[str, DiffusionTask] = {
             (_TEXT_ENCODER, _UNET, _VAE_ENCODER, _VAE_DECODER),
             (
                 DiffusionPipelineSpec("NeuronStableDiffusionPipeline", "StableDiffusionPipeline"),
-                DiffusionPipelineSpec("NeuronStableDiffusionImg2ImgPipeline", "StableDiffusionImg2ImgPipeline", uses_vae_encoder=True),
+                DiffusionPipelineSpec("NeuronStableDiffusionImg2ImgPipeline", "StableDiffusionImg2ImgPipeline", uses_vae_encoder=True,
+                                      images=(("image", "init"),), strength=True),
             ),
             demo=DemoSpec("demo:tiny-sd", "stable-diffusion", "Tiny Stable Diffusion pipeline (64x64 images)"),
         ),
@@ -115,7 +124,8 @@ DIFFUSION_TASKS: dict[str, DiffusionTask] = {
             (*_SDXL_TEXT_ENCODERS, _SDXL_UNET, _VAE_ENCODER, _VAE_DECODER),
             (
                 DiffusionPipelineSpec("NeuronStableDiffusionXLPipeline", "StableDiffusionXLPipeline"),
-                DiffusionPipelineSpec("NeuronStableDiffusionXLImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline", uses_vae_encoder=True),
+                DiffusionPipelineSpec("NeuronStableDiffusionXLImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline", uses_vae_encoder=True,
+                                      images=(("image", "init"),), strength=True),
             ),
             demo=DemoSpec("demo:tiny-sdxl", "stable-diffusion-xl", "Tiny Stable Diffusion XL pipeline (two text encoders, 64x64 images)"),
             tiny={"xl": True},

@@ -96,7 +96,7 @@ def _load_pipeline(path: Path, manifest: Manifest):
     """The Neuron*Pipeline that generates from text with the compiled components."""
     import neuron_export
 
-    pipeline_class = getattr(neuron_export, DIFFUSION_TASKS[manifest.task].text_to_image.class_name)
+    pipeline_class = getattr(neuron_export, DIFFUSION_TASKS[manifest.task].primary.class_name)
     pipeline = pipeline_class.from_pretrained(path)
     pipeline.set_progress_bar_config(disable=True)  # its bars would go to the server's console
     return pipeline
