@@ -209,14 +209,14 @@ def add_tasks_parser(commands) -> None:
 def run_tasks(args: argparse.Namespace) -> int:
     from transformers import CONFIG_MAPPING
 
+    from .model_info import inspect_model
     from .registry import ARCHITECTURES, supported_tasks
-    from .sources import resolve_model_source
 
-    model_type = args.model
-    if model_type not in ARCHITECTURES and model_type not in CONFIG_MAPPING:
-        # a folder, demo:NAME or hub id: read its config
-        model_type = resolve_model_source(args.model, ExportOptions()).model_type
-    for task in supported_tasks(model_type):
+    if args.model in ARCHITECTURES or args.model in CONFIG_MAPPING:
+        tasks = supported_tasks(args.model)
+    else:  # a folder, demo:NAME or hub id: what its files export for (a sentence-transformers folder: its embeddings)
+        tasks = inspect_model(args.model).tasks
+    for task in tasks:
         print(task)
     return 0
 

@@ -67,7 +67,8 @@ def inspect_model(model: str, demo_root: Optional[Path] = None) -> ModelInfo:
         return ModelInfo(source.origin, source.path, source.library, task, [task], task, "from model_index.json",
                          {"batch_size": 1, "height": size, "width": size, "num_images_per_prompt": 1})
     tasks = supported_tasks(source.model_type)
-    if source.library == "sentence_transformers":
+    if source.library == "sentence_transformers":  # its pooled (or CLIP) embeddings: one task, whatever its encoder serves
+        tasks = [SENTENCE_TRANSFORMERS.task]
         detected, note = SENTENCE_TRANSFORMERS.task, "sentence-transformers folder (modules.json)"
     else:
         architectures = source.config.get("architectures")

@@ -91,6 +91,14 @@ def test_tasks_of_a_model_folder():
     assert result.stdout.split() == ["feature-extraction", "image-classification"]
 
 
+def test_tasks_of_a_sentence_transformers_folder_is_its_embedding_export():
+    """all-MiniLM-L6-v2 is a BERT, but its folder exports the pooled embeddings (BERT's heads would refuse)."""
+    assert len(run_cli("tasks", "bert").stdout.split()) > 1
+    result = run_cli("tasks", str(resolve_demo("demo:minilm")))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["feature-extraction"]
+
+
 def test_demo_models_lists_minilm():
     result = run_cli("demo-models")
     assert result.returncode == 0, result.stderr
