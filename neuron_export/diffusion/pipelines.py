@@ -144,6 +144,9 @@ class NeuronPipelineMixin:
             # txt2img: the compiled size by default (SDXL's own default assumes square images).
             kwargs["height"] = kwargs.get("height") or self.compiled_shapes["height"]
             kwargs["width"] = kwargs.get("width") or self.compiled_shapes["width"]
+        else:  # img2img, instruct-pix2pix: the image's size decides (the VAE encoder checks it); a compiled size asked is no error
+            for size in ("height", "width"):
+                kwargs.pop(size, None)
         return super().__call__(prompt, **kwargs)
 
     def _check_shapes(self, prompt, kwargs: dict[str, Any]) -> None:

@@ -127,6 +127,11 @@ def test_a_missing_mask_or_image_is_a_one_line_error(compiled):
     pix2pix = NeuronStableDiffusionInstructPix2PixPipeline.from_pretrained(compiled[PIX2PIX])
     with pytest.raises(NeuronExportError, match=r"needs image \(the image to edit\)"):
         pix2pix("make it snowy", num_inference_steps=1)
+    # it takes no height / width (its image's size decides), but a size other than the compiled one is refused as such
+    with pytest.raises(NeuronExportError, match="compiled for 64x64"):
+        pix2pix("make it snowy", image=example_image("init", 128, 128), height=128, width=128, num_inference_steps=1)
+    with pytest.raises(NeuronExportError, match="the image is 128x128 pixels and this pipeline was compiled for 64x64"):
+        pix2pix("make it snowy", image=example_image("init", 128, 128), height=64, width=64, num_inference_steps=1)
 
 
 def test_an_inpaint_pipeline_without_an_inpainting_unet_or_an_unsupported_class_is_refused(folders, tmp_path):
@@ -165,3 +170,16 @@ def test_detection_and_shapes_come_from_the_registry(folders):
     assert (shapes["unet_batch_size"], shapes["unet_in_channels"], shapes["latent_channels"]) == (3, 8, 4)
     odd = pipeline_shapes(unet, vae, 77, None, ExportOptions(), replicas=2, rows_per_image=rows)
     assert odd["unet_batch_size"] == 2  # 3 rows on 2 copies: 2 each, the missing row padded at run time
+
+
+def test_the_benchmark_sends_each_task_its_example_request(compiled):
+    """`neuron-export benchmark` times the task's primary pipeline on what it takes (images, strength, guidance)."""
+    from neuron_export.benchmark.inputs import pipeline_inputs
+    from neuron_export.benchmark.sides import _image_digest
+
+    inpaint = pipeline_inputs(read_manifest(compiled[INPAINT]), batch_size=1, steps=2, seed=3)
+    assert {"image", "mask_image", "strength", "height", "width"} <= set(inpaint) and "generator" not in inpaint
+    pix2pix = pipeline_inputs(read_manifest(compiled[PIX2PIX]), batch_size=1, steps=2, seed=3)
+    assert pix2pix["image_guidance_scale"] == 1.5 and "height" not in pix2pix and "mask_image" not in pix2pix
+    again = pipeline_inputs(read_manifest(compiled[INPAINT]), batch_size=1, steps=2, seed=3)
+    assert _image_digest(again["mask_image"]) == _image_digest(inpaint["mask_image"]) != _image_digest(inpaint["image"])
