@@ -11,7 +11,7 @@ from .errors import NeuronExportError, first_line
 from .model_files import check_links, read_json
 from .options import ExportOptions
 from .processors import open_preprocessor
-from .registry import ARCHITECTURES, DIFFUSERS_PIPELINES, auto_class, detect_task, get_architecture
+from .registry import ARCHITECTURES, auto_class, detect_task, diffusers_task, get_architecture
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 # Files worth downloading from a hub repo: configs, tokenizers, weights; never other formats.
@@ -31,7 +31,9 @@ class ModelSource:
     @property
     def model_type(self) -> str:
         if self.library == "diffusers":
-            return DIFFUSERS_PIPELINES.get(self.config.get("_class_name", ""), "unknown-diffusers-pipeline")
+            # by the pipeline class and the UNet (a StableDiffusionPipeline with a 9-channel UNet inpaints)
+            task = diffusers_task(self.config.get("_class_name", ""), unet_in_channels(self.path / "unet"))
+            return task or "unknown-diffusers-pipeline"
         return self.config.get("model_type", "")
 
     @property
@@ -40,6 +42,15 @@ class ModelSource:
         if self.library == "sentence_transformers":
             return self.path / sentence_transformers_modules(self.path)[0].get("path", "")
         return self.path
+
+
+def unet_in_channels(folder: Path) -> Optional[int]:
+    """A diffusers UNet folder's in_channels; None when it has no readable config (the export says what is wrong)."""
+    try:
+        value = read_json(folder / "config.json").get("in_channels")
+    except NeuronExportError:
+        return None
+    return value if isinstance(value, int) else None
 
 
 def resolve_model_source(model: str | Path, options: ExportOptions, demo_root: Optional[Path] = None) -> ModelSource:

@@ -31,14 +31,18 @@ def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: 
 
 
 def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
-    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out."""
+    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out, and
+    what the task's primary pipeline takes besides (requests.example_request: init image, mask, strength, guidance)."""
+    from ..diffusion.requests import example_request
+    from ..registry import DIFFUSION_TASKS
+
     shapes = manifest.shapes
+    request = example_request(DIFFUSION_TASKS[manifest.task].primary, shapes["height"], shapes["width"], steps, seed)
+    del request["generator"]  # each side makes its own from the seed, per call
     return {
+        **request,
         "prompt": [f"a photograph of an astronaut riding a horse, variation {i}" for i in range(batch_size)],
         "num_images_per_prompt": shapes["num_images_per_prompt"],
-        "num_inference_steps": steps,
-        "height": shapes["height"],
-        "width": shapes["width"],
         "output_type": "np",
         "seed": seed,
     }

@@ -199,7 +199,8 @@ def _clip_text_config(tokenizer):
     )
 
 
-def _tiny_unet(xl: bool, text_hidden: int, seed: int):
+def _tiny_unet(xl: bool, text_hidden: int, seed: int, **overrides):
+    """overrides: further UNet config values (in_channels 9 for inpainting, ...)."""
     from diffusers import UNet2DConditionModel
     import torch
 
@@ -220,6 +221,7 @@ def _tiny_unet(xl: bool, text_hidden: int, seed: int):
             transformer_layers_per_block=(1, 1),
             use_linear_projection=True,
         )
+    unet_kwargs.update(overrides)
     torch.manual_seed(seed)
     return UNet2DConditionModel(**unet_kwargs)
 
@@ -261,9 +263,12 @@ def make_tiny_sd_pipeline(xl: bool = False, seed: int = 0):
     )
 
 
-def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0) -> Path:
-    """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir."""
-    pipe = make_tiny_sd_pipeline(xl=xl, seed=seed)
+def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0, **variant: Any) -> Path:
+    """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir; variant: a
+    DiffusionTask's tiny keywords for another pipeline (tiny_edit.make_tiny_edit_pipeline)."""
+    from .tiny_edit import make_tiny_edit_pipeline
+
+    pipe = make_tiny_edit_pipeline(xl=xl, seed=seed, **variant) if variant else make_tiny_sd_pipeline(xl=xl, seed=seed)
     out = prepare_dir(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)
     return out

@@ -22,14 +22,18 @@ from ..artifact import Manifest, inside, load_artifact, publish, staging, write_
 from ..model_files import read_json
 from ..errors import ArtifactError, NeuronExportError, ValidationFailedError
 from ..options import LORA_FIELDS, SHAPE_FIELDS, ExportOptions
-from ..registry import DIFFUSION_TASKS, PIPELINE_CLASSES, pipeline_task_of
+from ..registry import DIFFUSION_TASKS, PIPELINE_CLASSES, DiffusionPipelineSpec, pipeline_task_of
 from .adapters import CompiledTextEncoder, CompiledUNet, CompiledVae
+
+# The roles of a pipeline's images (DiffusionPipelineSpec.images), as an error names them.
+IMAGE_ROLES = {"init": "the image to edit", "mask": "the mask: white where to repaint", "control": "the ControlNet's conditioning image"}
 
 
 class NeuronPipelineMixin:
     """from_pretrained / save_pretrained for artifact folders, and the checks the compiled shapes need."""
 
     task: ClassVar[str]
+    spec: ClassVar[DiffusionPipelineSpec]
     uses_vae_encoder: ClassVar[bool] = False
     artifact: Path
     manifest: Manifest
@@ -132,11 +136,17 @@ class NeuronPipelineMixin:
             kwargs["generator"] = torch.Generator().manual_seed(seed)
         if kwargs.get("ip_adapter_image") is not None or kwargs.get("ip_adapter_image_embeds") is not None:
             raise NeuronExportError("IP-Adapter images are not supported by the compiled UNet")
+        missing = [f"{argument} ({IMAGE_ROLES.get(role, role)})" for argument, role in self.spec.images if kwargs.get(argument) is None]
+        if missing:  # diffusers would fail deep inside preprocessing
+            raise NeuronExportError(f"{type(self).__name__} needs {' and '.join(missing)}")
         self._check_shapes(prompt, kwargs)
         if "height" in inspect.signature(super().__call__).parameters:
             # txt2img: the compiled size by default (SDXL's own default assumes square images).
             kwargs["height"] = kwargs.get("height") or self.compiled_shapes["height"]
             kwargs["width"] = kwargs.get("width") or self.compiled_shapes["width"]
+        else:  # img2img, instruct-pix2pix: the image's size decides (the VAE encoder checks it); a compiled size asked is no error
+            for size in ("height", "width"):
+                kwargs.pop(size, None)
         return super().__call__(prompt, **kwargs)
 
     def _check_shapes(self, prompt, kwargs: dict[str, Any]) -> None:
@@ -214,7 +224,7 @@ def _pipeline_class(name: str) -> type:
     """A Neuron*Pipeline class: the mixin over the diffusers pipeline the registry names."""
     spec = PIPELINE_CLASSES[name]
     base = getattr(diffusers, spec.diffusers_class)
-    attributes = {"task": pipeline_task_of(name), "uses_vae_encoder": spec.uses_vae_encoder, "__module__": __name__,
+    attributes = {"task": pipeline_task_of(name), "spec": spec, "uses_vae_encoder": spec.uses_vae_encoder, "__module__": __name__,
                   "__doc__": f"diffusers' {spec.diffusers_class} running the compiled components of an artifact folder."}
     return type(name, (NeuronPipelineMixin, base), attributes)
 

@@ -25,8 +25,8 @@ from ..errors import NeuronExportError, first_line
 from ..inputs import check_input_memory, input_shapes, make_inputs, validation_input_sets, value_ranges
 from ..model_files import check_links, read_json
 from ..options import ExportOptions
-from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, EXACT, DiffusionComponent
-from ..sources import ModelSource, load_weights
+from ..registry import DIFFUSERS_PIPELINES, DIFFUSION_TASKS, EXACT, DiffusionComponent, diffusers_task
+from ..sources import ModelSource, load_weights, unet_in_channels
 from ..traceable import TraceableModel, discover_output_names
 from .buckets import bucket_plan, component_bucket_axes, plan_shapes
 from .plan import Component, ComponentPlan, ExportPlan, default_atol, plan_backend, settle_plan
@@ -50,7 +50,7 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     # A data-parallel UNet is compiled for its share of the CFG batch on each of its cores.
     replicas = len(backend.cores(data_parallel=True)) or 1
     planned = plan_shapes(DIFFUSION_TASKS[task].bucketable, options, ["height", "width"], task,
-                          lambda o: resolve_shapes(source, specs, o, replicas))
+                          lambda o: resolve_shapes(source, specs, o, replicas, DIFFUSION_TASKS[task].unet_rows_per_image))
     shapes = planned.largest  # the largest resolution: what the pipeline makes when asked for no size
     warnings += planned.warnings
     if source.config.get("safety_checker", [None])[0] is not None:
@@ -112,15 +112,25 @@ def check_images(source: ModelSource, task: str, options: ExportOptions, folder:
 
 
 def pipeline_task(source: ModelSource, options: ExportOptions) -> str:
+    """The task, from model_index.json's _class_name and the UNet to compile (its in_channels tell an
+    inpainting or instruct-pix2pix model saved under StableDiffusionPipeline from a text-to-image one)."""
     class_name = source.config.get("_class_name", "")
-    detected = DIFFUSERS_PIPELINES.get(class_name)
+    in_channels = unet_in_channels(unet_folder(source, options))
+    detected = diffusers_task(class_name, in_channels)
     if detected is None:
         supported = ", ".join(sorted(DIFFUSERS_PIPELINES))
         raise NeuronExportError(f"{source.origin} is a diffusers {class_name or 'pipeline'}; supported pipelines: {supported}")
+    expected = DIFFUSION_TASKS[detected].unet_in_channels
+    if in_channels is not None and in_channels != expected:
+        raise NeuronExportError(f"{source.origin} is a {class_name} whose UNet takes {in_channels} input channels; "
+                                f"{detected} needs a UNet with {expected}")
     if options.task not in ("auto", detected):
         raise NeuronExportError(f"{source.origin} is a {class_name} ({detected}); --task {options.task} does not apply to it")
     if options.task == "auto":
-        log.info("Task auto-detected: %s", detected)
+        pipeline = DIFFUSION_TASKS[detected].primary
+        how = "" if class_name in (p.diffusers_class for p in DIFFUSION_TASKS[detected].pipelines) else (
+            f" (a {class_name} folder whose UNet takes {in_channels} input channels: run it with {pipeline.class_name})")
+        log.info("Task auto-detected: %s%s", detected, how)
     return detected
 
 
@@ -201,7 +211,7 @@ def text_sequence_length(source: ModelSource, spec: DiffusionComponent, text_con
 
 
 def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options: ExportOptions,
-                   replicas: int = 1) -> tuple[dict[str, int], list[str]]:
+                   replicas: int = 1, rows_per_image: int = 2) -> tuple[dict[str, int], list[str]]:
     """Every axis value of the components, from the shape options and the pipeline folder's configs."""
     text_specs = [s for s in specs if s.kind == "text_encoder"]
     text_configs = {s.source: read_json(source.path / s.source / "config.json") for s in text_specs}
@@ -212,7 +222,7 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
     vae = read_json(source.path / "vae" / "config.json")
     try:
         pooled_dim = text_configs["text_encoder_2"]["projection_dim"] if "text_encoder_2" in text_configs else None
-        shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options, replicas)
+        shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options, replicas, rows_per_image)
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise NeuronExportError(f"{source.origin}: its unet, vae or text encoder config.json lacks or has a bad {first_line(error)}") from None
     if any(i.name == "time_ids" for s in specs for i in s.inputs) and "time_ids_dim" not in shapes:
@@ -232,10 +242,11 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
 
 def pipeline_shapes(
     unet: dict[str, Any], vae: dict[str, Any], sequence_length: int, pooled_dim: Optional[int], options: ExportOptions,
-    replicas: int = 1,
+    replicas: int = 1, rows_per_image: int = 2,
 ) -> dict[str, int]:
     """Axis values from the UNet and VAE configs and the shape options; pooled_dim (text_encoder_2's
-    projection) sizes SDXL's added conditions; replicas: the data-parallel UNet's copies (its batch is shared)."""
+    projection) sizes SDXL's added conditions; replicas: the data-parallel UNet's copies (its batch is shared);
+    rows_per_image: the UNet's rows per image (the task's unet_rows_per_image)."""
     scale = 2 ** (len(vae["block_out_channels"]) - 1)
     sample_size = unet.get("sample_size") or 64
     default_height, default_width = (sample_size, sample_size) if isinstance(sample_size, int) else sample_size
@@ -253,9 +264,12 @@ def pipeline_shapes(
         "height": height,
         "width": width,
         "sequence_length": sequence_length,
-        "unet_batch_size": batch * images * 2 // replicas,  # classifier-free guidance: unconditional + text rows
+        # classifier-free guidance: unconditional + text rows (instruct-pix2pix: + image rows), shared by
+        # the copies (rounded up: a copy's missing rows are padded at run time)
+        "unet_batch_size": -(-batch * images * rows_per_image // replicas),
         "images_batch_size": batch * images,
-        "latent_channels": unet["in_channels"],
+        "unet_in_channels": unet["in_channels"],  # the latents and what the variant joins to them (mask, image latents)
+        "latent_channels": vae.get("latent_channels", unet.get("out_channels", 4)),
         "latent_height": height // scale,
         "latent_width": width // scale,
         "image_channels": vae["in_channels"],

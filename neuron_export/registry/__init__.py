@@ -18,6 +18,7 @@ from .diffusion import (
     DiffusionComponent,
     DiffusionPipelineSpec,
     DiffusionTask,
+    diffusers_task,
     pipeline_task_of,
 )
 from .generation import (
@@ -158,4 +159,5 @@ __all__ = [
     "is_diffusion_task", "task_view", "modality_of_inputs", "pipeline_task_of", "BucketAxes", "PAD", "EXACT",
     "task_spec", "GENERATION_TASKS", "GENERATION_CLASSES", "GENERATIVE_ARCHITECTURES", "GenerationTask", "DECODER",
     "ENCODER_DECODER", "DECODER_LM", "TEXT_SEQ2SEQ", "SPEECH_SEQ2SEQ", "sliding_window",
+    "diffusers_task",
 ]

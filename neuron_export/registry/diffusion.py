@@ -60,6 +60,14 @@ class DiffusionTask:
     views: dict[str, str] = field(default_factory=lambda: {"diffusion": "image-generation"})
     # one UNet / VAE per resolution; the components whose input shapes do not depend on it (text encoders) are compiled once
     bucketable: tuple[BucketAxes, ...] = (BucketAxes(("height", "width"), EXACT),)
+    # What the UNet is fed per step. unet_in_channels: the latents (4) and what the variant joins to them
+    # (inpainting: mask + masked-image latents, 9; instruct-pix2pix: image latents, 8). unet_rows_per_image:
+    # its rows per image (classifier-free guidance: unconditional + text; instruct-pix2pix adds an image row).
+    unet_in_channels: int = 4
+    unet_rows_per_image: int = 2
+    # Other diffusers pipeline classes whose saved folders hold this task's model when their UNet takes
+    # unet_in_channels (a StableDiffusionPipeline folder with a 9-channel UNet is an inpainting model).
+    detected_from: tuple[str, ...] = ()
 
     @property
     def primary(self) -> DiffusionPipelineSpec:
@@ -68,7 +76,7 @@ class DiffusionTask:
 
 
 _UNET_INPUTS = (
-    InputSpec("sample", ("unet_batch_size", "latent_channels", "latent_height", "latent_width"), "gaussian", "float32"),
+    InputSpec("sample", ("unet_batch_size", "unet_in_channels", "latent_height", "latent_width"), "gaussian", "float32"),
     InputSpec("timestep", ("unet_batch_size",), "timestep", "float32"),
     InputSpec("encoder_hidden_states", ("unet_batch_size", "sequence_length", "cross_attention_dim"), "gaussian", "float32"),
 )
@@ -133,6 +141,49 @@ DIFFUSION_TASKS: dict[str, DiffusionTask] = {
     )
 }
 
+# Image editing: inpainting (SD, SDXL) and instruct-pix2pix. Their UNets take the latents joined to the
+# mask and masked-image latents, or to the init image's latents; both encode images with the VAE encoder.
+_INPAINT_IMAGES = (("image", "init"), ("mask_image", "mask"))
+DIFFUSION_TASKS.update({
+    t.name: t
+    for t in (
+        DiffusionTask(
+            "stable-diffusion-inpaint",
+            (_TEXT_ENCODER, _UNET, _VAE_ENCODER, _VAE_DECODER),
+            (DiffusionPipelineSpec("NeuronStableDiffusionInpaintPipeline", "StableDiffusionInpaintPipeline", uses_vae_encoder=True,
+                                   images=_INPAINT_IMAGES, strength=True),),
+            demo=DemoSpec("demo:tiny-sd-inpaint", "stable-diffusion-inpaint",
+                          "Tiny Stable Diffusion inpainting pipeline (9-channel UNet, 64x64 images)"),
+            tiny={"variant": "StableDiffusionInpaintPipeline", "unet_in_channels": 9},
+            unet_in_channels=9,
+            detected_from=("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
+        ),
+        DiffusionTask(
+            "stable-diffusion-xl-inpaint",
+            (*_SDXL_TEXT_ENCODERS, _SDXL_UNET, _VAE_ENCODER, _VAE_DECODER),
+            (DiffusionPipelineSpec("NeuronStableDiffusionXLInpaintPipeline", "StableDiffusionXLInpaintPipeline", uses_vae_encoder=True,
+                                   images=_INPAINT_IMAGES, strength=True),),
+            demo=DemoSpec("demo:tiny-sdxl-inpaint", "stable-diffusion-xl-inpaint",
+                          "Tiny Stable Diffusion XL inpainting pipeline (9-channel UNet, two text encoders, 64x64 images)"),
+            tiny={"xl": True, "variant": "StableDiffusionXLInpaintPipeline", "unet_in_channels": 9},
+            unet_in_channels=9,
+            detected_from=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+        ),
+        DiffusionTask(
+            "stable-diffusion-instruct-pix2pix",
+            (_TEXT_ENCODER, _UNET, _VAE_ENCODER, _VAE_DECODER),
+            (DiffusionPipelineSpec("NeuronStableDiffusionInstructPix2PixPipeline", "StableDiffusionInstructPix2PixPipeline",
+                                   uses_vae_encoder=True, images=(("image", "init"),), extra_call=(("image_guidance_scale", 1.5),)),),
+            demo=DemoSpec("demo:tiny-sd-instruct-pix2pix", "stable-diffusion-instruct-pix2pix",
+                          "Tiny InstructPix2Pix pipeline (8-channel UNet, edits a 64x64 image by instruction)"),
+            tiny={"variant": "StableDiffusionInstructPix2PixPipeline", "unet_in_channels": 8},
+            unet_in_channels=8,
+            unet_rows_per_image=3,  # text, image and unconditional rows (guidance_scale and image_guidance_scale)
+            detected_from=("StableDiffusionPipeline",),
+        ),
+    )
+})
+
 # diffusers' pipeline classes (model_index.json's _class_name) -> the task that exports them.
 DIFFUSERS_PIPELINES: dict[str, str] = {
     spec.diffusers_class: task.name for task in DIFFUSION_TASKS.values() for spec in task.pipelines
@@ -145,3 +196,13 @@ PIPELINE_CLASSES: dict[str, DiffusionPipelineSpec] = {
 def pipeline_task_of(class_name: str) -> str:
     """The task of a Neuron*Pipeline class."""
     return next(task.name for task in DIFFUSION_TASKS.values() if any(p.class_name == class_name for p in task.pipelines))
+
+
+def diffusers_task(class_name: str, unet_in_channels: Optional[int]) -> Optional[str]:
+    """The task of a diffusers pipeline folder, from model_index.json's _class_name and its UNet's
+    in_channels: the task that runs this class with such a UNet, else the class's own task (None: unsupported)."""
+    for task in DIFFUSION_TASKS.values():
+        classes = {spec.diffusers_class for spec in task.pipelines} | set(task.detected_from)
+        if class_name in classes and task.unet_in_channels == unet_in_channels:
+            return task.name
+    return DIFFUSERS_PIPELINES.get(class_name)
