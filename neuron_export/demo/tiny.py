@@ -199,7 +199,8 @@ def _clip_text_config(tokenizer):
     )
 
 
-def _tiny_unet(xl: bool, text_hidden: int, seed: int):
+def _tiny_unet(xl: bool, text_hidden: int, seed: int, **overrides: Any):
+    """The tiny (SDXL) UNet; overrides: config values of a variant (an LCM's time_cond_proj_dim, ...)."""
     from diffusers import UNet2DConditionModel
     import torch
 
@@ -220,6 +221,7 @@ def _tiny_unet(xl: bool, text_hidden: int, seed: int):
             transformer_layers_per_block=(1, 1),
             use_linear_projection=True,
         )
+    unet_kwargs.update(overrides)
     torch.manual_seed(seed)
     return UNet2DConditionModel(**unet_kwargs)
 
@@ -261,9 +263,15 @@ def make_tiny_sd_pipeline(xl: bool = False, seed: int = 0):
     )
 
 
-def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0) -> Path:
-    """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir."""
-    pipe = make_tiny_sd_pipeline(xl=xl, seed=seed)
+def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0, variant: Optional[str] = None) -> Path:
+    """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir; variant: one of
+    tiny_variants.VARIANTS instead (lcm, sdxl-turbo, sdxl-refiner)."""
+    if variant is not None:
+        from .tiny_variants import make_tiny_variant
+
+        pipe = make_tiny_variant(variant, seed)
+    else:
+        pipe = make_tiny_sd_pipeline(xl=xl, seed=seed)
     out = prepare_dir(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)
     return out

@@ -74,8 +74,12 @@ class NeuronPipelineMixin:
             classes = " / ".join(p.class_name for p in DIFFUSION_TASKS[task].pipelines) if task in DIFFUSION_TASKS else "another pipeline class"
             raise ArtifactError(f"{folder} is a compiled {task} pipeline; load it with {classes}")
         model_index = read_json(folder / "model_index.json")
-        components = load_components(folder, manifest, cls.uses_vae_encoder)
         parameters = inspect.signature(cls.__init__).parameters
+        if model_index.get("requires_aesthetics_score") and "requires_aesthetics_score" not in parameters:
+            img2img = [p.class_name for p in DIFFUSION_TASKS[task].pipelines if p.diffusers_class == manifest.pipeline_class]
+            raise ArtifactError(f"{folder} is an SDXL refiner (its UNet takes an aesthetic score): load it with "
+                                f"{' / '.join(img2img) or 'an img2img pipeline class'} and pass it the base's latents as image")
+        components = load_components(folder, manifest, cls.uses_vae_encoder)
         arguments: dict[str, Any] = {}
         for name in parameters:
             entry = model_index.get(name)
@@ -133,11 +137,24 @@ class NeuronPipelineMixin:
         if kwargs.get("ip_adapter_image") is not None or kwargs.get("ip_adapter_image_embeds") is not None:
             raise NeuronExportError("IP-Adapter images are not supported by the compiled UNet")
         self._check_shapes(prompt, kwargs)
+        self._check_guidance(kwargs)
         if "height" in inspect.signature(super().__call__).parameters:
             # txt2img: the compiled size by default (SDXL's own default assumes square images).
             kwargs["height"] = kwargs.get("height") or self.compiled_shapes["height"]
             kwargs["width"] = kwargs.get("width") or self.compiled_shapes["width"]
         return super().__call__(prompt, **kwargs)
+
+    def _check_guidance(self, kwargs: dict[str, Any]) -> None:
+        """A UNet compiled without classifier-free guidance rows (--no-classifier-free-guidance, SDXL Turbo)
+        runs guidance_scale <= 1 only, and 0 is its default."""
+        if self.manifest.options.classifier_free_guidance:
+            return
+        guidance = kwargs.setdefault("guidance_scale", 0.0)
+        if guidance is not None and guidance > 1:
+            raise NeuronExportError(
+                f"guidance_scale {guidance:g} needs classifier-free guidance, and this pipeline's UNet was compiled without it "
+                "(--no-classifier-free-guidance: one row per image); pass guidance_scale <= 1 (SDXL Turbo: 0.0), or re-export without that flag"
+            )
 
     def _check_shapes(self, prompt, kwargs: dict[str, Any]) -> None:
         shapes = self.compiled_shapes
