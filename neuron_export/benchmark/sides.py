@@ -217,7 +217,8 @@ class SideRunner:
             return {"images": torch.as_tensor(images)}
 
         self._bound = call
-        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
+        # images (img2img, inpainting) are arrays: digested by their bytes
+        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True, default=lambda a: hashlib.sha256(a.tobytes()).hexdigest()).encode()).hexdigest()
         return digest, {"prompt": [len(arguments["prompt"])]}
 
     def call(self) -> Any:
@@ -266,9 +267,9 @@ def _load_side_model(side: Side, manifest: Manifest):
     if side.kind == COMPILED:
         if manifest.is_pipeline:
             from .. import diffusion
-            from ..registry import DIFFUSION_TASKS
+            from ..diffusion.requests import artifact_pipeline_spec
 
-            return getattr(diffusion, DIFFUSION_TASKS[manifest.task].primary.class_name).from_pretrained(side.path)
+            return getattr(diffusion, artifact_pipeline_spec(manifest).class_name).from_pretrained(side.path)
         return load_artifact(side.path)
     try:
         if manifest.is_pipeline:

@@ -128,7 +128,7 @@ _SDXL_TEXT_ENCODERS = tuple(
 _LCM_TASKS = (
     DiffusionTask(
         "latent-consistency",
-        (_TEXT_ENCODER, _UNET, _VAE_ENCODER, _VAE_DECODER),
+        (_TEXT_ENCODER, _UNET, _VAE_DECODER),  # no VAE encoder: its one pipeline class is txt2img
         (DiffusionPipelineSpec("NeuronLatentConsistencyModelPipeline", "LatentConsistencyModelPipeline", guidance_scale=8.5),),
         demo=DemoSpec("demo:tiny-lcm", "latent-consistency", "Tiny latent consistency model pipeline (LCM UNet, 4 steps, 64x64 images)"),
         tiny={"variant": "lcm"},
