@@ -31,19 +31,15 @@ def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: 
 
 
 def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
-    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out;
-    the rest as the pipeline's example request (diffusion/requests.py: guidance, init image, strength)."""
-    import numpy as np
-    from PIL import Image
-
+    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out, and
+    what the artifact's pipeline takes besides (requests.example_request: init image, mask, strength, guidance)."""
     from ..diffusion.requests import artifact_pipeline_spec, example_request
 
     shapes = manifest.shapes
     request = example_request(artifact_pipeline_spec(manifest), shapes["height"], shapes["width"], steps, seed)
-    del request["generator"]  # each side seeds its own, per call
+    del request["generator"]  # each side makes its own from the seed, per call
     return {
-        # images as [0, 1] arrays, which diffusers takes too: the sides' processes get them pickled
-        **{name: np.asarray(value, dtype=np.float32) / 255 if isinstance(value, Image.Image) else value for name, value in request.items()},
+        **request,
         "prompt": [f"a photograph of an astronaut riding a horse, variation {i}" for i in range(batch_size)],
         "num_images_per_prompt": shapes["num_images_per_prompt"],
         "output_type": "np",

@@ -217,8 +217,7 @@ class SideRunner:
             return {"images": torch.as_tensor(images)}
 
         self._bound = call
-        # images (img2img, inpainting) are arrays: digested by their bytes
-        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True, default=lambda a: hashlib.sha256(a.tobytes()).hexdigest()).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True, default=_image_digest).encode()).hexdigest()
         return digest, {"prompt": [len(arguments["prompt"])]}
 
     def call(self) -> Any:
@@ -252,6 +251,13 @@ class SideRunner:
 
             gpu = torch.cuda.max_memory_allocated() / 2**20
         return {"peak_rss_mb": _peak_rss_mb(), "gpu_peak_mb": gpu}
+
+
+def _image_digest(image: Any) -> str:
+    """A request's image (init image, mask) as input_digest sees it: by its pixels."""
+    import numpy as np
+
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
 
 
 def _load_side_model(side: Side, manifest: Manifest):

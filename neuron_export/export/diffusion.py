@@ -8,7 +8,6 @@ and its root manifest lists the components.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import logging
 from functools import partial
@@ -45,15 +44,11 @@ NO_LENGTH_LIMIT = 10**12
 def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
     specs = pipeline_components(source, task, options)
-    unet_config = read_json(unet_folder(source, options) / "config.json")
-    options, loras = plan_loras(options, source.config.get("_class_name"), [s.source for s in specs], unet_config)
+    options, loras = plan_loras(options, source.config.get("_class_name"), [s.source for s in specs],
+                                read_json(unet_folder(source, options) / "config.json"))
     backend, reason, warnings = plan_backend(options, task, has_unet=True)
     # A data-parallel UNet is compiled for its share of the CFG batch on each of its cores.
     replicas = len(backend.cores(data_parallel=True)) or 1
-    if (options.batch_size or 1) * (options.num_images_per_prompt or 1) * guidance_rows(unet_config, options) % replicas:
-        # one image without CFG rows (LCM, Turbo): nothing to put side by side, one core runs it
-        replicas = 1
-        specs = [dataclasses.replace(spec, data_parallel=False) for spec in specs]
     planned = plan_shapes(DIFFUSION_TASKS[task].bucketable, options, ["height", "width"], task,
                           lambda o: resolve_shapes(source, specs, o, replicas))
     shapes = planned.largest  # the largest resolution: what the pipeline makes when asked for no size
@@ -268,7 +263,9 @@ def pipeline_shapes(
         "height": height,
         "width": width,
         "sequence_length": sequence_length,
-        "unet_batch_size": batch * images * rows // replicas,  # rows: CFG's unconditional and text halves, or one
+        # rows: CFG's unconditional and text halves, or one; shared by the copies (rounded up: a copy's
+        # missing rows are padded at run time)
+        "unet_batch_size": -(-batch * images * rows // replicas),
         "images_batch_size": batch * images,
         "latent_channels": unet["in_channels"],
         "latent_height": height // scale,
