@@ -138,6 +138,7 @@ class NeuronPipelineMixin:
             raise NeuronExportError("IP-Adapter images are not supported by the compiled UNet")
         self._check_shapes(prompt, kwargs)
         self._check_guidance(kwargs)
+        self._check_latents(kwargs.get("image"))
         if "height" in inspect.signature(super().__call__).parameters:
             # txt2img: the compiled size by default (SDXL's own default assumes square images).
             kwargs["height"] = kwargs.get("height") or self.compiled_shapes["height"]
@@ -154,6 +155,18 @@ class NeuronPipelineMixin:
             raise NeuronExportError(
                 f"guidance_scale {guidance:g} needs classifier-free guidance, and this pipeline's UNet was compiled without it "
                 "(--no-classifier-free-guidance: one row per image); pass guidance_scale <= 1 (SDXL Turbo: 0.0), or re-export without that flag"
+            )
+
+    def _check_latents(self, image) -> None:
+        """Latents passed as the image (a refiner over the base's latents) must be of a compiled size."""
+        if not (isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[1] == self.vae.config.get("latent_channels", 4)):
+            return
+        height, width = image.shape[2] * self.vae_scale_factor, image.shape[3] * self.vae_scale_factor
+        if (height, width) not in self.resolutions:
+            compiled = ", ".join(f"{w}x{h}" for h, w in self.resolutions)
+            raise NeuronExportError(
+                f"the latents passed as image are those of {width}x{height} images and this pipeline was compiled for {compiled}: "
+                f"export the base and this pipeline at the same --height / --width"
             )
 
     def _check_shapes(self, prompt, kwargs: dict[str, Any]) -> None:

@@ -156,8 +156,11 @@ def test_refiner_refines_the_base_latents_like_diffusers(folders, turbo_export, 
     assert_same_images(compiled, eager)
 
 
-def test_refiner_is_refused_by_the_txt2img_class(refiner_export):
-    from neuron_export import NeuronStableDiffusionXLPipeline
+def test_refiner_refuses_the_txt2img_class_and_latents_of_another_size(refiner_export):
+    from neuron_export import NeuronStableDiffusionXLImg2ImgPipeline, NeuronStableDiffusionXLPipeline
 
     with pytest.raises(ArtifactError, match="SDXL refiner.*NeuronStableDiffusionXLImg2ImgPipeline"):
         NeuronStableDiffusionXLPipeline.from_pretrained(refiner_export[1])
+    refiner = NeuronStableDiffusionXLImg2ImgPipeline.from_pretrained(refiner_export[1])
+    with pytest.raises(NeuronExportError, match="latents passed as image are those of 128x128 images .* compiled for 64x64"):
+        generate(refiner, 2, image=torch.zeros(1, 4, 16, 16))  # a base compiled at another size
