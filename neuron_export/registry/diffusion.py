@@ -87,12 +87,12 @@ _UNET_INPUTS = (
     InputSpec("encoder_hidden_states", ("unet_batch_size", "sequence_length", "cross_attention_dim"), "gaussian", "float32"),
 )
 # SDXL's added conditions (added_cond_kwargs): the pooled text_encoder_2 embedding and the size / crop ids.
-# A latent consistency UNet (time_cond_proj_dim) takes the guidance scale w as an embedding instead of CFG rows.
-_TIMESTEP_COND = InputSpec("timestep_cond", ("unet_batch_size", "time_cond_proj_dim"), "gaussian", "float32")
 _SDXL_UNET_INPUTS = _UNET_INPUTS + (
     InputSpec("text_embeds", ("unet_batch_size", "text_embeds_dim"), "gaussian", "float32"),
     InputSpec("time_ids", ("unet_batch_size", "time_ids_dim"), "time_ids", "float32"),
 )
+# A latent consistency UNet (time_cond_proj_dim) takes the guidance scale w as an embedding instead of CFG rows.
+_TIMESTEP_COND = InputSpec("timestep_cond", ("unet_batch_size", "time_cond_proj_dim"), "gaussian", "float32")
 _CLIP_INPUTS = (InputSpec("input_ids", ("batch_size", "sequence_length"), "clip_token_ids"),)
 # The UNet runs on batch_size x num_images_per_prompt x 2 rows: classifier-free guidance; a
 # data-parallel one is compiled for its share of them per core.
