@@ -79,6 +79,8 @@ class ExportOptions:
     lora_weight_names: tuple[str, ...] = ()  # one file each (default: diffusers' pytorch_lora_weights.safetensors)
     lora_adapter_names: tuple[str, ...] = ()  # one each; required for several
     lora_scales: tuple[float, ...] = ()  # one each (default 1.0)
+    # False: a Stable Diffusion UNet compiled for one row per image, run at guidance_scale <= 1 (SDXL Turbo at 0)
+    classifier_free_guidance: bool = True
     # validation / output
     atol: Optional[float] = None
     disable_validation: bool = False

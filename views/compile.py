@@ -296,6 +296,16 @@ def lora_section(workspace: Workspace, info: Optional[ModelInfo]) -> Optional[di
     return fields
 
 
+def guidance_section(info: Optional[ModelInfo]) -> dict[str, Any]:
+    """Stable Diffusion only: compile the UNet without classifier-free guidance rows (SDXL Turbo)."""
+    if info is None or info.library != "diffusers":
+        return {}
+    off = st.checkbox("Compile without classifier-free guidance (SDXL Turbo: run at guidance 0)", key="no_cfg",
+                      help="The UNet is compiled for one row per image instead of two: half the work, and the pipeline "
+                           "then runs guidance_scale <= 1 only. LCM models never use the guidance rows.")
+    return {"classifier_free_guidance": not off}
+
+
 def _number(text: str) -> Optional[float]:
     try:
         return float(text)
@@ -402,7 +412,8 @@ def main() -> None:
         compiler, backend = compiler_section()
         checks, keep_workdir = advanced_section()
         loras = lora_section(services.workspace, info)
-        options = form_options(task, info, shapes, buckets, compiler, {**checks, **loras}) if buckets is not None and loras is not None else None
+        guidance = guidance_section(info)
+        options = form_options(task, info, shapes, buckets, compiler, {**checks, **loras, **guidance}) if buckets is not None and loras is not None else None
         name, force = output_section(suggested_name(model, task, backend, options))
         # Every problem the form shows keeps Compile disabled: a job that would fail is never queued.
         ready = output_ready(services.workspace, name, force) and model_ready and options is not None and backend is not None

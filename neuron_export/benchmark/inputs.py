@@ -32,12 +32,11 @@ def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: 
 
 def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
     """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out, and
-    what the task's primary pipeline takes besides (requests.example_request: init image, mask, strength, guidance)."""
-    from ..diffusion.requests import example_request
-    from ..registry import DIFFUSION_TASKS
+    what the artifact's pipeline takes besides (requests.example_request: init image, mask, strength, guidance)."""
+    from ..diffusion.requests import artifact_pipeline_spec, example_request
 
     shapes = manifest.shapes
-    request = example_request(DIFFUSION_TASKS[manifest.task].primary, shapes["height"], shapes["width"], steps, seed)
+    request = example_request(artifact_pipeline_spec(manifest), shapes["height"], shapes["width"], steps, seed)
     del request["generator"]  # each side makes its own from the seed, per call
     return {
         **request,

@@ -273,9 +273,9 @@ def _load_side_model(side: Side, manifest: Manifest):
     if side.kind == COMPILED:
         if manifest.is_pipeline:
             from .. import diffusion
-            from ..registry import DIFFUSION_TASKS
+            from ..diffusion.requests import artifact_pipeline_spec
 
-            return getattr(diffusion, DIFFUSION_TASKS[manifest.task].primary.class_name).from_pretrained(side.path)
+            return getattr(diffusion, artifact_pipeline_spec(manifest).class_name).from_pretrained(side.path)
         return load_artifact(side.path)
     try:
         if manifest.is_pipeline:

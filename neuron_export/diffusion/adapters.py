@@ -91,6 +91,7 @@ class CompiledUNet(CompiledComponent):
     def __init__(self, compiled: CompiledModel, config: Any):
         super().__init__(compiled, config)
         self.added_condition_names = [n for n in compiled.input_names if n in ("text_embeds", "time_ids")]
+        self.embeds_guidance = "timestep_cond" in compiled.input_names  # an LCM UNet: w's embedding, no CFG rows
         # SDXL's _get_add_time_ids checks the added-embedding width against this.
         self.add_embedding = SimpleNamespace(linear_1=SimpleNamespace(in_features=config.get("projection_class_embeddings_input_dim")))
 
@@ -107,8 +108,13 @@ class CompiledUNet(CompiledComponent):
     ):
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
-        if timestep_cond is not None or cross_attention_kwargs:
-            raise NeuronExportError("the compiled UNet takes no timestep_cond or cross_attention_kwargs (LCM guidance embeddings, LoRA scales)")
+        if cross_attention_kwargs:
+            raise NeuronExportError("the compiled UNet takes no cross_attention_kwargs (LoRA scales are fused at export: --lora_scales)")
+        if (timestep_cond is not None) != self.embeds_guidance:
+            raise NeuronExportError(
+                "the compiled UNet takes the guidance scale embedding (timestep_cond) of a latent consistency model"
+                if self.embeds_guidance else "the compiled UNet takes no timestep_cond: it was not exported from a latent consistency UNet"
+            )
         batch = sample.shape[0]
         # The pipelines pass one timestep for the whole batch: a number, a 0-d tensor or an expanded
         # (stride-0) view. The compiled UNet takes one per row, contiguous: a stride-0 view silently
@@ -117,6 +123,8 @@ class CompiledUNet(CompiledComponent):
         if timestep.numel() == 1:
             timestep = timestep.reshape(1).expand(batch)
         inputs = {"sample": sample, "timestep": timestep.contiguous(), "encoder_hidden_states": encoder_hidden_states}
+        if self.embeds_guidance:
+            inputs["timestep_cond"] = timestep_cond
         for name in self.added_condition_names:
             if not added_cond_kwargs or name not in added_cond_kwargs:
                 raise NeuronExportError(f"the compiled SDXL UNet needs added_cond_kwargs[{name!r}]")

@@ -8,17 +8,20 @@ import torch
 
 
 class UNetModule(torch.nn.Module):
-    """UNet2DConditionModel; SDXL's added conditions (text_embeds, time_ids) are explicit inputs."""
+    """UNet2DConditionModel; its inputs after encoder_hidden_states are explicit: SDXL's added conditions
+    (text_embeds, time_ids) and an LCM UNet's timestep_cond (the guidance scale embedding)."""
 
-    def __init__(self, unet: torch.nn.Module, added_condition_names: Sequence[str] = ()):
+    def __init__(self, unet: torch.nn.Module, extra_input_names: Sequence[str] = ()):
         super().__init__()
         self.unet = unet
-        self.added_condition_names = list(added_condition_names)
+        self.extra_input_names = list(extra_input_names)
 
-    def forward(self, sample, timestep, encoder_hidden_states, *added_conditions):
-        added_cond_kwargs = dict(zip(self.added_condition_names, added_conditions)) or None
+    def forward(self, sample, timestep, encoder_hidden_states, *extra_inputs):
+        added_cond_kwargs = dict(zip(self.extra_input_names, extra_inputs))
+        timestep_cond = added_cond_kwargs.pop("timestep_cond", None)
         noise = self.unet(
-            sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs, return_dict=False
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
+            added_cond_kwargs=added_cond_kwargs or None, return_dict=False,
         )[0]
         return (noise,)
 

@@ -78,8 +78,12 @@ class NeuronPipelineMixin:
             classes = " / ".join(p.class_name for p in DIFFUSION_TASKS[task].pipelines) if task in DIFFUSION_TASKS else "another pipeline class"
             raise ArtifactError(f"{folder} is a compiled {task} pipeline; load it with {classes}")
         model_index = read_json(folder / "model_index.json")
-        components = load_components(folder, manifest, cls.uses_vae_encoder)
         parameters = inspect.signature(cls.__init__).parameters
+        if model_index.get("requires_aesthetics_score") and "requires_aesthetics_score" not in parameters:
+            img2img = [p.class_name for p in DIFFUSION_TASKS[task].pipelines if p.diffusers_class == manifest.pipeline_class]
+            raise ArtifactError(f"{folder} is an SDXL refiner (its UNet takes an aesthetic score): load it with "
+                                f"{' / '.join(img2img) or 'an img2img pipeline class'} and pass it the base's latents as image")
+        components = load_components(folder, manifest, cls.uses_vae_encoder)
         arguments: dict[str, Any] = {}
         for name in parameters:
             entry = model_index.get(name)
@@ -140,6 +144,8 @@ class NeuronPipelineMixin:
         if missing:  # diffusers would fail deep inside preprocessing
             raise NeuronExportError(f"{type(self).__name__} needs {' and '.join(missing)}")
         self._check_shapes(prompt, kwargs)
+        self._check_guidance(kwargs)
+        self._check_latents(kwargs.get("image"))
         if "height" in inspect.signature(super().__call__).parameters:
             # txt2img: the compiled size by default (SDXL's own default assumes square images).
             kwargs["height"] = kwargs.get("height") or self.compiled_shapes["height"]
@@ -148,6 +154,30 @@ class NeuronPipelineMixin:
             for size in ("height", "width"):
                 kwargs.pop(size, None)
         return super().__call__(prompt, **kwargs)
+
+    def _check_guidance(self, kwargs: dict[str, Any]) -> None:
+        """A UNet compiled without classifier-free guidance rows (--no-classifier-free-guidance, SDXL Turbo)
+        runs guidance_scale <= 1 only, and 0 is its default."""
+        if self.manifest.options.classifier_free_guidance:
+            return
+        guidance = kwargs.setdefault("guidance_scale", 0.0)
+        if guidance is not None and guidance > 1:
+            raise NeuronExportError(
+                f"guidance_scale {guidance:g} needs classifier-free guidance, and this pipeline's UNet was compiled without it "
+                "(--no-classifier-free-guidance: one row per image); pass guidance_scale <= 1 (SDXL Turbo: 0.0), or re-export without that flag"
+            )
+
+    def _check_latents(self, image) -> None:
+        """Latents passed as the image (a refiner over the base's latents) must be of a compiled size."""
+        if not (isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[1] == self.vae.config.get("latent_channels", 4)):
+            return
+        height, width = image.shape[2] * self.vae_scale_factor, image.shape[3] * self.vae_scale_factor
+        if (height, width) not in self.resolutions:
+            compiled = ", ".join(f"{w}x{h}" for h, w in self.resolutions)
+            raise NeuronExportError(
+                f"the latents passed as image are those of {width}x{height} images and this pipeline was compiled for {compiled}: "
+                f"export the base and this pipeline at the same --height / --width"
+            )
 
     def _check_shapes(self, prompt, kwargs: dict[str, Any]) -> None:
         shapes = self.compiled_shapes

@@ -7,14 +7,18 @@ eager pipeline, so that every variant is checked and timed the way it is used, w
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import diffusers
 import numpy as np
 import torch
 
-from ..registry.diffusion import DiffusionPipelineSpec
+from ..registry.diffusion import DIFFUSION_TASKS, DiffusionPipelineSpec
+
+if TYPE_CHECKING:
+    from ..artifact import Manifest
 
 PROMPT = "a photo of an astronaut riding a horse on the moon"
 SEED = 0
@@ -56,3 +60,14 @@ def example_request(spec: DiffusionPipelineSpec, height: int, width: int, steps:
     if "height" in inspect.signature(getattr(diffusers, spec.diffusers_class).__call__).parameters:
         request.update(height=height, width=width)  # img2img pipelines take the size of their init image
     return request
+
+
+def artifact_pipeline_spec(manifest: "Manifest") -> DiffusionPipelineSpec:
+    """The pipeline a compiled pipeline folder runs by default: the one its source was saved as (an SDXL
+    refiner is an img2img pipeline), else its task's primary; compiled without classifier-free guidance
+    (SDXL Turbo), its requests pass guidance_scale 0."""
+    task = DIFFUSION_TASKS[manifest.task]
+    spec = next((p for p in task.pipelines if p.diffusers_class == manifest.pipeline_class), task.primary)
+    if not manifest.options.classifier_free_guidance and spec.guidance_scale > 1:
+        spec = dataclasses.replace(spec, guidance_scale=0.0)
+    return spec

@@ -43,7 +43,7 @@ NO_LENGTH_LIMIT = 10**12
 
 def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
-    specs = pipeline_components(source, task)
+    specs = pipeline_components(source, task, options)
     options, loras = plan_loras(options, source.config.get("_class_name"), [s.source for s in specs],
                                 read_json(unet_folder(source, options) / "config.json"))
     backend, reason, warnings = plan_backend(options, task, has_unet=True)
@@ -52,6 +52,8 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     planned = plan_shapes(DIFFUSION_TASKS[task].bucketable, options, ["height", "width"], task,
                           lambda o: resolve_shapes(source, specs, o, replicas, DIFFUSION_TASKS[task].unet_rows_per_image))
     shapes = planned.largest  # the largest resolution: what the pipeline makes when asked for no size
+    if "time_cond_proj_dim" in shapes:  # an LCM UNet runs one row per image whatever the flag (warned)
+        options = options.replace(classifier_free_guidance=True)
     warnings += planned.warnings
     if source.config.get("safety_checker", [None])[0] is not None:
         warnings.append("the safety checker is not exported; the compiled pipeline runs without it")
@@ -88,15 +90,18 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
 
 
 def check_images(source: ModelSource, task: str, options: ExportOptions, folder: Path):
-    """The end-to-end image check of the pipeline built in `folder` (diffusion/image_check.py): its
-    primary pipeline against diffusers' on the source folder (with the --unet UNet when one replaced it)."""
+    """The end-to-end image check of the pipeline built in `folder` (diffusion/image_check.py): the pipeline
+    its source was saved as (an SDXL refiner: img2img; else the task's primary) against diffusers' on the
+    source folder (with the --unet UNet when one replaced it)."""
     from diffusers.utils import logging as diffusers_logging
 
+    from ..artifact import read_manifest
     from ..diffusion import pipelines
     from ..diffusion.image_check import check_pipeline_images, precision_of
+    from ..diffusion.requests import artifact_pipeline_spec
     from ..reference import reference_pipeline
 
-    spec = DIFFUSION_TASKS[task].primary
+    spec = artifact_pipeline_spec(read_manifest(folder))
     compiled = getattr(pipelines, spec.class_name).from_pretrained(folder)
     bars = diffusers_logging.is_progress_bar_enabled()
     diffusers_logging.disable_progress_bar()  # "Loading pipeline components" would interleave with the export's log
@@ -134,9 +139,10 @@ def pipeline_task(source: ModelSource, options: ExportOptions) -> str:
     return detected
 
 
-def pipeline_components(source: ModelSource, task: str) -> list[DiffusionComponent]:
-    """The task's components this pipeline has (an SDXL refiner has no first text encoder);
-    refuse a folder that lists a component without its folder, or lacks a required one."""
+def pipeline_components(source: ModelSource, task: str, options: ExportOptions) -> list[DiffusionComponent]:
+    """The task's components this pipeline has (an SDXL refiner has no first text encoder), with the
+    inputs their configs ask for (an LCM UNet's timestep_cond); refuse a folder that lists a component
+    without its folder, or lacks a required one."""
     present = []
     for spec in DIFFUSION_TASKS[task].components:
         entry = model_index_entry(source, spec.source)
@@ -146,7 +152,7 @@ def pipeline_components(source: ModelSource, task: str) -> list[DiffusionCompone
             continue
         if not (source.path / spec.source / "config.json").is_file():
             raise NeuronExportError(f"{source.origin} is missing its {spec.source}/ folder (listed in model_index.json)")
-        present.append(spec)
+        present.append(spec.inputs_for(read_json(component_folder(source, spec, options) / "config.json")))
     for folder in ("scheduler", "tokenizer", "tokenizer_2"):
         if model_index_entry(source, folder) is not None and not (source.path / folder).is_dir():
             raise NeuronExportError(f"{source.origin} is missing its {folder}/ folder (listed in model_index.json)")
@@ -232,6 +238,9 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
     warnings = [f"--{name} is not used by Stable Diffusion; ignored" for name in ("num_choices", "num_channels") if getattr(options, name)]
     warnings += [f"--{flag} does not apply to Stable Diffusion components; ignored"
                  for flag in ("output_hidden_states", "output_attentions") if getattr(options, flag)]
+    if not options.classifier_free_guidance and "time_cond_proj_dim" in shapes:
+        warnings.append("--no-classifier-free-guidance: this latent consistency UNet embeds the guidance scale and runs one row "
+                        "per image anyway; ignored")
     if options.sequence_length not in (None, shapes["sequence_length"]):
         warnings.append(
             f"--sequence_length {options.sequence_length}: the pipeline pads prompts to its tokenizer's length "
@@ -257,6 +266,7 @@ def pipeline_shapes(
             raise NeuronExportError(f"--{name} {value} must be a multiple of {scale} (the VAE's scale factor)")
     batch = options.batch_size or 1
     images = options.num_images_per_prompt or 1
+    rows = guidance_rows(unet, options, rows_per_image)
     cross_attention_dim = unet["cross_attention_dim"]
     shapes = {
         "batch_size": batch,
@@ -264,9 +274,9 @@ def pipeline_shapes(
         "height": height,
         "width": width,
         "sequence_length": sequence_length,
-        # classifier-free guidance: unconditional + text rows (instruct-pix2pix: + image rows), shared by
-        # the copies (rounded up: a copy's missing rows are padded at run time)
-        "unet_batch_size": -(-batch * images * rows_per_image // replicas),
+        # rows: CFG's unconditional and text halves, or one; shared by the copies (rounded up: a copy's
+        # missing rows are padded at run time)
+        "unet_batch_size": -(-batch * images * rows // replicas),
         "images_batch_size": batch * images,
         "unet_in_channels": unet["in_channels"],  # the latents and what the variant joins to them (mask, image latents)
         "latent_channels": vae.get("latent_channels", unet.get("out_channels", 4)),
@@ -275,10 +285,20 @@ def pipeline_shapes(
         "image_channels": vae["in_channels"],
         "cross_attention_dim": cross_attention_dim[0] if isinstance(cross_attention_dim, (list, tuple)) else cross_attention_dim,
     }
+    if unet.get("time_cond_proj_dim") is not None:
+        shapes["time_cond_proj_dim"] = unet["time_cond_proj_dim"]
     if unet.get("addition_embed_type") == "text_time" and pooled_dim is not None:
         shapes["text_embeds_dim"] = pooled_dim
         shapes["time_ids_dim"] = (unet["projection_class_embeddings_input_dim"] - pooled_dim) // unet["addition_time_embed_dim"]
     return shapes
+
+
+def guidance_rows(unet: dict[str, Any], options: ExportOptions, rows_per_image: int) -> int:
+    """UNet rows per image: the task's rows under classifier-free guidance (unconditional + text, diffusers'
+    pipelines at guidance_scale > 1; instruct-pix2pix adds an image row), 1 for a latent consistency UNet
+    (the guidance scale is its timestep_cond input) or with --no-classifier-free-guidance (SDXL Turbo at
+    guidance_scale 0)."""
+    return rows_per_image if options.classifier_free_guidance and unet.get("time_cond_proj_dim") is None else 1
 
 
 def load_module(source: ModelSource, spec: DiffusionComponent, options: ExportOptions) -> torch.nn.Module:
@@ -313,7 +333,7 @@ def _text_encoder_module(spec: DiffusionComponent, eager: torch.nn.Module, examp
 # Component kind -> (spec, eager module, example) -> (traceable module, output names).
 WRAPPERS = {
     "text_encoder": _text_encoder_module,
-    # the UNet's inputs after sample, timestep and encoder_hidden_states are SDXL's added conditions
+    # the UNet's inputs after sample, timestep and encoder_hidden_states: SDXL's added conditions, LCM's timestep_cond
     "unet": lambda spec, eager, example: (UNetModule(eager, [i.name for i in spec.inputs[3:]]), list(spec.outputs)),
     "vae_encoder": lambda spec, eager, example: (VaeEncoderModule(eager), list(spec.outputs)),
     "vae_decoder": lambda spec, eager, example: (VaeDecoderModule(eager), list(spec.outputs)),

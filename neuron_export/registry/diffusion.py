@@ -7,7 +7,7 @@ the adapter at load; pipelines are declared once here and built from this table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from .inputs import EXACT, BucketAxes, InputSpec
@@ -32,6 +32,13 @@ class DiffusionComponent:
     data_parallel: bool = False  # one copy per NeuronCore at load: CFG's unconditional and text halves side by side
     neuron_attention: bool = False  # compiled for Neuron with the samples' attention (diffusers' Attention modules)
     keeps_fp32: bool = False  # never auto-cast: the samples keep the VAE in fp32 under a bf16 UNet
+    # (config key, input): inputs it takes when its config sets the key (an LCM UNet's time_cond_proj_dim: timestep_cond)
+    config_inputs: tuple[tuple[str, InputSpec], ...] = ()
+
+    def inputs_for(self, config: dict[str, Any]) -> "DiffusionComponent":
+        """This component with the config inputs its module's config asks for."""
+        extra = tuple(spec for key, spec in self.config_inputs if config.get(key) is not None)
+        return replace(self, inputs=self.inputs + extra, config_inputs=()) if extra else self
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,13 @@ class DiffusionTask:
     # Other diffusers pipeline classes whose saved folders hold this task's model when their UNet takes
     # unet_in_channels (a StableDiffusionPipeline folder with a 9-channel UNet is an inpainting model).
     detected_from: tuple[str, ...] = ()
+    # more demos of the task's pipelines: (demo, keywords of its tiny pipeline builder), e.g. the SDXL refiner
+    variant_demos: tuple[tuple[DemoSpec, dict[str, Any]], ...] = ()
+
+    @property
+    def demos(self) -> tuple[tuple[DemoSpec, dict[str, Any]], ...]:
+        """Every demo of the task with its tiny builder's keywords."""
+        return (((self.demo, self.tiny),) if self.demo else ()) + self.variant_demos
 
     @property
     def primary(self) -> DiffusionPipelineSpec:
@@ -85,13 +99,15 @@ _SDXL_UNET_INPUTS = _UNET_INPUTS + (
     InputSpec("text_embeds", ("unet_batch_size", "text_embeds_dim"), "gaussian", "float32"),
     InputSpec("time_ids", ("unet_batch_size", "time_ids_dim"), "time_ids", "float32"),
 )
+# A latent consistency UNet (time_cond_proj_dim) takes the guidance scale w as an embedding instead of CFG rows.
+_TIMESTEP_COND = InputSpec("timestep_cond", ("unet_batch_size", "time_cond_proj_dim"), "gaussian", "float32")
 _CLIP_INPUTS = (InputSpec("input_ids", ("batch_size", "sequence_length"), "clip_token_ids"),)
 # The UNet runs on batch_size x num_images_per_prompt x 2 rows: classifier-free guidance; a
 # data-parallel one is compiled for its share of them per core.
 _UNET = DiffusionComponent("unet", "unet", "unet", _UNET_INPUTS, ("sample",), 1e-3, "unet-inference",
-                           data_parallel=True, neuron_attention=True)
+                           data_parallel=True, neuron_attention=True, config_inputs=(("time_cond_proj_dim", _TIMESTEP_COND),))
 _SDXL_UNET = DiffusionComponent("unet", "unet", "unet", _SDXL_UNET_INPUTS, ("sample",), 1e-3, "unet-inference",
-                                data_parallel=True, neuron_attention=True)
+                                data_parallel=True, neuron_attention=True, config_inputs=(("time_cond_proj_dim", _TIMESTEP_COND),))
 _VAE_ENCODER = DiffusionComponent(
     "vae_encoder", "vae", "vae_encoder",
     (InputSpec("sample", ("batch_size", "image_channels", "height", "width"), "gaussian", "float32"),),
@@ -112,6 +128,29 @@ _SDXL_TEXT_ENCODERS = tuple(
     DiffusionComponent(name, name, "text_encoder", _CLIP_INPUTS, ("text_embeds", "last_hidden_state"), 1e-3, "transformer",
                        hidden_states=True, optional=name == "text_encoder", tokenizer=tokenizer)
     for name, tokenizer in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
+)
+
+# --- Latent consistency models, SDXL Turbo and the SDXL refiner (issue #13) ---
+# LCM: diffusers' LatentConsistencyModelPipeline; its UNet (time_cond_proj_dim) gets the guidance scale as
+# timestep_cond and runs one row per image. Its default guidance_scale 8.5 is what the request passes.
+_LCM_TASKS = (
+    DiffusionTask(
+        "latent-consistency",
+        (_TEXT_ENCODER, _UNET, _VAE_DECODER),  # no VAE encoder: its one pipeline class is txt2img
+        (DiffusionPipelineSpec("NeuronLatentConsistencyModelPipeline", "LatentConsistencyModelPipeline", guidance_scale=8.5),),
+        demo=DemoSpec("demo:tiny-lcm", "latent-consistency", "Tiny latent consistency model pipeline (LCM UNet, 4 steps, 64x64 images)"),
+        tiny={"variant": "lcm"},
+    ),
+)
+# SDXL Turbo is an SDXL pipeline run at guidance_scale 0 (compiled with --no-classifier-free-guidance);
+# the refiner an SDXL img2img pipeline without text_encoder, over the base's latents.
+_SDXL_VARIANT_DEMOS = (
+    (DemoSpec("demo:tiny-sdxl-turbo", "stable-diffusion-xl",
+              "Tiny SDXL Turbo-style pipeline (Euler ancestral, trailing steps; run at guidance 0, 1-4 steps)"),
+     {"variant": "sdxl-turbo"}),
+    (DemoSpec("demo:tiny-sdxl-refiner", "stable-diffusion-xl",
+              "Tiny SDXL refiner (text_encoder_2 only, aesthetic score; refines demo:tiny-sdxl's latents)"),
+     {"variant": "sdxl-refiner"}),
 )
 
 DIFFUSION_TASKS: dict[str, DiffusionTask] = {
@@ -137,7 +176,9 @@ DIFFUSION_TASKS: dict[str, DiffusionTask] = {
             ),
             demo=DemoSpec("demo:tiny-sdxl", "stable-diffusion-xl", "Tiny Stable Diffusion XL pipeline (two text encoders, 64x64 images)"),
             tiny={"xl": True},
+            variant_demos=_SDXL_VARIANT_DEMOS,
         ),
+        *_LCM_TASKS,
     )
 }
 
@@ -154,7 +195,7 @@ DIFFUSION_TASKS.update({
                                    images=_INPAINT_IMAGES, strength=True),),
             demo=DemoSpec("demo:tiny-sd-inpaint", "stable-diffusion-inpaint",
                           "Tiny Stable Diffusion inpainting pipeline (9-channel UNet, 64x64 images)"),
-            tiny={"variant": "StableDiffusionInpaintPipeline", "unet_in_channels": 9},
+            tiny={"variant": "sd-inpaint"},
             unet_in_channels=9,
             detected_from=("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
         ),
@@ -165,7 +206,7 @@ DIFFUSION_TASKS.update({
                                    images=_INPAINT_IMAGES, strength=True),),
             demo=DemoSpec("demo:tiny-sdxl-inpaint", "stable-diffusion-xl-inpaint",
                           "Tiny Stable Diffusion XL inpainting pipeline (9-channel UNet, two text encoders, 64x64 images)"),
-            tiny={"xl": True, "variant": "StableDiffusionXLInpaintPipeline", "unet_in_channels": 9},
+            tiny={"variant": "sdxl-inpaint"},
             unet_in_channels=9,
             detected_from=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
         ),
@@ -176,7 +217,7 @@ DIFFUSION_TASKS.update({
                                    uses_vae_encoder=True, images=(("image", "init"),), extra_call=(("image_guidance_scale", 1.5),)),),
             demo=DemoSpec("demo:tiny-sd-instruct-pix2pix", "stable-diffusion-instruct-pix2pix",
                           "Tiny InstructPix2Pix pipeline (8-channel UNet, edits a 64x64 image by instruction)"),
-            tiny={"variant": "StableDiffusionInstructPix2PixPipeline", "unet_in_channels": 8},
+            tiny={"variant": "sd-instruct-pix2pix"},
             unet_in_channels=8,
             unet_rows_per_image=3,  # text, image and unconditional rows (guidance_scale and image_guidance_scale)
             detected_from=("StableDiffusionPipeline",),

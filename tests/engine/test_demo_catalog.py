@@ -9,7 +9,7 @@ import pytest
 
 from neuron_export import demo
 from neuron_export.errors import NeuronExportError
-from neuron_export.registry import auto_class
+from neuron_export.registry import DIFFUSION_TASKS, auto_class
 
 
 def test_demo_models_table():
@@ -32,6 +32,9 @@ def test_demo_models_table():
         "demo:tiny-sd-inpaint": "stable-diffusion-inpaint",
         "demo:tiny-sdxl-inpaint": "stable-diffusion-xl-inpaint",
         "demo:tiny-sd-instruct-pix2pix": "stable-diffusion-instruct-pix2pix",
+        "demo:tiny-sdxl-turbo": "stable-diffusion-xl",
+        "demo:tiny-sdxl-refiner": "stable-diffusion-xl",
+        "demo:tiny-lcm": "latent-consistency",
         "demo:tiny-llama": "text-generation",
         "demo:tiny-t5": "text2text-generation",
         "demo:tiny-whisper": "automatic-speech-recognition",
@@ -107,7 +110,7 @@ def test_every_demo_resolves_and_loads(tmp_path):
         if name == "demo:minilm":
             continue
         path = demo.resolve_demo(name, root=tmp_path)
-        if m.task.startswith("stable-diffusion"):
+        if m.task in DIFFUSION_TASKS:
             assert isinstance(DiffusionPipeline.from_pretrained(path), DiffusionPipeline)
         else:
             model_type = json.loads((path / "config.json").read_text())["model_type"]  # Whisper and CTC share a task
