@@ -88,6 +88,7 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("lora_weight_names", "--lora_weight_names", "the LoRA file in each folder (default: pytorch_lora_weights.safetensors)", "list"),
     Flag("lora_adapter_names", "--lora_adapter_names", "a name for each LoRA (required for several)", "list"),
     Flag("lora_scales", "--lora_scales", "the weight of each LoRA, baked in (default 1.0)", "list", type=_lora_scale),
+    Flag("controlnet_ids", "--controlnet_ids", "ControlNets (folders or hub ids, space- or comma-separated) added to a Stable Diffusion pipeline, each compiled", "list"),
     Flag("output_hidden_states", "--output_hidden_states", "also output the hidden states", "switch"),
     Flag("output_attentions", "--output_attentions", "also output the attentions", "switch"),
     _shape("batch_size", "batch size"),

@@ -261,8 +261,13 @@ def make_tiny_sd_pipeline(xl: bool = False, seed: int = 0):
     )
 
 
-def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0) -> Path:
-    """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir."""
+def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0, controlnets: int = 0) -> Path:
+    """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir; controlnets: a
+    StableDiffusionControlNetPipeline with that many ControlNets instead (tiny_controlnet.py)."""
+    if controlnets:
+        from .tiny_controlnet import build_tiny_controlnet_pipeline
+
+        return build_tiny_controlnet_pipeline(out_dir, controlnets, seed)
     pipe = make_tiny_sd_pipeline(xl=xl, seed=seed)
     out = prepare_dir(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)

@@ -8,7 +8,7 @@ import torch
 
 
 class UNetModule(torch.nn.Module):
-    """UNet2DConditionModel; SDXL's added conditions (text_embeds, time_ids) are explicit inputs."""
+    """UNet2DConditionModel; SDXL's added conditions (text_embeds, time_ids) and ControlNet residuals are explicit inputs."""
 
     def __init__(self, unet: torch.nn.Module, added_condition_names: Sequence[str] = ()):
         super().__init__()
@@ -16,9 +16,12 @@ class UNetModule(torch.nn.Module):
         self.added_condition_names = list(added_condition_names)
 
     def forward(self, sample, timestep, encoder_hidden_states, *added_conditions):
-        added_cond_kwargs = dict(zip(self.added_condition_names, added_conditions)) or None
+        from .controlnet import split_residuals
+
+        added_cond_kwargs, residuals = split_residuals(dict(zip(self.added_condition_names, added_conditions)))
         noise = self.unet(
-            sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs, return_dict=False
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs or None,
+            return_dict=False, **residuals,
         )[0]
         return (noise,)
 
