@@ -31,9 +31,17 @@ def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: 
 
 
 def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
-    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out."""
+    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out, and
+    what the task's pipeline takes besides (its example request: a ControlNet's control image, ...)."""
+    from ..diffusion.requests import example_request
+    from ..registry.diffusion import DIFFUSION_TASKS, components_of
+
     shapes = manifest.shapes
+    controlnets = sum(spec.kind == "controlnet" for spec in components_of(manifest.task, manifest.components))
+    request = example_request(DIFFUSION_TASKS[manifest.task].primary, shapes["height"], shapes["width"], steps, seed,
+                              controlnets=controlnets)
     return {
+        **{name: value for name, value in request.items() if name not in ("prompt", "generator")},
         "prompt": [f"a photograph of an astronaut riding a horse, variation {i}" for i in range(batch_size)],
         "num_images_per_prompt": shapes["num_images_per_prompt"],
         "num_inference_steps": steps,

@@ -217,7 +217,9 @@ class SideRunner:
             return {"images": torch.as_tensor(images)}
 
         self._bound = call
-        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
+        # a request's images (a ControlNet's control image) by their pixels
+        encoded = json.dumps(arguments, sort_keys=True, default=lambda image: hashlib.sha256(image.tobytes()).hexdigest())
+        digest = hashlib.sha256(encoded.encode()).hexdigest()
         return digest, {"prompt": [len(arguments["prompt"])]}
 
     def call(self) -> Any:

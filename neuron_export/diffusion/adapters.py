@@ -39,11 +39,10 @@ def run_at_compiled_batch(compiled: CompiledModel, inputs: dict[str, torch.Tenso
     return {name: output[:batch] for name, output in compiled(**padded).items()}
 
 
-class CompiledComponent(torch.nn.Module):
-    def __init__(self, compiled: CompiledModel, config: Any):
-        super().__init__()
-        self.compiled = compiled
-        self.config = config
+class RunsCompiled:
+    """The device, dtype and description of a module that runs the compiled model `self.compiled`."""
+
+    compiled: CompiledModel
 
     @property
     def device(self) -> torch.device:
@@ -55,6 +54,13 @@ class CompiledComponent(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"path={self.compiled.path}, backend={self.compiled.manifest.backend}"
+
+
+class CompiledComponent(RunsCompiled, torch.nn.Module):
+    def __init__(self, compiled: CompiledModel, config: Any):
+        super().__init__()
+        self.compiled = compiled
+        self.config = config
 
 
 class CompiledTextEncoder(CompiledComponent):

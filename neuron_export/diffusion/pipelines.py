@@ -193,10 +193,10 @@ def load_components(folder: Path, manifest: Manifest, with_vae_encoder: bool) ->
     components["vae"] = CompiledVae(load_artifact(by_kind["vae_decoder"]), encoder, _config_of(by_kind["vae_decoder"]))
     controlnets = [spec for spec in specs if spec.kind == "controlnet"]
     if controlnets:
-        from .compiled_controlnet import CompiledControlNet
+        from .compiled_controlnet import CompiledControlNet, compiled_controlnets
 
-        nets = [CompiledControlNet(load_artifact(inside(folder, s.name)), _config_of(inside(folder, s.name))) for s in controlnets]
-        components["controlnet"] = nets[0] if len(nets) == 1 else nets  # several: the pipeline makes a MultiControlNetModel
+        components["controlnet"] = compiled_controlnets(
+            [CompiledControlNet(load_artifact(inside(folder, s.name)), _config_of(inside(folder, s.name))) for s in controlnets])
     return components
 
 
