@@ -267,7 +267,7 @@ def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0, contro
     if controlnets:
         from .tiny_controlnet import build_tiny_controlnet_pipeline
 
-        return build_tiny_controlnet_pipeline(out_dir, controlnets, seed)
+        return build_tiny_controlnet_pipeline(out_dir, controlnets, seed, xl)
     pipe = make_tiny_sd_pipeline(xl=xl, seed=seed)
     out = prepare_dir(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)

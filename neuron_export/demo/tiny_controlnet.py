@@ -1,5 +1,6 @@
-"""Tiny ControlNets for the tiny Stable Diffusion pipeline (tiny.py), built offline with a fixed seed: a
-StableDiffusionControlNetPipeline (demo:tiny-sd-controlnet) and a lone ControlNet folder (--controlnet_ids).
+"""Tiny ControlNets for the tiny Stable Diffusion (XL) pipelines (tiny.py), built offline with a fixed seed: a
+StableDiffusion(XL)ControlNetPipeline (demo:tiny-sd-controlnet, demo:tiny-sdxl-controlnet) and a lone
+ControlNet folder (--controlnet_ids).
 
 ControlNetModel.from_unet copies the UNet's encoder and zero-initialises the convolutions that produce its
 residuals and the last layer of its control-image embedding: the ControlNet then adds exactly nothing and
@@ -39,28 +40,26 @@ def make_tiny_controlnet(unet, seed: int = 0):
     return controlnet.eval()
 
 
-def make_tiny_controlnet_pipeline(controlnets: int = 1, seed: int = 0):
-    """The tiny StableDiffusionControlNetPipeline with `controlnets` ControlNets (several: a MultiControlNetModel)."""
-    from diffusers import StableDiffusionControlNetPipeline
+def make_tiny_controlnet_pipeline(controlnets: int = 1, seed: int = 0, xl: bool = False):
+    """The tiny StableDiffusion(XL)ControlNetPipeline with `controlnets` ControlNets (several: a MultiControlNetModel)."""
+    import diffusers
 
-    base = make_tiny_sd_pipeline(seed=seed)
+    base = make_tiny_sd_pipeline(xl=xl, seed=seed)
     nets = [make_tiny_controlnet(base.unet, seed=seed + 10 + index) for index in range(controlnets)]
-    return StableDiffusionControlNetPipeline(
-        vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,
-        controlnet=nets[0] if controlnets == 1 else nets, scheduler=base.scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    pipeline_class = diffusers.StableDiffusionXLControlNetPipeline if xl else diffusers.StableDiffusionControlNetPipeline
+    settings = {} if xl else dict(requires_safety_checker=False)
+    return pipeline_class(**base.components, **settings, controlnet=nets[0] if controlnets == 1 else nets)
 
 
-def build_tiny_controlnet_pipeline(out_dir, controlnets: int = 1, seed: int = 0) -> Path:
+def build_tiny_controlnet_pipeline(out_dir, controlnets: int = 1, seed: int = 0, xl: bool = False) -> Path:
     """Save the tiny ControlNet pipeline (64x64 images; several ControlNets in controlnet/, controlnet_1/, ...)."""
     out = prepare_dir(out_dir)
-    make_tiny_controlnet_pipeline(controlnets, seed).save_pretrained(out, safe_serialization=True)
+    make_tiny_controlnet_pipeline(controlnets, seed, xl).save_pretrained(out, safe_serialization=True)
     return out
 
 
-def build_tiny_controlnet(out_dir, seed: int = 0) -> Path:
-    """Save one ControlNet of the tiny SD pipeline's UNet: what a --controlnet_ids folder holds."""
+def build_tiny_controlnet(out_dir, seed: int = 0, xl: bool = False) -> Path:
+    """Save one ControlNet of the tiny SD(XL) pipeline's UNet: what a --controlnet_ids folder holds."""
     out = prepare_dir(out_dir)
-    make_tiny_controlnet(make_tiny_sd_pipeline().unet, seed=seed).save_pretrained(out, safe_serialization=True)
+    make_tiny_controlnet(make_tiny_sd_pipeline(xl=xl).unet, seed=seed).save_pretrained(out, safe_serialization=True)
     return out

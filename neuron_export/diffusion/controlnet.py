@@ -25,7 +25,8 @@ from ..registry.diffusion import DiffusionComponent, repeated_components
 
 CONTROLNET_CLASS = "ControlNetModel"
 # A base pipeline -> its ControlNet pipeline (what --controlnet_ids makes of it).
-CONTROLNET_PIPELINES = {"StableDiffusionPipeline": "StableDiffusionControlNetPipeline"}
+CONTROLNET_PIPELINES = {"StableDiffusionPipeline": "StableDiffusionControlNetPipeline",
+                        "StableDiffusionXLPipeline": "StableDiffusionXLControlNetPipeline"}
 DOWN_RESIDUAL = "down_block_additional_residuals"  # UNet inputs down_block_additional_residuals_0, _1, ... (optimum-neuron's)
 MID_RESIDUAL = "mid_block_additional_residual"
 DOWN_OUTPUT = "down_block_res_samples"  # ControlNet outputs down_block_res_samples.0, .1, ...

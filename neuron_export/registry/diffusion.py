@@ -122,6 +122,7 @@ _CONTROLNET = DiffusionComponent(
     ("down_block_res_samples", "mid_block_res_sample"), 1e-3, "unet-inference", data_parallel=True, neuron_attention=True,
     repeated=True,
 )
+_SDXL_CONTROLNET = replace(_CONTROLNET, inputs=_CONTROLNET.inputs + _SDXL_UNET_INPUTS[3:])  # SDXL's added conditions too
 
 
 def repeated_components(components: tuple[DiffusionComponent, ...], count: int) -> list[DiffusionComponent]:
@@ -167,6 +168,15 @@ DIFFUSION_TASKS: dict[str, DiffusionTask] = {
             demo=DemoSpec("demo:tiny-sd-controlnet", "stable-diffusion-controlnet",
                           "Tiny Stable Diffusion with a ControlNet: a control image (edges) steers the 64x64 images"),
             tiny={"controlnets": 1},
+        ),
+        DiffusionTask(
+            "stable-diffusion-xl-controlnet",
+            (*_SDXL_TEXT_ENCODERS, _SDXL_UNET, _SDXL_CONTROLNET, _VAE_DECODER),
+            (DiffusionPipelineSpec("NeuronStableDiffusionXLControlNetPipeline", "StableDiffusionXLControlNetPipeline",
+                                   images=(("image", "control"),)),),
+            demo=DemoSpec("demo:tiny-sdxl-controlnet", "stable-diffusion-xl-controlnet",
+                          "Tiny Stable Diffusion XL with a ControlNet: a control image (edges) steers the 64x64 images"),
+            tiny={"xl": True, "controlnets": 1},
         ),
     )
 }

@@ -199,3 +199,21 @@ def test_benchmark_times_the_controlnet_pipeline_per_image_with_its_control_imag
     assert all(run["sides"][name]["status"] == "ok" for name in ("compiled", "eager"))
     # same request (the example control image) on both sides: the compiled pipeline's images are diffusers'
     assert run["same_inputs"] and run["sides"]["compiled"]["max_abs_diff"]["images"] <= 1e-3
+
+
+def test_sdxl_controlnet_from_controlnet_ids_matches_diffusers(monkeypatch, tmp_path):
+    """SDXL: the ControlNet takes the added conditions (text_embeds, time_ids) too."""
+    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+
+    from neuron_export import NeuronStableDiffusionXLControlNetPipeline
+
+    monkeypatch.setenv("NEURON_EXPORT_CACHE", str(tmp_path / "cache"))
+    sdxl, net = build_tiny_stable_diffusion(tmp_path / "sdxl", xl=True), build_tiny_controlnet(tmp_path / "net", seed=23, xl=True)
+    pipe = NeuronStableDiffusionXLControlNetPipeline.from_pretrained(
+        str(sdxl), export=True, options=ExportOptions(backend="torchscript"), controlnet_ids=[str(net)])
+    assert pipe.manifest.task == "stable-diffusion-xl-controlnet" and pipe.manifest.validation.image_check.passed is True
+    assert [i.name for i in read_manifest(pipe.artifact / "controlnet").inputs][-2:] == ["text_embeds", "time_ids"]
+    eager = StableDiffusionXLControlNetPipeline.from_pretrained(sdxl, controlnet=ControlNetModel.from_pretrained(net))
+    image = generate(eager, control(0))
+    assert_same_picture(generate(pipe, control(0)), image)
+    assert np.abs(generate(pipe, control(1)) - image).max() > CONTROL_EFFECT

@@ -29,6 +29,8 @@ def test_demo_models_table():
         "demo:tiny-wav2vec2-audio": "audio-classification",
         "demo:tiny-sd": "stable-diffusion",
         "demo:tiny-sdxl": "stable-diffusion-xl",
+        "demo:tiny-sd-controlnet": "stable-diffusion-controlnet",
+        "demo:tiny-sdxl-controlnet": "stable-diffusion-xl-controlnet",
         "demo:tiny-llama": "text-generation",
         "demo:tiny-t5": "text2text-generation",
         "demo:tiny-whisper": "automatic-speech-recognition",

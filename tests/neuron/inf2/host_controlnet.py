@@ -1,6 +1,6 @@
 """A ControlNet pipeline on the NeuronCores: the ControlNet compiled like the UNet (--model-type
 unet-inference, data-parallel on cores 0 and 1, one CFG half each, with its per-row conditioning scale) and
-the UNet taking its residuals; the image against eager diffusers'. Budget: ~60 s."""
+the UNet taking its residuals; the image against eager diffusers'. Budget: ~1-3 minutes (200 s at load average 10 on 2 cores)."""
 
 import numpy as np
 import torch
