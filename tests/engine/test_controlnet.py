@@ -3,8 +3,8 @@ diffusers' StableDiffusionControlNetPipeline (MultiControlNetModel for several) 
 tiny pipeline and tiny ControlNets drawn with a fixed seed; the control path is live (another control
 image or scale gives another image); the one-line errors; the compile cache key.
 
-Budget: ~4 minutes on 2 busy cores (a CLI export of demo:tiny-sd-controlnet, a Python export with two
-ControlNets, two CLI error runs).
+Budget: 3.5 minutes measured on 2 busy cores, load average ~9 (a CLI export of demo:tiny-sd-controlnet and
+its benchmark, a Python export with two ControlNets, one of SDXL with a ControlNet, two CLI error runs).
 """
 
 import json
