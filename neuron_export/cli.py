@@ -90,6 +90,7 @@ EXPORT_FLAGS: tuple[Flag, ...] = (
     Flag("lora_scales", "--lora_scales", "the weight of each LoRA, baked in (default 1.0)", "list", type=_lora_scale),
     Flag("classifier_free_guidance", "--no-classifier-free-guidance", "Stable Diffusion: compile the UNet for one row per image, "
          "to run at guidance_scale <= 1 only (SDXL Turbo: 0)", "negated"),
+    Flag("controlnet_ids", "--controlnet_ids", "ControlNets (folders or hub ids, space- or comma-separated) added to a Stable Diffusion pipeline, each compiled", "list"),
     Flag("output_hidden_states", "--output_hidden_states", "also output the hidden states", "switch"),
     Flag("output_attentions", "--output_attentions", "also output the attentions", "switch"),
     _shape("batch_size", "batch size"),

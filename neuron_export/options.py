@@ -81,6 +81,8 @@ class ExportOptions:
     lora_scales: tuple[float, ...] = ()  # one each (default 1.0)
     # False: a Stable Diffusion UNet compiled for one row per image, run at guidance_scale <= 1 (SDXL Turbo at 0)
     classifier_free_guidance: bool = True
+    # ControlNets added to a base Stable Diffusion pipeline, each compiled as a component (diffusion/controlnet.py)
+    controlnet_ids: tuple[str, ...] = ()  # local folders or hub ids; "a,b" and ["a", "b"] alike
     # validation / output
     atol: Optional[float] = None
     disable_validation: bool = False
@@ -114,6 +116,7 @@ class ExportOptions:
             # inf would pass any difference, NaN included: validation would mean nothing
             raise NeuronExportError(f"--atol must be a positive finite number, got {self.atol!r}")
         _check_loras(self)
+        _check_controlnets(self)
 
     def shapes(self) -> dict[str, ShapeValue]:
         """The shape options the user set."""
@@ -167,6 +170,21 @@ def _check_loras(options: ExportOptions) -> None:
     for scale in options.lora_scales:
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
             raise NeuronExportError(f"--lora_scales must be finite numbers, got {scale!r}")
+
+
+CONTROLNET_FIELDS = ("controlnet_ids",)
+
+
+def _check_controlnets(options: ExportOptions) -> None:
+    """--controlnet_ids: names given separately (optimum-neuron's nargs) or comma-separated, into one tuple."""
+    value = options.controlnet_ids
+    values = (value,) if isinstance(value, (str, os.PathLike)) else tuple(value or ())
+    if not all(isinstance(v, (str, os.PathLike)) for v in values):
+        raise NeuronExportError(f"--controlnet_ids must be folders or hub ids, got {list(values)!r}")
+    names = tuple(part.strip() for v in values for part in os.fspath(v).split(","))
+    if not all(names):
+        raise NeuronExportError(f"--controlnet_ids has an empty name: {' '.join(map(os.fspath, values))!r}")
+    options.controlnet_ids = names
 
 
 def _one_of(flag: str, value: Any, allowed: tuple) -> None:

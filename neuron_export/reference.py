@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .artifact import Manifest
+from .diffusion.controlnet import load_controlnets
 from .diffusion.lora import check_unchanged, fuse_loras, loras_of
 from .errors import NeuronExportError, first_line
 from .sources import HUB_ID, HUB_PATTERNS, ModelSource, load_eager_model, read_model_folder
@@ -90,6 +91,8 @@ def reference_pipeline(manifest: Manifest, folder: Optional[Path] = None, trust_
     try:
         if unet is not None:
             extra["unet"] = diffusers.UNet2DConditionModel.from_pretrained(unet, local_files_only=True, torch_dtype=torch.float32)
+        if manifest.options.controlnet_ids:  # added to a base pipeline at export
+            extra["controlnet"] = load_controlnets(manifest.options.controlnet_ids)
         pipeline = pipeline_class.from_pretrained(folder, local_files_only=True, dtype=torch.float32,
                                                   trust_remote_code=trust_remote_code, **extra)
     except Exception as error:  # diffusers raises many types for missing / broken files

@@ -32,11 +32,15 @@ def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: 
 
 def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
     """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out, and
-    what the artifact's pipeline takes besides (requests.example_request: init image, mask, strength, guidance)."""
+    what the artifact's pipeline takes besides (requests.example_request: init image, mask, control images,
+    strength, guidance)."""
     from ..diffusion.requests import artifact_pipeline_spec, example_request
+    from ..registry.diffusion import components_of
 
     shapes = manifest.shapes
-    request = example_request(artifact_pipeline_spec(manifest), shapes["height"], shapes["width"], steps, seed)
+    controlnets = sum(spec.kind == "controlnet" for spec in components_of(manifest.task, manifest.components))
+    request = example_request(artifact_pipeline_spec(manifest), shapes["height"], shapes["width"], steps, seed,
+                              controlnets=controlnets)
     del request["generator"]  # each side makes its own from the seed, per call
     return {
         **request,

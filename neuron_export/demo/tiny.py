@@ -263,9 +263,15 @@ def make_tiny_sd_pipeline(xl: bool = False, seed: int = 0):
     )
 
 
-def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0, variant: Optional[str] = None) -> Path:
+def build_tiny_stable_diffusion(out_dir, xl: bool = False, seed: int = 0, variant: Optional[str] = None,
+                                controlnets: int = 0) -> Path:
     """Save a tiny random-weight StableDiffusion(XL)Pipeline (64x64 images) into out_dir; variant: one of
-    tiny_variants.VARIANTS instead (lcm, sdxl-turbo, sdxl-refiner, sd-inpaint, ...)."""
+    tiny_variants.VARIANTS instead (lcm, sdxl-turbo, sdxl-refiner, sd-inpaint, ...); controlnets: a
+    StableDiffusion(XL)ControlNetPipeline with that many ControlNets (tiny_controlnet.py)."""
+    if controlnets:
+        from .tiny_controlnet import build_tiny_controlnet_pipeline
+
+        return build_tiny_controlnet_pipeline(out_dir, controlnets, seed, xl)
     if variant is not None:
         from .tiny_variants import make_tiny_variant
 

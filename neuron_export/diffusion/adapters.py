@@ -39,11 +39,10 @@ def run_at_compiled_batch(compiled: CompiledModel, inputs: dict[str, torch.Tenso
     return {name: output[:batch] for name, output in compiled(**padded).items()}
 
 
-class CompiledComponent(torch.nn.Module):
-    def __init__(self, compiled: CompiledModel, config: Any):
-        super().__init__()
-        self.compiled = compiled
-        self.config = config
+class RunsCompiled:
+    """The device, dtype and description of a module that runs the compiled model `self.compiled`."""
+
+    compiled: CompiledModel
 
     @property
     def device(self) -> torch.device:
@@ -55,6 +54,13 @@ class CompiledComponent(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"path={self.compiled.path}, backend={self.compiled.manifest.backend}"
+
+
+class CompiledComponent(RunsCompiled, torch.nn.Module):
+    def __init__(self, compiled: CompiledModel, config: Any):
+        super().__init__()
+        self.compiled = compiled
+        self.config = config
 
 
 class CompiledTextEncoder(CompiledComponent):
@@ -104,9 +110,13 @@ class CompiledUNet(CompiledComponent):
         cross_attention_kwargs=None,
         added_cond_kwargs=None,
         return_dict=True,
+        down_block_additional_residuals=None,
+        mid_block_additional_residual=None,
         **unused,
     ):
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        from .controlnet import residual_inputs
 
         if cross_attention_kwargs:
             raise NeuronExportError("the compiled UNet takes no cross_attention_kwargs (LoRA scales are fused at export: --lora_scales)")
@@ -115,22 +125,31 @@ class CompiledUNet(CompiledComponent):
                 "the compiled UNet takes the guidance scale embedding (timestep_cond) of a latent consistency model"
                 if self.embeds_guidance else "the compiled UNet takes no timestep_cond: it was not exported from a latent consistency UNet"
             )
-        batch = sample.shape[0]
-        # The pipelines pass one timestep for the whole batch: a number, a 0-d tensor or an expanded
-        # (stride-0) view. The compiled UNet takes one per row, contiguous: a stride-0 view silently
-        # corrupts an AOTInductor UNet.
-        timestep = torch.as_tensor(timestep, device=sample.device).to(torch.float32)
-        if timestep.numel() == 1:
-            timestep = timestep.reshape(1).expand(batch)
-        inputs = {"sample": sample, "timestep": timestep.contiguous(), "encoder_hidden_states": encoder_hidden_states}
+        inputs = {"sample": sample, "timestep": timestep_per_row(timestep, sample), "encoder_hidden_states": encoder_hidden_states}
         if self.embeds_guidance:
             inputs["timestep_cond"] = timestep_cond
-        for name in self.added_condition_names:
-            if not added_cond_kwargs or name not in added_cond_kwargs:
-                raise NeuronExportError(f"the compiled SDXL UNet needs added_cond_kwargs[{name!r}]")
-            inputs[name] = added_cond_kwargs[name]
+        inputs.update(added_conditions(self.added_condition_names, added_cond_kwargs, "UNet"))
+        inputs.update(residual_inputs(self.compiled.input_names, down_block_additional_residuals, mid_block_additional_residual))
         noise = run_at_compiled_batch(self.compiled, inputs)["sample"]
         return UNet2DConditionOutput(sample=noise) if return_dict else (noise,)
+
+
+def timestep_per_row(timestep, sample: torch.Tensor) -> torch.Tensor:
+    """The pipelines pass one timestep for the whole batch: a number, a 0-d tensor or an expanded (stride-0)
+    view. The compiled UNet and ControlNet take one per row, contiguous: a stride-0 view silently corrupts an
+    AOTInductor model."""
+    timestep = torch.as_tensor(timestep, device=sample.device).to(torch.float32)
+    if timestep.numel() == 1:
+        timestep = timestep.reshape(1).expand(sample.shape[0])
+    return timestep.contiguous()
+
+
+def added_conditions(names: list[str], added_cond_kwargs: Optional[dict[str, Any]], what: str) -> dict[str, torch.Tensor]:
+    """SDXL's added conditions (text_embeds, time_ids) a compiled model takes, from diffusers' added_cond_kwargs."""
+    for name in names:
+        if not added_cond_kwargs or name not in added_cond_kwargs:
+            raise NeuronExportError(f"the compiled SDXL {what} needs added_cond_kwargs[{name!r}]")
+    return {name: added_cond_kwargs[name] for name in names}
 
 
 class CompiledVae(CompiledComponent):

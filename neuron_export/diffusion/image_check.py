@@ -22,7 +22,7 @@ import torch
 from ..artifact.manifest import ImageCheck
 from ..errors import NeuronExportError, first_line
 from ..registry.diffusion import DiffusionPipelineSpec
-from .requests import PROMPT, SEED, example_request
+from .requests import PROMPT, SEED, controlnet_count, example_request
 
 STEPS = 4  # few: the drift shows from the first steps, and the eager side runs on the host CPU
 PSNR_CAP = 100.0  # dB written for identical images (PSNR is infinite)
@@ -118,11 +118,12 @@ def check_pipeline_images(compiled_pipe, eager_pipe, spec: DiffusionPipelineSpec
     write the images into `folder` / FOLDER."""
     height, width = compiled_pipe.compiled_shapes["height"], compiled_pipe.compiled_shapes["width"]
     eager_pipe.scheduler = type(compiled_pipe.scheduler).from_config(compiled_pipe.scheduler.config)  # the artifact's
+    controlnets = controlnet_count(compiled_pipe)
     try:
-        compiled, compiled_latents = run_pipeline(compiled_pipe, example_request(spec, height, width, STEPS))
+        compiled, compiled_latents = run_pipeline(compiled_pipe, example_request(spec, height, width, STEPS, controlnets=controlnets))
     except Exception as error:  # the whole pipeline must run: a component that cannot is a failed export
         raise NeuronExportError(f"the end-to-end image check could not run the compiled pipeline: {first_line(error)}") from None
-    eager, eager_latents = run_pipeline(eager_pipe, example_request(spec, height, width, STEPS))
+    eager, eager_latents = run_pipeline(eager_pipe, example_request(spec, height, width, STEPS, controlnets=controlnets))
     settings = dict(prompt=PROMPT, seed=SEED, steps=STEPS, scheduler=type(compiled_pipe.scheduler).__name__,
                     guidance_scale=spec.guidance_scale, height=height, width=width, images=FOLDER)
     check = compare(compiled, eager, latent_drift(compiled_latents, eager_latents), precision, **settings)

@@ -9,7 +9,7 @@ import torch
 
 class UNetModule(torch.nn.Module):
     """UNet2DConditionModel; its inputs after encoder_hidden_states are explicit: SDXL's added conditions
-    (text_embeds, time_ids) and an LCM UNet's timestep_cond (the guidance scale embedding)."""
+    (text_embeds, time_ids), an LCM UNet's timestep_cond (the guidance scale embedding) and ControlNet residuals."""
 
     def __init__(self, unet: torch.nn.Module, extra_input_names: Sequence[str] = ()):
         super().__init__()
@@ -17,11 +17,13 @@ class UNetModule(torch.nn.Module):
         self.extra_input_names = list(extra_input_names)
 
     def forward(self, sample, timestep, encoder_hidden_states, *extra_inputs):
-        added_cond_kwargs = dict(zip(self.extra_input_names, extra_inputs))
+        from .controlnet import split_residuals
+
+        added_cond_kwargs, residuals = split_residuals(dict(zip(self.extra_input_names, extra_inputs)))
         timestep_cond = added_cond_kwargs.pop("timestep_cond", None)
         noise = self.unet(
             sample, timestep, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
-            added_cond_kwargs=added_cond_kwargs or None, return_dict=False,
+            added_cond_kwargs=added_cond_kwargs or None, return_dict=False, **residuals,
         )[0]
         return (noise,)
 

@@ -21,8 +21,9 @@ from diffusers.configuration_utils import FrozenDict
 from ..artifact import Manifest, inside, load_artifact, publish, staging, write_json
 from ..model_files import read_json
 from ..errors import ArtifactError, NeuronExportError, ValidationFailedError
-from ..options import LORA_FIELDS, SHAPE_FIELDS, ExportOptions
+from ..options import CONTROLNET_FIELDS, LORA_FIELDS, SHAPE_FIELDS, ExportOptions
 from ..registry import DIFFUSION_TASKS, PIPELINE_CLASSES, DiffusionPipelineSpec, pipeline_task_of
+from ..registry.diffusion import components_of
 from .adapters import CompiledTextEncoder, CompiledUNet, CompiledVae
 
 # The roles of a pipeline's images (DiffusionPipelineSpec.images), as an error names them.
@@ -42,11 +43,12 @@ class NeuronPipelineMixin:
     def from_pretrained(cls, model: str | Path, export: bool = False, options: Optional[ExportOptions] = None, **shapes: int):
         """Load a compiled pipeline folder, or with export=True compile `model` (hub id, diffusers
         folder or demo:NAME) first, e.g. from_pretrained(folder, export=True, height=512, width=512),
-        also with LoRAs fused in: lora_model_ids=[folder], lora_scales=[0.8] (optimum-neuron's names)."""
-        unknown = sorted(set(shapes) - set(SHAPE_FIELDS) - set(LORA_FIELDS))
+        also with LoRAs fused in: lora_model_ids=[folder], lora_scales=[0.8], or ControlNets added:
+        controlnet_ids=[folder] (optimum-neuron's names)."""
+        unknown = sorted(set(shapes) - set(SHAPE_FIELDS) - set(LORA_FIELDS) - set(CONTROLNET_FIELDS))
         if unknown:
-            raise NeuronExportError(f"from_pretrained takes the shape options {', '.join(SHAPE_FIELDS)} and "
-                                    f"{', '.join(LORA_FIELDS)}; not {', '.join(unknown)}")
+            raise NeuronExportError(f"from_pretrained takes the shape options {', '.join(SHAPE_FIELDS)}, "
+                                    f"{', '.join(LORA_FIELDS + CONTROLNET_FIELDS)}; not {', '.join(unknown)}")
         if not export:
             if options is not None or shapes:
                 raise NeuronExportError("shapes and options apply to export=True; a compiled folder has its shapes already")
@@ -210,11 +212,12 @@ def load_components(folder: Path, manifest: Manifest, with_vae_encoder: bool) ->
     """The compiled components, by kind, as the pipeline's text_encoder(_2), unet and vae modules."""
     from transformers import AutoConfig
 
-    specs = [spec for spec in DIFFUSION_TASKS[manifest.task].components if spec.name in manifest.components]
+    task_specs = components_of(manifest.task, manifest.components)  # as many ControlNets as it has
+    specs = [spec for spec in task_specs if spec.name in manifest.components]
     missing = sorted(set(manifest.components) - {spec.name for spec in specs})
     if missing:
         raise ArtifactError(f"{folder} lists components this tool does not know: {', '.join(missing)}")
-    absent = [spec.name for spec in DIFFUSION_TASKS[manifest.task].components if not spec.optional and spec not in specs]
+    absent = [spec.name for spec in task_specs if not spec.optional and spec not in specs]
     if absent:  # never run a pipeline with a part silently missing
         raise ArtifactError(f"{folder} lacks the compiled {', '.join(absent)} that a {manifest.task} pipeline needs; export it again")
     by_kind = {spec.kind: inside(folder, spec.name) for spec in specs}
@@ -228,6 +231,12 @@ def load_components(folder: Path, manifest: Manifest, with_vae_encoder: bool) ->
     components["unet"] = CompiledUNet(unet, FrozenDict(unet_config))
     encoder = load_artifact(by_kind["vae_encoder"]) if with_vae_encoder else None
     components["vae"] = CompiledVae(load_artifact(by_kind["vae_decoder"]), encoder, _config_of(by_kind["vae_decoder"]))
+    controlnets = [spec for spec in specs if spec.kind == "controlnet"]
+    if controlnets:
+        from .compiled_controlnet import CompiledControlNet, compiled_controlnets
+
+        components["controlnet"] = compiled_controlnets(
+            [CompiledControlNet(load_artifact(inside(folder, s.name)), _config_of(inside(folder, s.name))) for s in controlnets])
     return components
 
 

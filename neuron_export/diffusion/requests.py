@@ -25,9 +25,10 @@ SEED = 0
 STRENGTH = 0.75  # of the steps asked for, img2img and inpainting run the last 75%
 
 
-def example_image(kind: str, height: int, width: int, seed: int = SEED):
+def example_image(kind: str, height: int, width: int, seed: int = SEED, variant: int = 0):
     """A deterministic PIL image of one kind: "init" a smooth colour gradient with some texture, "mask" a white
-    rectangle (the middle half) on black, "control" white edges (a grid of lines and a circle) on black."""
+    rectangle (the middle half) on black, "control" white edges (a grid of lines and a circle) on black;
+    variant: another control image (the grid shifted, the circle smaller) for a second ControlNet."""
     from PIL import Image
 
     rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -36,7 +37,8 @@ def example_image(kind: str, height: int, width: int, seed: int = SEED):
         return Image.fromarray((inside * 255).astype(np.uint8), mode="L")
     if kind == "control":
         radius = np.hypot(rows - height / 2, columns - width / 2)
-        edges = (rows % 16 < 1) | (columns % 16 < 1) | (abs(radius - min(height, width) / 3) < 1)
+        shift = 5 * variant
+        edges = ((rows + shift) % 16 < 1) | ((columns + shift) % 16 < 1) | (abs(radius - min(height, width) / (3 + variant)) < 1)
         return Image.fromarray(np.repeat((edges * 255).astype(np.uint8)[..., None], 3, axis=-1))
     if kind != "init":
         raise ValueError(f"no example image of kind {kind!r}: init, mask or control")
@@ -46,15 +48,18 @@ def example_image(kind: str, height: int, width: int, seed: int = SEED):
 
 
 def example_request(spec: DiffusionPipelineSpec, height: int, width: int, steps: int, seed: int = SEED,
-                    prompt: str = PROMPT) -> dict[str, Any]:
+                    prompt: str = PROMPT, controlnets: int = 1) -> dict[str, Any]:
     """diffusers __call__ keywords for one run of the spec's pipeline at this size: the same on the compiled
-    and the eager pipeline (the generator is created here, so call it once per pipeline)."""
+    and the eager pipeline (the generator is created here, so call it once per pipeline); controlnets: how
+    many the pipeline has (controlnet_count), several take a list of control images."""
     request: dict[str, Any] = {
         "prompt": prompt, "num_inference_steps": steps, "guidance_scale": spec.guidance_scale,
         "generator": torch.Generator().manual_seed(seed), **dict(spec.extra_call),
     }
     for argument, kind in spec.images:
         request[argument] = example_image(kind, height, width, seed)
+        if kind == "control" and controlnets > 1:
+            request[argument] = [example_image(kind, height, width, seed, variant) for variant in range(controlnets)]
     if spec.strength:
         request["strength"] = STRENGTH
     if "height" in inspect.signature(getattr(diffusers, spec.diffusers_class).__call__).parameters:
@@ -71,3 +76,8 @@ def artifact_pipeline_spec(manifest: "Manifest") -> DiffusionPipelineSpec:
     if not manifest.options.classifier_free_guidance and spec.guidance_scale > 1:
         spec = dataclasses.replace(spec, guidance_scale=0.0)
     return spec
+
+
+def controlnet_count(pipe) -> int:
+    """How many ControlNets a diffusers pipeline (compiled or eager) has: a MultiControlNetModel's nets, else 1."""
+    return len(getattr(getattr(pipe, "controlnet", None), "nets", None) or [None])

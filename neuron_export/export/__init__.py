@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..artifact import Manifest, check_output_dir, publish, staging
+from ..artifact import Manifest, check_output_dir, publish, staging, write_json
 from ..artifact.folders import clean_stale, write_error
 from ..diffusion.image_check import divergence, summary_line as image_check_line
 from ..errors import NeuronExportError, first_line, out_of_memory
@@ -91,6 +91,8 @@ def _export(plan: ExportPlan, output: Path, on_event: Optional[EventSink], execu
         manifests, reports = executor.build(plan, folder, progress)
         for source, destination in plan.files:
             copy_model_files(source, folder / destination)
+        if plan.model_index is not None:
+            write_json(folder / "model_index.json", plan.model_index)
         manifest = artifact_manifest(plan, manifests, reports, progress.timings)
         if cache is not None:
             manifest.compile_cache = {"hit": False, "key": key}  # what a later hit re-checks
@@ -132,6 +134,8 @@ def make_plan(model: str | Path, options: ExportOptions) -> ExportPlan:
         return plan_diffusion(source, options)
     if options.lora_model_ids:
         raise NeuronExportError(f"--lora_model_ids: {source.origin} is not a diffusion pipeline; LoRAs are fused into Stable Diffusion only")
+    if options.controlnet_ids:
+        raise NeuronExportError(f"--controlnet_ids: {source.origin} is not a diffusion pipeline; ControlNets are added to Stable Diffusion only")
     planner = plan_generation if get_architecture(source.model_type).family.generative else plan_transformers
     return planner(source, options)
 

@@ -19,6 +19,7 @@ import torch
 
 from ..backends import Backend
 from ..diffusion.attention import neuron_attention
+from ..diffusion.controlnet import assembled_model_index, controlnet_module, controlnet_shapes, pipeline_class_of, plan_controlnets
 from ..diffusion.lora import fuse_into_component, loras_of, plan_loras
 from ..diffusion.modules import UNetModule, VaeDecoderModule, VaeEncoderModule
 from ..errors import NeuronExportError, first_line
@@ -43,7 +44,8 @@ NO_LENGTH_LIMIT = 10**12
 
 def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
-    specs = pipeline_components(source, task, options)
+    options, specs = plan_controlnets(source, options, task, pipeline_components(source, task, options),
+                                      read_json(unet_folder(source, options) / "config.json"))
     options, loras = plan_loras(options, source.config.get("_class_name"), [s.source for s in specs],
                                 read_json(unet_folder(source, options) / "config.json"))
     backend, reason, warnings = plan_backend(options, task, has_unet=True)
@@ -68,6 +70,7 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     ]
     files = [(source.path / name, name) for name in PIPELINE_FILES if (source.path / name).is_dir()]
     unet = unet_folder(source, options)
+    model_index = assembled_model_index(source, options)  # a base pipeline with --controlnet_ids added
     return ExportPlan(
         source=source,
         task=task,
@@ -79,9 +82,11 @@ def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
         components=components,
         warnings=warnings,
         skip_reason=skip_reason,
-        files=files + [(source.path / "model_index.json", "model_index.json")],
-        cache_folders=[source.path] + ([unet] if unet != source.path / "unet" else []) + [Path(f) for f in options.lora_model_ids],
-        pipeline_class=source.config.get("_class_name"),
+        files=files + ([] if model_index else [(source.path / "model_index.json", "model_index.json")]),
+        model_index=model_index,
+        cache_folders=[source.path] + ([unet] if unet != source.path / "unet" else [])
+        + [Path(f) for f in options.lora_model_ids + options.controlnet_ids],
+        pipeline_class=pipeline_class_of(source, options),
         buckets=planned.buckets,
         bucket_fit=planned.fit,
         end_to_end=partial(check_images, source, task, options) if skip_reason is None else None,
@@ -119,7 +124,7 @@ def check_images(source: ModelSource, task: str, options: ExportOptions, folder:
 def pipeline_task(source: ModelSource, options: ExportOptions) -> str:
     """The task, from model_index.json's _class_name and the UNet to compile (its in_channels tell an
     inpainting or instruct-pix2pix model saved under StableDiffusionPipeline from a text-to-image one)."""
-    class_name = source.config.get("_class_name", "")
+    class_name = pipeline_class_of(source, options)
     in_channels = unet_in_channels(unet_folder(source, options))
     detected = diffusers_task(class_name, in_channels)
     if detected is None:
@@ -145,6 +150,8 @@ def pipeline_components(source: ModelSource, task: str, options: ExportOptions) 
     without its folder, or lacks a required one."""
     present = []
     for spec in DIFFUSION_TASKS[task].components:
+        if spec.repeated:
+            continue  # the ControlNets: plan_controlnets finds their folders
         entry = model_index_entry(source, spec.source)
         if entry is None:
             if not spec.optional:
@@ -229,6 +236,7 @@ def resolve_shapes(source: ModelSource, specs: list[DiffusionComponent], options
     try:
         pooled_dim = text_configs["text_encoder_2"]["projection_dim"] if "text_encoder_2" in text_configs else None
         shapes = pipeline_shapes(unet, vae, lengths.pop(), pooled_dim, options, replicas, rows_per_image)
+        shapes.update(controlnet_shapes(source, specs, shapes, unet))
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise NeuronExportError(f"{source.origin}: its unet, vae or text encoder config.json lacks or has a bad {first_line(error)}") from None
     if any(i.name == "time_ids" for s in specs for i in s.inputs) and "time_ids_dim" not in shapes:
@@ -304,8 +312,8 @@ def guidance_rows(unet: dict[str, Any], options: ExportOptions, rows_per_image: 
 def load_module(source: ModelSource, spec: DiffusionComponent, options: ExportOptions) -> torch.nn.Module:
     """The eager diffusers / transformers module behind a component, fp32 in eval mode."""
     folder = component_folder(source, spec, options)
-    library, class_name = model_index_entry(source, spec.source)
-    if folder != source.path / spec.source:
+    library, class_name = model_index_entry(source, spec.source) or ("diffusers", None)
+    if folder != source.path / spec.source or spec.repeated:  # --unet, ControlNets: their config names their class
         library, class_name = "diffusers", read_json(folder / "config.json")["_class_name"]
     if library not in ("diffusers", "transformers"):
         raise NeuronExportError(f"{spec.source} is a {library}.{class_name}; only diffusers and transformers modules can be exported")
@@ -337,6 +345,7 @@ WRAPPERS = {
     "unet": lambda spec, eager, example: (UNetModule(eager, [i.name for i in spec.inputs[3:]]), list(spec.outputs)),
     "vae_encoder": lambda spec, eager, example: (VaeEncoderModule(eager), list(spec.outputs)),
     "vae_decoder": lambda spec, eager, example: (VaeDecoderModule(eager), list(spec.outputs)),
+    "controlnet": controlnet_module,
 }
 
 

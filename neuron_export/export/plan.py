@@ -84,6 +84,7 @@ class ExportPlan:
     skip_reason: Optional[str] = None  # why it will not be validated (None: validated)
     # (model folder, folder in the artifact): config, tokenizer and pipeline files to copy (no weights)
     files: list[tuple[Path, str]] = field(default_factory=list)
+    model_index: Optional[dict[str, Any]] = None  # written in place of a copied model_index.json (a pipeline assembled here)
     cache_folders: list[Path] = field(default_factory=list)  # model folders whose files key the compile cache
     pipeline_class: Optional[str] = None  # set for pipelines (several components)
     # several static shapes: each bucket's values of the bucketed shape options, smallest first

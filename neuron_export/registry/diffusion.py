@@ -7,6 +7,7 @@ the adapter at load; pipelines are declared once here and built from this table.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
@@ -39,6 +40,7 @@ class DiffusionComponent:
         """This component with the config inputs its module's config asks for."""
         extra = tuple(spec for key, spec in self.config_inputs if config.get(key) is not None)
         return replace(self, inputs=self.inputs + extra, config_inputs=()) if extra else self
+    repeated: bool = False  # one per ControlNet of the pipeline: controlnet, controlnet_1, ... (diffusers' folders)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,33 @@ _SDXL_VARIANT_DEMOS = (
               "Tiny SDXL refiner (text_encoder_2 only, aesthetic score; refines demo:tiny-sdxl's latents)"),
      {"variant": "sdxl-refiner"}),
 )
+# ControlNet: each ControlNet is a component of its own (one per ControlNet of the pipeline: diffusers'
+# MultiControlNetModel), taking the control image at the image size and its conditioning scale (one per
+# row: it may change between calls). Its outputs, the residuals of the UNet's down blocks and mid block,
+# are inputs of the UNet; their number and shapes follow the UNet's config (diffusion/controlnet.py adds
+# them to the UNet's inputs and the ControlNet's outputs when the export is planned).
+_CONTROLNET = DiffusionComponent(
+    "controlnet", "controlnet", "controlnet",
+    _UNET_INPUTS + (
+        InputSpec("controlnet_cond", ("unet_batch_size", "control_channels", "height", "width"), "gaussian", "float32"),
+        InputSpec("conditioning_scale", ("unet_batch_size",), "gaussian", "float32"),
+    ),
+    ("down_block_res_samples", "mid_block_res_sample"), 1e-3, "unet-inference", data_parallel=True, neuron_attention=True,
+    repeated=True,
+)
+_SDXL_CONTROLNET = replace(_CONTROLNET, inputs=_CONTROLNET.inputs + _SDXL_UNET_INPUTS[3:])  # SDXL's added conditions too
+
+
+def repeated_components(components: tuple[DiffusionComponent, ...], count: int) -> list[DiffusionComponent]:
+    """The components of a pipeline with `count` ControlNets: a repeated one named as diffusers names their
+    folders (controlnet, controlnet_1, ...); none when count is 0."""
+    expanded = []
+    for spec in components:
+        copies = [replace(spec, name=f"{spec.name}_{i}" if i else spec.name, source=f"{spec.source}_{i}" if i else spec.source)
+                  for i in range(count)]
+        expanded += copies if spec.repeated else [spec]
+    return expanded
+
 
 DIFFUSION_TASKS: dict[str, DiffusionTask] = {
     t.name: t
@@ -179,6 +208,24 @@ DIFFUSION_TASKS: dict[str, DiffusionTask] = {
             variant_demos=_SDXL_VARIANT_DEMOS,
         ),
         *_LCM_TASKS,
+        DiffusionTask(
+            "stable-diffusion-controlnet",
+            (_TEXT_ENCODER, _UNET, _CONTROLNET, _VAE_DECODER),
+            (DiffusionPipelineSpec("NeuronStableDiffusionControlNetPipeline", "StableDiffusionControlNetPipeline",
+                                   images=(("image", "control"),)),),
+            demo=DemoSpec("demo:tiny-sd-controlnet", "stable-diffusion-controlnet",
+                          "Tiny Stable Diffusion with a ControlNet: a control image (edges) steers the 64x64 images"),
+            tiny={"controlnets": 1},
+        ),
+        DiffusionTask(
+            "stable-diffusion-xl-controlnet",
+            (*_SDXL_TEXT_ENCODERS, _SDXL_UNET, _SDXL_CONTROLNET, _VAE_DECODER),
+            (DiffusionPipelineSpec("NeuronStableDiffusionXLControlNetPipeline", "StableDiffusionXLControlNetPipeline",
+                                   images=(("image", "control"),)),),
+            demo=DemoSpec("demo:tiny-sdxl-controlnet", "stable-diffusion-xl-controlnet",
+                          "Tiny Stable Diffusion XL with a ControlNet: a control image (edges) steers the 64x64 images"),
+            tiny={"xl": True, "controlnets": 1},
+        ),
     )
 }
 
@@ -224,6 +271,16 @@ DIFFUSION_TASKS.update({
         ),
     )
 })
+
+
+def components_of(task: str, names) -> list[DiffusionComponent]:
+    """The task's components as an artifact listing the component folders `names` has them (its ControlNets
+    counted; at least one, so that an artifact without its ControlNet is found incomplete)."""
+    components = DIFFUSION_TASKS[task].components
+    repeated = [spec.name for spec in components if spec.repeated]
+    count = sum(1 for name in names for base in repeated if name == base or re.fullmatch(rf"{base}_[1-9][0-9]*", name))
+    return repeated_components(components, max(count, 1) if repeated else 0)
+
 
 # diffusers' pipeline classes (model_index.json's _class_name) -> the task that exports them.
 DIFFUSERS_PIPELINES: dict[str, str] = {

@@ -35,6 +35,8 @@ def test_demo_models_table():
         "demo:tiny-sdxl-turbo": "stable-diffusion-xl",
         "demo:tiny-sdxl-refiner": "stable-diffusion-xl",
         "demo:tiny-lcm": "latent-consistency",
+        "demo:tiny-sd-controlnet": "stable-diffusion-controlnet",
+        "demo:tiny-sdxl-controlnet": "stable-diffusion-xl-controlnet",
         "demo:tiny-llama": "text-generation",
         "demo:tiny-t5": "text2text-generation",
         "demo:tiny-whisper": "automatic-speech-recognition",
