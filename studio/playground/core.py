@@ -57,6 +57,7 @@ class LoadedArtifact:
     eager_source: Optional[Path]  # local folder of the source model, if it is here
     eager_note: Optional[str]  # why there is no eager comparison
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cache: dict[str, Any] = field(default_factory=dict)  # what a view loads on first use (SD: another pipeline class)
 
     @property
     def shapes(self) -> dict[str, int]:
