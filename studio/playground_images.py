@@ -98,7 +98,7 @@ def painted_strokes(base, key: str):
     size = (round(base.width * scale), round(base.height * scale))
     brush = st.slider("Brush", 2, 60, 20, key=f"{key}:brush")
     canvas = st_canvas(stroke_width=brush, stroke_color="#ffffff", background_image=base.resize(size), width=size[0], height=size[1],
-                       drawing_mode="freedraw", return_image_data=True, key=f"{key}:painter", label="Paint the mask")
+                       drawing_mode="freedraw", return_image_data=True, key=f"{key}:painter")
     return canvas.image_data
 
 

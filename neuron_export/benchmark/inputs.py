@@ -28,17 +28,3 @@ def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: 
     config = SimpleNamespace(**read_json(config_file)) if config_file.is_file() else SimpleNamespace()
     tensors = make_inputs([specs[name] for name in shapes], shapes, config, seed=seed, realistic=True)
     return {name: tensor.numpy() for name, tensor in tensors.items()}
-
-
-def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
-    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out."""
-    shapes = manifest.shapes
-    return {
-        "prompt": [f"a photograph of an astronaut riding a horse, variation {i}" for i in range(batch_size)],
-        "num_images_per_prompt": shapes["num_images_per_prompt"],
-        "num_inference_steps": steps,
-        "height": shapes["height"],
-        "width": shapes["width"],
-        "output_type": "np",
-        "seed": seed,
-    }

@@ -112,8 +112,8 @@ def eager_pipeline(loaded: LoadedArtifact, spec: DiffusionPipelineSpec):
     its modules through diffusers' from_pipe)."""
     import diffusers
 
-    if loaded.eager is None:
-        loaded.eager = reference_pipeline(loaded.manifest, loaded.eager_source)
+    if loaded.eager is None:  # the task's primary class, as the export's image check builds it
+        loaded.eager = reference_pipeline(loaded.manifest, loaded.eager_source, class_name=pipeline_specs(loaded)[0].diffusers_class)
     if type(loaded.eager).__name__ == spec.diffusers_class:
         return loaded.eager
     other = loaded.cache.get("eager")
