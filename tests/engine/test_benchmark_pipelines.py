@@ -25,7 +25,7 @@ IMG2IMG = DIFFUSION_TASKS["stable-diffusion"].pipelines[1]
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench-pipelines") / "tiny-sd"
-    export("demo:tiny-sd", folder, ExportOptions(backend="torchscript", use_cache=False))
+    export("demo:tiny-sd", folder, ExportOptions(backend="torchscript"))
     return folder
 
 

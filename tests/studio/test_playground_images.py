@@ -34,7 +34,7 @@ LCM = DiffusionPipelineSpec("NeuronLatentConsistencyModelPipeline", "LatentConsi
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("playground-images") / "tiny-sd"
-    export("demo:tiny-sd", folder, ExportOptions(backend="torchscript", use_cache=False))
+    export("demo:tiny-sd", folder, ExportOptions(backend="torchscript"))
     return playground.load(folder, default_demo_root())
 
 
