@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import streamlit as st
 
 from neuron_export.diffusion.requests import STRENGTH
-from neuron_export.errors import NeuronExportError
+from neuron_export.errors import NeuronExportError, first_line
 from neuron_export.registry.diffusion import DiffusionPipelineSpec
 from studio import playground, ui
 from studio.playground import diffusion, image_inputs
@@ -93,6 +93,9 @@ def painted_strokes(base, key: str):
         from streamlit_drawable_canvas import st_canvas
     except ImportError:
         st.caption("To paint the mask, `pip install streamlit-drawable-canvas` (requirements.txt has it).")
+        return None
+    except Exception as error:  # installed but its component does not register with this Streamlit
+        st.caption(f"The mask painter is not available here: {first_line(error)}")
         return None
     scale = PAINTER_SIDE / max(base.size)
     size = (round(base.width * scale), round(base.height * scale))

@@ -5,12 +5,15 @@ diffusers', the seed drawn (to repeat the image) and the gallery's download."""
 import re
 
 import pytest
-from test_browser import SHOTS, app, main_area, page  # noqa: F401 (fixtures)
+from test_browser import CHROMIUM, SHOTS, app, main_area, page  # noqa: F401 (fixtures)
 
 from neuron_export import ExportOptions, export
 from studio.workspace import Workspace
 
-pytestmark = pytest.mark.browser
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (apt-get install chromium)"),
+]
 
 
 @pytest.fixture(scope="module")
