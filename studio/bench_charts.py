@@ -216,8 +216,20 @@ def summary_rows(reports: list[Report]) -> list[dict[str, Any]]:
                         "precision": side.get("precision"), "threads": side.get("threads"),
                         "busy cores": _round(side.get("cores_busy")),
                     })
+                    row.update(pipeline_columns(side))
                 rows.append(row)
     return rows
+
+
+def pipeline_columns(side: dict[str, Any]) -> dict[str, Any]:
+    """A Stable Diffusion side's class, seconds per image, per denoising step and in each component (one call's breakdown)."""
+    found = side.get("pipeline")
+    if not found:
+        return {}
+    columns = {"pipeline": found["class_name"], "s/image": round(side["seconds_per_image"], 3),
+               "ms per step": _round(found["step_s"] * 1000) if found.get("step_s") else None}
+    columns.update({f"{component} s/image": round(seconds, 4) for component, seconds in found["component_s"].items()})
+    return columns
 
 
 def _times(value: Optional[float]) -> str:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from neuron_export import Manifest
 from neuron_export.benchmark import benchmark_history
+from neuron_export.registry import DIFFUSION_TASKS
 from studio import bench_charts, ui
 from studio.jobs import BENCHMARK, Job, JobStore, benchmark_command
 
@@ -28,6 +29,12 @@ def parse_batch_sizes(text: str) -> list[int]:
 def any_batch(manifest: Manifest) -> bool:
     """Whether the benchmark can time other batch sizes than the compiled one (not for pipelines)."""
     return manifest.dynamic_batch and not manifest.is_pipeline
+
+
+def pipeline_classes(manifest: Manifest) -> list[str]:
+    """The pipeline classes a Stable Diffusion artifact runs (its task's, text to image first); [] for other models."""
+    task = DIFFUSION_TASKS.get(manifest.task) if manifest.is_pipeline else None
+    return [spec.class_name for spec in task.pipelines] if task else []
 
 
 def caption(name: str, manifest: Manifest) -> str:
@@ -51,6 +58,10 @@ def run_form(store: JobStore, selected: list[Path], manifests: dict[Path, Manife
                                    placeholder="e.g. 1, 4, 8 — empty: the compiled batch size")
         steps = st.number_input("Denoising steps per image (Stable Diffusion)", min_value=1, max_value=200, value=10,
                                 disabled=not pipelines)
+        classes = list(dict.fromkeys(name for p in pipelines for name in pipeline_classes(manifests[p])))
+        chosen = st.multiselect("Pipeline classes (Stable Diffusion): one job each, with its example inputs", classes,
+                                default=list(dict.fromkeys(pipeline_classes(manifests[p])[0] for p in pipelines)),
+                                disabled=not pipelines, help="text to image, image to image, ...: the classes of the task")
         submitted = st.form_submit_button("Run benchmark", type="primary", icon=":material/speed:", disabled=not selected)
     if not submitted:
         return
@@ -59,13 +70,17 @@ def run_form(store: JobStore, selected: list[Path], manifests: dict[Path, Manife
     except ValueError as error:
         st.error(str(error))
         return
+    queued = 0
     for path in selected:
-        argv = benchmark_command(path, iterations=int(iterations), warmup=int(warmup), steps=int(steps),
-                                 batch_sizes=batch_sizes if path in dynamic else [], onnx=onnx,
-                                 trust_remote_code=path in trusted)
-        job = store.submit(BENCHMARK, argv, title=f"Benchmark {path.name}", artifact=str(path))
-        st.session_state.setdefault(JOBS_KEY, []).append(job.id)
-    st.toast(f"Queued {len(selected)} benchmark job(s)")
+        for pipeline in [name for name in pipeline_classes(manifests[path]) if name in chosen] or [None]:
+            argv = benchmark_command(path, iterations=int(iterations), warmup=int(warmup), steps=int(steps),
+                                     batch_sizes=batch_sizes if path in dynamic else [], onnx=onnx,
+                                     trust_remote_code=path in trusted, pipeline=pipeline)
+            title = f"Benchmark {path.name}" + (f" ({pipeline})" if pipeline else "")
+            job = store.submit(BENCHMARK, argv, title=title, artifact=str(path))
+            st.session_state.setdefault(JOBS_KEY, []).append(job.id)
+            queued += 1
+    st.toast(f"Queued {queued} benchmark job(s)")
 
 
 def finished_since(watched: set[str], jobs: list[Job]) -> set[str]:

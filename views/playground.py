@@ -1,12 +1,12 @@
 """Playground page: try a compiled artifact on your own input, with eager PyTorch's latency beside it."""
 
 import html
-from typing import Any, Callable
 
 import streamlit as st
 
 from studio import charts, playground, ui
-from studio.playground_ui import form, last_result, latency_row, loaded_artifact, run, short_duration
+from studio.playground_images import image_generation
+from studio.playground_ui import form, last_result, latency_row, loaded_artifact, run
 
 DEFAULT_SENTENCES = "A man is eating food.\nA man is eating a piece of bread.\nThe girl is carrying a baby.\nA man is riding a horse."
 
@@ -116,57 +116,6 @@ def image_labels(loaded: playground.LoadedArtifact) -> None:
     form(loaded, "Classify", image_field)
     if result := last_result(loaded):
         image_and_labels(loaded, *result, best="Label", title="Top labels")
-
-
-def generation_fields(loaded: playground.LoadedArtifact) -> tuple:
-    """Prompt, negative prompt, steps, guidance, seed, number of images, and whether to run eager too."""
-    most = playground.max_images(loaded)
-    prompt = st.text_area("Prompt", "a photo of an astronaut riding a horse on mars", height=80)
-    negative = st.text_input("Negative prompt", "blurry, low quality")
-    steps_col, guidance_col, seed_col, count_col = st.columns(4)
-    steps = steps_col.slider("Steps", 1, 100, 20)
-    guidance = guidance_col.slider("Guidance", 1.0, 20.0, 7.5, 0.5)
-    seed = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
-    if most > 1:
-        count = count_col.slider("Images", 1, most, 1)
-    else:
-        count = 1
-        count_col.caption("1 image per run (the compiled batch)")
-    compare = st.checkbox("Also run the eager diffusers pipeline (same seed) for its time", value=loaded.eager_source is not None,
-                          disabled=loaded.eager_source is None,
-                          help="runs the whole request a second time, uncompiled (the first time also loads it)")
-    sizes = loaded.model.resolutions  # a bucketed pipeline has several
-    size = st.selectbox("Size", sizes, index=len(sizes) - 1, format_func=lambda hw: f"{hw[1]}×{hw[0]}") if len(sizes) > 1 else None
-    return prompt, negative, steps, guidance, seed, count, compare, size
-
-
-def step_progress() -> Callable[[str, int, int, float | None], None]:
-    """A progress bar per pipeline (compiled, then eager), moved by the pipelines' step callback."""
-    bars: dict[str, Any] = {}
-    names = {"compiled": "Compiled pipeline", "eager": "Eager diffusers pipeline"}
-
-    def on_step(side: str, step: int, steps: int, per_step_s: float | None) -> None:
-        if side not in bars:
-            bars[side] = st.progress(0.0)
-        bar = bars[side]
-        speed = f" · {short_duration(per_step_s)} per step" if per_step_s else ""
-        bar.progress(min(step / steps, 1.0), text=f"{names.get(side, side)}: step {step} of {steps}{speed}")
-
-    return on_step
-
-
-def image_generation(loaded: playground.LoadedArtifact) -> None:
-    form(loaded, "Generate", lambda: generation_fields(loaded), step_progress(), busy="Generating…")
-    st.caption(f"Compiled for {', '.join(f'{w}×{h}' for h, w in loaded.model.resolutions)} images.")
-    if result := last_result(loaded):
-        images, stats = result
-        columns = st.columns(min(max(len(images), 2), 4))
-        for index, image in enumerate(images):
-            columns[index % len(columns)].image(image, caption=f"image {index + 1} · {ui.fmt_duration(stats.compiled_s)}", width="stretch")
-        if playground.random_weights_demo(loaded.manifest):
-            st.caption(":material/casino: Random weights: noise is expected. What this demo shows is that the compiled pipeline "
-                       "draws the same picture as eager diffusers, and how fast.")
-        latency_row(loaded, stats)
 
 
 def generation_settings(loaded: playground.LoadedArtifact, default_tokens: int = 32) -> tuple[dict, bool]:

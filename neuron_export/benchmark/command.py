@@ -22,6 +22,8 @@ def add_benchmark_parser(commands) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads of every side (default: all cores)")
     p.add_argument("--rounds", type=int, default=10, help="interleave the sides in this many rounds (default 10)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps per image of a Stable Diffusion pipeline (default 10)")
+    p.add_argument("--pipeline", metavar="CLASS", help="a Stable Diffusion artifact: the pipeline class to time, e.g. "
+                   "NeuronStableDiffusionImg2ImgPipeline (default: the task's text-to-image one)")
     p.add_argument("--sequence_length", type=_lengths, dest="lengths", metavar="L,L,...",
                    help="a bucketed artifact: time inputs of these lengths on the bucket each picks, against its largest bucket only")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the peers (they run the model exported to ONNX)")
@@ -55,7 +57,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         options = BenchmarkOptions(iterations=args.iterations, warmup=args.warmup, batch_sizes=args.batch_sizes,
                                    onnx=args.onnx, peers=args.peers, threads=args.threads, rounds=args.rounds, steps=args.steps,
                                    prompt_length=args.prompt_length, new_tokens=args.new_tokens,
-                                   trust_remote_code=args.trust_remote_code)
+                                   trust_remote_code=args.trust_remote_code, pipeline=args.pipeline)
         if args.lengths:
             report = benchmark_lengths(args.artifact, args.lengths, options, on_event=events.write)
         else:

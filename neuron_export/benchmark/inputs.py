@@ -28,24 +28,3 @@ def benchmark_inputs(manifest: Manifest, artifact: Path, batch_size: int, seed: 
     config = SimpleNamespace(**read_json(config_file)) if config_file.is_file() else SimpleNamespace()
     tensors = make_inputs([specs[name] for name in shapes], shapes, config, seed=seed, realistic=True)
     return {name: tensor.numpy() for name, tensor in tensors.items()}
-
-
-def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int) -> dict[str, Any]:
-    """A pipeline call: batch_size prompts, the compiled images per prompt, `steps` steps, NumPy images out, and
-    what the artifact's pipeline takes besides (requests.example_request: init image, mask, control images,
-    strength, guidance)."""
-    from ..diffusion.requests import artifact_pipeline_spec, example_request
-    from ..registry.diffusion import components_of
-
-    shapes = manifest.shapes
-    controlnets = sum(spec.kind == "controlnet" for spec in components_of(manifest.task, manifest.components))
-    request = example_request(artifact_pipeline_spec(manifest), shapes["height"], shapes["width"], steps, seed,
-                              controlnets=controlnets)
-    del request["generator"]  # each side makes its own from the seed, per call
-    return {
-        **request,
-        "prompt": [f"a photograph of an astronaut riding a horse, variation {i}" for i in range(batch_size)],
-        "num_images_per_prompt": shapes["num_images_per_prompt"],
-        "output_type": "np",
-        "seed": seed,
-    }

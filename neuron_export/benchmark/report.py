@@ -14,6 +14,7 @@ from typing import Any, Optional
 from .. import cpu
 from ..artifact import Manifest, write_json
 from .peak import host_peak
+from .pipelines import breakdown_lines
 from .sides import COMPILED, EAGER, PEER_KINDS, SIDE_LABELS, SideResult
 from .stats import speedup
 
@@ -173,6 +174,7 @@ def format_report(report: dict[str, Any]) -> list[str]:
                           for n, side in run["sides"].items() if side.get("seconds_per_image")]
         if per_image_said:
             lines.append(f"  seconds per image (p50, {settings['steps']} steps; inf/s above = images/s): " + ", ".join(per_image_said))
+            lines += breakdown_lines(run["sides"], SIDE_LABELS)
         said = [f"{SIDE_LABELS.get(side, side)} is {ratio:.2f}x {SIDE_LABELS.get(baseline, baseline)}"
                 for (side, baseline), ratio in _ratios(run).items()]
         if said:

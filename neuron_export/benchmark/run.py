@@ -16,8 +16,9 @@ from ..inputs import check_input_memory
 from ..progress import Progress
 from ..registry import GENERATION_CLASSES
 from .alternate import alternate
-from .inputs import benchmark_inputs, pipeline_inputs
+from .inputs import benchmark_inputs
 from .peers import PEERS, default_peers, peer_files_isolated, peer_missing, peer_side
+from .pipelines import pipeline_inputs, pipeline_spec
 from .report import make_report, save_results
 from .sides import COMPILED, EAGER, Side, SideProcess, SideResult, SideRunner
 from .stats import latency_stats, throughput
@@ -37,6 +38,7 @@ class BenchmarkOptions:
     prompt_length: Optional[int] = None  # generative models: tokens of the prompt (default: a quarter of the cache)
     new_tokens: Optional[int] = None  # generative models: tokens generated per call (default: up to 32, within the cache)
     trust_remote_code: bool = False  # run the source model's own code for the eager and ONNX sides (never from the manifest)
+    pipeline: Optional[str] = None  # Stable Diffusion: the Neuron*Pipeline class to time (None: the task's primary, txt2img)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "rounds", "steps"):
@@ -74,12 +76,16 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
         from .generation import benchmark_generation
 
         return benchmark_generation(artifact, manifest, options, on_event)
+    if options.pipeline is not None:  # a wrong class fails here, before any side starts
+        if not manifest.is_pipeline:
+            raise NeuronExportError(f"--pipeline applies to Stable Diffusion pipelines; {artifact} is a {manifest.task} model")
+        pipeline_spec(manifest.task, options.pipeline)
     batch_sizes = resolve_batch_sizes(manifest, options)
     peers = _unavailable_peers(manifest, options)  # a result for every peer that will not run
     wanted = [name for name in (options.peers or default_peers(manifest)) if name not in peers]
     progress = Progress(on_event, (2 if wanted else 1) + len(batch_sizes))
     if manifest.is_pipeline:
-        inputs_for = functools.partial(pipeline_inputs, manifest, steps=options.steps, seed=options.seed)
+        inputs_for = functools.partial(pipeline_inputs, manifest, steps=options.steps, seed=options.seed, pipeline=options.pipeline)
     else:
         inputs_for = functools.partial(benchmark_inputs, manifest, artifact, seed=options.seed)
     sides = [Side(COMPILED, COMPILED, str(artifact), precision=artifact_precision(manifest)),
@@ -95,6 +101,10 @@ def benchmark(artifact: str | Path, options: Optional[BenchmarkOptions] = None, 
                 else:
                     processes.append(SideProcess(peer_side(name, path), options.threads))
         results = time_sides(processes, inputs_for, batch_sizes, options, progress)
+        if manifest.is_pipeline:  # the last batch size's results: per component and per step
+            for process in processes:
+                status, value = process.ask_quietly("breakdown") if process.result.ok else ("error", None)
+                process.result.pipeline = value if status == "ok" else None
     for by_side in results.values():
         by_side.update(peers)
     compiled = results[batch_sizes[0]][COMPILED]

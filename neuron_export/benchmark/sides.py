@@ -58,6 +58,7 @@ class SideResult:
     stats: Optional[LatencyStats] = None
     throughput: Optional[float] = None  # inferences (samples) per second
     seconds_per_image: Optional[float] = None  # Stable Diffusion artifacts
+    pipeline: Optional[dict[str, Any]] = None  # Stable Diffusion: one call per component and step (benchmark/pipelines.py breakdown)
     peak_rss_mb: Optional[float] = None  # the side's process, up to and including this batch size
     rss_growth_mb: Optional[float] = None  # peak RSS minus RSS right after imports: what the model costs
     gpu_peak_mb: Optional[float] = None
@@ -207,17 +208,22 @@ class SideRunner:
     def _bind_pipeline(self, arguments: dict[str, Any]) -> tuple[str, dict[str, list[int]]]:
         import torch
 
-        call_arguments = {k: v for k, v in arguments.items() if k != "seed"}
+        from . import pipelines
+
+        task = Manifest.read(self.side.path).task
+        self._model = pipelines.as_class(self._model, self.side.kind == COMPILED, self.side.path, task, arguments["pipeline"])
+        request = pipelines.pipeline_request(task, arguments)
+        self.breakdown = lambda: pipelines.breakdown(self._model, request, arguments["seed"])  # the "breakdown" command
 
         def call():
             # A fresh generator per call: every call (and side) starts from the same latents.
             generator = torch.Generator().manual_seed(arguments["seed"])
             with torch.no_grad():
-                images = self._model(**call_arguments, generator=generator).images
+                images = self._model(**request, generator=generator).images
             return {"images": torch.as_tensor(images)}
 
         self._bound = call
-        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True, default=_image_digest).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()
         return digest, {"prompt": [len(arguments["prompt"])]}
 
     def call(self) -> Any:
@@ -253,13 +259,6 @@ class SideRunner:
         return {"peak_rss_mb": _peak_rss_mb(), "gpu_peak_mb": gpu}
 
 
-def _image_digest(image: Any) -> str:
-    """A request's image (init image, mask) as input_digest sees it: by its pixels."""
-    import numpy as np
-
-    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
-
-
 def _load_side_model(side: Side, manifest: Manifest):
     """The compiled model or pipeline of the artifact, or the eager one of its source (fp32)."""
     from .. import reference
@@ -272,14 +271,16 @@ def _load_side_model(side: Side, manifest: Manifest):
         return model_class_for_artifact(side.path).from_pretrained(side.path)
     if side.kind == COMPILED:
         if manifest.is_pipeline:
-            from .. import diffusion
             from ..diffusion.requests import artifact_pipeline_spec
+            from .pipelines import compiled_pipeline
 
-            return getattr(diffusion, artifact_pipeline_spec(manifest).class_name).from_pretrained(side.path)
+            return compiled_pipeline(side.path, manifest.task, artifact_pipeline_spec(manifest).class_name)
         return load_artifact(side.path)
     try:
         if manifest.is_pipeline:
-            return reference.reference_pipeline(manifest, trust_remote_code=side.trust_remote_code)
+            from .pipelines import eager_pipeline
+
+            return eager_pipeline(manifest, side.trust_remote_code)
         return reference.reference_model(manifest, trust_remote_code=side.trust_remote_code)
     except NeuronExportError as error:
         raise NeuronExportError(f"the eager model {manifest.source!r} is not available: {error}") from None

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import diffusers
 import numpy as np
 import torch
 
+from ..errors import NeuronExportError
 from ..registry.diffusion import DIFFUSION_TASKS, DiffusionPipelineSpec
 
 if TYPE_CHECKING:
@@ -67,12 +68,17 @@ def example_request(spec: DiffusionPipelineSpec, height: int, width: int, steps:
     return request
 
 
-def artifact_pipeline_spec(manifest: "Manifest") -> DiffusionPipelineSpec:
-    """The pipeline a compiled pipeline folder runs by default: the one its source was saved as (an SDXL
-    refiner is an img2img pipeline), else its task's primary; compiled without classifier-free guidance
-    (SDXL Turbo), its requests pass guidance_scale 0."""
+def artifact_pipeline_spec(manifest: "Manifest", class_name: Optional[str] = None) -> DiffusionPipelineSpec:
+    """The pipeline a compiled pipeline folder runs: class_name (a Neuron*Pipeline or diffusers class of its
+    task; another is a one-line error), by default the one its source was saved as (an SDXL refiner is an
+    img2img pipeline), else its task's primary. Compiled without classifier-free guidance (SDXL Turbo), its
+    requests pass guidance_scale 0."""
     task = DIFFUSION_TASKS[manifest.task]
-    spec = next((p for p in task.pipelines if p.diffusers_class == manifest.pipeline_class), task.primary)
+    wanted = class_name or manifest.pipeline_class
+    spec = next((p for p in task.pipelines if wanted in (p.class_name, p.diffusers_class)), None)
+    if spec is None and class_name is not None:
+        raise NeuronExportError(f"{class_name}: a {task.name} artifact runs {', '.join(p.class_name for p in task.pipelines)}")
+    spec = spec or task.primary
     if not manifest.options.classifier_free_guidance and spec.guidance_scale > 1:
         spec = dataclasses.replace(spec, guidance_scale=0.0)
     return spec

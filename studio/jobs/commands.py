@@ -37,10 +37,12 @@ def export_command(model: str, output: str | Path, options: ExportOptions) -> li
 
 
 def benchmark_command(artifact: str | Path, iterations: int, warmup: int, steps: int, batch_sizes: Sequence[int] = (),
-                      onnx: bool = True, threads: Optional[int] = None, trust_remote_code: bool = False) -> list[str]:
+                      onnx: bool = True, threads: Optional[int] = None, trust_remote_code: bool = False,
+                      pipeline: Optional[str] = None) -> list[str]:
     """Time `artifact` against eager PyTorch (and ONNX Runtime unless onnx=False); no batch sizes:
     the compiled one; steps: denoising steps per image of a pipeline; threads: all cores unless given;
-    trust_remote_code: the person at the dashboard agreed to run the source model's own code."""
+    trust_remote_code: the person at the dashboard agreed to run the source model's own code; pipeline: the class
+    of a Stable Diffusion artifact to time (None: its task's text-to-image one)."""
     args = ["benchmark", str(artifact), "--iterations", str(iterations), "--warmup", str(warmup), "--steps", str(steps)]
     if batch_sizes:
         args += ["--batch_size", *map(str, batch_sizes)]
@@ -50,6 +52,8 @@ def benchmark_command(artifact: str | Path, iterations: int, warmup: int, steps:
         args += ["--threads", str(threads)]
     if trust_remote_code:
         args.append("--trust-remote-code")
+    if pipeline:
+        args += ["--pipeline", pipeline]
     return cli_command(*args)
 
 

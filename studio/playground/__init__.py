@@ -20,7 +20,7 @@ from .core import (
     random_weights_demo,
     run_both,
 )
-from .diffusion import generate_images, max_images
+from .diffusion import Generation, ImageSettings, generate_images, max_images
 from .generation import T5_TASKS, Generated, chat, text_to_text, transcribe_speech
 from .html import entities_html, entity_colors, highlight_html
 from .text import (
@@ -72,7 +72,7 @@ __all__ = [
     "load", "LoadedArtifact", "RunStats", "placement", "artifact_view", "random_weights_demo", "run_both", "VIEW_RUNNERS", "run_view",
     "TIMED_CALLS", "TOP_K", "MAX_ANSWER_TOKENS", "classify_text", "tag_tokens", "Segment", "answer_question", "Answer",
     "fill_mask", "embed_sentences", "choose", "sample_image", "read_image", "classify_image", "classify_upload",
-    "max_images", "generate_images", "entities_html", "entity_colors", "highlight_html", "chat", "text_to_text",
+    "max_images", "generate_images", "ImageSettings", "Generation", "entities_html", "entity_colors", "highlight_html", "chat", "text_to_text",
     "transcribe_speech", "Generated", "T5_TASKS",
     "encode_image", "candidate_labels", "zero_shot", "Clip", "read_audio", "read_wav", "sample_audio", "classify_audio", "transcribe",
     "Detection", "Segments", "detect_objects", "draw_boxes", "segment", "estimate_depth",

@@ -23,7 +23,7 @@ from neuron_export.demo import DEMO_MODELS
 from neuron_export.errors import NeuronExportError
 from neuron_export.reference import reference_generator, reference_model, source_folder
 from neuron_export.processors import load_processor
-from neuron_export.registry import DIFFUSION_TASKS, GENERATION_CLASSES, modality_of_inputs, task_view
+from neuron_export.registry import GENERATION_CLASSES, modality_of_inputs, task_view
 
 # The playground's timing (measure_speed): few calls, so the page stays responsive; the Benchmark page times more.
 WARMUP_CALLS = 2  # per side
@@ -57,6 +57,7 @@ class LoadedArtifact:
     eager_source: Optional[Path]  # local folder of the source model, if it is here
     eager_note: Optional[str]  # why there is no eager comparison
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cache: dict[str, Any] = field(default_factory=dict)  # what a view loads on first use (SD: another pipeline class)
 
     @property
     def shapes(self) -> dict[str, int]:
@@ -93,10 +94,11 @@ def load(path: Path, demo_root: Path, trust_remote_code: bool = False) -> Loaded
 
 
 def _load_pipeline(path: Path, manifest: Manifest):
-    """The Neuron*Pipeline that generates from text with the compiled components."""
+    """The Neuron*Pipeline the artifact runs by default (its source's class: txt2img, or img2img for a refiner)."""
     import neuron_export
+    from neuron_export.diffusion.requests import artifact_pipeline_spec
 
-    pipeline_class = getattr(neuron_export, DIFFUSION_TASKS[manifest.task].primary.class_name)
+    pipeline_class = getattr(neuron_export, artifact_pipeline_spec(manifest).class_name)
     pipeline = pipeline_class.from_pretrained(path)
     pipeline.set_progress_bar_config(disable=True)  # its bars would go to the server's console
     return pipeline

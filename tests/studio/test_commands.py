@@ -31,14 +31,16 @@ def test_export_command_carries_every_option(options, tmp_path):
 
 
 def test_benchmark_command_carries_the_request(tmp_path):
-    args = parse(benchmark_command(tmp_path / "a", iterations=7, warmup=2, steps=3, batch_sizes=[1, 4], onnx=False, threads=2))
+    args = parse(benchmark_command(tmp_path / "a", iterations=7, warmup=2, steps=3, batch_sizes=[1, 4], onnx=False, threads=2,
+                                   pipeline="NeuronStableDiffusionImg2ImgPipeline"))
     assert (args.command, args.artifact) == ("benchmark", str(tmp_path / "a"))
     assert (args.iterations, args.warmup, args.steps, args.batch_sizes, args.onnx, args.threads) == (7, 2, 3, [1, 4], False, 2)
+    assert args.pipeline == "NeuronStableDiffusionImg2ImgPipeline"
 
 
 def test_benchmark_command_defaults_to_the_compiled_batch_all_cores_and_onnx(tmp_path):
     args = parse(benchmark_command(tmp_path / "a", iterations=30, warmup=5, steps=10))
-    assert (args.batch_sizes, args.threads, args.onnx) == (None, None, True)
+    assert (args.batch_sizes, args.threads, args.onnx, args.pipeline) == (None, None, True, None)
 
 
 def test_export_jobs_go_to_the_ray_farm_when_its_address_is_set(tmp_path, monkeypatch):

@@ -235,7 +235,8 @@ def test_stable_diffusion_images_match_diffusers(loaded):
     import numpy
 
     request = {"prompt": "a photo of an astronaut riding a horse", "negative_prompt": "blurry", "steps": 3, "guidance": 7.5, "seed": 7}
-    images, stats = playground.generate_images(loaded("tiny-sd"), **request, num_images=1, compare_eager=False)
+    generation, stats = playground.generate_images(loaded("tiny-sd"), playground.ImageSettings(**request, num_images=1, compare_eager=False))
+    images = generation.images
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(resolve_demo("demo:tiny-sd"), safety_checker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     expected = pipe(request["prompt"], negative_prompt="blurry", num_inference_steps=3, guidance_scale=7.5, height=64, width=64,
@@ -253,7 +254,7 @@ def test_stable_diffusion_images_match_diffusers(loaded):
     (lambda l: playground.choose(l("tiny-roberta-mc"), "Pick", "a\nb\nc\nd\ne"), "at most 4 choices"),
     (lambda l: playground.embed_sentences(l("minilm"), "only one"), "at least two sentences"),
     (lambda l: playground.answer_question(l("tiny-bert-qa"), "why " * 40, "Because."), "shorten it"),
-    (lambda l: playground.generate_images(l("tiny-sd"), "a cat", num_images=2, steps=1), "compiled for batch_size 1"),
+    (lambda l: playground.generate_images(l("tiny-sd"), playground.ImageSettings("a cat", num_images=2, steps=1)), "compiled for batch_size 1"),
 ])
 def test_bad_input_is_a_one_line_error(loaded, call, message):
     with pytest.raises(NeuronExportError, match=message) as raised:
