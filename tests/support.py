@@ -1,7 +1,9 @@
 """Helpers shared by test modules of every folder (a module, not a conftest: conftest names clash)."""
 
+import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import wave
@@ -56,4 +58,51 @@ def sentence_transformers_clip(folder: Path, seed: int = 5) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the CLIPModel module is deprecated in favour of Transformer; the hub's folders use it
         SentenceTransformer(modules=[CLIPModel(str(clip))], device="cpu").save(str(folder))
+    return folder
+
+
+@contextlib.contextmanager
+def local_ray_cluster(num_cpus: int = 2):
+    """(GCS address, temp dir) of a Ray cluster on loopback owned by this process (ray.init), stopped
+    afterwards with ray.shutdown(); fails if any of its processes is left running. Never `ray stop`."""
+    import tempfile
+    import time
+
+    import ray
+
+    from neuron_export.farm.cluster import cluster_processes, start_local
+
+    saved = dict(os.environ)
+    os.environ["PYTHONPATH"] = python_path()  # its workers import this checkout
+    temp_dir = tempfile.mkdtemp(prefix="nxray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    start_local(num_cpus=num_cpus, temp_dir=temp_dir, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address, temp_dir
+    finally:
+        ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+        deadline = time.time() + 30
+        while cluster_processes(temp_dir) and time.time() < deadline:
+            time.sleep(0.5)
+        left = [p.pid for p in cluster_processes(temp_dir)]
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not left, f"Ray processes left running: {left}"
+
+
+def build_o1_classifier(folder: Path) -> Path:
+    """A tiny BERT classifier saved in `folder` whose logits are O(1) (default init gives ~0.01:
+    any padding leak or wrong weight would hide under a 1e-4 comparison)."""
+    import torch
+
+    from neuron_export.demo import make_tiny_model
+
+    model, tokenizer = make_tiny_model("bert", "text-classification", seed=0)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder

@@ -1,5 +1,5 @@
-"""The Ray executor on a local Ray cluster that this module starts on loopback and stops (no stray
-process, asserted): a tiny SD export whose components ran as separate Ray tasks (Ray's state API)
+"""The Ray executor on the session's local Ray cluster on loopback (tests/conftest.py: stopped at
+the end, no stray process, asserted): a tiny SD export whose components ran as separate Ray tasks (Ray's state API)
 and whose images equal eager diffusers'; a 3-bucket classifier equal to eager transformers at each
 bucket; a sweep of 4 with one failing; an export cancelled mid-way and one whose worker is killed:
 nothing half-published.
@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -32,7 +31,7 @@ from neuron_export.errors import NeuronExportError
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
 
-from neuron_export.farm.cluster import LOOPBACK_ENV, start_local  # noqa: E402
+from neuron_export.farm.cluster import LOOPBACK_ENV, cluster_processes  # noqa: E402
 from neuron_export.farm.executor import RayExecutor  # noqa: E402
 from ray.util.state import list_tasks  # noqa: E402
 
@@ -40,37 +39,10 @@ LOOPBACK = ("127.0.0.1", "::ffff:127.0.0.1", "::1")
 SD_COMPONENTS = {"text_encoder", "unet", "vae_encoder", "vae_decoder"}
 
 
-def _cluster_processes(temp_dir: str) -> list:
-    import psutil
-
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in process.info["cmdline"] or ()):
-                found.append(process)
-        except psutil.Error:
-            pass
-    return found
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """(address, temp dir) of a 2-CPU Ray cluster on loopback, owned by this process."""
-    saved = dict(os.environ)
-    os.environ["PYTHONPATH"] = python_path()  # its workers import this checkout
-    temp_dir = tempfile.mkdtemp(prefix="nxray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    start_local(num_cpus=2, temp_dir=temp_dir, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address, temp_dir
-    finally:
-        ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
-        deadline = time.time() + 30
-        while _cluster_processes(temp_dir) and time.time() < deadline:
-            time.sleep(0.5)
-        left = [p.pid for p in _cluster_processes(temp_dir)]
-        assert not left, f"Ray processes left running: {left}"
+@pytest.fixture
+def cluster(ray_cluster):
+    """(address, temp dir) of the session's 2-CPU Ray cluster on loopback (tests/conftest.py)."""
+    return ray_cluster
 
 
 def _tasks(predicate, wanted, timeout=30.0):
@@ -100,7 +72,7 @@ def _leftovers(parent):
 def test_cluster_listens_on_loopback_only(cluster):
     import psutil
 
-    processes = _cluster_processes(cluster[1])
+    processes = cluster_processes(cluster[1])
     assert processes
     addresses = {c.laddr.ip for p in processes for c in _connections(p) if c.status == psutil.CONN_LISTEN}
     assert addresses and addresses <= set(LOOPBACK), addresses
