@@ -10,14 +10,14 @@ on the host.
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +27,6 @@ RAY_INSTALL = 'pip install "neuron_export[ray]" (or: pip install -r requirements
 ADDRESS_ENV = "NEURON_EXPORT_RAY_ADDRESS"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 TEMP_PREFIX = "neuron-export-ray-"  # + the owning command's pid: a local cluster's files (logs, sockets)
-PROCESS_EXIT_WAIT_S = 30.0  # ray.shutdown() returns before the dashboard and raylet have exited
 
 
 def import_ray() -> Any:
@@ -98,43 +97,34 @@ def _connect(ray: Any, address: Optional[str]) -> Any:
 
 
 def own_temp_dir() -> str:
-    """A new folder for a local cluster's files, removed when this process exits (also on Ctrl-C or
-    SIGTERM, which the CLI unwinds like Ctrl-C); those of killed commands are removed here."""
+    """A new folder for a local cluster's files. A janitor process (farm/janitor.py, in a session of
+    its own) removes it once this process and the cluster have exited, however this process ends
+    (Ctrl-C, SIGTERM, even SIGKILL); folders whose janitor was killed too are swept here."""
     for stale in stale_temp_dirs():
         shutil.rmtree(stale, ignore_errors=True)
     temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
-    # Registered before ray.init, so it runs after ray.init's own exit hook (ray.shutdown; last in, first out).
-    atexit.register(remove_when_cluster_gone, temp_dir)
+    subprocess.Popen([sys.executable, "-m", "neuron_export.farm.janitor", str(os.getpid()), temp_dir],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return temp_dir
 
 
-def remove_when_cluster_gone(temp_dir: str, wait_s: float = PROCESS_EXIT_WAIT_S) -> None:
-    """Remove a local cluster's folder once its processes have exited: they write there (sockets,
-    metrics) until they do, so a folder removed at once comes back."""
-    deadline = time.monotonic() + wait_s
-    while cluster_processes(temp_dir) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 def stale_temp_dirs() -> list[Path]:
-    """Local cluster folders whose command is gone (killed with SIGKILL: no exit hook ran) and that no process uses."""
+    """Local cluster folders whose command is gone and that no process uses (their janitor was killed too)."""
     stale = []
     for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
         owner = folder.name[len(TEMP_PREFIX):].split("-")[0]
-        if owner.isdigit() and not _alive(int(owner)) and not cluster_processes(str(folder)):
+        if owner.isdigit() and not process_alive(int(owner)) and not cluster_processes(str(folder)):
             stale.append(folder)
     return stale
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cluster_processes(temp_dir: str) -> list:

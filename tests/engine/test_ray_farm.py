@@ -13,8 +13,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +209,36 @@ def test_worker_killed_mid_task_is_retried_or_fails_cleanly(cluster, source, tmp
     killer.join(10)
     assert killed
     assert _leftovers(tmp_path) == []
+
+
+def test_an_interrupted_export_on_its_own_local_cluster_leaves_no_ray_folder(source, tmp_path):
+    from neuron_export.farm.cluster import TEMP_PREFIX
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = Path(tempfile.gettempdir()) / f"{TEMP_PREFIX}{gone.pid}-killed"  # what a command killed with SIGKILL left
+    (stale / "session_latest").mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": python_path()}
+    env.pop("NEURON_EXPORT_RAY_ADDRESS", None)
+    output = tmp_path / "interrupted"
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        run = subprocess.Popen([sys.executable, "-m", "neuron_export", "export", "--model", str(source), "--backend", "torchscript",
+                                "--sequence_length", "8,16,32", "--no-cache", str(output), "--executor", "ray"],
+                               stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env)
+    lines = []
+    for line in run.stdout:  # its own cluster is up and the export's tasks are on it
+        lines.append(line)
+        if "Ray tasks submitted" in line:
+            break
+    own = list(Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{run.pid}-*"))
+    assert len(own) == 1 and any(p.name() == "raylet" for p in cluster_processes(str(own[0]))), "".join(lines)
+    assert not stale.exists()  # swept when the command made its own
+    run.send_signal(signal.SIGTERM)
+    run.communicate(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert run.returncode == 130 and "interrupted" in stderr, stderr
+    deadline = time.time() + 60  # its janitor removes it once the command and its cluster are gone, then exits
+    while (own[0].exists() or cluster_processes(str(own[0]))) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not own[0].exists() and not cluster_processes(str(own[0]))
+    assert not output.exists() and _leftovers(tmp_path) == []
