@@ -242,3 +242,22 @@ def test_an_interrupted_export_on_its_own_local_cluster_leaves_no_ray_folder(sou
         time.sleep(0.5)
     assert not own[0].exists() and not cluster_processes(str(own[0]))
     assert not output.exists() and _leftovers(tmp_path) == []
+
+
+def test_inductor_buckets_travel_between_tasks_as_bytes_and_equal_transformers(cluster, source, tmp_path):
+    # Each compile task's Inductor files are in a folder of its own, removed when it ends: the saving
+    # task builds the package from the bytes shipped to it, as on another node.
+    result = export(str(source), tmp_path / "inductor", ExportOptions(backend="inductor", sequence_length=(8, 16), use_cache=False),
+                    executor=RayExecutor())
+    assert result.validation_passed is True and result.manifest.bucketing.shared_weights
+    eager = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
+    model = load_artifact(result.artifact)
+    for length in (8, 16):
+        ids = torch.randint(5, 90, (1, length), generator=torch.Generator().manual_seed(length))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        with torch.no_grad():
+            expected = eager(**inputs).logits
+        got = model.bucket_model(str(length))(**{n: inputs[n] for n in model.manifest.input_names})
+        got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values()))
+        assert expected.abs().max() > 0.1 and torch.allclose(got, expected, atol=1e-4)
+    assert _leftovers(tmp_path) == [] and not list(Path(tempfile.gettempdir()).glob("neuron-export-bucket-*"))
