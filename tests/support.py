@@ -3,7 +3,6 @@
 import contextlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import wave
@@ -71,6 +70,7 @@ def local_ray_cluster(num_cpus: int = 2):
     import ray
 
     from neuron_export.farm.cluster import cluster_processes, start_local
+    from neuron_export.farm.janitor import remove_folder
 
     saved = dict(os.environ)
     os.environ["PYTHONPATH"] = python_path()  # its workers import this checkout
@@ -86,7 +86,7 @@ def local_ray_cluster(num_cpus: int = 2):
         while cluster_processes(temp_dir) and time.time() < deadline:
             time.sleep(0.5)
         left = [p.pid for p in cluster_processes(temp_dir)]
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        remove_folder(temp_dir)
         assert not left, f"Ray processes left running: {left}"
 
 
@@ -106,3 +106,22 @@ def build_o1_classifier(folder: Path) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def assert_buckets_equal_transformers(artifact, source, lengths) -> None:
+    """Each sequence-length bucket of a classifier artifact gives eager transformers' logits (O(1), asserted)."""
+    import torch
+    import transformers
+
+    from neuron_export import load_artifact
+
+    eager = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
+    model = load_artifact(artifact)
+    for length in lengths:
+        ids = torch.randint(5, 90, (1, length), generator=torch.Generator().manual_seed(length))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        with torch.no_grad():
+            expected = eager(**inputs).logits
+        got = model.bucket_model(str(length))(**{n: inputs[n] for n in model.manifest.input_names})
+        got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values()))
+        assert expected.abs().max() > 0.1 and torch.allclose(got, expected, atol=1e-4)

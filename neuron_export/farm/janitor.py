@@ -32,7 +32,12 @@ def main(argv: list[str]) -> None:
             process.kill()
         except psutil.Error:  # gone meanwhile
             pass
-    for _ in range(3):  # a dashboard module exiting late may write there once more
+    remove_folder(folder)
+
+
+def remove_folder(folder: str) -> None:
+    """Remove a stopped cluster's folder, again a few times: a dashboard module exiting late may write there once more."""
+    for _ in range(3):
         shutil.rmtree(folder, ignore_errors=True)
         time.sleep(1.0)
     shutil.rmtree(folder, ignore_errors=True)

@@ -22,7 +22,7 @@ import pytest
 import torch
 import transformers
 
-from support import ROOT, python_path
+from support import ROOT, assert_buckets_equal_transformers, python_path
 from test_bucketed_models import source  # noqa: F401 (a fixture: the tiny classifier with O(1) logits)
 from test_diffusion import assert_same_images, generate, quiet
 
@@ -128,16 +128,7 @@ def test_three_buckets_compile_as_ray_tasks_and_equal_transformers(cluster, sour
     farm = [e["message"] for e in events if e.get("stage") == "ray"]
     save = next(t for t in tasks if t.name.endswith(":save"))
     assert farm == ["4 Ray tasks submitted for 1 component(s)", f"{name}: built by a Ray task on node {save.node_id[:12]}"]
-    eager = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
-    model = load_artifact(result.artifact)
-    for length in (8, 16, 32):
-        ids = torch.randint(5, 90, (1, length), generator=torch.Generator().manual_seed(length))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-        with torch.no_grad():
-            expected = eager(**inputs).logits
-        got = model.bucket_model(str(length))(**{n: inputs[n] for n in model.manifest.input_names})
-        got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values()))
-        assert expected.abs().max() > 0.1 and torch.allclose(got, expected, atol=1e-4)
+    assert_buckets_equal_transformers(result.artifact, source, (8, 16, 32))
     # the buckets, compiled in three processes, still share one copy of the weights
     local = export(str(source), tmp_path / "local", options)
     farm_size, local_size = ((a / "model.pt").stat().st_size for a in (result.artifact, local.artifact))
@@ -250,14 +241,5 @@ def test_inductor_buckets_travel_between_tasks_as_bytes_and_equal_transformers(c
     result = export(str(source), tmp_path / "inductor", ExportOptions(backend="inductor", sequence_length=(8, 16), use_cache=False),
                     executor=RayExecutor())
     assert result.validation_passed is True and result.manifest.bucketing.shared_weights
-    eager = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
-    model = load_artifact(result.artifact)
-    for length in (8, 16):
-        ids = torch.randint(5, 90, (1, length), generator=torch.Generator().manual_seed(length))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-        with torch.no_grad():
-            expected = eager(**inputs).logits
-        got = model.bucket_model(str(length))(**{n: inputs[n] for n in model.manifest.input_names})
-        got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values()))
-        assert expected.abs().max() > 0.1 and torch.allclose(got, expected, atol=1e-4)
+    assert_buckets_equal_transformers(result.artifact, source, (8, 16))
     assert _leftovers(tmp_path) == [] and not list(Path(tempfile.gettempdir()).glob("neuron-export-bucket-*"))

@@ -15,10 +15,8 @@ import signal
 import time
 
 import pytest
-import torch
-import transformers
 
-from support import build_o1_classifier, local_ray_cluster
+from support import assert_buckets_equal_transformers, build_o1_classifier
 
 from neuron_export import ExportOptions, load_artifact
 from studio.jobs import EXPORT, Dispatcher, JobStatus, JobStore, export_command, farm
@@ -96,19 +94,6 @@ def kill_server(store, dispatcher, *jobs):
         os.killpg(store.get(job.id).pid, signal.SIGKILL)
 
 
-def assert_equals_transformers(artifact, source, lengths):
-    eager = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
-    model = load_artifact(artifact)
-    for length in lengths:
-        ids = torch.randint(5, 90, (1, length), generator=torch.Generator().manual_seed(length))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-        with torch.no_grad():
-            expected = eager(**inputs).logits
-        got = model.bucket_model(str(length))(**{n: inputs[n] for n in model.manifest.input_names})
-        got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values()))
-        assert expected.abs().max() > 0.1 and torch.allclose(got, expected, atol=1e-4)
-
-
 def test_a_farm_job_lists_its_ray_tasks_and_is_followed_again_after_a_server_restart(store, dispatchers, cluster, bert,
                                                                                        tmp_path):
     job = submit(store, bert, tmp_path / "bert-farm", sequence_length=(8, 16))
@@ -126,7 +111,7 @@ def test_a_farm_job_lists_its_ray_tasks_and_is_followed_again_after_a_server_res
     rows = wait_until(lambda: (rows := [r for r in farm.task_rows(done) if r.state == "FINISHED"]) and len(rows) == 3 and rows, 60)
     assert sorted(r.task for r in rows) == sorted([f"{component}[8]", f"{component}[16]", f"{component}:save"])
     assert {r.node for r in rows} == {"127.0.0.1"}
-    assert_equals_transformers(done.artifact, bert, (8, 16))
+    assert_buckets_equal_transformers(done.artifact, bert, (8, 16))
 
 
 def test_cancel_stops_the_ray_job_and_its_tasks(store, dispatchers, bert, tmp_path):
