@@ -10,6 +10,9 @@ The worker tails that file into stage / progress / message / artifact / validati
 timeline (stages: each step's stage, component, index of total and start time) and the chosen backend
 (the "plan" event), and beats every ~2 s. A job that succeeds ends at stage "done".
 
+Farm jobs (studio/jobs/farm.py): the command runs as a Ray job on the cluster, and the worker follows
+it (RayJobProcess stands in for the child: its log is copied into the job's, Cancel stops it).
+
 Stopping: the job runs in the worker's process group (the dispatcher starts the worker in a new session).
 On SIGTERM (JobStore.cancel signals the whole group) or on seeing the store's cancel flag, the job gets
 STOP_GRACE_S to exit by itself. Whatever happens, the worker records the final status and then SIGKILLs

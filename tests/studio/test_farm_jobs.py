@@ -9,6 +9,7 @@ Marker `ray` (needs requirements-ray.txt), run by .ci/run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -58,10 +59,13 @@ def dispatchers(store):
     yield start
     for dispatcher in started:
         dispatcher.stop()
-    for job in store.list(limit=None):
-        if not job.is_finished:
-            store.cancel(job.id)
-            wait_until(lambda: store.get(job.id).is_finished, 120)
+    for job in store.list(limit=None, statuses=[JobStatus.RUNNING]):  # a failed test's: nothing left running
+        where = farm.farm_of(job)
+        if where and where["submitted"]:
+            farm.FarmClient(where["address"]).stop(where["submission_id"])
+        if job.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGKILL)
 
 
 def wait_until(condition, timeout=WAIT_S):
