@@ -32,3 +32,13 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.fixture(scope="session")
 def session_dir() -> Path:
     return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """(GCS address, temp dir) of one local Ray cluster on loopback for the session's `ray` tests
+    (started once: it takes ~15 s on 2 cores), stopped at the end with no process left."""
+    from support import local_ray_cluster
+
+    with local_ray_cluster() as cluster:
+        yield cluster

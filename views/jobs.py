@@ -1,12 +1,14 @@
 """Jobs: every compile / benchmark job with live status; pick one for its log and Cancel."""
 
+import dataclasses
 import datetime
 
 import pandas as pd
 import streamlit as st
 
+from neuron_export.errors import NeuronExportError
 from studio import ui
-from studio.jobs import Job, JobStatus, JobStore, timeline
+from studio.jobs import Job, JobStatus, JobStore, farm, timeline
 
 
 @st.fragment(run_every="2s")
@@ -47,6 +49,25 @@ def details(store: JobStore, job_id: str) -> None:
     ui.job_panel(store, job_id, log_lines=60)
 
 
+@st.fragment(run_every="3s")
+def farm_tasks(store: JobStore, job_id: str) -> None:
+    """A farm job's Ray tasks (its components and buckets): their state and the node each runs on."""
+    job = store.get(job_id)
+    where = farm.farm_of(job) if job else None
+    if not where:
+        return
+    st.markdown(f"**Ray tasks** of Ray job `{where['submission_id']}` on the farm at `{where['address']}`")
+    try:
+        rows = farm.task_rows(job)
+    except NeuronExportError as error:
+        st.warning(str(error), icon=":material/cloud_off:")
+        return
+    if not rows:
+        st.caption("No Ray task yet: the job's driver is starting, or planning the export.")
+        return
+    st.dataframe([dataclasses.asdict(row) for row in rows], hide_index=True, width="stretch", key="ray-tasks")
+
+
 def job_details(store: JobStore, jobs: list[Job]) -> None:
     """A picked job's live panel (remembered in the URL as ?job=ID), and removing the finished ones."""
     ids = [j.id for j in jobs]
@@ -55,6 +76,7 @@ def job_details(store: JobStore, jobs: list[Job]) -> None:
     chosen = st.selectbox("Job details", ids, index=ids.index(wanted) if wanted in ids else 0, format_func=titles.get)
     st.query_params["job"] = chosen
     details(store, chosen)
+    farm_tasks(store, chosen)
     finished = [j for j in jobs if j.is_finished]
     if finished and st.button(f"Remove {len(finished)} finished job(s) from the list", icon=":material/delete_sweep:"):
         removed = store.delete_finished()

@@ -7,7 +7,7 @@ import streamlit as st
 from neuron_export import doctor, neuron_host
 from neuron_export.errors import NeuronExportError
 from studio import charts, system, ui
-from studio.jobs import JobStatus, timeline
+from studio.jobs import JobStatus, farm, timeline
 
 GB = 1e9
 
@@ -155,11 +155,38 @@ def placement_section(services: ui.Services) -> None:
                    "so classifier-free guidance runs its unconditional and text halves side by side (AWS's SD samples).")
 
 
+def farm_section(services: ui.Services) -> None:
+    """Where export jobs run: here (default) or on a Ray cluster (the farm); saving it applies to jobs that start later."""
+    st.subheader("Compile farm (Ray)")
+    store = services.store
+    st.caption(farm.where_jobs_run(store) + " Jobs already running stay where they are.")
+    with st.form("farm"):
+        typed = st.text_input("Ray cluster address", value=farm.farm_address(store) or "",
+                              placeholder="HEAD:6379, or the Ray dashboard's http://HEAD:8265",
+                              help="The workspace (outputs, model folders, compile cache) must be at the same path on the "
+                                   "cluster's head node: the same host, or shared storage.")
+        save, test, local = (column.form_submit_button(label) for column, label in
+                             zip(st.columns(3), ("Save", "Test connection", "Run jobs here")))
+    try:
+        if save:
+            store.set_setting(farm.ADDRESS_SETTING, farm.check_address(typed))
+            st.success(farm.where_jobs_run(store), icon=":material/hub:")
+        elif test:
+            with st.spinner("Asking the Ray cluster for its nodes…"):
+                st.success(farm.describe(farm.check_address(typed)), icon=":material/hub:")
+        elif local:
+            store.set_setting(farm.ADDRESS_SETTING, farm.LOCAL)
+            st.success(farm.where_jobs_run(store), icon=":material/computer:")
+    except NeuronExportError as error:
+        st.error(str(error), icon=":material/error:")
+
+
 def main() -> None:
     st.title("System")
     st.caption("Live view of this host, refreshed every 2 seconds: CPU, memory, disk, running compiles and NeuronCores.")
     services = ui.services()
     live_panel(services)
+    farm_section(services)
     placement_section(services)
     doctor_section()
 

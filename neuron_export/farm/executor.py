@@ -17,10 +17,12 @@ inf2 nodes while --instance_type compiles go to any CPU node.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ log = logging.getLogger("neuron_export")
 MEMORY_ENV = "NEURON_EXPORT_RAY_MEMORY_GB"
 UNITS = ".units"  # inside the staging folder: each task's scratch folder
 RETRIES = 1  # a task whose worker died (killed, out of memory) runs once more
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 
 @dataclass
@@ -201,8 +204,25 @@ def _compile_bucket_unit(plan: ExportPlan, index: int, bucket: int) -> BucketRes
     with progress.stage("loading", f"Loading {component_plan.name}", key=f"{component_plan.name}.loading"):
         component = component_plan.load()
     one = component.bucketing.buckets[bucket]
-    compiled, seconds = compile_one_bucket(component, plan, one, progress, prepare_module(component, plan))
-    return BucketResult(one.name, ship(compiled), seconds, progress.timings)
+    with _own_inductor_cache():  # what the compiler writes travels as bytes (shipping.py), never as a path on this node
+        compiled, seconds = compile_one_bucket(component, plan, one, progress, prepare_module(component, plan))
+        shipped = ship(compiled)
+    return BucketResult(one.name, shipped, seconds, progress.timings)
+
+
+@contextlib.contextmanager
+def _own_inductor_cache():
+    """A temporary TORCHINDUCTOR_CACHE_DIR for one task, removed after it (--compiler_workdir still wins: the backend sets it)."""
+    previous = os.environ.get(INDUCTOR_CACHE_ENV)
+    with tempfile.TemporaryDirectory(prefix="neuron-export-bucket-") as folder:
+        os.environ[INDUCTOR_CACHE_ENV] = folder
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(INDUCTOR_CACHE_ENV, None)
+            else:
+                os.environ[INDUCTOR_CACHE_ENV] = previous
 
 
 def _save_buckets_unit(plan: ExportPlan, index: int, scratch: str, *buckets: BucketResult) -> UnitResult:
@@ -213,8 +233,10 @@ def _save_buckets_unit(plan: ExportPlan, index: int, scratch: str, *buckets: Buc
         component = component_plan.load()  # the eager reference validation compares with
     folder = _fresh(scratch) / component_plan.folder
     folder.mkdir(exist_ok=True)
-    compiled = unship_buckets({b.name: b.compiled for b in buckets})
+    shipped = Path(f"{scratch}.shipped")  # beside the unit's folder, not in it: the compiler's files, until saved
+    compiled = unship_buckets({b.name: b.compiled for b in buckets}, shipped)
     manifest, report = save_bucketed_component(component, plan, folder, progress, compiled, {b.name: b.compile_s for b in buckets})
+    shutil.rmtree(shipped, ignore_errors=True)
     if component_plan.config_file is not None:
         shutil.copy2(component_plan.config_file, folder / "config.json")
     timings = dict(progress.timings)

@@ -6,7 +6,6 @@ Every job the studio submits runs the neuron_export CLI in a subprocess (the wor
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -19,6 +18,7 @@ BENCHMARK = "benchmark"
 DOWNLOAD = "download"
 CLI_KINDS = (EXPORT, BENCHMARK, DOWNLOAD)  # job kinds that run the neuron_export CLI and take its --events flag
 RAY_ADDRESS_ENV = "NEURON_EXPORT_RAY_ADDRESS"  # neuron_export.farm.cluster.ADDRESS_ENV (not imported: no torch here)
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # on a job's PYTHONPATH: it imports this checkout from any cwd
 
 
 def cli_command(*args: str) -> list[str]:
@@ -27,13 +27,12 @@ def cli_command(*args: str) -> list[str]:
 
 
 def export_command(model: str, output: str | Path, options: ExportOptions) -> list[str]:
-    """Compile `model` (hub id, folder or demo:NAME) into `output` with these options; with
-    $NEURON_EXPORT_RAY_ADDRESS set, its components are built on that Ray cluster (the farm)."""
+    """Compile `model` (hub id, folder or demo:NAME) into `output` with these options (on the farm,
+    when one is set, the dispatcher runs it as a Ray job: studio/jobs/farm.py)."""
     # Imported here: the worker imports this module for CLI_KINDS and must start without torch.
     from neuron_export.cli import export_argv
 
-    farm = ["--executor", "ray"] if os.environ.get(RAY_ADDRESS_ENV) else []
-    return cli_command(*export_argv(model, output, options), *farm)
+    return cli_command(*export_argv(model, output, options))
 
 
 def benchmark_command(artifact: str | Path, iterations: int, warmup: int, steps: int, batch_sizes: Sequence[int] = (),

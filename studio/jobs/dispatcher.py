@@ -4,7 +4,8 @@ reconciles running ones.
 Streamlit stops in-script work whenever a widget is touched, so every job runs as
 `python -m studio.jobs.worker --db DB --job ID` in its own process group (session); the worker runs
 the job's argv and records progress in the store. Any process may read the store; the dispatcher
-starts queued jobs and marks jobs whose worker vanished as interrupted.
+starts queued jobs and marks jobs whose worker vanished as interrupted, except a farm job
+(studio/jobs/farm.py): its Ray job runs on the cluster, so a new worker follows it again.
 """
 
 import logging
@@ -14,18 +15,18 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import psutil
 
 from studio.environment import PRIVATE_ENV
 
+from .commands import EXPORT, PROJECT_ROOT
+from .farm import farm_address, farm_of, tag_farm_job
 from .processes import signal_job_group, worker_alive
 from .store import Job, JobStatus, JobStore
 
 STALE_HEARTBEAT_S = 30.0  # workers beat every ~2 s; this much silence means the worker is hung or gone
 WORKER_MODULE = "studio.jobs.worker"
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]  # lets workers import studio and neuron_export from any cwd
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,19 @@ class Dispatcher:
             else:
                 continue
             signal_job_group(job, signal.SIGKILL)  # leave no orphaned compiler behind
-            if job.cancel_requested:
+            if farm_of(job):  # its Ray job runs on the cluster, not in the worker: follow it again
+                log.info("job %s: following its Ray job again (%s)", job.id, reason)
+                self._launch(job)
+            elif job.cancel_requested:
                 self.store.finish(job.id, JobStatus.CANCELLED, message="cancelled")
             else:
                 self.store.finish(job.id, JobStatus.INTERRUPTED, message=f"interrupted: {reason}")
 
     def _launch(self, job: Job) -> None:
+        if job.kind == EXPORT and farm_of(job) is None and (address := farm_address(self.store)):
+            self.store.update(job.id, metadata=tag_farm_job(job, address))  # its worker runs it as a Ray job there
         env = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}  # no password in jobs
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, env.get("PYTHONPATH")]))
         # `--job=ID`: an id may start with "-", which argparse would take for an option.
         argv = [sys.executable, "-m", WORKER_MODULE, f"--db={self.store.db_path}", f"--job={job.id}"]
         try:
@@ -104,7 +110,8 @@ class Dispatcher:
             self.store.finish(job.id, JobStatus.FAILED, message=f"could not start the worker: {error}")
             return
         self._workers[job.id] = worker
-        self.store.update(job.id, pid=worker.pid, pid_create_time=create_time)
+        # A fresh beat: a worker that follows a farm job again must not look hung before its first one.
+        self.store.update(job.id, pid=worker.pid, pid_create_time=create_time, heartbeat_at=time.time())
 
     def _loop(self) -> None:
         while True:

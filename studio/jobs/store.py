@@ -18,6 +18,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from .farm import farm_of
 from .processes import signal_job_group, worker_alive
 
 
@@ -125,6 +126,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     stages TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);  -- the workspace's (e.g. the farm's address)
 """
 # Columns added after the first release: a database made before gets them (old rows keep their data).
 _ADDED_COLUMNS = {"backend": "TEXT", "stages": "TEXT NOT NULL DEFAULT '[]'"}
@@ -265,6 +267,8 @@ class JobStore:
         job = self.get(job_id)
         if job.pid is None:
             return True  # its worker is starting; it checks the flag before running anything
+        if farm_of(job) and not worker_alive(job):
+            return True  # its Ray job runs on: the dispatcher starts a worker to follow it, which sees the flag and stops it
         if worker_alive(job):
             signal_job_group(job, signal.SIGTERM)
         else:
@@ -315,6 +319,23 @@ class JobStore:
             params += [str(status) for status in only_if_status]
         with self._connect() as conn:
             return conn.execute(query, params).rowcount == 1
+
+    @_retry_when_busy
+    def setting(self, name: str) -> str | None:
+        """A workspace setting (None: not set)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    @_retry_when_busy
+    def set_setting(self, name: str, value: str | None) -> None:
+        """Set a workspace setting, or remove it (None)."""
+        with self._connect() as conn:
+            if value is None:
+                conn.execute("DELETE FROM settings WHERE name = ?", (name,))
+            else:
+                conn.execute("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                             (name, value))
 
     @contextlib.contextmanager
     def _connect(self):

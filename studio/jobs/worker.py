@@ -10,6 +10,9 @@ The worker tails that file into stage / progress / message / artifact / validati
 timeline (stages: each step's stage, component, index of total and start time) and the chosen backend
 (the "plan" event), and beats every ~2 s. A job that succeeds ends at stage "done".
 
+Farm jobs (studio/jobs/farm.py): the command runs as a Ray job on the cluster, and the worker follows
+it (RayJobProcess stands in for the child: its log is copied into the job's, Cancel stops it).
+
 Stopping: the job runs in the worker's process group (the dispatcher starts the worker in a new session).
 On SIGTERM (JobStore.cancel signals the whole group) or on seeing the store's cancel flag, the job gets
 STOP_GRACE_S to exit by itself. Whatever happens, the worker records the final status and then SIGKILLs
@@ -28,7 +31,9 @@ import threading
 import time
 import traceback
 
+from neuron_export.errors import NeuronExportError
 from studio.jobs.commands import CLI_KINDS
+from studio.jobs.farm import RayJobProcess, farm_of
 from studio.jobs.store import Job, JobStatus, JobStore, is_busy
 
 EVENTS_ENV = "NEURON_EXPORT_EVENTS"
@@ -106,21 +111,23 @@ def run_job(store: JobStore, job_id: str, sigterm: threading.Event) -> None:
     job = store.get(job_id)
     if job is None or job.status != JobStatus.RUNNING:
         return  # not (or no longer) claimed for a run, e.g. cancelled meanwhile
-    if job.cancel_requested:
+    farm = farm_of(job)
+    if job.cancel_requested and not (farm and farm["submitted"]):  # a submitted Ray job is stopped by following it
         _finish(store, job_id, JobStatus.CANCELLED, message="cancelled")
         return
     argv = job.argv + (["--events", job.events_path] if job.kind in CLI_KINDS else [])
-    print(f"[studio] $ {shlex.join(argv)}", flush=True)
-    try:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env={**os.environ, EVENTS_ENV: job.events_path})
-    except OSError as error:
-        _finish(store, job_id, JobStatus.FAILED, message=f"could not start {argv[0]}: {error}")
-        return
-    events = _EventsFile(job.events_path)
-    beating = threading.Event()
+    beating = threading.Event()  # beats from here on: reaching a Ray cluster may take seconds
     threading.Thread(target=_beat, args=(job.heartbeat_path, beating), daemon=True).start()
     try:
-        exit_code, pending = _supervise(store, job_id, child, sigterm, events)
+        child = _start(store, job, argv, sigterm)
+    except (OSError, NeuronExportError) as error:
+        beating.set()
+        _finish(store, job_id, JobStatus.FAILED, message=str(error) if farm else f"could not start {argv[0]}: {error}")
+        return
+    events = _EventsFile(job.events_path)
+    try:
+        grace_s = getattr(child, "stop_grace_s", STOP_GRACE_S)
+        exit_code, pending = _supervise(store, job_id, child, sigterm, events, grace_s)
     finally:
         beating.set()
     if updates := {**pending, **events.read_updates()}:
@@ -128,11 +135,19 @@ def run_job(store: JobStore, job_id: str, sigterm: threading.Event) -> None:
     job = _until_recorded(lambda: store.get(job_id))
     if exit_code is None:
         status = JobStatus.CANCELLED if job.cancel_requested else JobStatus.INTERRUPTED
-        fields = {"message": f"did not stop within {STOP_GRACE_S:.0f} s of SIGTERM; killed"}
+        fields = {"message": f"did not stop within {grace_s:.0f} s of SIGTERM; killed"}
     else:
         status, fields = _outcome(exit_code, job, events.error_message, store.log_tail(job_id, 4096))
         fields["exit_code"] = exit_code
     _finish(store, job_id, status, **fields)
+
+
+def _start(store: JobStore, job: Job, argv: list[str], sigterm: threading.Event):
+    """The job's command as a child process, or (a farm job) as a Ray job on its cluster, followed alike."""
+    if farm_of(job):
+        return RayJobProcess(store, job, sigterm, [*argv, "--executor", "ray", "--ray_address", "auto"])
+    print(f"[studio] $ {shlex.join(argv)}", flush=True)
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env={**os.environ, EVENTS_ENV: job.events_path})
 
 
 def _finish(store: JobStore, job_id: str, status: JobStatus, **fields) -> None:
@@ -142,10 +157,10 @@ def _finish(store: JobStore, job_id: str, status: JobStatus, **fields) -> None:
     print(f"[studio] {status}: {detail}", flush=True)
 
 
-def _supervise(store: JobStore, job_id: str, child: subprocess.Popen, sigterm: threading.Event,
-               events: _EventsFile) -> tuple[int | None, dict]:
-    """Wait for the child while recording events and heartbeats; returns its exit code (None if it
-    ignored SIGTERM for STOP_GRACE_S) and the updates not recorded yet. A locked database delays the
+def _supervise(store: JobStore, job_id: str, child, sigterm: threading.Event,
+               events: _EventsFile, grace_s: float) -> tuple[int | None, dict]:
+    """Wait for the child (a Popen or a RayJobProcess) while recording events and heartbeats; returns
+    its exit code (None if it ignored SIGTERM for `grace_s`) and the updates not recorded yet. A locked database delays the
     bookkeeping, never the job."""
     next_heartbeat = kill_at = 0.0
     pending: dict = {}
@@ -171,7 +186,7 @@ def _supervise(store: JobStore, job_id: str, child: subprocess.Popen, sigterm: t
         else:
             store_reachable = True
         if sigterm.is_set() and not kill_at:
-            kill_at = time.monotonic() + STOP_GRACE_S
+            kill_at = time.monotonic() + grace_s
         if kill_at and time.monotonic() >= kill_at:
             return None, pending
         time.sleep(_POLL_INTERVAL_S)

@@ -17,9 +17,8 @@ import transformers
 from neuron_export import ExportOptions, NeuronModelForFeatureExtraction, NeuronModelForSequenceClassification, export, load_artifact, pipeline
 from neuron_export.benchmark import BenchmarkOptions
 from neuron_export.benchmark.buckets import benchmark_lengths, format_lengths_report
-from neuron_export.demo import make_tiny_model
 from neuron_export.errors import InputMismatchError, NeuronExportError
-from support import run_cli
+from support import build_o1_classifier, run_cli
 
 BUCKETS = (8, 16, 32)
 # inside each bucket, at each boundary, and just past each but the largest
@@ -31,16 +30,7 @@ SENTENCES = ["a cat", "the cat sat on the mat while the dog barked"]  # 4 and 16
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A tiny BERT classifier whose logits are O(1) (default init gives ~0.01: any padding leak would hide)."""
-    model, tokenizer = make_tiny_model("bert", "text-classification", seed=0)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    folder = tmp_path_factory.mktemp("bucket-source") / "classifier"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_o1_classifier(tmp_path_factory.mktemp("bucket-source") / "classifier")
 
 
 @pytest.fixture(scope="module")

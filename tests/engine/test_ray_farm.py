@@ -1,5 +1,5 @@
-"""The Ray executor on a local Ray cluster that this module starts on loopback and stops (no stray
-process, asserted): a tiny SD export whose components ran as separate Ray tasks (Ray's state API)
+"""The Ray executor on the session's local Ray cluster on loopback (tests/conftest.py: stopped at
+the end, no stray process, asserted): a tiny SD export whose components ran as separate Ray tasks (Ray's state API)
 and whose images equal eager diffusers'; a 3-bucket classifier equal to eager transformers at each
 bucket; a sweep of 4 with one failing; an export cancelled mid-way and one whose worker is killed:
 nothing half-published.
@@ -16,12 +16,13 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
-from support import ROOT, python_path
+from support import ROOT, assert_buckets_equal_transformers, python_path
 from test_bucketed_models import source  # noqa: F401 (a fixture: the tiny classifier with O(1) logits)
 from test_diffusion import assert_same_images, generate, quiet
 
@@ -32,7 +33,7 @@ from neuron_export.errors import NeuronExportError
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
 
-from neuron_export.farm.cluster import LOOPBACK_ENV, start_local  # noqa: E402
+from neuron_export.farm.cluster import LOOPBACK_ENV, cluster_processes  # noqa: E402
 from neuron_export.farm.executor import RayExecutor  # noqa: E402
 from ray.util.state import list_tasks  # noqa: E402
 
@@ -40,37 +41,10 @@ LOOPBACK = ("127.0.0.1", "::ffff:127.0.0.1", "::1")
 SD_COMPONENTS = {"text_encoder", "unet", "vae_encoder", "vae_decoder"}
 
 
-def _cluster_processes(temp_dir: str) -> list:
-    import psutil
-
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in process.info["cmdline"] or ()):
-                found.append(process)
-        except psutil.Error:
-            pass
-    return found
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """(address, temp dir) of a 2-CPU Ray cluster on loopback, owned by this process."""
-    saved = dict(os.environ)
-    os.environ["PYTHONPATH"] = python_path()  # its workers import this checkout
-    temp_dir = tempfile.mkdtemp(prefix="nxray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    start_local(num_cpus=2, temp_dir=temp_dir, log_to_driver=False)
-    try:
-        yield ray.get_runtime_context().gcs_address, temp_dir
-    finally:
-        ray.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
-        deadline = time.time() + 30
-        while _cluster_processes(temp_dir) and time.time() < deadline:
-            time.sleep(0.5)
-        left = [p.pid for p in _cluster_processes(temp_dir)]
-        assert not left, f"Ray processes left running: {left}"
+@pytest.fixture
+def cluster(ray_cluster):
+    """(address, temp dir) of the session's 2-CPU Ray cluster on loopback (tests/conftest.py)."""
+    return ray_cluster
 
 
 def _tasks(predicate, wanted, timeout=30.0):
@@ -100,7 +74,7 @@ def _leftovers(parent):
 def test_cluster_listens_on_loopback_only(cluster):
     import psutil
 
-    processes = _cluster_processes(cluster[1])
+    processes = cluster_processes(cluster[1])
     assert processes
     addresses = {c.laddr.ip for p in processes for c in _connections(p) if c.status == psutil.CONN_LISTEN}
     assert addresses and addresses <= set(LOOPBACK), addresses
@@ -154,16 +128,7 @@ def test_three_buckets_compile_as_ray_tasks_and_equal_transformers(cluster, sour
     farm = [e["message"] for e in events if e.get("stage") == "ray"]
     save = next(t for t in tasks if t.name.endswith(":save"))
     assert farm == ["4 Ray tasks submitted for 1 component(s)", f"{name}: built by a Ray task on node {save.node_id[:12]}"]
-    eager = transformers.AutoModelForSequenceClassification.from_pretrained(source).eval()
-    model = load_artifact(result.artifact)
-    for length in (8, 16, 32):
-        ids = torch.randint(5, 90, (1, length), generator=torch.Generator().manual_seed(length))
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-        with torch.no_grad():
-            expected = eager(**inputs).logits
-        got = model.bucket_model(str(length))(**{n: inputs[n] for n in model.manifest.input_names})
-        got = got[0] if isinstance(got, (tuple, list)) else next(iter(got.values()))
-        assert expected.abs().max() > 0.1 and torch.allclose(got, expected, atol=1e-4)
+    assert_buckets_equal_transformers(result.artifact, source, (8, 16, 32))
     # the buckets, compiled in three processes, still share one copy of the weights
     local = export(str(source), tmp_path / "local", options)
     farm_size, local_size = ((a / "model.pt").stat().st_size for a in (result.artifact, local.artifact))
@@ -235,3 +200,46 @@ def test_worker_killed_mid_task_is_retried_or_fails_cleanly(cluster, source, tmp
     killer.join(10)
     assert killed
     assert _leftovers(tmp_path) == []
+
+
+def test_an_interrupted_export_on_its_own_local_cluster_leaves_no_ray_folder(source, tmp_path):
+    from neuron_export.farm.cluster import TEMP_PREFIX
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = Path(tempfile.gettempdir()) / f"{TEMP_PREFIX}{gone.pid}-killed"  # what a command killed with SIGKILL left
+    (stale / "session_latest").mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": python_path()}
+    env.pop("NEURON_EXPORT_RAY_ADDRESS", None)
+    output = tmp_path / "interrupted"
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        run = subprocess.Popen([sys.executable, "-m", "neuron_export", "export", "--model", str(source), "--backend", "torchscript",
+                                "--sequence_length", "8,16,32", "--no-cache", str(output), "--executor", "ray"],
+                               stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env)
+    lines = []
+    for line in run.stdout:  # its own cluster is up and the export's tasks are on it
+        lines.append(line)
+        if "Ray tasks submitted" in line:
+            break
+    own = list(Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}{run.pid}-*"))
+    assert len(own) == 1 and any(p.name() == "raylet" for p in cluster_processes(str(own[0]))), "".join(lines)
+    assert not stale.exists()  # swept when the command made its own
+    run.send_signal(signal.SIGTERM)
+    run.communicate(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert run.returncode == 130 and "interrupted" in stderr, stderr
+    deadline = time.time() + 60  # its janitor removes it once the command and its cluster are gone, then exits
+    while (own[0].exists() or cluster_processes(str(own[0]))) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not own[0].exists() and not cluster_processes(str(own[0]))
+    assert not output.exists() and _leftovers(tmp_path) == []
+
+
+def test_inductor_buckets_travel_between_tasks_as_bytes_and_equal_transformers(cluster, source, tmp_path):
+    # Each compile task's Inductor files are in a folder of its own, removed when it ends: the saving
+    # task builds the package from the bytes shipped to it, as on another node.
+    result = export(str(source), tmp_path / "inductor", ExportOptions(backend="inductor", sequence_length=(8, 16), use_cache=False),
+                    executor=RayExecutor())
+    assert result.validation_passed is True and result.manifest.bucketing.shared_weights
+    assert_buckets_equal_transformers(result.artifact, source, (8, 16))
+    assert _leftovers(tmp_path) == [] and not list(Path(tempfile.gettempdir()).glob("neuron-export-bucket-*"))
