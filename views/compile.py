@@ -16,7 +16,6 @@ from neuron_export import hub_reach
 from neuron_export.backends import BACKENDS, Backend, auto_pick, choose_backend, cpu_build
 from neuron_export.bucketing import parse_resolutions, parse_shape_text
 from neuron_export.demo import DEMO_MODELS
-from neuron_export.diffusion.lora import resolve_lora_files
 from neuron_export.errors import NeuronExportError
 from neuron_export.model_info import ModelInfo, inspect_model
 from neuron_export import cpu
@@ -24,6 +23,7 @@ from neuron_export.options import AUTO_CAST, AUTO_CAST_TYPES, CPU_ISAS, INSTANCE
 from neuron_export.registry import TEXT_ENCODER
 from neuron_export.sources import HUB_ID
 from studio import ui
+from studio.compile_diffusion import controlnet_section, guidance_section, lora_section
 from studio.jobs import EXPORT, JobStore, export_command
 from studio.workspace import Workspace
 
@@ -272,47 +272,6 @@ def advanced_section() -> tuple[dict[str, Any], bool]:
     return {"atol": atol or None, "disable_validation": not validate, "use_cache": use_cache, "trust_remote_code": trust}, keep_workdir
 
 
-def lora_section(workspace: Workspace, info: Optional[ModelInfo]) -> Optional[dict[str, Any]]:
-    """LoRAs fused into a Stable Diffusion pipeline at compile time: folders in a model root, one per line
-    with an optional scale; None (and the reason on screen) when a folder or its weight file is missing."""
-    if info is None or info.library != "diffusers":
-        return {}
-    with st.expander("LoRA (fused into the UNet and text encoders at compile time)"):
-        text = st.text_area("LoRA folders, one per line: FOLDER or FOLDER SCALE (default scale 1.0)", key="loras",
-                            help="Each folder holds diffusers' pytorch_lora_weights.safetensors. A new scale means a new compile.")
-    folders, scales = [], []
-    for line in filter(None, map(str.strip, text.splitlines())):
-        folder, _, last = line.rpartition(" ")
-        scale = _number(last) if folder else None
-        folders.append(folder.strip() if scale is not None else line)
-        scales.append(1.0 if scale is None else scale)
-    try:
-        fields = {"lora_model_ids": [str(workspace.model_folder(folder)) for folder in folders], "lora_scales": scales,
-                  "lora_adapter_names": [f"lora{i + 1}" for i in range(len(folders))] if len(folders) > 1 else []}
-        resolve_lora_files(ExportOptions(**fields))  # a missing folder or weight file is shown before Compile
-    except NeuronExportError as error:
-        ui.show_error(error)
-        return None
-    return fields
-
-
-def guidance_section(info: Optional[ModelInfo]) -> dict[str, Any]:
-    """Stable Diffusion only: compile the UNet without classifier-free guidance rows (SDXL Turbo)."""
-    if info is None or info.library != "diffusers":
-        return {}
-    off = st.checkbox("Compile without classifier-free guidance (SDXL Turbo: run at guidance 0)", key="no_cfg",
-                      help="The UNet is compiled for one row per image instead of two: half the work, and the pipeline "
-                           "then runs guidance_scale <= 1 only. LCM models never use the guidance rows.")
-    return {"classifier_free_guidance": not off}
-
-
-def _number(text: str) -> Optional[float]:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def suggested_name(model: str, task: str, backend: Optional[Backend], options: Optional[ExportOptions]) -> str:
     """MODEL-TASK-BACKEND[-TARGET][-CAST][-QUANTIZATION]: what was chosen, with auto resolved to what it
     will be here (a task the job detects, on the hub, is left out rather than called auto)."""
@@ -411,9 +370,9 @@ def main() -> None:
         buckets = buckets_section(model, info, task, shape_names)
         compiler, backend = compiler_section()
         checks, keep_workdir = advanced_section()
-        loras = lora_section(services.workspace, info)
-        guidance = guidance_section(info)
-        options = form_options(task, info, shapes, buckets, compiler, {**checks, **loras, **guidance}) if buckets is not None and loras is not None else None
+        loras, controlnets = lora_section(services.workspace, info), controlnet_section(services.workspace, info)
+        diffusion = None if loras is None or controlnets is None else {**loras, **controlnets, **guidance_section(info)}
+        options = form_options(task, info, shapes, buckets, compiler, {**checks, **diffusion}) if buckets is not None and diffusion is not None else None
         name, force = output_section(suggested_name(model, task, backend, options))
         # Every problem the form shows keeps Compile disabled: a job that would fail is never queued.
         ready = output_ready(services.workspace, name, force) and model_ready and options is not None and backend is not None
