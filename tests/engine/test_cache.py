@@ -146,7 +146,8 @@ CHANGED_VALUES = {
     "disable_validation": True, "force": True, "use_cache": False, "length_histogram": "/tmp/lengths.json",
     "audio_sequence_length": 16000, "text_batch_size": 3, "image_batch_size": 2, "cpu_isa": "avx2", "threads": 1,
     "quantize": "int8-dynamic", "lora_model_ids": ["/tmp/lora"], "lora_weight_names": ["style.safetensors"],
-    "lora_adapter_names": ["style"], "lora_scales": [0.5],
+    "lora_adapter_names": ["style"], "lora_scales": [0.5], "classifier_free_guidance": False,
+    "controlnet_ids": ["/tmp/controlnet"],
 }
 
 
