@@ -101,7 +101,8 @@ def test_stable_diffusion_playground_and_system_page(workspace):
     at = submit(at, "Generate")
     no_exception(at)
     assert not at.error, [e.value for e in at.error]
-    assert len(at.get("image")) == 1 and {m.label for m in at.metric} >= {"Compiled (neuron)", "Eager PyTorch"}
+    # 3 images: the compiled one, eager diffusers' beside it, and the gallery's copy
+    assert len(at.get("image")) == 3 and {m.label for m in at.metric} >= {"Compiled (neuron)", "Eager PyTorch"}
     assert any("**unet** on cores 0 and 1 (a copy on each: the CFG halves side by side)" in c.value for c in at.caption)
 
     at = open_page("system.py")
