@@ -57,6 +57,10 @@ def farm_tasks(store: JobStore, job_id: str) -> None:
     if not where:
         return
     st.markdown(f"**Ray tasks** of Ray job `{where['submission_id']}` on the farm at `{where['address']}`")
+    if job.status != JobStatus.RUNNING or not where["submitted"]:  # the cluster is asked only while it matters
+        st.caption("Not submitted yet." if job.status == JobStatus.RUNNING else
+                   f"The job is {job.status}: its Ray tasks are no longer followed.")
+        return
     try:
         rows = farm.task_rows(job)
     except NeuronExportError as error:

@@ -35,6 +35,7 @@ FARM = "farm"  # the job metadata key: {"address", "submission_id", "submitted",
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _ADDRESS = re.compile(r"^(https?://)?[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 _PASSED_ENV = ("NEURON_EXPORT_", "HF_", "TRANSFORMERS_", "TORCH", "OMP_")  # what the Ray job's driver needs of ours
+_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD")  # never passed: Ray's jobs API shows a job's runtime_env to anyone
 CONNECT_TIMEOUT_S = 3.0
 
 
@@ -106,9 +107,11 @@ class FarmClient:
         self._client = self._call(JobSubmissionClient, self.address)
 
     def _call(self, function, *args, **kwargs) -> Any:
+        from ray.util.state.exception import RayStateApiException  # ServerUnavailable is one; Ray is imported by now
+
         try:
             return function(*args, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError, OSError) as error:
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError, OSError, RayStateApiException) as error:
             reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
             raise NeuronExportError(f"the Ray cluster at {self.address}: {reason[:240]}") from None
 
@@ -179,9 +182,13 @@ def _probe(address: str) -> None:
 
 def job_env() -> dict[str, str]:
     """The environment a farm job's driver gets (on the head node): the settings of ours it needs,
-    never the dashboard's password, and this checkout on its PYTHONPATH."""
+    never the dashboard's password nor a token, and this checkout on its PYTHONPATH."""
+    # Tokens (HF_TOKEN, ...) stay here: the runtime_env is readable through Ray's jobs API. The head node
+    # needs its own Hugging Face login for gated models, or HF_TOKEN_PATH naming a token file on shared
+    # storage (a *_PATH variable is a file's path, not the secret, so it is passed).
     env = {name: value for name, value in os.environ.items()
-           if name.startswith(_PASSED_ENV) and name not in PRIVATE_ENV and name != RAY_ADDRESS_ENV}
+           if name.startswith(_PASSED_ENV) and name not in PRIVATE_ENV and name != RAY_ADDRESS_ENV
+           and (not _SECRET.search(name) or name.endswith("_PATH"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, os.environ.get("PYTHONPATH")]))
     return env
 
@@ -202,29 +209,39 @@ UNREACHABLE_FOR_S = 60.0  # a cluster that does not answer this long: the follow
 _POLL_S = 1.0
 
 
+class LostContact(NeuronExportError):
+    """The follower of a submitted Ray job cannot reach its cluster: the job is interrupted, not failed."""
+
+
+def may_still_run(sid: str) -> str:
+    return f"may still be running (stop it with: ray job stop {sid})"
+
+
 class RayJobProcess:
     """A farm job's Ray job, followed as the worker follows a local child process: poll() is None
     while it runs, then its driver's exit code (STOPPED: 130, as an interrupted CLI). Polling
     copies the Ray job's new log lines into the job's log and stops the Ray job once `sigterm` is
-    set (Cancel, or the cancel flag seen by the worker)."""
+    set (Cancel, or the cancel flag seen by the worker). A submitted Ray job whose cluster does not
+    answer for UNREACHABLE_FOR_S (the first connection included) raises LostContact."""
 
     stop_grace_s = 60.0  # Ray SIGTERMs the driver, which cancels its tasks and removes its staging, then SIGKILLs it
 
     def __init__(self, store: JobStore, job: Job, sigterm, entrypoint: list[str]):
         import shlex
-        import threading
 
         farm = farm_of(job)
         self.store, self.job_id, self.sigterm = store, job.id, sigterm
         self.sid, self.copied = farm["submission_id"], int(farm.get("log_copied", 0))
-        self.client = FarmClient(farm["address"])
-        self._lock = threading.Lock()
+        self.address = farm["address"]
+        self.client: Optional[FarmClient] = None  # a submitted job's: connected by poll(), within its budget
         self._stopping = False
         self._next_poll = 0.0
         self._failing_since: Optional[float] = None
+        self.killed_note = f"; Ray job {self.sid} {may_still_run(self.sid)}"  # the worker's message when it gives up
         if farm["submitted"]:
-            print(f"[studio] following Ray job {self.sid} on the Ray cluster at {self.client.address} again", flush=True)
-        else:
+            print(f"[studio] following Ray job {self.sid} on the Ray cluster at {self.address} again", flush=True)
+        else:  # nothing runs yet: a cluster that does not answer fails the job at once
+            self.client = FarmClient(self.address)
             self.client.submit(self.sid, shlex.join(entrypoint), job_env())
             store.update(job.id, metadata={**job.metadata, FARM: {**farm, "submitted": True}})
             print(f"[studio] submitted to the Ray cluster at {self.client.address} as Ray job {self.sid}", flush=True)
@@ -236,17 +253,19 @@ class RayJobProcess:
             return None
         self._next_poll = time.monotonic() + _POLL_S
         try:
+            self.client = self.client or FarmClient(self.address)
             status = self.client.status(self.sid)
             self._copy_logs()
             if self.sigterm.is_set() and not self._stopping and status not in TERMINAL:
-                self._stopping = True
                 print(f"[studio] stopping Ray job {self.sid}", flush=True)
                 self.client.stop(self.sid)
+                self._stopping = True  # only now: a stop that failed is tried again on the next poll
             code = self._exit_code(status) if status in TERMINAL else None
         except NeuronExportError as error:
             self._failing_since = self._failing_since or time.monotonic()
             if time.monotonic() - self._failing_since > UNREACHABLE_FOR_S:
-                raise
+                print(f"[studio] {error}", flush=True)
+                raise LostContact(f"lost contact with Ray job {self.sid}; it {may_still_run(self.sid)}") from None
             print(f"[studio] {error}; trying again", flush=True)
             return None
         self._failing_since = None

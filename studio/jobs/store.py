@@ -256,7 +256,10 @@ class JobStore:
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued job now, or ask a running one to stop (SIGTERM to its process group).
 
-        The worker escalates to SIGKILL after ~5 s and records the final status `cancelled`.
+        The worker escalates to SIGKILL after ~5 s and records the final status `cancelled`. A farm
+        job's worker asks Ray to stop its Ray job instead and waits up to 60 s for it to end (a worker that
+        gives up says the Ray job may still run, and how to stop it); a farm job whose worker is gone is
+        stopped by the worker the dispatcher starts to follow it again.
         False if the job is unknown or already finished.
         """
         if self._set(job_id, {"status": JobStatus.CANCELLED, "message": "cancelled", "finished_at": time.time()},

@@ -11,7 +11,8 @@ timeline (stages: each step's stage, component, index of total and start time) a
 (the "plan" event), and beats every ~2 s. A job that succeeds ends at stage "done".
 
 Farm jobs (studio/jobs/farm.py): the command runs as a Ray job on the cluster, and the worker follows
-it (RayJobProcess stands in for the child: its log is copied into the job's, Cancel stops it).
+it (RayJobProcess stands in for the child: its log is copied into the job's, Cancel stops it). A
+follower that loses contact with the cluster records the job interrupted: its Ray job may run on.
 
 Stopping: the job runs in the worker's process group (the dispatcher starts the worker in a new session).
 On SIGTERM (JobStore.cancel signals the whole group) or on seeing the store's cancel flag, the job gets
@@ -33,7 +34,7 @@ import traceback
 
 from neuron_export.errors import NeuronExportError
 from studio.jobs.commands import CLI_KINDS
-from studio.jobs.farm import RayJobProcess, farm_of
+from studio.jobs.farm import LostContact, RayJobProcess, farm_of
 from studio.jobs.store import Job, JobStatus, JobStore, is_busy
 
 EVENTS_ENV = "NEURON_EXPORT_EVENTS"
@@ -125,17 +126,24 @@ def run_job(store: JobStore, job_id: str, sigterm: threading.Event) -> None:
         _finish(store, job_id, JobStatus.FAILED, message=str(error) if farm else f"could not start {argv[0]}: {error}")
         return
     events = _EventsFile(job.events_path)
+    lost_contact = None
+    grace_s = getattr(child, "stop_grace_s", STOP_GRACE_S)
     try:
-        grace_s = getattr(child, "stop_grace_s", STOP_GRACE_S)
         exit_code, pending = _supervise(store, job_id, child, sigterm, events, grace_s)
+    except LostContact as error:  # its Ray job may run on: interrupted, not failed
+        exit_code, pending, lost_contact = None, {}, str(error)
     finally:
         beating.set()
     if updates := {**pending, **events.read_updates()}:
         _until_recorded(lambda: store.update(job_id, **updates))
     job = _until_recorded(lambda: store.get(job_id))
-    if exit_code is None:
+    if lost_contact:
+        status, fields = JobStatus.INTERRUPTED, {"message": lost_contact}
+    elif exit_code is None:
         status = JobStatus.CANCELLED if job.cancel_requested else JobStatus.INTERRUPTED
-        fields = {"message": f"did not stop within {grace_s:.0f} s of SIGTERM; killed"}
+        # a farm job's Ray job may outlive its follower: say so, and how to stop it
+        killed = f"did not stop within {grace_s:.0f} s of SIGTERM; killed{getattr(child, 'killed_note', '')}"
+        fields = {"message": killed}
     else:
         status, fields = _outcome(exit_code, job, events.error_message, store.log_tail(job_id, 4096))
         fields["exit_code"] = exit_code

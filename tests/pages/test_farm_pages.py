@@ -2,6 +2,7 @@
 (studio.jobs.farm.task_rows / describe) is replaced by a fake."""
 
 import sys
+import time
 
 import pytest
 from page_helpers import no_exception, open_page, submit
@@ -12,16 +13,22 @@ from studio.jobs import EXPORT, JobStatus, JobStore, farm
 ADDRESS = "10.1.2.3:6379"
 
 
-def finished_farm_job(workspace) -> str:
+def farm_job(workspace, finished: bool) -> str:
+    """A farm job: running (claimed, its Ray job submitted, no worker yet) or finished."""
     store = JobStore(workspace.db_path, workspace.jobs_dir)
     job = store.submit(EXPORT, [sys.executable, "-c", "pass"], title="Farm export")
-    store.update(job.id, metadata=farm.tag_farm_job(job, ADDRESS))
-    store.finish(job.id, JobStatus.SUCCEEDED)
+    assert store.claim_next(1).id == job.id
+    tagged = farm.tag_farm_job(job, ADDRESS)
+    # a beat from the future: the page's dispatcher does not start a worker to follow it (to a cluster that is not there)
+    store.update(job.id, metadata={**tagged, farm.FARM: {**tagged[farm.FARM], "submitted": True}},
+                 heartbeat_at=time.time() + 3600)
+    if finished:
+        store.finish(job.id, JobStatus.SUCCEEDED)
     return job.id
 
 
 def test_jobs_page_shows_a_farm_jobs_ray_tasks_with_their_node_and_state(fresh_workspace, monkeypatch):
-    job_id = finished_farm_job(fresh_workspace)
+    job_id = farm_job(fresh_workspace, finished=False)
     rows = [farm.TaskRow("unet", "RUNNING", "10.1.2.7", 0), farm.TaskRow("vae_decoder", "FINISHED", "10.1.2.8", 1)]
     monkeypatch.setattr(farm, "task_rows", lambda job: rows if job.id == job_id else [])
     at = open_page("jobs.py")
@@ -32,8 +39,18 @@ def test_jobs_page_shows_a_farm_jobs_ray_tasks_with_their_node_and_state(fresh_w
                                         {"task": "vae_decoder", "state": "FINISHED", "node": "10.1.2.8", "attempt": 1}]
 
 
+def test_jobs_page_does_not_ask_the_farm_about_a_finished_job(fresh_workspace, monkeypatch):
+    farm_job(fresh_workspace, finished=True)
+    asked = []
+    monkeypatch.setattr(farm, "task_rows", lambda job: asked.append(job.id) or [])
+    at = open_page("jobs.py")
+    no_exception(at)
+    assert not asked
+    assert any("no longer followed" in c.value for c in at.caption)
+
+
 def test_jobs_page_says_in_one_line_when_the_farm_does_not_answer(fresh_workspace, monkeypatch):
-    finished_farm_job(fresh_workspace)
+    farm_job(fresh_workspace, finished=False)
 
     def unreachable(job):
         raise NeuronExportError(f"cannot reach the Ray cluster at {ADDRESS}: Connection refused")

@@ -1,14 +1,17 @@
 """Where the dashboard's export jobs run (studio.jobs.farm), without a Ray cluster: the setting and
-the environment, and a farm that does not answer failing the job in one line."""
+the environment, a farm that does not answer failing the job in one line, what a farm job's
+environment leaves out, and a worker following a Ray job through a fake cluster (lost contact, Cancel)."""
 
 import socket
 import sys
+import threading
 import time
 
 import pytest
 
 from neuron_export.errors import NeuronExportError
 from studio.jobs import BENCHMARK, EXPORT, Dispatcher, JobStatus, JobStore, farm
+from studio.jobs.worker import run_job
 
 ENV = "NEURON_EXPORT_RAY_ADDRESS"
 
@@ -66,3 +69,81 @@ def test_an_export_job_on_a_farm_that_does_not_answer_fails_in_one_line_and_othe
                               'pip install "neuron_export[ray]" (or: pip install -r requirements-ray.txt)')
     assert "compiled here" not in store.log_tail(export.id)
     assert done.status == JobStatus.SUCCEEDED and "benchmarked here" in store.log_tail(other.id)
+
+
+def test_a_farm_jobs_environment_leaves_tokens_out(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", "hf_secret")
+    monkeypatch.setenv("NEURON_EXPORT_GITHUB_TOKEN", "ghp_secret")
+    monkeypatch.setenv("HF_TOKEN_PATH", "/shared/hf/token")  # a file's path: how the head node may log in
+    monkeypatch.setenv("HF_HOME", "/shared/hf")
+    env = farm.job_env()
+    assert "hf_secret" not in env.values() and "ghp_secret" not in env.values()
+    assert env["HF_TOKEN_PATH"] == "/shared/hf/token" and env["HF_HOME"] == "/shared/hf"
+
+
+class FakeCluster:
+    """A FarmClient stand-in: a Ray job that runs until stopped; `stop_failures` stops fail first."""
+
+    def __init__(self, stop_failures: int = 0, stops_it: bool = True):
+        self.stop_failures, self.stops_it, self.stops, self.stopped = stop_failures, stops_it, 0, False
+
+    def status(self, sid):
+        return "STOPPED" if self.stopped else "RUNNING"
+
+    def logs(self, sid):
+        return ""
+
+    def stop(self, sid):
+        self.stops += 1
+        if self.stops <= self.stop_failures:
+            raise NeuronExportError("the Ray cluster at 10.0.0.1:6379: Read timed out")
+        self.stopped = self.stops_it
+
+
+def followed_farm_job(store, cancel: bool):
+    """A farm job whose Ray job was submitted, as a restarted server's worker finds it; run_job follows it."""
+    job = store.submit(EXPORT, [sys.executable, "-c", "pass"], title="export")
+    assert store.claim_next(1).id == job.id
+    tagged = farm.tag_farm_job(job, "10.0.0.1:6379")
+    store.update(job.id, metadata={**tagged, farm.FARM: {**tagged[farm.FARM], "submitted": True}},
+                 cancel_requested=cancel)
+    sigterm = threading.Event()
+    if cancel:
+        sigterm.set()  # as JobStore.cancel's SIGTERM does (else the worker signals its own group: pytest's)
+    return job.id, sigterm
+
+
+@pytest.mark.timeout(30)
+def test_a_follower_that_cannot_reach_the_cluster_records_the_job_interrupted(store, monkeypatch):
+    def unreachable(address):
+        raise NeuronExportError(f"cannot reach the Ray cluster at {address}: Connection refused")
+
+    monkeypatch.setattr(farm, "FarmClient", unreachable)
+    monkeypatch.setattr(farm, "UNREACHABLE_FOR_S", 0.5)
+    job_id, sigterm = followed_farm_job(store, cancel=False)
+    run_job(store, job_id, sigterm)
+    job, sid = store.get(job_id), farm.submission_id(job_id)
+    assert job.status == JobStatus.INTERRUPTED
+    assert job.message == f"lost contact with Ray job {sid}; it may still be running (stop it with: ray job stop {sid})"
+
+
+@pytest.mark.timeout(30)
+def test_cancel_tries_stopping_the_ray_job_again_after_a_failed_stop(store, monkeypatch):
+    cluster = FakeCluster(stop_failures=1)
+    monkeypatch.setattr(farm, "FarmClient", lambda address: cluster)
+    monkeypatch.setattr(farm.RayJobProcess, "stop_grace_s", 5.0)
+    job_id, sigterm = followed_farm_job(store, cancel=True)
+    run_job(store, job_id, sigterm)
+    assert store.get(job_id).status == JobStatus.CANCELLED and cluster.stops == 2
+
+
+@pytest.mark.timeout(30)
+def test_a_ray_job_that_does_not_stop_is_reported_as_maybe_still_running(store, monkeypatch):
+    monkeypatch.setattr(farm, "FarmClient", lambda address: FakeCluster(stops_it=False))
+    monkeypatch.setattr(farm.RayJobProcess, "stop_grace_s", 1.0)
+    job_id, sigterm = followed_farm_job(store, cancel=True)
+    run_job(store, job_id, sigterm)
+    job, sid = store.get(job_id), farm.submission_id(job_id)
+    assert job.status == JobStatus.CANCELLED and "\n" not in job.message
+    assert job.message.startswith("did not stop within 1 s of SIGTERM; killed") and f"ray job stop {sid}" in job.message
