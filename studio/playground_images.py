@@ -122,7 +122,8 @@ def generation_fields(loaded: playground.LoadedArtifact, spec: DiffusionPipeline
     strength = st.slider("Strength", 0.05, 1.0, STRENGTH, 0.05, help="how far the image may move from the init image "
                          "(1: all the steps run; 0.5: the last half)") if spec.strength else None
     scheduler_col, size_col = st.columns(2)
-    scheduler = scheduler_col.selectbox("Scheduler", diffusion.scheduler_names(loaded),
+    scheduler = scheduler_col.selectbox("Scheduler", scheduler_choices(loaded),
+                                        format_func=lambda name: name or "the artifact's saved one",
                                         help="diffusers schedulers compatible with this pipeline; the first is the artifact's")
     sizes = loaded.model.resolutions  # a bucketed pipeline has several
     size = size_col.selectbox("Size", sizes, index=len(sizes) - 1, format_func=lambda hw: f"{hw[1]}×{hw[0]}") if len(sizes) > 1 else None
@@ -131,6 +132,16 @@ def generation_fields(loaded: playground.LoadedArtifact, spec: DiffusionPipeline
                           help="runs the whole request a second time, uncompiled (the first time also loads it)")
     return playground.ImageSettings(prompt, negative, steps, guidance, None if random_seed else int(seed), count, spec.class_name,
                                     scheduler, strength, resolution=size, compare_eager=compare)
+
+
+def scheduler_choices(loaded: playground.LoadedArtifact) -> list[Optional[str]]:
+    """The schedulers to offer; when the artifact's model_index.json names none this diffusers has, the error
+    and [None]: runs use the one saved in its scheduler folder (diffusion.set_scheduler)."""
+    try:
+        return diffusion.scheduler_names(loaded)
+    except NeuronExportError as error:
+        ui.show_error(error)
+        return [None]
 
 
 def step_progress() -> Callable[[str, int, int, Optional[float]], None]:

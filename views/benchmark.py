@@ -11,6 +11,7 @@ import streamlit as st
 
 from neuron_export import Manifest
 from neuron_export.benchmark import benchmark_history
+from neuron_export.diffusion.requests import artifact_pipeline_spec
 from neuron_export.registry import DIFFUSION_TASKS
 from studio import bench_charts, ui
 from studio.jobs import BENCHMARK, Job, JobStore, benchmark_command
@@ -32,9 +33,14 @@ def any_batch(manifest: Manifest) -> bool:
 
 
 def pipeline_classes(manifest: Manifest) -> list[str]:
-    """The pipeline classes a Stable Diffusion artifact runs (its task's, text to image first); [] for other models."""
+    """The pipeline classes a Stable Diffusion artifact runs, its own first (the benchmark's default,
+    requests.artifact_pipeline_spec: img2img for an SDXL refiner, whose UNet needs the refiner's time ids),
+    then the rest of its task's; [] for other models."""
     task = DIFFUSION_TASKS.get(manifest.task) if manifest.is_pipeline else None
-    return [spec.class_name for spec in task.pipelines] if task else []
+    if not task:
+        return []
+    own = artifact_pipeline_spec(manifest).class_name
+    return [own] + [spec.class_name for spec in task.pipelines if spec.class_name != own]
 
 
 def caption(name: str, manifest: Manifest) -> str:
@@ -61,7 +67,8 @@ def run_form(store: JobStore, selected: list[Path], manifests: dict[Path, Manife
         classes = list(dict.fromkeys(name for p in pipelines for name in pipeline_classes(manifests[p])))
         chosen = st.multiselect("Pipeline classes (Stable Diffusion): one job each, with its example inputs", classes,
                                 default=list(dict.fromkeys(pipeline_classes(manifests[p])[0] for p in pipelines)),
-                                disabled=not pipelines, help="text to image, image to image, ...: the classes of the task")
+                                disabled=not pipelines,
+                                help="text to image, image to image, ...: the classes of the task; the default is the artifact's own")
         submitted = st.form_submit_button("Run benchmark", type="primary", icon=":material/speed:", disabled=not selected)
     if not submitted:
         return

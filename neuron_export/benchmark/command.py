@@ -23,7 +23,8 @@ def add_benchmark_parser(commands) -> None:
     p.add_argument("--rounds", type=int, default=10, help="interleave the sides in this many rounds (default 10)")
     p.add_argument("--steps", type=int, default=10, help="denoising steps per image of a Stable Diffusion pipeline (default 10)")
     p.add_argument("--pipeline", metavar="CLASS", help="a Stable Diffusion artifact: the pipeline class to time, e.g. "
-                   "NeuronStableDiffusionImg2ImgPipeline (default: the task's text-to-image one)")
+                   "NeuronStableDiffusionImg2ImgPipeline (default: the class the artifact's source was saved as "
+                   "(an SDXL refiner: img2img), else the task's first)")
     p.add_argument("--sequence_length", type=_lengths, dest="lengths", metavar="L,L,...",
                    help="a bucketed artifact: time inputs of these lengths on the bucket each picks, against its largest bucket only")
     p.add_argument("--no-onnx", dest="onnx", action="store_false", help="leave out the peers (they run the model exported to ONNX)")

@@ -38,7 +38,9 @@ class BenchmarkOptions:
     prompt_length: Optional[int] = None  # generative models: tokens of the prompt (default: a quarter of the cache)
     new_tokens: Optional[int] = None  # generative models: tokens generated per call (default: up to 32, within the cache)
     trust_remote_code: bool = False  # run the source model's own code for the eager and ONNX sides (never from the manifest)
-    pipeline: Optional[str] = None  # Stable Diffusion: the Neuron*Pipeline class to time (None: the task's primary, txt2img)
+    # Stable Diffusion: the Neuron*Pipeline class to time (None: the class the artifact's source was saved as
+    # (an SDXL refiner: img2img), else the task's first)
+    pipeline: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name in ("iterations", "rounds", "steps"):

@@ -41,7 +41,8 @@ def benchmark_command(artifact: str | Path, iterations: int, warmup: int, steps:
     """Time `artifact` against eager PyTorch (and ONNX Runtime unless onnx=False); no batch sizes:
     the compiled one; steps: denoising steps per image of a pipeline; threads: all cores unless given;
     trust_remote_code: the person at the dashboard agreed to run the source model's own code; pipeline: the class
-    of a Stable Diffusion artifact to time (None: its task's text-to-image one)."""
+    of a Stable Diffusion artifact to time (None: the class the artifact's source was saved as (an SDXL refiner:
+    img2img), else the task's first)."""
     args = ["benchmark", str(artifact), "--iterations", str(iterations), "--warmup", str(warmup), "--steps", str(steps)]
     if batch_sizes:
         args += ["--batch_size", *map(str, batch_sizes)]

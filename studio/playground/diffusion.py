@@ -76,11 +76,6 @@ def pipeline_specs(loaded: LoadedArtifact) -> list[DiffusionPipelineSpec]:
                     for spec in DIFFUSION_TASKS[loaded.manifest.task].pipelines if spec.class_name != own.class_name]
 
 
-def pipeline_spec(loaded: LoadedArtifact, class_name: Optional[str] = None) -> DiffusionPipelineSpec:
-    """The spec of a pipeline class of the artifact's task (None: the artifact's own); another is a one-line error."""
-    return artifact_pipeline_spec(loaded.manifest, class_name)
-
-
 def takes(spec: DiffusionPipelineSpec, argument: str) -> bool:
     """Whether the pipeline's __call__ takes this argument (LCM has no negative prompt, img2img no height)."""
     import diffusers
@@ -122,17 +117,25 @@ def eager_pipeline(loaded: LoadedArtifact, spec: DiffusionPipelineSpec):
 
 
 def artifact_scheduler(loaded: LoadedArtifact) -> str:
-    """The scheduler class the artifact was saved with (model_index.json)."""
-    return read_json(loaded.path / "model_index.json")["scheduler"][1]
+    """The scheduler class the artifact was saved with (model_index.json); NeuronExportError when it names none."""
+    entry = read_json(loaded.path / "model_index.json").get("scheduler")
+    if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], str)):
+        raise NeuronExportError(f"{loaded.path.name}/model_index.json names no scheduler (no \"scheduler\": [\"diffusers\", CLASS] "
+                                "entry); runs use the one saved in its scheduler folder")
+    return entry[1]
 
 
 def scheduler_names(loaded: LoadedArtifact) -> list[str]:
     """The diffusers schedulers that can replace the artifact's (its scheduler's `compatibles` that load from
-    its config here: one that needs a package this host lacks is left out), the artifact's first."""
+    its config here: one that needs a package this host lacks is left out), the artifact's first.
+    NeuronExportError when model_index.json names no scheduler, or one this diffusers lacks."""
     import diffusers
 
     if "schedulers" not in loaded.cache:
         own = artifact_scheduler(loaded)
+        if not hasattr(diffusers, own):
+            raise NeuronExportError(f"{own}, the scheduler of {loaded.path.name}/model_index.json, is not in diffusers "
+                                    f"{diffusers.__version__}")
         config = getattr(diffusers, own).load_config(loaded.path, subfolder="scheduler")
         names = []
         for scheduler in getattr(diffusers, own).from_config(config).compatibles:
@@ -147,10 +150,19 @@ def scheduler_names(loaded: LoadedArtifact) -> list[str]:
 
 def set_scheduler(pipe, loaded: LoadedArtifact, name: Optional[str]) -> str:
     """Give the pipeline a fresh scheduler of this class from the artifact's scheduler config (the pipelines
-    are shared: every run sets its own, so one session's choice never leaks into another's run)."""
+    are shared: every run sets its own, so one session's choice never leaks into another's run). None: the
+    artifact's; where its model_index.json names none this diffusers has, the one saved in its scheduler folder."""
     import diffusers
 
-    name = name or artifact_scheduler(loaded)
+    if name is None:
+        try:
+            name = scheduler_names(loaded)[0]
+        except NeuronExportError:  # the form showed why
+            config = read_json(loaded.path / "scheduler" / "scheduler_config.json")
+            if not hasattr(diffusers, str(config.get("_class_name"))):
+                raise
+            pipe.scheduler = getattr(diffusers, config["_class_name"]).from_config(config)
+            return config["_class_name"]
     if name not in scheduler_names(loaded):
         raise NeuronExportError(f"{name} cannot replace this pipeline's scheduler; choose one of {', '.join(scheduler_names(loaded))}")
     scheduler_class = getattr(diffusers, name)
@@ -204,7 +216,7 @@ def generate_images(loaded: LoadedArtifact, settings: ImageSettings, on_step: Op
     eager diffusers pipeline of the same class runs the same request (same seed and scheduler) for its images,
     its time and the largest pixel difference (0..1 scale). on_step(side, step, steps, seconds per step) after
     each denoising step of either pipeline ("compiled", "eager")."""
-    spec = pipeline_spec(loaded, settings.pipeline)
+    spec = artifact_pipeline_spec(loaded.manifest, settings.pipeline)
     seed = secrets.randbelow(MAX_SEED + 1) if settings.seed is None else int(settings.seed)
     request = build_request(loaded, spec, settings, seed)
     pipe = compiled_pipeline(loaded, spec)
@@ -219,7 +231,7 @@ def generate_images(loaded: LoadedArtifact, settings: ImageSettings, on_step: Op
         stats.notes += [note] if (note := bucket_note(pipe.unet.compiled)) else []
         if settings.compare_eager and loaded.eager_source is not None:
             eager = eager_pipeline(loaded, spec)
-            set_scheduler(eager, loaded, scheduler)
+            set_scheduler(eager, loaded, settings.scheduler)  # None: the same fallback as the compiled pipeline's
             timer = StepTimer("eager", on_step)
             eager_images = eager(generator=torch.Generator().manual_seed(seed), callback_on_step_end=timer, **request).images
             stats.eager_s = (time.perf_counter() - timer.stamps[0]) / len(eager_images)

@@ -1,12 +1,15 @@
 """AppTest of the Benchmark page on real artifacts: the artifact captions (compiled batch of a model
 and of a pipeline), a real benchmark job from the form and its stored results in the charts and table
-(its panel does not say "not validated"), batch sizes that are refused before anything is queued, and
-the artifact picked on the previous page preselected."""
+(its panel does not say "not validated"), batch sizes that are refused before anything is queued, the
+artifact's own pipeline class as the default (an SDXL refiner: img2img), and the artifact picked on the
+previous page preselected."""
 
 import json
+import shutil
 
 from page_helpers import no_exception, open_in_app, submit, wait_for_job
 
+from neuron_export import ExportOptions, export
 from neuron_export.benchmark import benchmark_history
 from studio.jobs import BENCHMARK, JobStore, benchmark_command
 
@@ -84,3 +87,26 @@ def test_the_artifact_picked_on_the_previous_page_is_preselected(workspace):
     newest = max(workspace.list_artifacts(), key=lambda p: json.loads((p / "manifest.json").read_text())["created"])
     assert newest.name != "minilm"  # what the page would otherwise preselect
     assert [path.name for path in at.multiselect[0].value] == ["minilm"]
+
+
+def test_an_sdxl_refiner_is_timed_as_the_img2img_class_it_was_saved_as(workspace, monkeypatch):
+    monkeypatch.setenv("NEURON_EXPORT_DEMO_DIR", str(workspace.demo_dir))
+    refiner = workspace.artifacts_dir / "tiny-sdxl-refiner"
+    export("demo:tiny-sdxl-refiner", refiner, ExportOptions(backend="torchscript", disable_validation=True))
+    store = JobStore(workspace.db_path, workspace.jobs_dir)
+    earlier = {job.id for job in store.list(limit=None)}
+    try:
+        at = open_in_app("benchmark.py", refiner.name)
+        no_exception(at)
+        classes = at.multiselect[1]  # after the artifacts
+        assert classes.options[0] == "NeuronStableDiffusionXLImg2ImgPipeline" and len(classes.options) > 1
+        assert classes.value == ["NeuronStableDiffusionXLImg2ImgPipeline"]
+        at = submit(at, "Run benchmark")
+        no_exception(at)
+        (job,) = [job for job in store.list(limit=None) if job.id not in earlier]
+        store.cancel(job.id)
+        assert job.argv == benchmark_command(refiner, iterations=30, warmup=5, steps=10,
+                                             pipeline="NeuronStableDiffusionXLImg2ImgPipeline")
+        wait_for_job(store, job.id)
+    finally:
+        shutil.rmtree(refiner, ignore_errors=True)

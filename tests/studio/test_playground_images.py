@@ -7,6 +7,7 @@ One tiny SD artifact (demo:tiny-sd, torchscript, 64 px); pipelines the registry 
 """
 
 import dataclasses
+import json
 
 import diffusers
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image
 
 from neuron_export import ExportOptions, export
 from neuron_export.demo import default_demo_root, resolve_demo
-from neuron_export.diffusion.requests import STRENGTH, example_image
+from neuron_export.diffusion.requests import STRENGTH, artifact_pipeline_spec, example_image
 from neuron_export.errors import NeuronExportError
 from neuron_export.registry import DIFFUSION_TASKS
 from neuron_export.registry.diffusion import DiffusionPipelineSpec
@@ -106,7 +107,7 @@ def test_requests_follow_the_spec_fields(loaded):
     with pytest.raises(NeuronExportError, match="Enter a prompt"):
         diffusion.build_request(loaded, LCM, dataclasses.replace(settings, prompt="  "), seed=1)
     with pytest.raises(NeuronExportError, match="a stable-diffusion artifact runs NeuronStableDiffusionPipeline"):
-        diffusion.pipeline_spec(loaded, "NeuronStableDiffusionXLPipeline")
+        artifact_pipeline_spec(loaded.manifest, "NeuronStableDiffusionXLPipeline")
 
 
 def test_mask_is_the_union_of_upload_rectangle_and_strokes():
@@ -121,3 +122,25 @@ def test_mask_is_the_union_of_upload_rectangle_and_strokes():
         image_inputs.mask_image(64, 64, painted=np.zeros((8, 8, 4), dtype=np.uint8))
     overlay = np.asarray(image_inputs.mask_overlay(Image.new("RGB", (64, 64), (0, 0, 255)), Image.fromarray(mask.astype(np.uint8) * 255)))
     assert tuple(overlay[0, 0]) != (0, 0, 255) and tuple(overlay[30, 30]) == (0, 0, 255)
+
+
+def test_a_model_index_without_a_usable_scheduler_is_one_line_and_runs_fall_back_to_the_saved_one(loaded):
+    index = loaded.path / "model_index.json"
+    saved = index.read_text()
+    entries = json.loads(saved)
+    try:
+        for scheduler, message in ((None, 'names no scheduler'), (["diffusers", "NoSuchScheduler"], "NoSuchScheduler, the scheduler of")):
+            index.write_text(json.dumps({**{k: v for k, v in entries.items() if k != "scheduler"},
+                                         **({"scheduler": scheduler} if scheduler else {})}))
+            loaded.cache.pop("schedulers", None)
+            with pytest.raises(NeuronExportError, match=message) as error:
+                diffusion.scheduler_names(loaded)
+            assert "\n" not in str(error.value)
+        generation, stats = playground.generate_images(loaded, playground.ImageSettings(PROMPT, steps=2, seed=4))
+    finally:
+        index.write_text(saved)
+        loaded.cache.pop("schedulers", None)
+    expected = diffusers_images("StableDiffusionPipeline", 4, num_inference_steps=2, height=64, width=64)  # PNDM, the saved one
+    assert_same_image(generation.images[0], expected[0])
+    assert_same_image(generation.eager_images[0], expected[0])
+    assert generation.settings["scheduler"] == "PNDMScheduler"
