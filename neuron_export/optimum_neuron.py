@@ -156,8 +156,10 @@ def _pipeline_parts(folder: Path) -> tuple[str, list, dict[str, Any]]:
 
     index = _read_json(folder / "model_index.json")
     task = DIFFUSERS_PIPELINES.get(index.get("_class_name", ""))
-    if task is None:
-        raise ArtifactError(f"{folder} is an optimum-neuron {index.get('_class_name')}; this tool runs: {', '.join(DIFFUSERS_PIPELINES)}")
+    loadable = [name for name, found in DIFFUSERS_PIPELINES.items() if DIFFUSION_TASKS[found].optimum_folders]
+    if task is None or not DIFFUSION_TASKS[task].optimum_folders:
+        raise ArtifactError(f"{folder} is an optimum-neuron {index.get('_class_name')}; this tool loads optimum-neuron "
+                            f"{', '.join(loadable)} folders (export the diffusers model with neuron-export instead)")
     specs = []
     for spec in DIFFUSION_TASKS[task].components:
         if (folder / spec.name / NEURON_FILE).is_file():
@@ -166,6 +168,9 @@ def _pipeline_parts(folder: Path) -> tuple[str, list, dict[str, Any]]:
             raise ArtifactError(f"{folder} is missing {spec.name}/{NEURON_FILE}; {task} needs it")
     text = {s.name: _neuron_section(folder / s.name) for s in specs if s.kind == "text_encoder"}
     unet_config, unet = _neuron_section(folder / "unet")
+    if unet_config.get("time_cond_proj_dim") is not None or unet_config.get("in_channels", 4) != DIFFUSION_TASKS[task].unet_in_channels:
+        raise ArtifactError(f"{folder}: an optimum-neuron pipeline with a latent consistency, inpainting or other variant "
+                            "UNet does not load here; export the diffusers model with neuron-export instead")
     vae_config, _ = _neuron_section(folder / "vae_decoder")
     first_text = next(iter(text.values()))[1]
     batch = int(first_text["static_batch_size"])

@@ -12,7 +12,6 @@ import time
 from typing import Any, Optional
 
 from ..artifact import Manifest
-from ..errors import NeuronExportError
 from ..registry import DIFFUSION_TASKS
 from ..registry.diffusion import DiffusionPipelineSpec
 
@@ -22,13 +21,7 @@ VAE_METHODS = {"decode": "vae_decoder", "encode": "vae_encoder"}  # the pipeline
 
 def pipeline_spec(task: str, class_name: Optional[str] = None) -> DiffusionPipelineSpec:
     """The registry entry of a Neuron*Pipeline class of the task (None: the task's primary class)."""
-    specs = DIFFUSION_TASKS[task].pipelines
-    if class_name is None:
-        return specs[0]
-    for spec in specs:
-        if class_name in (spec.class_name, spec.diffusers_class):
-            return spec
-    raise NeuronExportError(f"--pipeline {class_name}: a {task} artifact runs {', '.join(s.class_name for s in specs)}")
+    return DIFFUSION_TASKS[task].pipeline(class_name) if class_name else DIFFUSION_TASKS[task].primary
 
 
 def pipeline_inputs(manifest: Manifest, batch_size: int, steps: int, seed: int, pipeline: Optional[str] = None) -> dict[str, Any]:

@@ -75,7 +75,9 @@ def plan_controlnets(source, options, task: str, specs: list[DiffusionComponent]
         if residual_layout(config) != layout or config.get("cross_attention_dim") != unet_config.get("cross_attention_dim"):
             raise NeuronExportError(f"{what}: this ControlNet was made for another UNet (its blocks or cross-attention "
                                     "size differ from this pipeline's UNet)")
-    expanded = repeated_components(tuple(s for s in task_specs if s.repeated or s in specs), len(sources))
+    present = {spec.name: spec for spec in specs}  # as planned: an LCM UNet already takes timestep_cond
+    kept = tuple(present.get(spec.name, spec) for spec in task_specs if spec.repeated or spec.name in present)
+    expanded = repeated_components(kept, len(sources))
     controlnets = iter(sources)
     return options, [
         _with_residual_inputs(spec, layout) if spec.kind == "unet"
@@ -92,6 +94,8 @@ def controlnet_config(folder: Path, what: str) -> dict[str, Any]:
     config = read_json(folder / "config.json")
     if config.get("_class_name") != CONTROLNET_CLASS:
         raise NeuronExportError(f"{what} holds a {config.get('_class_name') or 'model'}, not a diffusers {CONTROLNET_CLASS}")
+    if config.get("global_pool_conditions"):  # diffusers then forces guess mode, which the compiled ControlNet lacks
+        raise NeuronExportError(f"{what}: a global-pool ControlNet (shuffle) runs in guess mode, which is not compiled here")
     return config
 
 

@@ -149,7 +149,8 @@ class NeuronPipelineMixin:
         self._check_guidance(kwargs)
         self._check_latents(kwargs.get("image"))
         if "height" in inspect.signature(super().__call__).parameters:
-            # txt2img: the compiled size by default (SDXL's own default assumes square images).
+            # classes that take a size (txt2img, inpainting, ControlNet): the compiled one by default (SDXL's own
+            # default assumes square images).
             kwargs["height"] = kwargs.get("height") or self.compiled_shapes["height"]
             kwargs["width"] = kwargs.get("width") or self.compiled_shapes["width"]
         else:  # img2img, instruct-pix2pix: the image's size decides (the VAE encoder checks it); a compiled size asked is no error

@@ -15,7 +15,6 @@ import diffusers
 import numpy as np
 import torch
 
-from ..errors import NeuronExportError
 from ..registry.diffusion import DIFFUSION_TASKS, DiffusionPipelineSpec
 
 if TYPE_CHECKING:
@@ -74,11 +73,10 @@ def artifact_pipeline_spec(manifest: "Manifest", class_name: Optional[str] = Non
     img2img pipeline), else its task's primary. Compiled without classifier-free guidance (SDXL Turbo), its
     requests pass guidance_scale 0."""
     task = DIFFUSION_TASKS[manifest.task]
-    wanted = class_name or manifest.pipeline_class
-    spec = next((p for p in task.pipelines if wanted in (p.class_name, p.diffusers_class)), None)
-    if spec is None and class_name is not None:
-        raise NeuronExportError(f"{class_name}: a {task.name} artifact runs {', '.join(p.class_name for p in task.pipelines)}")
-    spec = spec or task.primary
+    if class_name is not None:
+        spec = task.pipeline(class_name)
+    else:
+        spec = next((p for p in task.pipelines if p.diffusers_class == manifest.pipeline_class), task.primary)
     if not manifest.options.classifier_free_guidance and spec.guidance_scale > 1:
         spec = dataclasses.replace(spec, guidance_scale=0.0)
     return spec

@@ -136,6 +136,8 @@ def make_plan(model: str | Path, options: ExportOptions) -> ExportPlan:
         raise NeuronExportError(f"--lora_model_ids: {source.origin} is not a diffusion pipeline; LoRAs are fused into Stable Diffusion only")
     if options.controlnet_ids:
         raise NeuronExportError(f"--controlnet_ids: {source.origin} is not a diffusion pipeline; ControlNets are added to Stable Diffusion only")
+    if not options.classifier_free_guidance:
+        raise NeuronExportError(f"--no-classifier-free-guidance: {source.origin} is not a diffusion pipeline; it applies to Stable Diffusion only")
     planner = plan_generation if get_architecture(source.model_type).family.generative else plan_transformers
     return planner(source, options)
 

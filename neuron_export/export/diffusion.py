@@ -1,6 +1,6 @@
 """Plan the export of a diffusers Stable Diffusion (XL) pipeline folder, component by component.
 
-Each component (text encoder(s), UNet, VAE encoder, VAE decoder; registry/diffusion.py) becomes a
+Each component (text encoder(s), UNet, ControlNet(s), VAE encoder, VAE decoder; registry/diffusion.py) becomes a
 folder of its own; the artifact mirrors diffusers (model_index.json, scheduler/, tokenizer(_2)/)
 and its root manifest lists the components.
 """
@@ -125,6 +125,7 @@ def pipeline_task(source: ModelSource, options: ExportOptions) -> str:
     """The task, from model_index.json's _class_name and the UNet to compile (its in_channels tell an
     inpainting or instruct-pix2pix model saved under StableDiffusionPipeline from a text-to-image one)."""
     class_name = pipeline_class_of(source, options)
+    saved_as = source.config.get("_class_name", "") + (" with --controlnet_ids" if options.controlnet_ids else "")
     in_channels = unet_in_channels(unet_folder(source, options))
     detected = diffusers_task(class_name, in_channels)
     if detected is None:
@@ -132,10 +133,10 @@ def pipeline_task(source: ModelSource, options: ExportOptions) -> str:
         raise NeuronExportError(f"{source.origin} is a diffusers {class_name or 'pipeline'}; supported pipelines: {supported}")
     expected = DIFFUSION_TASKS[detected].unet_in_channels
     if in_channels is not None and in_channels != expected:
-        raise NeuronExportError(f"{source.origin} is a {class_name} whose UNet takes {in_channels} input channels; "
+        raise NeuronExportError(f"{source.origin} is a {saved_as} whose UNet takes {in_channels} input channels; "
                                 f"{detected} needs a UNet with {expected}")
     if options.task not in ("auto", detected):
-        raise NeuronExportError(f"{source.origin} is a {class_name} ({detected}); --task {options.task} does not apply to it")
+        raise NeuronExportError(f"{source.origin} is a {saved_as} ({detected}); --task {options.task} does not apply to it")
     if options.task == "auto":
         pipeline = DIFFUSION_TASKS[detected].primary
         how = "" if class_name in (p.diffusers_class for p in DIFFUSION_TASKS[detected].pipelines) else (

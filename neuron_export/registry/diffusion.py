@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
+from ..errors import NeuronExportError
 from .inputs import EXACT, BucketAxes, InputSpec
 from .tasks import DemoSpec
 
@@ -21,7 +22,7 @@ class DiffusionComponent:
 
     name: str  # its folder in the artifact, e.g. "vae_decoder"
     source: str  # the pipeline folder it is built from ("vae" for both VAE halves)
-    kind: str  # "text_encoder" | "unet" | "vae_encoder" | "vae_decoder": its wrapper and adapter
+    kind: str  # "text_encoder" | "unet" | "controlnet" | "vae_encoder" | "vae_decoder": its wrapper and adapter
     inputs: tuple[InputSpec, ...]
     outputs: tuple[str, ...]  # absent ones (CLIPTextModel has no text_embeds) are skipped
     atol: float
@@ -63,7 +64,7 @@ class DiffusionPipelineSpec:
 class DiffusionTask:
     name: str
     components: tuple[DiffusionComponent, ...]
-    pipelines: tuple[DiffusionPipelineSpec, ...]  # the first one is the txt2img pipeline
+    pipelines: tuple[DiffusionPipelineSpec, ...]  # the first one is the primary pipeline (txt2img for SD / SDXL)
     demo: Optional[DemoSpec] = None
     tiny: dict[str, Any] = field(default_factory=dict)  # keywords of its tiny pipeline builder (demo/tiny.py)
     views: dict[str, str] = field(default_factory=lambda: {"diffusion": "image-generation"})
@@ -79,6 +80,8 @@ class DiffusionTask:
     detected_from: tuple[str, ...] = ()
     # more demos of the task's pipelines: (demo, keywords of its tiny pipeline builder), e.g. the SDXL refiner
     variant_demos: tuple[tuple[DemoSpec, dict[str, Any]], ...] = ()
+    # optimum-neuron pipeline folders of this task load as artifacts (optimum_neuron.py; only what was tested)
+    optimum_folders: bool = False
 
     @property
     def demos(self) -> tuple[tuple[DemoSpec, dict[str, Any]], ...]:
@@ -89,6 +92,13 @@ class DiffusionTask:
     def primary(self) -> DiffusionPipelineSpec:
         """The pipeline the image check, the benchmark and the playground run by default (txt2img for SD / SDXL)."""
         return self.pipelines[0]
+
+    def pipeline(self, class_name: str) -> DiffusionPipelineSpec:
+        """The spec of one of its pipeline classes (a Neuron*Pipeline or diffusers name); another is a one-line error."""
+        for spec in self.pipelines:
+            if class_name in (spec.class_name, spec.diffusers_class):
+                return spec
+        raise NeuronExportError(f"{class_name}: a {self.name} artifact runs {', '.join(p.class_name for p in self.pipelines)}")
 
 
 _UNET_INPUTS = (
@@ -104,8 +114,8 @@ _SDXL_UNET_INPUTS = _UNET_INPUTS + (
 # A latent consistency UNet (time_cond_proj_dim) takes the guidance scale w as an embedding instead of CFG rows.
 _TIMESTEP_COND = InputSpec("timestep_cond", ("unet_batch_size", "time_cond_proj_dim"), "gaussian", "float32")
 _CLIP_INPUTS = (InputSpec("input_ids", ("batch_size", "sequence_length"), "clip_token_ids"),)
-# The UNet runs on batch_size x num_images_per_prompt x 2 rows: classifier-free guidance; a
-# data-parallel one is compiled for its share of them per core.
+# The UNet runs on batch_size x num_images_per_prompt x its rows per image (the task's unet_rows_per_image
+# under classifier-free guidance, else 1); a data-parallel one is compiled for its share of them per core.
 _UNET = DiffusionComponent("unet", "unet", "unet", _UNET_INPUTS, ("sample",), 1e-3, "unet-inference",
                            data_parallel=True, neuron_attention=True, config_inputs=(("time_cond_proj_dim", _TIMESTEP_COND),))
 _SDXL_UNET = DiffusionComponent("unet", "unet", "unet", _SDXL_UNET_INPUTS, ("sample",), 1e-3, "unet-inference",
@@ -194,6 +204,7 @@ DIFFUSION_TASKS: dict[str, DiffusionTask] = {
                                       images=(("image", "init"),), strength=True),
             ),
             demo=DemoSpec("demo:tiny-sd", "stable-diffusion", "Tiny Stable Diffusion pipeline (64x64 images)"),
+            optimum_folders=True,
         ),
         DiffusionTask(
             "stable-diffusion-xl",
@@ -206,6 +217,7 @@ DIFFUSION_TASKS: dict[str, DiffusionTask] = {
             demo=DemoSpec("demo:tiny-sdxl", "stable-diffusion-xl", "Tiny Stable Diffusion XL pipeline (two text encoders, 64x64 images)"),
             tiny={"xl": True},
             variant_demos=_SDXL_VARIANT_DEMOS,
+            optimum_folders=True,
         ),
         *_LCM_TASKS,
         DiffusionTask(

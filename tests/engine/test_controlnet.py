@@ -163,6 +163,33 @@ def test_controlnet_ids_are_refused_where_they_do_not_apply(folders):
         make_plan(folders["sd"], ExportOptions(backend="torchscript", controlnet_ids=[str(other_unet)]))
 
 
+def test_a_global_pool_controlnet_and_a_text_model_without_guidance_are_refused_before_any_compile(folders, tmp_path):
+    """A shuffle (global-pool) ControlNet makes diffusers run guess mode, which is not compiled: refused up front,
+    not after a full compile; --no-classifier-free-guidance on a text model is an error, not ignored."""
+    shuffle = tmp_path / "shuffle"
+    make_tiny_controlnet(make_tiny_sd_pipeline().unet).save_pretrained(shuffle)
+    (shuffle / "config.json").write_text(json.dumps({**json.loads((shuffle / "config.json").read_text()), "global_pool_conditions": True}))
+    with pytest.raises(NeuronExportError, match="global-pool ControlNet"):
+        make_plan(folders["sd"], ExportOptions(backend="torchscript", controlnet_ids=[str(shuffle)]))
+    result = run_cli("export", "--model", "demo:tiny-bert", "--backend", "torchscript", str(tmp_path / "out"), "--no-classifier-free-guidance")
+    assert result.returncode == 2 and "applies to Stable Diffusion only" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_controlnet_pipeline_over_an_lcm_unet_keeps_the_unet_with_timestep_cond_and_residuals(folders, tmp_path):
+    """diffusers' LCM + ControlNet recipe: a StableDiffusionControlNetPipeline whose UNet is a latent consistency
+    one. The plan (configs only) keeps the UNet, sized for its timestep_cond and one row per image."""
+    import shutil
+
+    folder = tmp_path / "lcm-controlnet"
+    shutil.copytree(resolve_demo("demo:tiny-sd-controlnet"), folder)
+    unet_config = folder / "unet" / "config.json"
+    unet_config.write_text(json.dumps({**json.loads(unet_config.read_text()), "time_cond_proj_dim": 16}))
+    plan = make_plan(folder, ExportOptions(backend="torchscript"))
+    assert [c.name for c in plan.components] == ["text_encoder", "unet", "controlnet", "vae_decoder"]
+    assert plan.shapes["time_cond_proj_dim"] == 16 and plan.shapes["unet_batch_size"] == 1  # one row: w is embedded
+
+
 def test_controlnet_ids_are_taken_space_or_comma_separated(folders):
     a, b = str(folders["edges"]), str(folders["depth"])
     assert ExportOptions(controlnet_ids=f"{a},{b}").controlnet_ids == ExportOptions(controlnet_ids=[a, b]).controlnet_ids == (a, b)

@@ -79,6 +79,22 @@ def test_a_pipeline_folder_runs_in_the_neuron_pipeline_like_diffusers(tmp_path, 
     assert {r["core"] for r in runs()[runs_before:] if r["graph"] == "UnetWrapper"} == {0, 1}
 
 
+def test_a_variant_pipeline_folder_is_refused_in_one_line(tmp_path):
+    """Only the optimum-neuron layouts tested above load: an LCM class, or an SD folder whose UNet is a variant's
+    (a latent consistency UNet takes timestep_cond, which this loader does not map), is one line."""
+    from diffusers import StableDiffusionPipeline
+
+    source = build_tiny_stable_diffusion(tmp_path / "source")
+    folder = diffusion_folder(StableDiffusionPipeline.from_pretrained(source), tmp_path / "optimum", xl=False)
+    for name, edit in (("model_index.json", {"_class_name": "LatentConsistencyModelPipeline"}), ("unet/config.json", {"time_cond_proj_dim": 16})):
+        variant = tmp_path / name.replace("/", "-")
+        shutil.copytree(folder, variant)
+        (variant / name).write_text(json.dumps({**json.loads((variant / name).read_text()), **edit}))
+        with pytest.raises(ArtifactError, match="export the diffusers model with neuron-export instead") as raised:
+            read_manifest(variant)
+        assert "\n" not in str(raised.value)
+
+
 @pytest.mark.parametrize("neuron, message", [
     ({"instance_type": "trn2"}, "compiled for trn2 (NeuronCore-v3) and this host is an inf2.xlarge (NeuronCore-v2): recompile it for inf2"),
     ({"compiler_version": "2.99.1.0+0"}, "compiled with neuronx-cc 2.99.1.0+0 and this host has neuronx-cc"),
