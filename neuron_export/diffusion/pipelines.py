@@ -97,6 +97,10 @@ class NeuronPipelineMixin:
                 arguments[name] = entry  # pipeline settings: force_zeros_for_empty_prompt, ...
         if "requires_safety_checker" in parameters:
             arguments["requires_safety_checker"] = False  # the safety checker is not exported
+        missing = [name for name, parameter in parameters.items() if name != "self" and name not in arguments
+                   and parameter.default is inspect.Parameter.empty and parameter.kind is not parameter.VAR_KEYWORD]
+        if missing:  # a damaged model_index.json: say what is missing rather than diffusers' TypeError
+            raise ArtifactError(f"{folder}: model_index.json names no {', '.join(missing)}, which {cls.__name__} needs")
         pipe = cls(**arguments)
         pipe.artifact = folder
         pipe.manifest = manifest
@@ -248,16 +252,19 @@ def _config_of(component_folder: Path) -> FrozenDict:
 def load_pipeline_part(folder: Path, name: str, entry: list) -> Any:
     """A tokenizer or scheduler of the folder (as model_index.json names it); None for parts that
     were not exported (safety checker, image encoder)."""
+    import transformers
+
     library, class_name = entry
     if library is None or not (folder / name).is_dir():
         return None
+    module = transformers if library == "transformers" else diffusers
+    part_class = getattr(module, class_name, None)
+    if part_class is None:
+        raise ArtifactError(f"{folder}: model_index.json's {name} is a {class_name}, which {module.__name__} "
+                            f"{module.__version__} does not have")
     if library == "transformers":
-        import transformers
-
-        return getattr(transformers, class_name).from_pretrained(folder / name)
-    import diffusers
-
-    return getattr(diffusers, class_name).from_pretrained(folder, subfolder=name)
+        return part_class.from_pretrained(folder / name)
+    return part_class.from_pretrained(folder, subfolder=name)
 
 
 def _pipeline_class(name: str) -> type:

@@ -191,6 +191,25 @@ def test_pipeline_root_is_not_a_single_model(sd_export, sdxl_export):
         NeuronStableDiffusionPipeline.from_pretrained(sdxl_export[1])
 
 
+def test_a_damaged_model_index_is_one_line_when_the_pipeline_loads(sd_export, tmp_path):
+    """No scheduler entry, or a scheduler class this diffusers lacks: one line naming it, not diffusers' TypeError."""
+    import json
+    import shutil
+
+    from neuron_export import NeuronStableDiffusionPipeline
+
+    for edit, message in ((lambda index: index.pop("scheduler"), "names no scheduler"),
+                          (lambda index: index.update(scheduler=["diffusers", "NoSuchScheduler"]), "is a NoSuchScheduler, which diffusers")):
+        folder = tmp_path / message.split()[-1]
+        shutil.copytree(sd_export[1], folder)
+        index = json.loads((folder / "model_index.json").read_text())
+        edit(index)
+        (folder / "model_index.json").write_text(json.dumps(index))
+        with pytest.raises(ArtifactError, match=message) as raised:
+            NeuronStableDiffusionPipeline.from_pretrained(folder)
+        assert "\n" not in str(raised.value)
+
+
 def test_unet_adapter_guards_stride0_timestep_on_inductor(folders, tmp_path):
     """The diffusers pipelines pass one timestep expanded to the batch (stride 0), which an
     AOTInductor UNet misreads silently. One tiny UNet compiled with inductor (-O1)."""
