@@ -57,9 +57,9 @@ def example_request(spec: DiffusionPipelineSpec, height: int, width: int, steps:
         "generator": torch.Generator().manual_seed(seed), **dict(spec.extra_call),
     }
     for argument, kind in spec.images:
-        request[argument] = example_image(kind, height, width, seed)
-        if kind == "control" and controlnets > 1:
-            request[argument] = [example_image(kind, height, width, seed, variant) for variant in range(controlnets)]
+        several = kind == "control" and controlnets > 1  # one control image per ControlNet
+        request[argument] = ([example_image(kind, height, width, seed, variant) for variant in range(controlnets)]
+                             if several else example_image(kind, height, width, seed))
     if spec.strength:
         request["strength"] = STRENGTH
     if "height" in inspect.signature(getattr(diffusers, spec.diffusers_class).__call__).parameters:

@@ -44,10 +44,9 @@ NO_LENGTH_LIMIT = 10**12
 
 def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
-    options, specs = plan_controlnets(source, options, task, pipeline_components(source, task, options),
-                                      read_json(unet_folder(source, options) / "config.json"))
-    options, loras = plan_loras(options, source.config.get("_class_name"), [s.source for s in specs],
-                                read_json(unet_folder(source, options) / "config.json"))
+    unet_config = read_json(unet_folder(source, options) / "config.json")
+    options, specs = plan_controlnets(source, options, task, pipeline_components(source, task, options), unet_config)
+    options, loras = plan_loras(options, source.config.get("_class_name"), [s.source for s in specs], unet_config)
     backend, reason, warnings = plan_backend(options, task, has_unet=True)
     # A data-parallel UNet is compiled for its share of the CFG batch on each of its cores.
     replicas = len(backend.cores(data_parallel=True)) or 1
