@@ -44,8 +44,9 @@ NO_LENGTH_LIMIT = 10**12
 
 def plan_diffusion(source: ModelSource, options: ExportOptions) -> ExportPlan:
     task = pipeline_task(source, options)
+    components = pipeline_components(source, task, options)  # refuses missing folders before any is read
     unet_config = read_json(unet_folder(source, options) / "config.json")
-    options, specs = plan_controlnets(source, options, task, pipeline_components(source, task, options), unet_config)
+    options, specs = plan_controlnets(source, options, task, components, unet_config)
     options, loras = plan_loras(options, source.config.get("_class_name"), [s.source for s in specs], unet_config)
     backend, reason, warnings = plan_backend(options, task, has_unet=True)
     # A data-parallel UNet is compiled for its share of the CFG batch on each of its cores.
