@@ -74,16 +74,18 @@ def eager_pipeline(manifest: Manifest, trust_remote_code: bool = False):
     return reference_pipeline(manifest, trust_remote_code=trust_remote_code, class_name=artifact_pipeline_spec(manifest).diffusers_class)
 
 
-def as_class(pipe, compiled: bool, path: str, task: str, class_name: str):
-    """The side's pipeline as the class asked for: a compiled one is loaded from the artifact (each class holds
-    its own compiled components), an eager one shares the loaded modules (diffusers' from_pipe)."""
+def as_class(pipe, compiled: bool, task: str, class_name: str):
+    """The side's pipeline as the class asked for, sharing the loaded pipeline's modules (from_pipe: diffusers'
+    for the eager side, the Neuron*Pipeline's for the compiled one)."""
     import diffusers
+
+    from .. import diffusion
 
     spec = pipeline_spec(task, class_name)
     wanted = spec.class_name if compiled else spec.diffusers_class
     if type(pipe).__name__ == wanted:
         return pipe
-    other = compiled_pipeline(path, task, class_name) if compiled else getattr(diffusers, wanted).from_pipe(pipe)
+    other = getattr(diffusion if compiled else diffusers, wanted).from_pipe(pipe)
     other.set_progress_bar_config(disable=True)
     return other
 

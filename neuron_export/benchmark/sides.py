@@ -211,7 +211,7 @@ class SideRunner:
         from . import pipelines
 
         task = Manifest.read(self.side.path).task
-        self._model = pipelines.as_class(self._model, self.side.kind == COMPILED, self.side.path, task, arguments["pipeline"])
+        self._model = pipelines.as_class(self._model, self.side.kind == COMPILED, task, arguments["pipeline"])
         request = pipelines.pipeline_request(task, arguments)
         self.breakdown = lambda: pipelines.breakdown(self._model, request, arguments["seed"])  # the "breakdown" command
 

@@ -27,6 +27,8 @@ from ..registry.diffusion import components_of
 from .adapters import CompiledTextEncoder, CompiledUNet, CompiledVae
 
 # The roles of a pipeline's images (DiffusionPipelineSpec.images), as an error names them.
+# The pipeline modules a Neuron*Pipeline runs compiled (load_components builds them from the artifact).
+COMPILED_PARTS = ("text_encoder", "text_encoder_2", "unet", "vae", "controlnet")
 IMAGE_ROLES = {"init": "the image to edit", "mask": "the mask: white where to repaint", "control": "the ControlNet's conditioning image"}
 
 
@@ -71,7 +73,16 @@ class NeuronPipelineMixin:
         return pipe
 
     @classmethod
-    def _load(cls, folder: Path):
+    def from_pipe(cls, pipe: "NeuronPipelineMixin"):
+        """This class over the artifact another Neuron*Pipeline loaded (txt2img -> img2img), sharing its compiled
+        components: loading the folder again would hold every compiled model twice (on Neuron, twice the
+        NeuronCore memory). Only a VAE encoder the other one did not load is loaded."""
+        if not isinstance(pipe, NeuronPipelineMixin):
+            raise NeuronExportError(f"{cls.__name__}.from_pipe takes a compiled Neuron*Pipeline, not a {type(pipe).__name__}")
+        return cls._load(pipe.artifact, shared=pipe)
+
+    @classmethod
+    def _load(cls, folder: Path, shared: Optional["NeuronPipelineMixin"] = None):
         manifest = Manifest.read(folder)
         task = manifest.task
         if not manifest.is_pipeline:
@@ -85,7 +96,10 @@ class NeuronPipelineMixin:
             img2img = [p.class_name for p in DIFFUSION_TASKS[task].pipelines if p.diffusers_class == manifest.pipeline_class]
             raise ArtifactError(f"{folder} is an SDXL refiner (its UNet takes an aesthetic score): load it with "
                                 f"{' / '.join(img2img) or 'an img2img pipeline class'} and pass it the base's latents as image")
-        components = load_components(folder, manifest, cls.uses_vae_encoder)
+        if shared is None:
+            components = load_components(folder, manifest, cls.uses_vae_encoder)
+        else:
+            components = shared_components(shared, cls.uses_vae_encoder)
         arguments: dict[str, Any] = {}
         for name in parameters:
             entry = model_index.get(name)
@@ -242,6 +256,19 @@ def load_components(folder: Path, manifest: Manifest, with_vae_encoder: bool) ->
 
         components["controlnet"] = compiled_controlnets(
             [CompiledControlNet(load_artifact(inside(folder, s.name)), _config_of(inside(folder, s.name))) for s in controlnets])
+    return components
+
+
+def shared_components(pipe: NeuronPipelineMixin, with_vae_encoder: bool) -> dict[str, torch.nn.Module]:
+    """The compiled components of a loaded pipeline, for another class over the same artifact: the same modules,
+    and a VAE whose encoder is loaded now if this class needs it and that pipeline has none."""
+    components = {name: getattr(pipe, name) for name in COMPILED_PARTS if getattr(pipe, name, None) is not None}
+    vae = components["vae"]
+    if with_vae_encoder and vae.encoder_model is None:
+        spec = next(spec for spec in components_of(pipe.manifest.task, pipe.manifest.components) if spec.kind == "vae_encoder")
+        if spec.name not in pipe.manifest.components:  # a folder that never had one: as load_components refuses it
+            raise ArtifactError(f"{pipe.artifact} lacks the compiled {spec.name}; export it again")
+        components["vae"] = CompiledVae(vae.compiled, load_artifact(inside(pipe.artifact, spec.name)), vae.config)
     return components
 
 

@@ -85,15 +85,14 @@ def takes(spec: DiffusionPipelineSpec, argument: str) -> bool:
 
 def compiled_pipeline(loaded: LoadedArtifact, spec: DiffusionPipelineSpec):
     """The Neuron*Pipeline of the spec over the artifact: the loaded primary one, or the last other class asked
-    for (one at a time, each holds its own compiled components)."""
+    for, over the primary's compiled components (from_pipe: one copy of each in memory)."""
     if spec.class_name == pipeline_specs(loaded)[0].class_name:
         return loaded.model
     pipe = loaded.cache.get("pipeline")
     if pipe is None or type(pipe).__name__ != spec.class_name:
         import neuron_export
 
-        loaded.cache.pop("pipeline", None)  # freed before the next one loads
-        pipe = getattr(neuron_export, spec.class_name).from_pretrained(loaded.path)
+        pipe = getattr(neuron_export, spec.class_name).from_pipe(loaded.model)
         pipe.set_progress_bar_config(disable=True)
         loaded.cache["pipeline"] = pipe
     return pipe

@@ -133,12 +133,22 @@ def test_sd_pipeline_returns_pil_images_and_takes_any_scheduler(sd_export, eager
     assert type(reloaded.scheduler) is DPMSolverMultistepScheduler
 
 
-def test_sd_img2img_matches_diffusers(sd_export, eager_sd):
+@pytest.mark.parametrize("load", ["from_pretrained", "from_pipe"])
+def test_sd_img2img_matches_diffusers(sd_export, eager_sd, load):
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    from neuron_export import NeuronStableDiffusionImg2ImgPipeline
+    from neuron_export import NeuronStableDiffusionImg2ImgPipeline, NeuronStableDiffusionPipeline
 
-    pipe = quiet(NeuronStableDiffusionImg2ImgPipeline.from_pretrained(sd_export[1]))
+    if load == "from_pretrained":
+        pipe = quiet(NeuronStableDiffusionImg2ImgPipeline.from_pretrained(sd_export[1]))
+    else:  # over a loaded txt2img pipeline: its compiled models, not a second copy; the VAE encoder added
+        txt2img = NeuronStableDiffusionPipeline.from_pretrained(sd_export[1])
+        pipe = quiet(NeuronStableDiffusionImg2ImgPipeline.from_pipe(txt2img))
+        assert pipe.unet is txt2img.unet and pipe.text_encoder is txt2img.text_encoder
+        assert pipe.vae.compiled is txt2img.vae.compiled
+        assert txt2img.vae.encoder_model is None and pipe.vae.encoder_model is not None
+        with pytest.raises(NeuronExportError, match="takes a compiled Neuron"):
+            NeuronStableDiffusionImg2ImgPipeline.from_pipe(eager_sd)
     eager = quiet(StableDiffusionImg2ImgPipeline(**eager_sd.components))
     kwargs = dict(image=init_image(), strength=0.75, num_inference_steps=4)
     assert_same_images(generate(pipe, **kwargs), generate(eager, **kwargs))
