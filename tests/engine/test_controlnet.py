@@ -21,6 +21,9 @@ from neuron_export.diffusion.requests import example_image
 from neuron_export.export import make_plan
 from neuron_export.export.cache import CompileCache
 
+# Each variant's compiles take minutes on 2 cores: outside the default suite, run by .ci/run (-m sd_variants).
+pytestmark = pytest.mark.sd_variants
+
 PROMPT = "a photo of an astronaut riding a horse"
 MEAN_ATOL = 1e-2  # compiled vs eager image, same seed (as tests/engine/test_diffusion.py)
 CONTROL_EFFECT = 0.05  # another control image moves the tiny pipelines' image by more than this somewhere

@@ -16,6 +16,9 @@ from neuron_export import ExportOptions, NeuronExportError, read_manifest
 from neuron_export.demo import DEMO_MODELS
 from neuron_export.errors import ArtifactError
 
+# Each variant's compiles take minutes on 2 cores: outside the default suite, run by .ci/run (-m sd_variants).
+pytestmark = pytest.mark.sd_variants
+
 PROMPT = "a photo of an astronaut riding a horse"
 MEAN_ATOL = 1e-2  # the bound on the mean absolute pixel difference
 MAX_ATOL = 1e-3  # fp32 end to end: float rounding only; dropping w or a row moves some pixel by >= 0.05

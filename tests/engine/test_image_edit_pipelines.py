@@ -16,6 +16,9 @@ from neuron_export.demo import build_tiny_stable_diffusion
 from neuron_export.diffusion.requests import example_image, example_request
 from neuron_export.registry import DIFFUSION_TASKS
 
+# Each variant's compiles take minutes on 2 cores: outside the default suite, run by .ci/run (-m sd_variants).
+pytestmark = pytest.mark.sd_variants
+
 INPAINT, XL_INPAINT, PIX2PIX = "stable-diffusion-inpaint", "stable-diffusion-xl-inpaint", "stable-diffusion-instruct-pix2pix"
 STEPS = 3
 MEAN_ATOL = 1e-2  # the bound on the mean absolute pixel difference

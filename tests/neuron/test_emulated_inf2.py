@@ -17,6 +17,8 @@ from support import ROOT
 HOST_TESTS = Path(__file__).resolve().parent / "inf2"
 FILES = sorted(path.name for path in HOST_TESTS.glob("host_*.py"))
 TIMEOUT_S = 1800
+# Outside the default suite (~2 min more): .ci/run runs it on torch 2.13 and in the torch 2.9 job (-m inf2_host).
+pytestmark = pytest.mark.inf2_host
 
 
 @pytest.fixture(scope="module")
