@@ -26,9 +26,9 @@ from ..registry import DIFFUSION_TASKS, PIPELINE_CLASSES, DiffusionPipelineSpec,
 from ..registry.diffusion import components_of
 from .adapters import CompiledTextEncoder, CompiledUNet, CompiledVae
 
-# The roles of a pipeline's images (DiffusionPipelineSpec.images), as an error names them.
 # The pipeline modules a Neuron*Pipeline runs compiled (load_components builds them from the artifact).
 COMPILED_PARTS = ("text_encoder", "text_encoder_2", "unet", "vae", "controlnet")
+# The roles of a pipeline's images (DiffusionPipelineSpec.images), as an error names them.
 IMAGE_ROLES = {"init": "the image to edit", "mask": "the mask: white where to repaint", "control": "the ControlNet's conditioning image"}
 
 
