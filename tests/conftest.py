@@ -42,3 +42,12 @@ def ray_cluster():
 
     with local_ray_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(autouse=True)
+def _pytest_main_module_back():
+    """Streamlit's AppTest leaves the app's script as sys.modules["__main__"], and a multiprocessing "spawn" child
+    started later in this process (the benchmark's sides) then re-runs app.py before its own work: put it back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
