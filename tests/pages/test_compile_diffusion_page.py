@@ -34,18 +34,23 @@ def sd_form(demo: str = "demo:tiny-sd") -> AppTest:
     return at
 
 
-def test_lora_lines_become_the_jobs_lora_options(workspace):
-    style, detail = build_tiny_lora(workspace.root / "loras" / "style"), build_tiny_lora(workspace.root / "loras" / "detail", seed=1)
-    at = sd_form()
-    at.text_area(key="loras").set_value(f"{style} 0.7\n\n{detail}\n").run()
+def submit_field(at: AppTest, key: str, text: str, workspace):
+    """Type the text into the form's field and press Compile: the one queued job, and its export arguments as
+    the job's CLI will read them."""
+    at.text_area(key=key).set_value(text).run()
     assert not at.error, [e.value for e in at.error]
     compile_button(at).click()
     at.run()
     (job,) = JobStore(workspace.db_path, workspace.jobs_dir).list()
+    return job, build_parser().parse_args(job.argv[job.argv.index("export"):])
+
+
+def test_lora_lines_become_the_jobs_lora_options(workspace):
+    style, detail = build_tiny_lora(workspace.root / "loras" / "style"), build_tiny_lora(workspace.root / "loras" / "detail", seed=1)
+    job, parsed = submit_field(sd_form(), "loras", f"{style} 0.7\n\n{detail}\n", workspace)
     options = job.metadata["options"]
     assert options["lora_model_ids"] == [str(style), str(detail)] and options["lora_scales"] == [0.7, 1.0]
     assert options["lora_adapter_names"] == ["lora1", "lora2"]  # several LoRAs need names: the form gives them
-    parsed = build_parser().parse_args(job.argv[job.argv.index("export"):])  # what the job's CLI will read
     assert (parsed.lora_model_ids, parsed.lora_scales) == ([str(style), str(detail)], [0.7, 1.0])
 
 
@@ -69,14 +74,8 @@ def test_the_lora_field_is_for_diffusion_pipelines_only(workspace):
 
 def test_controlnet_lines_become_the_jobs_controlnet_ids(workspace):
     canny, depth = (build_tiny_controlnet(workspace.root / "controlnets" / name, seed=seed) for seed, name in enumerate(("canny", "depth")))
-    at = sd_form()
-    at.text_area(key="controlnets").set_value(f"{canny}\n\n{depth}\n").run()
-    assert not at.error, [e.value for e in at.error]
-    compile_button(at).click()
-    at.run()
-    (job,) = JobStore(workspace.db_path, workspace.jobs_dir).list()
+    job, parsed = submit_field(sd_form(), "controlnets", f"{canny}\n\n{depth}\n", workspace)
     assert job.metadata["options"]["controlnet_ids"] == [str(canny), str(depth)]
-    parsed = build_parser().parse_args(job.argv[job.argv.index("export"):])  # what the job's CLI will read
     assert list(parsed.controlnet_ids) == [str(canny), str(depth)]
 
 
