@@ -85,14 +85,15 @@ def takes(spec: DiffusionPipelineSpec, argument: str) -> bool:
 
 def compiled_pipeline(loaded: LoadedArtifact, spec: DiffusionPipelineSpec):
     """The Neuron*Pipeline of the spec over the artifact: the loaded primary one, or the last other class asked
-    for, over the primary's compiled components (from_pipe: one copy of each in memory)."""
+    for, over the primary's compiled components (from_pipe: one copy of each in memory; built from the last other
+    class, so a VAE encoder it loaded is not loaded again)."""
     if spec.class_name == pipeline_specs(loaded)[0].class_name:
         return loaded.model
     pipe = loaded.cache.get("pipeline")
     if pipe is None or type(pipe).__name__ != spec.class_name:
         import neuron_export
 
-        pipe = getattr(neuron_export, spec.class_name).from_pipe(loaded.model)
+        pipe = getattr(neuron_export, spec.class_name).from_pipe(pipe or loaded.model)
         pipe.set_progress_bar_config(disable=True)
         loaded.cache["pipeline"] = pipe
     return pipe
