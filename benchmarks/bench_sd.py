@@ -157,17 +157,17 @@ def measure_component(name: str, spec, eager: torch.nn.Module, shapes, plan: Exp
         with torch.autocast(args.device, dtype=cast, enabled=cast is not None and cast != torch.float32):
             return module(*[named[n] for n in order])
 
-    cast = dtype is not None and dtype != torch.float32
+    casting = dtype is not None and dtype != torch.float32
     # With a cast, eager also runs at that precision, so one ratio measures compilation alone and the
     # other (against fp32 eager, what diffusers runs by default) what the user gets.
-    calls = {"eager": partial(run_eager, cast=None), **({"eager_cast": run_eager} if cast else {}),
+    calls = {"eager": partial(run_eager, cast=None), **({"eager_cast": run_eager} if casting else {}),
              "compiled": lambda named: compiled(**named)}
     timings = timed_sides(calls, inputs, iterations, args.device)
     (eager_s, eager_cpu), (compiled_s, compiled_cpu) = timings["eager"], timings["compiled"]
     precision = options.auto_cast_type if options.auto_cast != "none" and options.auto_cast_type in ("bf16", "fp16") else "fp32"
     print(f"  {name:<13} eager fp32 {eager_s * 1e3:9.1f} ms   compiled {compiled_s * 1e3:9.1f} ms   x{eager_s / compiled_s:5.2f}   "
           f"(compile {compile_s:.0f} s, validation {'passed' if report and report.passed else 'FAILED'})", flush=True)
-    if cast:
+    if casting:
         cast_s = timings["eager_cast"][0]
         print(f"  {'':<13} eager {precision} autocast {cast_s * 1e3:9.1f} ms: compiled x{cast_s / compiled_s:5.2f} of it", flush=True)
     print(f"  {'':<13} {flops / 1e9:.2f} GFLOP per call; eager fp32 {efficiency(flops, eager_s, eager_cpu, 'fp32', args.device)}",
